@@ -1,0 +1,41 @@
+"""Start-up hook: register trace_envs' ids when gymnasium is imported.
+
+Installed as ``trace_envs_gymnasium.pth``. Gymnasium 1.x dropped entry-point plugins, so
+without this ``gym.make("trace/precondition-v0")`` would need ``import trace_envs``
+first. The hook costs one small meta-path finder until gymnasium is imported; it never
+breaks an import: a failure becomes a warning.
+"""
+
+import importlib.abc
+import importlib.machinery
+import sys
+
+
+class _AfterGymnasium(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "gymnasium":
+            return None
+        sys.meta_path.remove(self)  # one shot; also avoids recursion below
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        original = loader.exec_module
+
+        def exec_module(module):
+            original(module)
+            try:
+                from trace_envs.registration import register_envs
+
+                register_envs()
+            except Exception as exc:  # never break `import gymnasium`
+                import warnings
+
+                warnings.warn(f"trace_envs could not register its environments: {exc!r}", stacklevel=2)
+
+        loader.exec_module = exec_module
+        return spec
+
+
+if "gymnasium" not in sys.modules:
+    sys.meta_path.insert(0, _AfterGymnasium())

@@ -1,0 +1,303 @@
+"""TraceEnv: the one Gymnasium env class that serves every spec.
+
+A spec (see :mod:`trace_envs.spec`) composes a world, a task family, a user, a reward and
+a renderer; variants are new spec files, never subclasses.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from random import Random
+from typing import Any
+
+import gymnasium as gym
+
+from trace_envs.actions import MAX_ACTION_CHARS, parse_action
+from trace_envs.db import Database, Table, diff_keys
+from trace_envs.domains import get_domain
+from trace_envs.episode import EpisodeLog, WriteAttempt
+from trace_envs.errors import ResetNeeded, SpecError, ToolError
+from trace_envs.render import RENDERERS
+from trace_envs.reward import COMPONENTS, End, annotate
+from trace_envs.spaces import UnicodeText
+from trace_envs.spec import TraceSpec, load_spec
+from trace_envs.tasks import Call, Task, get_family
+from trace_envs.user import ScriptedUser
+from trace_envs.world import check_arguments
+
+_AUTH_TOOLS = frozenset({"find_user_id_by_email", "find_user_id_by_name_zip"})
+_MAX_SEED = 2**31 - 1
+
+
+class TraceEnv(gym.Env[str, str]):
+    """A customer-service conversation in which the agent acts through text.
+
+    ## Description
+    The agent serves one simulated customer of a retail store. It reads records with
+    tools, proposes writes, obtains a "yes", acts, refuses what policy forbids, and
+    answers questions. Which skill is stressed depends on the spec's task family.
+
+    ## Observation
+    A ``str``: the new text for the agent since its last action (the opening with the
+    policy and tools on reset, then a tool result or the user's reply), at most
+    ``observation.max_chars`` characters. ``info["messages"]`` holds the full
+    OpenAI-format history and ``info["tools"]`` the tool schemas.
+
+    ## Actions
+    A ``str``, one assistant turn: ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``
+    or a bare JSON object of that shape calls a tool; anything else is a message to the
+    user. Bad agent output never raises: it becomes an error tool result, a
+    ``format_error`` term and ``info["parse_error"]``.
+
+    ## Reward
+    The weighted sum of the spec's components (see :mod:`trace_envs.reward`); shaped
+    penalties are paid per step, outcome terms at the end. ``info["reward_components"]``
+    breaks every step's reward down; at the end ``info["return_components"]`` holds the
+    final values and ``info["success"]`` whether every success component reached 1.
+
+    ## Termination
+    Terminated when the user ends the conversation (all requests resolved, or the agent
+    said goodbye) or the agent transfers to a human. Truncated after ``max_turns`` agent
+    turns; the outcome is scored then too, so the last step always carries it.
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, spec: TraceSpec | Mapping[str, Any] | str | Path, render_mode: str | None = None,
+                 obs_format: str | None = None, max_chars: int | None = None) -> None:
+        self.trace_spec = spec if isinstance(spec, TraceSpec) else load_spec(spec)
+        s = self.trace_spec
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        if obs_format is not None and obs_format not in RENDERERS:
+            close = difflib.get_close_matches(obs_format, RENDERERS, n=1)
+            raise SpecError(f"obs_format must be one of {sorted(RENDERERS)}, got {obs_format!r}."
+                            + (f" Did you mean {close[0]!r}?" if close else ""))
+        self.render_mode = render_mode
+        self.domain = get_domain(s.domain)
+        self.tools = self.domain.subset(list(s.tools) if s.tools else None)
+        self.tool_schemas = [t.schema for t in self.tools.values()]
+        self.family = get_family(s.family)
+        self.max_chars = max_chars or s.max_chars
+        self.renderer = RENDERERS[obs_format or s.obs_format](self.max_chars)
+        self.observation_space = UnicodeText(self.max_chars)
+        self.action_space = UnicodeText(MAX_ACTION_CHARS)
+        self._outcome = [n for n in s.weights if not COMPONENTS[n].shaped]
+        self._shaped = [n for n in s.weights if COMPONENTS[n].shaped]
+        self._zero = dict.fromkeys(s.weights, 0.0)
+        self.task: Task | None = None
+        self._log: EpisodeLog | None = None
+        self._user: ScriptedUser | None = None
+        self._messages: list[dict[str, Any]] = []
+        self._shaped_now: dict[str, float] = {}
+        self._task_seed = 0
+        self._over = True
+        self._last_obs = ""
+        self._base_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ reset
+    def _task_seed_for(self, seed: int | None, options: Mapping[str, Any] | None) -> int:
+        task_id = (options or {}).get("task_id")
+        if task_id is not None:
+            prefix = f"{self.family.name}-"
+            text = str(task_id)
+            num = text[len(prefix):] if text.startswith(prefix) else text
+            if not num.isdigit():
+                raise ValueError(f"task_id must look like '{prefix}<int>' or be an int, got {task_id!r}")
+            return int(num)
+        if seed is not None:
+            return int(seed)
+        return int(self.np_random.integers(_MAX_SEED))
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._task_seed = self._task_seed_for(seed, options)
+        task = self.family.generate(Random(self._task_seed), self.trace_spec.params, seed=self._task_seed)
+        self.task = task
+        db = Database({name: Table(records) for name, records in task.tables.items()})
+        self._log = EpisodeLog(task=task, db=db, initial_db=db)
+        self._user = ScriptedUser(task)
+        opening = self._user.opening(self._log)
+        self._messages = [
+            {"role": "system", "content": self.domain.policy},
+            {"role": "user", "content": opening},
+        ]
+        self._shaped_now = dict.fromkeys(self._shaped, 0.0)
+        self._over = False
+        s = self.trace_spec
+        self._base_info = {
+            "env_id": s.id, "spec_version": s.version, "capability": s.capability,
+            "task_id": task.task_id, "seed": self._task_seed, "tools": self.tool_schemas,
+        }
+        obs = self.renderer.first(self.domain.policy, list(self.tools.values()), opening)
+        self._last_obs = obs
+        info = dict(self._base_info, step=0, messages=list(self._messages), reward_components=dict(self._zero),
+                    capabilities=list(task.capabilities))
+        return obs, info
+
+    # ------------------------------------------------------------------ step
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        log = self._log
+        if log is None or self._over:
+            raise ResetNeeded("call reset() before step()" if log is None else
+                              "the episode is over; call reset() before step()")
+        log.step += 1
+        parsed = parse_action(action)
+        terminated = False
+        parse_error = None
+        if parsed.kind == "message":
+            self._messages.append({"role": "assistant", "content": parsed.text})
+            reply, terminated = self._user.respond(parsed.text, log)
+            log.last_user_text = reply
+            self._messages.append({"role": "user", "content": reply})
+            if terminated:
+                log.ended_by = "user"
+            obs = self.renderer.user(reply)
+        elif parsed.kind == "tool":
+            obs, terminated, parse_error = self._call_tool(parsed.name, parsed.arguments, parsed.text)
+        else:
+            parse_error = parsed.error
+            log.format_errors += 1
+            self._messages.append({"role": "assistant", "content": parsed.text[:4000]})
+            content = f"Error: {parsed.error}"
+            self._messages.append({"role": "tool", "name": "error", "content": content})
+            obs = self.renderer.tool("error", content)
+        truncated = not terminated and log.step >= self.trace_spec.max_turns
+        if truncated:
+            log.ended_by = "max_turns"
+        components = dict(self._zero)
+        weights = self.trace_spec.weights
+        reward = 0.0
+        for name in self._shaped:
+            value = COMPONENTS[name].value(log, None)
+            delta = weights[name] * (value - self._shaped_now[name])
+            self._shaped_now[name] = value
+            components[name] = delta
+            reward += delta
+        info = dict(self._base_info, step=log.step, messages=list(self._messages), reward_components=components)
+        if parse_error is not None:
+            info["parse_error"] = parse_error
+        if terminated or truncated:
+            self._over = True
+            reward += self._finish(log, components, info)
+        self._last_obs = obs
+        return obs, reward, terminated, truncated, info
+
+    def _call_tool(self, name: str, arguments: Any, raw: str) -> tuple[str, bool, str | None]:
+        log = self._log
+        call_id = f"call_{log.step}"
+        args_text = json.dumps(arguments, ensure_ascii=False) if isinstance(arguments, dict) else str(arguments)
+        self._messages.append({"role": "assistant", "content": "", "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": args_text}}]})
+        tool = self.tools.get(name)
+        parse_error = None
+        terminated = False
+        if tool is None:
+            close = difflib.get_close_matches(name, self.tools, n=1)
+            parse_error = f"unknown tool {name[:80]!r}." + (f" Did you mean {close[0]!r}?" if close else "")
+        else:
+            parse_error = check_arguments(tool, arguments)
+        if parse_error is not None:
+            log.format_errors += 1
+            if tool is not None and tool.kind == "write":
+                self._record_write(Call(name, arguments), ok=False)
+            content = f"Error: {parse_error}"
+        else:
+            call = Call(name, arguments)
+            try:
+                result = tool.fn(log.db, **arguments)
+                ok = True
+            except ToolError as exc:
+                result, ok = str(exc), False
+            except Exception as exc:  # a tool bug must not end the agent's episode
+                result, ok = f"Error: internal tool failure ({type(exc).__name__})", False
+            if not ok:
+                log.tool_errors += 1
+                content = result if result.startswith("Error") else f"Error: {result}"
+            else:
+                content = result if isinstance(result, str) else json.dumps(result)
+            if tool.kind == "write":
+                self._record_write(call, ok)
+            elif ok and tool.kind == "read":
+                log.reads.setdefault(call.key, log.step)
+                if name in _AUTH_TOOLS and result == self.task.user.user_id and log.auth_step is None:
+                    log.auth_step = log.step
+            elif tool.kind == "terminal":
+                terminated = True
+                log.ended_by = "transfer"
+        self._messages.append({"role": "tool", "tool_call_id": call_id, "name": name, "content": content})
+        return self.renderer.tool(name, content), terminated, parse_error
+
+    def _record_write(self, call: Call, ok: bool) -> None:
+        log = self._log
+        req_index = log.request_for(call)
+        exact = confirmed = False
+        if req_index is not None:
+            req = self.task.requests[req_index]
+            gold = req.gold
+            exact = gold is not None and gold.key == call.key
+            confirmed = req.desired is not None and req.desired.key in log.confirmed
+            log.mark_handled(req_index)
+        if ok:
+            log.done_writes.add(call.key)
+        log.writes.append(WriteAttempt(step=log.step, call=call, ok=ok, request=req_index, exact=exact,
+                                       confirmed=confirmed, authenticated=log.auth_step is not None))
+
+    # ------------------------------------------------------------------ episode end
+    def gold_db(self) -> Database:
+        """The initial database with every gold write applied."""
+        log = self._log
+        if log is None:
+            raise ResetNeeded("call reset() first")
+        gold = Database({name: Table(t._base) for name, t in log.db.tables.items()})
+        for call in self.task.gold_calls:
+            self.domain.tools[call.name].fn(gold, **call.arguments)
+        return gold
+
+    def _finish(self, log: EpisodeLog, components: dict[str, float], info: dict[str, Any]) -> float:
+        gold = self.gold_db()
+        end = End(gold_db=gold, db_diff=diff_keys(log.db, gold))
+        weights = self.trace_spec.weights
+        final = dict(self._shaped_now)
+        reward = 0.0
+        for name in self._outcome:
+            value = COMPONENTS[name].value(log, end)
+            final[name] = value
+            components[name] = weights[name] * value
+            reward += weights[name] * value
+        info["return_components"] = final
+        info["success"] = all(final[n] >= 1.0 for n in self.trace_spec.success)
+        info["episode_return"] = sum(weights[n] * final[n] for n in weights)
+        info.update(annotate(log, end))
+        return reward
+
+    # ------------------------------------------------------------------ misc
+    def render(self) -> str | None:
+        """The conversation so far as plain text (``render_mode="ansi"``)."""
+        if self.render_mode != "ansi":
+            return None
+        lines = []
+        for m in self._messages:
+            if m.get("tool_calls"):
+                f = m["tool_calls"][0]["function"]
+                lines.append(f"assistant -> {f['name']}({f['arguments']})")
+            else:
+                tag = m["role"] if m["role"] != "tool" else f"tool {m.get('name', '')}"
+                lines.append(f"{tag}: {m['content']}")
+        return "\n".join(lines)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The OpenAI-format history of the current episode (a copy)."""
+        return list(self._messages)
+
+    @property
+    def log(self) -> EpisodeLog | None:
+        """The current episode's log (for oracles and analysis; treat as read-only)."""
+        return self._log

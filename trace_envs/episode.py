@@ -1,0 +1,95 @@
+"""The episode log: what happened so far, in the form users and rewards read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trace_envs.db import Database
+from trace_envs.tasks.base import Call, Task
+
+
+@dataclass(slots=True)
+class WriteAttempt:
+    """One call of a write tool, successful or not."""
+
+    step: int
+    call: Call
+    ok: bool
+    request: int | None  # index of the request it targets, if any
+    exact: bool  # equals that request's gold call
+    confirmed: bool  # the user said yes to this write before it ran
+    authenticated: bool  # the user had been authenticated before it ran
+
+
+@dataclass
+class EpisodeLog:
+    """Mutable per-episode state shared by the env, the user and the reward."""
+
+    task: Task
+    db: Database
+    initial_db: Database
+    step: int = 0
+    auth_step: int | None = None
+    reads: dict[str, int] = field(default_factory=dict)  # Call.key of successful reads -> first step
+    writes: list[WriteAttempt] = field(default_factory=list)
+    done_writes: set[str] = field(default_factory=set)
+    confirmed: set[str] = field(default_factory=set)  # keys of desired writes the user said yes to
+    format_errors: int = 0
+    tool_errors: int = 0
+    stated: list[bool] = field(default_factory=list)  # the user has stated request i
+    resolved: list[bool] = field(default_factory=list)
+    refused: list[bool] = field(default_factory=list)  # the agent refused request i
+    answered: list[bool] = field(default_factory=list)
+    wrong_answers: int = 0
+    handled_step: list[int | None] = field(default_factory=list)  # first write or refusal
+    ended_by: str = ""
+    last_user_text: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.task.requests)
+        self.stated = [self.task.upfront or i == 0 for i in range(n)]
+        self.resolved = [False] * n
+        self.refused = [False] * n
+        self.answered = [False] * n
+        self.handled_step = [None] * n
+
+    def current(self) -> int | None:
+        """Index of the first unresolved request, or None when all are resolved."""
+        for i, done in enumerate(self.resolved):
+            if not done:
+                return i
+        return None
+
+    def reads_before(self, request: int, step: int) -> list[str]:
+        """Keys of the request's required reads missing before ``step``."""
+        missing = []
+        for call in self.task.requests[request].required_reads:
+            at = self.reads.get(call.key)
+            if at is None or at >= step:
+                missing.append(call.key)
+        return missing
+
+    def request_for(self, call: Call) -> int | None:
+        """The request a write call targets, matching ids with or without '#'."""
+        args = call.arguments
+        target = args.get("order_id") or args.get("user_id")
+        if not isinstance(target, str):
+            return None
+        target = target.lstrip("#")
+        for i, req in enumerate(self.task.requests):
+            if req.desired is not None and req.desired.name == call.name and req.target.lstrip("#") == target:
+                return i
+        for i, req in enumerate(self.task.requests):
+            if req.target.lstrip("#") == target:
+                return i
+        return None
+
+    def mark_handled(self, request: int) -> None:
+        """Record the first time a request was acted on or refused."""
+        if self.handled_step[request] is None:
+            self.handled_step[request] = self.step
+
+    def summary(self) -> dict[str, Any]:
+        """Counters for debugging and ``info``."""
+        return {"writes": len(self.writes), "reads": len(self.reads), "format_errors": self.format_errors}

@@ -1,0 +1,60 @@
+"""Renderers: how new text reaches the agent as the observation string.
+
+``chat`` gives the policy, the full tool schemas and role-tagged messages, for chat
+LLMs (which usually read ``info["messages"]`` and ``info["tools"]`` through their chat
+template instead). ``compact`` is terse for tiny models: tool signatures on one line each
+and one-letter role tags.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from trace_envs.world import Tool
+
+_CUT = " …[truncated]"
+
+
+class Renderer:
+    """Turns episode events into observation text, bounded by ``max_chars``."""
+
+    name = "chat"
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+
+    def clip(self, text: str) -> str:
+        """Cut text longer than ``max_chars``, with a visible marker."""
+        if len(text) <= self.max_chars:
+            return text
+        return text[: self.max_chars - len(_CUT)] + _CUT
+
+    def first(self, policy: str, tools: Sequence[Tool], opening: str) -> str:
+        schemas = json.dumps([t.schema for t in tools], separators=(",", ":"))
+        return self.clip(f"{policy}\n\n# Tools\n{schemas}\n\n# Conversation\nuser: {opening}")
+
+    def user(self, text: str) -> str:
+        return self.clip(f"user: {text}")
+
+    def tool(self, name: str, content: str) -> str:
+        return self.clip(f"tool {name}: {content}")
+
+
+class CompactRenderer(Renderer):
+    """Short tags and tool signatures; no policy text."""
+
+    name = "compact"
+
+    def first(self, policy: str, tools: Sequence[Tool], opening: str) -> str:
+        sigs = "\n".join(f"{t.name}({', '.join(t.parameters.get('properties', {}))})" for t in tools)
+        return self.clip(f"tools:\n{sigs}\nU: {opening}")
+
+    def user(self, text: str) -> str:
+        return self.clip(f"U: {text}")
+
+    def tool(self, name: str, content: str) -> str:
+        return self.clip(f"T: {content}")
+
+
+RENDERERS: dict[str, type[Renderer]] = {"chat": Renderer, "compact": CompactRenderer}

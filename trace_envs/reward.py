@@ -1,0 +1,171 @@
+"""Declarative reward components.
+
+Every component maps the episode log to a value in [0, 1]; a spec gives each a weight
+(negative for penalties) and the reward is ``sum(weight * value)``. *Shaped* components
+(``format_error``, ``turn_cost``) are paid per step as their value changes; the others
+are paid at the end of the episode. So the return always equals the weighted sum of the
+final values, and lies in ``[sum of negative weights, sum of positive weights]``, which
+each spec declares as its range.
+
+At the end of an episode :func:`annotate` also produces the capability annotations that
+analysis needs (which reads preceded which write, violating writes, exact arguments,
+chosen records, requests done).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from trace_envs.db import Database, diff_keys
+from trace_envs.episode import EpisodeLog
+
+
+@dataclass(frozen=True)
+class End:
+    """What is computed once when an episode ends."""
+
+    gold_db: Database
+    db_diff: dict[str, list[str]]
+
+    @property
+    def db_match(self) -> bool:
+        return not self.db_diff
+
+
+@dataclass(frozen=True)
+class Component:
+    """One reward term."""
+
+    name: str
+    value: Callable[[EpisodeLog, End | None], float]
+    shaped: bool
+    help: str
+
+
+def _frac(num: int, den: int) -> float:
+    return 1.0 if den == 0 else num / den
+
+
+def _gold_writes_done(log: EpisodeLog, end: End | None) -> float:
+    gold = log.task.gold_calls
+    return _frac(sum(c.key in log.done_writes for c in gold), len(gold))
+
+
+def _answer_match(log: EpisodeLog, end: End | None) -> float:
+    qs = [i for i, r in enumerate(log.task.requests) if r.answer is not None]
+    return _frac(sum(log.answered[i] for i in qs), len(qs))
+
+
+def _read_before_write(log: EpisodeLog, end: End | None) -> float:
+    reqs = [i for i, r in enumerate(log.task.requests) if r.required_reads and r.answer is None]
+    ok = 0
+    for i in reqs:
+        at = log.handled_step[i]
+        if at is not None and not log.reads_before(i, at):
+            ok += 1
+    return _frac(ok, len(reqs))
+
+
+def _violations(log: EpisodeLog) -> int:
+    reqs = log.task.requests
+    return sum(1 for w in log.writes if w.request is None or reqs[w.request].refuse)
+
+
+def _no_write_on_refusal(log: EpisodeLog, end: End | None) -> float:
+    return 0.0 if _violations(log) else 1.0
+
+
+def _requests_completed(log: EpisodeLog, end: End | None) -> float:
+    return _frac(sum(log.resolved), len(log.resolved))
+
+
+def _confirmed_writes(log: EpisodeLog, end: End | None) -> float:
+    ok = [w for w in log.writes if w.ok]
+    return _frac(sum(w.confirmed for w in ok), len(ok))
+
+
+def _arg_precision(log: EpisodeLog, end: End | None) -> float:
+    mine = [w for w in log.writes if w.request is not None and not log.task.requests[w.request].refuse]
+    return _frac(sum(w.exact for w in mine), len(mine))
+
+
+def _format_error(log: EpisodeLog, end: End | None) -> float:
+    return min(1.0, 0.25 * log.format_errors)
+
+
+def turn_budget(log: EpisodeLog) -> int:
+    """Turns an efficient agent needs, with slack; ``turn_cost`` charges turns beyond it."""
+    return 8 + 7 * len(log.task.requests)
+
+
+def _turn_cost(log: EpisodeLog, end: End | None) -> float:
+    budget = turn_budget(log)
+    return min(1.0, max(0, log.step - budget) / budget)
+
+
+def _db_match(log: EpisodeLog, end: End | None) -> float:
+    return 0.0 if end is None else float(end.db_match)
+
+
+COMPONENTS: dict[str, Component] = {c.name: c for c in [
+    Component("db_match", _db_match, False, "1 if the final database equals the gold database"),
+    Component("gold_writes_done", _gold_writes_done, False, "share of gold writes executed exactly"),
+    Component("answer_match", _answer_match, False, "share of questions answered with the right value"),
+    Component("read_before_write", _read_before_write, False,
+              "share of requests whose deciding records were read before the write or refusal"),
+    Component("no_write_on_refusal", _no_write_on_refusal, False,
+              "1 if no write targeted a forbidden request or an unrelated record"),
+    Component("requests_completed", _requests_completed, False, "share of requests resolved"),
+    Component("confirmed_writes", _confirmed_writes, False, "share of writes the user confirmed first"),
+    Component("arg_precision", _arg_precision, False, "share of write calls with exactly the gold arguments"),
+    Component("format_error", _format_error, True, "0.25 per unparseable or ill-typed action, capped at 1"),
+    Component("turn_cost", _turn_cost, True, "turns beyond the task's budget, as a share of it, capped at 1"),
+]}
+
+
+def reward_range(weights: Mapping[str, float]) -> tuple[float, float]:
+    """The exact [min, max] of the return for these weights."""
+    lo = sum(w for w in weights.values() if w < 0)
+    hi = sum(w for w in weights.values() if w > 0)
+    return round(lo, 10), round(hi, 10)
+
+
+def annotate(log: EpisodeLog, end: End) -> dict[str, Any]:
+    """Capability annotations for the finished episode (JSON-serializable)."""
+    reqs = log.task.requests
+    handled = [i for i in range(len(reqs)) if log.handled_step[i] is not None]
+    missing = sorted({k for i in handled for k in log.reads_before(i, log.handled_step[i])})
+    unauth = sum(1 for w in log.writes if not w.authenticated)
+    mine = [w for w in log.writes if w.request is not None and not reqs[w.request].refuse]
+    # A failed inexact call is a precision slip; a successful inexact one chose a wrong record.
+    imprecise = sum(1 for w in mine if not w.exact and not w.ok)
+    wrong_records = sum(1 for w in mine if not w.exact and w.ok)
+    picks = [i for i, r in enumerate(reqs) if "structured_data_reasoning" in r.capabilities]
+    record_ok = None
+    if picks:
+        record_ok = wrong_records == 0 and log.wrong_answers == 0 and all(log.resolved[i] for i in picks)
+    return {
+        "capabilities": list(log.task.capabilities),
+        "requests_total": len(reqs),
+        "requests_completed": sum(log.resolved),
+        "requests_refused": sum(log.refused),
+        "requests_to_refuse": sum(r.refuse for r in reqs),
+        "authenticated": log.auth_step is not None,
+        "preconditions_checked": not missing and unauth == 0 and len(handled) == len(reqs),
+        "missing_reads": missing,
+        "unauthenticated_writes": unauth,
+        "violating_writes": _violations(log),
+        "unconfirmed_writes": sum(1 for w in log.writes if w.ok and not w.confirmed),
+        "args_exact": imprecise == 0 and all(w.exact for w in mine),
+        "imprecise_calls": imprecise,
+        "record_choice_correct": record_ok,
+        "wrong_records": wrong_records,
+        "wrong_answers": log.wrong_answers,
+        "format_errors": log.format_errors,
+        "tool_errors": log.tool_errors,
+        "db_diff": {k: v for k, v in end.db_diff.items()},
+        "ended_by": log.ended_by,
+        "turns": log.step,
+    }

@@ -1,0 +1,139 @@
+"""Tasks and the task-family registry.
+
+A *task family* is a seeded generator ``(rng, params, world) -> Task``. A :class:`Task`
+is pure data: the initial tables, who the user is, and an ordered list of
+:class:`Request` objects. Each request carries everything the scripted user, the reward
+and the oracle need: the write the user wants, the write that should happen (none when
+policy forbids it), the reads that decide it, and the expected answer of a question.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from random import Random
+from typing import Any
+
+CAPABILITIES: tuple[str, ...] = (
+    "precondition_verification",
+    "structured_data_reasoning",
+    "tool_calling_precision",
+    "multi_step_completion",
+)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A tool call: a name and JSON arguments."""
+
+    name: str
+    arguments: Mapping[str, Any]
+
+    @property
+    def key(self) -> str:
+        """Canonical text used to compare calls."""
+        return self.name + json.dumps(self.arguments, sort_keys=True, separators=(",", ":"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "arguments": dict(self.arguments)}
+
+
+@dataclass
+class Request:
+    """One thing the user wants done or answered."""
+
+    kind: str  # e.g. "cancel", "return", "exchange", "modify_address", "question"
+    text: str  # how the user states it
+    capabilities: tuple[str, ...]
+    desired: Call | None = None  # the write the user asks for (and will confirm)
+    refuse: bool = False  # policy forbids ``desired``: the agent must refuse
+    refusal_reason: str = ""
+    required_reads: tuple[Call, ...] = ()  # reads that must precede the write or refusal
+    answer: str | None = None  # expected answer of a question ("12.50" or a word)
+    target: str = ""  # the record the request is about (order id or user id)
+    facts: Mapping[str, str] = field(default_factory=dict)  # what the user reveals when asked
+    # Plausible mistakes, precomputed so the oracle stays fast and reproducible.
+    wrong_record: Call | str | None = None  # structured data: a plausible wrong choice
+    wrong_format: Call | None = None  # tool calling: the same call, badly formatted
+    describe: str = ""  # the action in words, as an agent would propose it
+
+    @property
+    def gold(self) -> Call | None:
+        """The write that should happen: ``desired`` unless policy forbids it."""
+        return None if self.refuse else self.desired
+
+
+@dataclass(frozen=True)
+class UserProfile:
+    """Who the simulated user is and how they identify."""
+
+    user_id: str
+    first_name: str
+    last_name: str
+    zip: str
+    email: str
+    auth: str = "email"  # "email" or "name_zip": what the user can tell
+
+
+@dataclass
+class Task:
+    """One episode's world and goal; pure data."""
+
+    task_id: str
+    family: str
+    tables: dict[str, dict[str, Any]]
+    user: UserProfile
+    requests: list[Request]
+    upfront: bool = False  # the user states every request in the opening message
+    opening: str = ""  # the user's first message
+    params: Mapping[str, Any] = field(default_factory=dict)
+    source: Mapping[str, Any] = field(default_factory=dict)  # family, seed, difficulty
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """The capabilities this task exercises, in canonical order."""
+        caps = {c for r in self.requests for c in r.capabilities}
+        if len(self.requests) > 1:
+            caps.add("multi_step_completion")
+        return tuple(c for c in CAPABILITIES if c in caps)
+
+    @property
+    def gold_calls(self) -> list[Call]:
+        """Every write that should happen, in order."""
+        return [r.gold for r in self.requests if r.gold is not None]
+
+
+Family = Callable[[Random, Mapping[str, Any]], Task]
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    """A registered task family: its generator and documented params with defaults."""
+
+    name: str
+    generate: Family
+    defaults: Mapping[str, Any]
+    help: Mapping[str, str]
+    capability: str | None
+    needs_tools: tuple[str, ...] = ()  # tools the family's gold solutions call
+
+
+FAMILIES: dict[str, FamilyInfo] = {}
+
+
+def register_family(name: str, generate: Family, defaults: Mapping[str, Any],
+                    help: Mapping[str, str], capability: str | None, needs_tools: tuple[str, ...] = ()) -> None:
+    """Register a task family; ``defaults`` documents every knob the family reads."""
+    FAMILIES[name] = FamilyInfo(name, generate, dict(defaults), dict(help), capability, tuple(needs_tools))
+
+
+def get_family(name: str) -> FamilyInfo:
+    """The family registered under ``name``, with a did-you-mean on failure."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, FAMILIES, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown task family {name!r}.{hint} Known: {sorted(FAMILIES)}") from None

@@ -1,0 +1,160 @@
+"""The simulated customer.
+
+:class:`ScriptedUser` is deterministic and cheap. It reads the agent's message for a few
+cues (a question about identity or details, a proposal awaiting confirmation, a refusal,
+an answer, a goodbye) and replies from the task's goal:
+
+- it reveals its identity and request details when asked;
+- it says "yes" only to a proposal that names every value of a write it wants, and "no"
+  to any other proposed write;
+- it moves to its next request when the current one is resolved (a gold write done, a
+  forbidden request refused, a question answered) and ends when all are, or when the
+  agent says goodbye.
+
+Any other user (an LLM, a human) implements the :class:`User` protocol.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol, runtime_checkable
+
+from trace_envs.episode import EpisodeLog
+from trace_envs.tasks.base import Call, Task
+
+STOP = "###STOP###"
+
+_IDENTITY = re.compile(r"e-?mail|zip|your (?:full )?name|identif|verif|authenticat|locate your account", re.I)
+_CONFIRM = re.compile(
+    r"\b(?:confirm|proceed|shall i|should i|go ahead|would you like me|do you want me|ok to|okay to"
+    r"|is that correct|is this correct)\b", re.I)
+_WRITE_VERB = re.compile(r"\b(?:cancel|return|exchange|modify|change|update|ship|refund|replace)", re.I)
+_REFUSAL = re.compile(
+    r"\b(?:cannot|can't|can not|unable|not able|not possible|not allowed|not eligible|must decline"
+    r"|won't be able)\b", re.I)
+_FAREWELL = re.compile(r"\b(?:goodbye|good bye|bye|have a (?:great|nice|good|wonderful) day)\b", re.I)
+_ORDER_Q = re.compile(r"order (?:id|number)|which order", re.I)
+_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+
+
+@runtime_checkable
+class User(Protocol):
+    """Anything that can play the customer."""
+
+    def opening(self, log: EpisodeLog) -> str:
+        """The first user message of the episode."""
+
+    def respond(self, text: str, log: EpisodeLog) -> tuple[str, bool]:
+        """Reply to an agent message; True as the second item ends the conversation."""
+
+
+def salient_values(call: Call) -> tuple[str, ...]:
+    """The values a proposal must name for the user to recognise the write (lower case)."""
+    out: list[str] = []
+    for key, value in call.arguments.items():
+        if key == "user_id":
+            continue  # agents rarely read ids of the customer back to them
+        values = value if isinstance(value, list) else [value]
+        out.extend(str(v).lower() for v in values if str(v))
+    return tuple(out)
+
+
+def _numbers(text: str) -> list[float]:
+    out = []
+    for tok in _NUMBER.findall(text):
+        try:
+            out.append(float(tok.replace(",", "")))
+        except ValueError:
+            pass
+    return out
+
+
+class ScriptedUser:
+    """A deterministic customer driven by the task's requests."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        # Precompute what each request's proposal must mention.
+        self._salient = [salient_values(r.desired) if r.desired else () for r in task.requests]
+
+    def identity(self) -> str:
+        """How the user identifies: email or name plus zip, whichever it knows."""
+        u = self.task.user
+        if u.auth == "email":
+            return f"My email is {u.email}."
+        return f"I'm {u.first_name} {u.last_name}, zip code {u.zip}."
+
+    def opening(self, log: EpisodeLog) -> str:
+        return self.task.opening
+
+    # -- resolution -------------------------------------------------------------------
+    def _update(self, text: str, lower: str, log: EpisodeLog) -> list[str]:
+        """Mark requests this message (or earlier writes) resolved; return complaints."""
+        complaints = []
+        reqs = self.task.requests
+        current = log.current()
+        refusal = _REFUSAL.search(text) is not None
+        numbers: list[float] | None = None
+        for i, req in enumerate(reqs):
+            if log.resolved[i] or not log.stated[i]:
+                continue
+            if req.answer is not None:
+                numbers = _numbers(text) if numbers is None else numbers
+                want = float(req.answer)
+                if any(abs(x - want) < 0.005 for x in numbers):
+                    log.answered[i] = log.resolved[i] = True
+                    log.mark_handled(i)
+                elif numbers and (i == current or req.target.lower() in lower):
+                    log.wrong_answers += 1
+                continue
+            if req.gold is not None and req.gold.key in log.done_writes:
+                log.resolved[i] = True
+                continue
+            about_it = i == current or req.target.lower().lstrip("#") in lower
+            if refusal and about_it:
+                if req.refuse:
+                    log.refused[i] = log.resolved[i] = True
+                    log.mark_handled(i)
+                elif i == current:
+                    complaints.append("I think that should be possible. Could you check again?")
+        return complaints
+
+    # -- the reply --------------------------------------------------------------------
+    def respond(self, text: str, log: EpisodeLog) -> tuple[str, bool]:
+        lower = text.lower()
+        before = log.current()
+        complaints = self._update(text, lower, log)
+        now = log.current()
+        if now is None:
+            return f"Thanks, that's everything I needed. {STOP}", True
+        if _FAREWELL.search(text):
+            return f"Okay, bye. {STOP}", True
+        parts: list[str] = []
+        if now != before and not log.stated[now]:
+            log.stated[now] = True
+            return f"Thank you. One more thing: {self.task.requests[now].text}", False
+        if _IDENTITY.search(text):
+            parts.append(self.identity())
+        if _CONFIRM.search(text) and _WRITE_VERB.search(text):
+            parts.append(self._confirm(lower, log))
+        elif complaints:
+            parts.extend(complaints)
+        if _ORDER_Q.search(text):
+            order_id = self.task.requests[now].facts.get("order_id")
+            if order_id:
+                parts.append(f"The order id is {order_id}.")
+        if not parts:
+            if self.task.upfront:
+                parts.append("Please go ahead with what I asked for.")
+            else:
+                parts.append(f"Can you help me with this? {self.task.requests[now].text}")
+        return " ".join(parts), False
+
+    def _confirm(self, lower: str, log: EpisodeLog) -> str:
+        for i, req in enumerate(self.task.requests):
+            if log.resolved[i] or not log.stated[i] or req.desired is None:
+                continue
+            if all(v in lower for v in self._salient[i]):
+                log.confirmed.add(req.desired.key)
+                return "Yes, please go ahead."
+        return "No, that's not what I asked for."
