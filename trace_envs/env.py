@@ -30,6 +30,7 @@ from trace_envs.world import check_arguments
 
 _AUTH_TOOLS = frozenset({"find_user_id_by_email", "find_user_id_by_name_zip"})
 _MAX_SEED = 2**31 - 1
+_ENCODE = json.JSONEncoder(check_circular=False).encode
 
 
 class TraceEnv(gym.Env[str, str]):
@@ -83,6 +84,7 @@ class TraceEnv(gym.Env[str, str]):
         self.domain = get_domain(s.domain)
         self.tools = self.domain.subset(list(s.tools) if s.tools else None)
         self.tool_schemas = [t.schema for t in self.tools.values()]
+        self._tool_list = list(self.tools.values())
         self.family = get_family(s.family)
         self.max_chars = max_chars or s.max_chars
         self.renderer = RENDERERS[obs_format or s.obs_format](self.max_chars)
@@ -135,7 +137,7 @@ class TraceEnv(gym.Env[str, str]):
             "env_id": s.id, "spec_version": s.version, "capability": s.capability,
             "task_id": task.task_id, "seed": self._task_seed, "tools": self.tool_schemas,
         }
-        obs = self.renderer.first(self.domain.policy, list(self.tools.values()), opening)
+        obs = self.renderer.first(self.domain.policy, self._tool_list, opening)
         self._last_obs = obs
         info = dict(self._base_info, step=0, messages=list(self._messages), reward_components=dict(self._zero),
                     capabilities=list(task.capabilities))
@@ -192,7 +194,9 @@ class TraceEnv(gym.Env[str, str]):
     def _call_tool(self, name: str, arguments: Any, raw: str) -> tuple[str, bool, str | None]:
         log = self._log
         call_id = f"call_{log.step}"
-        args_text = json.dumps(arguments, ensure_ascii=False) if isinstance(arguments, dict) else str(arguments)
+        call = Call(name, arguments)
+        # The canonical key doubles as the message's argument text: one encode per call.
+        args_text = call.key[len(name):]
         self._messages.append({"role": "assistant", "content": "", "tool_calls": [
             {"id": call_id, "type": "function", "function": {"name": name, "arguments": args_text}}]})
         tool = self.tools.get(name)
@@ -206,10 +210,9 @@ class TraceEnv(gym.Env[str, str]):
         if parse_error is not None:
             log.format_errors += 1
             if tool is not None and tool.kind == "write":
-                self._record_write(Call(name, arguments), ok=False)
+                self._record_write(call, ok=False)
             content = f"Error: {parse_error}"
         else:
-            call = Call(name, arguments)
             try:
                 result = tool.fn(log.db, **arguments)
                 ok = True
@@ -221,7 +224,7 @@ class TraceEnv(gym.Env[str, str]):
                 log.tool_errors += 1
                 content = result if result.startswith("Error") else f"Error: {result}"
             else:
-                content = result if isinstance(result, str) else json.dumps(result)
+                content = result if isinstance(result, str) else _ENCODE(result)
             if tool.kind == "write":
                 self._record_write(call, ok)
             elif ok and tool.kind == "read":

@@ -23,6 +23,16 @@ class Renderer:
 
     def __init__(self, max_chars: int) -> None:
         self.max_chars = max_chars
+        self._tools_text: tuple[int, str] | None = None  # (id of tool list, rendered text)
+
+    def tools_text(self, tools: Sequence[Tool]) -> str:
+        """The tool section, rendered once per tool list: it is the same every reset."""
+        if self._tools_text is None or self._tools_text[0] != id(tools):
+            self._tools_text = (id(tools), self.render_tools(tools))
+        return self._tools_text[1]
+
+    def render_tools(self, tools: Sequence[Tool]) -> str:
+        return json.dumps([t.schema for t in tools], separators=(",", ":"))
 
     def clip(self, text: str) -> str:
         """Cut text longer than ``max_chars``, with a visible marker."""
@@ -31,8 +41,7 @@ class Renderer:
         return text[: self.max_chars - len(_CUT)] + _CUT
 
     def first(self, policy: str, tools: Sequence[Tool], opening: str) -> str:
-        schemas = json.dumps([t.schema for t in tools], separators=(",", ":"))
-        return self.clip(f"{policy}\n\n# Tools\n{schemas}\n\n# Conversation\nuser: {opening}")
+        return self.clip(f"{policy}\n\n# Tools\n{self.tools_text(tools)}\n\n# Conversation\nuser: {opening}")
 
     def user(self, text: str) -> str:
         return self.clip(f"user: {text}")
@@ -46,9 +55,11 @@ class CompactRenderer(Renderer):
 
     name = "compact"
 
+    def render_tools(self, tools: Sequence[Tool]) -> str:
+        return "\n".join(f"{t.name}({', '.join(t.parameters.get('properties', {}))})" for t in tools)
+
     def first(self, policy: str, tools: Sequence[Tool], opening: str) -> str:
-        sigs = "\n".join(f"{t.name}({', '.join(t.parameters.get('properties', {}))})" for t in tools)
-        return self.clip(f"tools:\n{sigs}\nU: {opening}")
+        return self.clip(f"tools:\n{self.tools_text(tools)}\nU: {opening}")
 
     def user(self, text: str) -> str:
         return self.clip(f"U: {text}")

@@ -132,6 +132,24 @@ def reward_range(weights: Mapping[str, float]) -> tuple[float, float]:
     return round(lo, 10), round(hi, 10)
 
 
+_RECORD_ARGS = frozenset({"item_ids", "new_item_ids", "payment_method_id"})
+
+
+def _chose_other_record(w, gold) -> bool:
+    """An inexact write that is well formed but names other records than the gold one.
+
+    It succeeded, or it differs from the gold call only in well-typed record ids (for
+    example an unavailable variant): a reasoning slip, not a formatting one.
+    """
+    if w.ok:
+        return True
+    args, want = w.call.arguments, gold.arguments
+    if set(args) != set(want):
+        return False
+    differing = [k for k in want if args[k] != want[k]]
+    return bool(differing) and all(k in _RECORD_ARGS and type(args[k]) is type(want[k]) for k in differing)
+
+
 def annotate(log: EpisodeLog, end: End) -> dict[str, Any]:
     """Capability annotations for the finished episode (JSON-serializable)."""
     reqs = log.task.requests
@@ -139,13 +157,15 @@ def annotate(log: EpisodeLog, end: End) -> dict[str, Any]:
     missing = sorted({k for i in handled for k in log.reads_before(i, log.handled_step[i])})
     unauth = sum(1 for w in log.writes if not w.authenticated)
     mine = [w for w in log.writes if w.request is not None and not reqs[w.request].refuse]
-    # A failed inexact call is a precision slip; a successful inexact one chose a wrong record.
-    imprecise = sum(1 for w in mine if not w.exact and not w.ok)
-    wrong_records = sum(1 for w in mine if not w.exact and w.ok)
+    wrong_records = sum(1 for w in mine if not w.exact and _chose_other_record(w, reqs[w.request].gold))
+    imprecise = sum(1 for w in mine if not w.exact) - wrong_records
+    # Each annotation uses only its own evidence, so one capability's slip (say, stopping
+    # early) does not show up as another's (say, unchecked preconditions).
     picks = [i for i, r in enumerate(reqs) if "structured_data_reasoning" in r.capabilities]
     record_ok = None
-    if picks:
-        record_ok = wrong_records == 0 and log.wrong_answers == 0 and all(log.resolved[i] for i in picks)
+    if any(log.handled_step[i] is not None for i in picks) or wrong_records or log.wrong_answers:
+        record_ok = wrong_records == 0 and log.wrong_answers == 0
+    violating = _violations(log)
     return {
         "capabilities": list(log.task.capabilities),
         "requests_total": len(reqs),
@@ -153,12 +173,12 @@ def annotate(log: EpisodeLog, end: End) -> dict[str, Any]:
         "requests_refused": sum(log.refused),
         "requests_to_refuse": sum(r.refuse for r in reqs),
         "authenticated": log.auth_step is not None,
-        "preconditions_checked": not missing and unauth == 0 and len(handled) == len(reqs),
+        "preconditions_checked": not missing and unauth == 0 and violating == 0,
         "missing_reads": missing,
         "unauthenticated_writes": unauth,
-        "violating_writes": _violations(log),
+        "violating_writes": violating,
         "unconfirmed_writes": sum(1 for w in log.writes if w.ok and not w.confirmed),
-        "args_exact": imprecise == 0 and all(w.exact for w in mine),
+        "args_exact": imprecise == 0,
         "imprecise_calls": imprecise,
         "record_choice_correct": record_ok,
         "wrong_records": wrong_records,

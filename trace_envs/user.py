@@ -24,17 +24,38 @@ from trace_envs.tasks.base import Call, Task
 
 STOP = "###STOP###"
 
-_IDENTITY = re.compile(r"e-?mail|zip|your (?:full )?name|identif|verif|authenticat|locate your account", re.I)
-_CONFIRM = re.compile(
-    r"\b(?:confirm|proceed|shall i|should i|go ahead|would you like me|do you want me|ok to|okay to"
-    r"|is that correct|is this correct)\b", re.I)
-_WRITE_VERB = re.compile(r"\b(?:cancel|return|exchange|modify|change|update|ship|refund|replace)", re.I)
-_REFUSAL = re.compile(
-    r"\b(?:cannot|can't|can not|unable|not able|not possible|not allowed|not eligible|must decline"
-    r"|won't be able)\b", re.I)
-_FAREWELL = re.compile(r"\b(?:goodbye|good bye|bye|have a (?:great|nice|good|wonderful) day)\b", re.I)
-_ORDER_Q = re.compile(r"order (?:id|number)|which order", re.I)
-_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+# Each cue is a set of literal keywords plus, where word boundaries matter, a regex that
+# confirms a keyword hit. Substring tests are C-speed; the regex runs only on a hit. Both
+# run on the lower-cased message (re.IGNORECASE is about 3x slower in Python's re).
+_CUES: dict[str, tuple[tuple[str, ...], re.Pattern | None]] = {
+    "identity": (("email", "e-mail", "zip", "your name", "your full name", "identif", "verif", "authenticat",
+                  "locate your account"), None),
+    "confirm": (("confirm", "proceed", "shall i", "should i", "go ahead", "would you like me", "do you want me",
+                 "ok to", "okay to", "is that correct", "is this correct"),
+                re.compile(r"\b(?:confirm|proceed|shall i|should i|go ahead|would you like me|do you want me"
+                           r"|ok to|okay to|is that correct|is this correct)\b")),
+    "write": (("cancel", "return", "exchange", "modify", "change", "update", "ship", "refund", "replace"),
+              re.compile(r"\b(?:cancel|return|exchange|modify|change|update|ship|refund|replace)")),
+    "refusal": (("cannot", "can't", "can not", "unable", "not able", "not possible", "not allowed", "not eligible",
+                 "must decline", "won't be able"),
+                re.compile(r"\b(?:cannot|can't|can not|unable|not able|not possible|not allowed|not eligible"
+                           r"|must decline|won't be able)\b")),
+    "farewell": (("bye", "have a "), re.compile(r"\b(?:goodbye|good bye|bye|have a (?:great|nice|good|wonderful) day)\b")),
+    "order_q": (("order id", "order number", "which order"), None),
+}
+
+
+def cues(lower: str) -> frozenset[str]:
+    """The names of the cues present in a lower-cased agent message."""
+    found = set()
+    for name, (keywords, pattern) in _CUES.items():
+        if any(k in lower for k in keywords) and (pattern is None or pattern.search(lower)):
+            found.add(name)
+    return frozenset(found)
+
+
+# Amounts: "$54", "54.20", "$1,204.5"; bare integers are ids, not answers.
+_NUMBER = re.compile(r"\$\s?\d[\d,]*(?:\.\d+)?|\d[\d,]*\.\d+")
 
 
 @runtime_checkable
@@ -63,7 +84,7 @@ def _numbers(text: str) -> list[float]:
     out = []
     for tok in _NUMBER.findall(text):
         try:
-            out.append(float(tok.replace(",", "")))
+            out.append(float(tok.lstrip("$ ").replace(",", "")))
         except ValueError:
             pass
     return out
@@ -88,12 +109,12 @@ class ScriptedUser:
         return self.task.opening
 
     # -- resolution -------------------------------------------------------------------
-    def _update(self, text: str, lower: str, log: EpisodeLog) -> list[str]:
+    def _update(self, text: str, lower: str, found: frozenset[str], log: EpisodeLog) -> list[str]:
         """Mark requests this message (or earlier writes) resolved; return complaints."""
         complaints = []
         reqs = self.task.requests
         current = log.current()
-        refusal = _REFUSAL.search(text) is not None
+        refusal = "refusal" in found
         numbers: list[float] | None = None
         for i, req in enumerate(reqs):
             if log.resolved[i] or not log.stated[i]:
@@ -122,24 +143,25 @@ class ScriptedUser:
     # -- the reply --------------------------------------------------------------------
     def respond(self, text: str, log: EpisodeLog) -> tuple[str, bool]:
         lower = text.lower()
+        found = cues(lower)
         before = log.current()
-        complaints = self._update(text, lower, log)
+        complaints = self._update(text, lower, found, log)
         now = log.current()
         if now is None:
             return f"Thanks, that's everything I needed. {STOP}", True
-        if _FAREWELL.search(text):
+        if "farewell" in found:
             return f"Okay, bye. {STOP}", True
         parts: list[str] = []
         if now != before and not log.stated[now]:
             log.stated[now] = True
             return f"Thank you. One more thing: {self.task.requests[now].text}", False
-        if _IDENTITY.search(text):
+        if "identity" in found:
             parts.append(self.identity())
-        if _CONFIRM.search(text) and _WRITE_VERB.search(text):
+        if "confirm" in found and "write" in found:
             parts.append(self._confirm(lower, log))
         elif complaints:
             parts.extend(complaints)
-        if _ORDER_Q.search(text):
+        if "order_q" in found:
             order_id = self.task.requests[now].facts.get("order_id")
             if order_id:
                 parts.append(f"The order id is {order_id}.")

@@ -24,17 +24,41 @@ CAPABILITIES: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Call:
-    """A tool call: a name and JSON arguments."""
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False)
 
-    name: str
-    arguments: Mapping[str, Any]
+
+class Call:
+    """A tool call: a name and JSON arguments (treat as immutable)."""
+
+    __slots__ = ("name", "arguments", "_key")
+
+    def __init__(self, name: str, arguments: Mapping[str, Any]) -> None:
+        self.name = name
+        self.arguments = arguments
+        self._key: str | None = None
 
     @property
     def key(self) -> str:
-        """Canonical text used to compare calls."""
-        return self.name + json.dumps(self.arguments, sort_keys=True, separators=(",", ":"))
+        """Canonical text used to compare calls (computed once: it is on the hot path)."""
+        if self._key is None:
+            self._key = self.name + _CANONICAL.encode(self.arguments)
+        return self._key
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Call) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        return f"Call({self.name!r}, {dict(self.arguments)!r})"
+
+    def __getstate__(self) -> tuple:
+        return (self.name, self.arguments)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.name, self.arguments = state
+        self._key = None
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "arguments": dict(self.arguments)}

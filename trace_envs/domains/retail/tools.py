@@ -1,4 +1,4 @@
-"""The 15 retail tools, with τ²-bench retail semantics, over copy-on-write databases.
+"""The retail toolkit (16 tools), with τ²-bench retail semantics, over copy-on-write databases.
 
 Every tool is ``fn(db, **arguments)`` on a :class:`~trace_envs.db.Database` with tables
 ``users``, ``orders`` and ``products``. Arguments were already checked against the
@@ -367,96 +367,91 @@ def _params(**props: dict) -> dict[str, Any]:
 
 
 _ORDER_ID = _s("The order id, including the leading '#', e.g. '#W0000000'.")
+_USER_ID = _s("The user id, e.g. 'jane_doe_1234'.")
 _PAYMENT_ID = _s("A payment method id of the order's user, e.g. 'credit_card_0000000' or 'gift_card_0000000'.")
 _ADDRESS = {
     "address1": _s("First address line, e.g. '123 Main Street'."),
     "address2": _s("Second address line, e.g. 'Apt 1'; an empty string if none."),
-    "city": _s("City."),
-    "state": _s("State, e.g. 'CA'."),
-    "country": _s("Country, e.g. 'USA'."),
+    "city": _s("City."), "state": _s("State, e.g. 'CA'."), "country": _s("Country, e.g. 'USA'."),
     "zip": _s("Zip code, e.g. '12345'."),
 }
-_NEW_ITEMS = _ids("New item ids, one per old item in the same position; each must be an available "
-                  "variant of the same product as its old item, and differ from it.")
+_NEW_ITEMS = _ids("New item ids, one per old item in the same position; each must be an available variant of "
+                  "the same product as its old item, and differ from it.")
 
+
+def _old_items(verb: str) -> dict[str, Any]:
+    return _ids(f"Item ids in the order to {verb}; repeat an id to {verb} several units of it.")
+
+
+_CONFIRM = "Requires the user's explicit confirmation first."
 _SPECS: list[tuple[str, str, str, dict[str, Any], Callable[..., Any]]] = [
     ("find_user_id_by_email", "read",
      "Find a user's id by their email address. Returns the user id, or an error if no user has that email.",
      _params(email=_s("The user's email, e.g. 'jane.doe1234@example.com'.")), find_user_id_by_email),
     ("find_user_id_by_name_zip", "read",
-     "Find a user's id by first name, last name and the zip code of their address. Use it when the user "
-     "does not know their email. Returns the user id, or an error if no user matches.",
+     "Find a user's id by first name, last name and the zip code of their address, when the user does not "
+     "know their email. Returns the user id, or an error if no user matches.",
      _params(first_name=_s("First name, e.g. 'Jane'."), last_name=_s("Last name, e.g. 'Doe'."),
              zip=_s("Zip code, e.g. '12345'.")), find_user_id_by_name_zip),
     ("get_user_details", "read",
-     "Get a user's profile: name, default address, email, payment methods (gift cards show their "
-     "balance) and the ids of their orders.",
-     _params(user_id=_s("The user id, e.g. 'jane_doe_1234'.")), get_user_details),
+     "Get a user's profile: name, default address, email, payment methods (gift cards show their balance) "
+     "and the ids of their orders.", _params(user_id=_USER_ID), get_user_details),
     ("get_order_details", "read",
      "Get an order: its user id, shipping address, items (item id, product id, price, options), status, "
-     "fulfillments and payment history. Order ids start with '#'.",
-     _params(order_id=_ORDER_ID), get_order_details),
+     "fulfillments and payment history. Order ids start with '#'.", _params(order_id=_ORDER_ID), get_order_details),
     ("get_product_details", "read",
-     "Get a product and all its variants (item id, options, availability, price). Takes a product id, "
-     "not an item id; the two are unrelated.",
+     "Get a product and all its variants (item id, options, availability, price). Takes a product id, not "
+     "an item id; the two are unrelated.",
      _params(product_id=_s("The 10-digit product id, e.g. '1234567890'.")), get_product_details),
-    ("get_item_details", "read",
-     "Get one variant by its item id: its options, availability and price.",
+    ("get_item_details", "read", "Get one variant by its item id: its options, availability and price.",
      _params(item_id=_s("The 10-digit item id, e.g. '1234567890'.")), get_item_details),
     ("list_all_product_types", "read",
      "List every product type in the store as a mapping from product name to product id, sorted by name.",
      _params(), list_all_product_types),
     ("calculate", "generic",
-     "Evaluate an arithmetic expression and return the result rounded to 2 decimals. Only digits, "
-     "'+', '-', '*', '/', parentheses, '.' and spaces are allowed (no '**', no names).",
+     "Evaluate an arithmetic expression and return the result rounded to 2 decimals. Only digits, '+', '-', "
+     "'*', '/', parentheses, '.' and spaces are allowed (no '**', no names).",
      _params(expression=_s("The expression, e.g. '(25.5 + 12) * 2 / 3'.")), calculate),
     ("transfer_to_human_agents", "terminal",
-     "Transfer the user to a human agent, ending this conversation. Use it only when the request cannot "
-     "be handled within the policy and the available tools.",
+     "Transfer the user to a human agent, ending this conversation. Use it only when the request cannot be "
+     "handled within the policy and the available tools.",
      _params(summary=_s("A short summary of the user's issue for the human agent.")), transfer_to_human_agents),
     ("cancel_pending_order", "write",
      "Cancel an order whose status is exactly 'pending'. The reason must be exactly 'no longer needed' or "
-     "'ordered by mistake'. Every payment is refunded; gift card refunds are credited at once, others "
-     "within 5-7 business days. Requires the user's explicit confirmation first.",
+     "'ordered by mistake'. Every payment is refunded; gift card refunds are credited at once, others within "
+     f"5-7 business days. {_CONFIRM}",
      _params(order_id=_ORDER_ID, reason=_s("Exactly 'no longer needed' or 'ordered by mistake'.")),
      cancel_pending_order),
     ("modify_pending_order_address", "write",
-     "Change the shipping address of an order whose status contains 'pending'. Requires the user's "
-     "explicit confirmation first.",
+     f"Change the shipping address of an order whose status contains 'pending'. {_CONFIRM}",
      _params(order_id=_ORDER_ID, **_ADDRESS), modify_pending_order_address),
     ("modify_pending_order_items", "write",
-     "Replace items of an order whose status is exactly 'pending' with other available variants of the "
-     "same products. This can be done only once per order, so collect all changes first. The price "
-     "difference is charged to, or refunded to, the given payment method of the user; a gift card must "
-     "have enough balance to cover a charge. Requires the user's explicit confirmation first.",
-     _params(order_id=_ORDER_ID, item_ids=_ids("Item ids in the order to replace; repeat an id to replace "
-                                                "several units of it."),
-             new_item_ids=_NEW_ITEMS, payment_method_id=_PAYMENT_ID), modify_pending_order_items),
+     "Replace items of an order whose status is exactly 'pending' with other available variants of the same "
+     "products. This can be done only once per order, so collect all changes first. The price difference is "
+     "charged or refunded to the given payment method of the user; a gift card must have enough balance to "
+     f"cover a charge. {_CONFIRM}",
+     _params(order_id=_ORDER_ID, item_ids=_old_items("replace"), new_item_ids=_NEW_ITEMS,
+             payment_method_id=_PAYMENT_ID), modify_pending_order_items),
     ("modify_pending_order_payment", "write",
-     "Pay a pending order (status contains 'pending') with a different payment method of the user. The "
-     "order must have exactly one payment so far; the new method must differ from it, and a gift card "
-     "must have enough balance for the full amount. Requires the user's explicit confirmation first.",
+     "Pay a pending order (status contains 'pending') with another payment method of the user. The order "
+     "must have exactly one payment so far; the new method must differ from it, and a gift card must have "
+     f"enough balance for the full amount. {_CONFIRM}",
      _params(order_id=_ORDER_ID, payment_method_id=_PAYMENT_ID), modify_pending_order_payment),
     ("modify_user_address", "write",
-     "Change a user's default address (existing orders keep theirs). Requires the user's explicit "
-     "confirmation first.",
-     _params(user_id=_s("The user id, e.g. 'jane_doe_1234'."), **_ADDRESS), modify_user_address),
+     f"Change a user's default address (existing orders keep theirs). {_CONFIRM}",
+     _params(user_id=_USER_ID, **_ADDRESS), modify_user_address),
     ("return_delivered_order_items", "write",
      "Request a return of items of an order whose status is 'delivered'. The refund goes to the order's "
-     "original payment method or to a gift card of the user. Requires the user's explicit confirmation "
-     "first.",
-     _params(order_id=_ORDER_ID, item_ids=_ids("Item ids in the order to return; repeat an id to return "
-                                                "several units of it."),
-             payment_method_id=_s("The original payment method id of the order, or a gift card id of "
-                                  "the user.")), return_delivered_order_items),
+     f"original payment method or to a gift card of the user. {_CONFIRM}",
+     _params(order_id=_ORDER_ID, item_ids=_old_items("return"),
+             payment_method_id=_s("The order's original payment method id, or a gift card id of the user.")),
+     return_delivered_order_items),
     ("exchange_delivered_order_items", "write",
-     "Request an exchange of items of an order whose status is 'delivered' for other available variants "
-     "of the same products. Collect all items to exchange first. The price difference is settled with "
-     "the given payment method of the user; a gift card must cover a positive difference. Requires the "
-     "user's explicit confirmation first.",
-     _params(order_id=_ORDER_ID, item_ids=_ids("Item ids in the order to exchange; repeat an id to "
-                                                "exchange several units of it."),
-             new_item_ids=_NEW_ITEMS, payment_method_id=_PAYMENT_ID), exchange_delivered_order_items),
+     "Request an exchange of items of an order whose status is 'delivered' for other available variants of "
+     "the same products; collect all items to exchange first. The price difference is settled with the "
+     f"given payment method of the user; a gift card must cover a positive difference. {_CONFIRM}",
+     _params(order_id=_ORDER_ID, item_ids=_old_items("exchange"), new_item_ids=_NEW_ITEMS,
+             payment_method_id=_PAYMENT_ID), exchange_delivered_order_items),
 ]
 
 RETAIL_TOOLS: dict[str, Tool] = {
