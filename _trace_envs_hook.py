@@ -2,25 +2,26 @@
 
 Installed as ``trace_envs_gymnasium.pth``. Gymnasium 1.x dropped entry-point plugins, so
 without this ``gym.make("trace/precondition-v0")`` would need ``import trace_envs``
-first. The hook costs one small meta-path finder until gymnasium is imported; it never
-breaks an import: a failure becomes a warning.
+first. Until gymnasium is imported the hook is one small finder on ``sys.meta_path``
+(it imports nothing at start-up); it never breaks an import: a failure is a warning.
 """
 
-import importlib.abc
-import importlib.machinery
 import sys
 
 
-class _AfterGymnasium(importlib.abc.MetaPathFinder):
+class _AfterGymnasium:
+    """A meta-path finder that wraps gymnasium's loader to register our envs after it."""
+
     def find_spec(self, name, path=None, target=None):
         if name != "gymnasium":
             return None
         sys.meta_path.remove(self)  # one shot; also avoids recursion below
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
             return spec
-        loader = spec.loader
-        original = loader.exec_module
+        original = spec.loader.exec_module
 
         def exec_module(module):
             original(module)
@@ -33,7 +34,7 @@ class _AfterGymnasium(importlib.abc.MetaPathFinder):
 
                 warnings.warn(f"trace_envs could not register its environments: {exc!r}", stacklevel=2)
 
-        loader.exec_module = exec_module
+        spec.loader.exec_module = exec_module
         return spec
 
 

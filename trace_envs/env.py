@@ -165,11 +165,7 @@ class TraceEnv(gym.Env[str, str]):
             obs, terminated, parse_error = self._call_tool(parsed.name, parsed.arguments, parsed.text)
         else:
             parse_error = parsed.error
-            log.format_errors += 1
-            self._messages.append({"role": "assistant", "content": parsed.text[:4000]})
-            content = f"Error: {parsed.error}"
-            self._messages.append({"role": "tool", "name": "error", "content": content})
-            obs = self.renderer.tool("error", content)
+            obs = self._format_error(parsed.text, parsed.error)
         truncated = not terminated and log.step >= self.trace_spec.max_turns
         if truncated:
             log.ended_by = "max_turns"
@@ -178,7 +174,7 @@ class TraceEnv(gym.Env[str, str]):
         reward = 0.0
         for name in self._shaped:
             value = COMPONENTS[name].value(log, None)
-            delta = weights[name] * (value - self._shaped_now[name])
+            delta = weights[name] * (value - self._shaped_now[name]) + 0.0  # no -0.0 in logs
             self._shaped_now[name] = value
             components[name] = delta
             reward += delta
@@ -195,8 +191,12 @@ class TraceEnv(gym.Env[str, str]):
         log = self._log
         call_id = f"call_{log.step}"
         call = Call(name, arguments)
-        # The canonical key doubles as the message's argument text: one encode per call.
-        args_text = call.key[len(name):]
+        try:
+            # The canonical key doubles as the message's argument text: one encode per call.
+            args_text = call.key[len(name):]
+        except (RecursionError, ValueError) as exc:  # parseable but absurd JSON, e.g. 900 levels deep
+            return self._format_error(raw, f"arguments cannot be re-encoded ({type(exc).__name__}); "
+                                           f"use flat JSON values"), False, "arguments too deeply nested"
         self._messages.append({"role": "assistant", "content": "", "tool_calls": [
             {"id": call_id, "type": "function", "function": {"name": name, "arguments": args_text}}]})
         tool = self.tools.get(name)
@@ -236,6 +236,14 @@ class TraceEnv(gym.Env[str, str]):
                 log.ended_by = "transfer"
         self._messages.append({"role": "tool", "tool_call_id": call_id, "name": name, "content": content})
         return self.renderer.tool(name, content), terminated, parse_error
+
+    def _format_error(self, text: str, error: str) -> str:
+        """Log an unusable action: the agent sees the error as a tool result."""
+        self._log.format_errors += 1
+        self._messages.append({"role": "assistant", "content": text[:4000]})
+        content = f"Error: {error}"
+        self._messages.append({"role": "tool", "name": "error", "content": content})
+        return self.renderer.tool("error", content)
 
     def _record_write(self, call: Call, ok: bool) -> None:
         log = self._log
