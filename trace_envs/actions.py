@@ -88,7 +88,9 @@ def parse_action(action: Any) -> Parsed:
 
 def tool_call(name: str, /, **arguments: Any) -> str:
     """The action text that calls ``name`` with ``arguments``."""
-    return f"{_OPEN}{json.dumps({'name': name, 'arguments': arguments})}{_CLOSE}"
+    # "<" escaped as \u003c (valid JSON) so a value holding "</tool_call>" cannot end the block.
+    payload = json.dumps({"name": name, "arguments": arguments}).replace("<", "\\u003c")
+    return f"{_OPEN}{payload}{_CLOSE}"
 
 
 def say(text: str) -> str:

@@ -23,7 +23,7 @@ from trace_envs.errors import ResetNeeded, SpecError, ToolError
 from trace_envs.render import RENDERERS
 from trace_envs.reward import COMPONENTS, End, annotate
 from trace_envs.spaces import UnicodeText
-from trace_envs.spec import TraceSpec, load_spec
+from trace_envs.spec import TraceSpec, load_spec, with_params
 from trace_envs.tasks import Call, Task, get_family
 from trace_envs.user import ScriptedUser
 from trace_envs.world import check_arguments
@@ -71,8 +71,11 @@ class TraceEnv(gym.Env[str, str]):
     metadata = {"render_modes": ["ansi"]}
 
     def __init__(self, spec: TraceSpec | Mapping[str, Any] | str | Path, render_mode: str | None = None,
-                 obs_format: str | None = None, max_chars: int | None = None) -> None:
+                 obs_format: str | None = None, max_chars: int | None = None, **params: Any) -> None:
+        """Build the env from a spec; extra keyword arguments override the family's params."""
         self.trace_spec = spec if isinstance(spec, TraceSpec) else load_spec(spec)
+        if params:
+            self.trace_spec = with_params(self.trace_spec, params)
         s = self.trace_spec
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
@@ -83,7 +86,8 @@ class TraceEnv(gym.Env[str, str]):
         self.render_mode = render_mode
         self.domain = get_domain(s.domain)
         self.tools = self.domain.subset(list(s.tools) if s.tools else None)
-        self.tool_schemas = [t.schema for t in self.tools.values()]
+        # A private deep copy: info["tools"] must not alias the schemas arguments are checked with.
+        self.tool_schemas = json.loads(json.dumps([t.schema for t in self.tools.values()]))
         self._tool_list = list(self.tools.values())
         self.family = get_family(s.family)
         self.max_chars = max_chars or s.max_chars
@@ -101,6 +105,7 @@ class TraceEnv(gym.Env[str, str]):
         self._task_seed = 0
         self._over = True
         self._last_obs = ""
+        self._policy = self.domain.policy
         self._base_info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ reset
@@ -119,15 +124,21 @@ class TraceEnv(gym.Env[str, str]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
-        self._task_seed = self._task_seed_for(seed, options)
-        task = self.family.generate(Random(self._task_seed), self.trace_spec.params, seed=self._task_seed)
+        task_id = (options or {}).get("task_id")
+        if task_id is not None and self.family.by_id is not None:
+            task = self.family.by_id(str(task_id), self.trace_spec.params)
+            self._task_seed = seed if seed is not None else -1
+        else:
+            self._task_seed = self._task_seed_for(seed, options)
+            task = self.family.generate(Random(self._task_seed), self.trace_spec.params, seed=self._task_seed)
         self.task = task
         db = Database({name: Table(records) for name, records in task.tables.items()})
         self._log = EpisodeLog(task=task, db=db, initial_db=db)
         self._user = ScriptedUser(task)
         opening = self._user.opening(self._log)
+        self._policy = task.policy or self.domain.policy
         self._messages = [
-            {"role": "system", "content": self.domain.policy},
+            {"role": "system", "content": self._policy},
             {"role": "user", "content": opening},
         ]
         self._shaped_now = dict.fromkeys(self._shaped, 0.0)
@@ -137,7 +148,7 @@ class TraceEnv(gym.Env[str, str]):
             "env_id": s.id, "spec_version": s.version, "capability": s.capability,
             "task_id": task.task_id, "seed": self._task_seed, "tools": self.tool_schemas,
         }
-        obs = self.renderer.first(self.domain.policy, self._tool_list, opening)
+        obs = self.renderer.first(self._policy, self._tool_list, opening)
         self._last_obs = obs
         info = dict(self._base_info, step=0, messages=list(self._messages), reward_components=dict(self._zero),
                     capabilities=list(task.capabilities))
@@ -155,6 +166,7 @@ class TraceEnv(gym.Env[str, str]):
         parse_error = None
         if parsed.kind == "message":
             self._messages.append({"role": "assistant", "content": parsed.text})
+            log.agent_texts.append(parsed.text)
             reply, terminated = self._user.respond(parsed.text, log)
             log.last_user_text = reply
             self._messages.append({"role": "user", "content": reply})
@@ -268,7 +280,10 @@ class TraceEnv(gym.Env[str, str]):
             raise ResetNeeded("call reset() first")
         gold = Database({name: Table(t._base) for name, t in log.db.tables.items()})
         for call in self.task.gold_calls:
-            self.domain.tools[call.name].fn(gold, **call.arguments)
+            try:
+                self.domain.tools[call.name].fn(gold, **call.arguments)
+            except ToolError:
+                pass  # a gold write the tools refuse leaves the DB as it was (as in τ²-bench)
         return gold
 
     def _finish(self, log: EpisodeLog, components: dict[str, float], info: dict[str, Any]) -> float:

@@ -45,6 +45,7 @@ class EpisodeLog:
     handled_step: list[int | None] = field(default_factory=list)  # first write or refusal
     ended_by: str = ""
     last_user_text: str = ""
+    agent_texts: list[str] = field(default_factory=list)  # messages the agent sent the user
 
     def __post_init__(self) -> None:
         n = len(self.task.requests)

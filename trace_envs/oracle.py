@@ -24,6 +24,11 @@ from trace_envs.actions import say, tool_call
 from trace_envs.tasks.base import CAPABILITIES, Call, Task
 
 PRE, DATA, TOOLS, MULTI = CAPABILITIES
+_WRITES = frozenset({
+    "cancel_pending_order", "modify_pending_order_address", "modify_pending_order_items",
+    "modify_pending_order_payment", "modify_user_address", "return_delivered_order_items",
+    "exchange_delivered_order_items",
+})
 
 ASK_IDENTITY = ("I'd be happy to help. First, I need to verify your identity: "
                 "please tell me your email address, or your name and zip code.")
@@ -65,17 +70,37 @@ class OraclePolicy:
         self.plan = self.make_plan(task)
         self._next = 0
 
+    @staticmethod
+    def _authenticate(task: Task) -> list[str]:
+        u = task.user
+        if not u.user_id:
+            return []
+        if u.auth == "email":
+            return [tool_call("find_user_id_by_email", email=u.email)]
+        return [tool_call("find_user_id_by_name_zip", first_name=u.first_name, last_name=u.last_name, zip=u.zip)]
+
+    def _benchmark_plan(self, task: Task) -> list[str]:
+        """Follow a benchmark task's gold actions through the conversation."""
+        plan = [say(ASK_IDENTITY), *self._authenticate(task)]
+        if task.communicate:
+            plan.append(say("Here is the information you asked for: " + "; ".join(task.communicate) + "."))
+        proposals = {r.desired.key: r.describe for r in task.requests if r.desired is not None}
+        for call in task.gold_actions:
+            if call.key in proposals:
+                plan += [say(f"To confirm, I will {proposals[call.key]}. Shall I proceed?"), _call(call),
+                         say("It's done. Is there anything else?")]
+            elif call.name not in _WRITES:  # a gold write the tools refuse is not replayed
+                plan.append(_call(call))
+        plan.append(say(GOODBYE))
+        return plan
+
     def make_plan(self, task: Task) -> list[str]:
         """The full list of actions for ``task``."""
         rng = Random(f"{self.seed}:{task.task_id}")
         self.mistakes = {}
-        u = task.user
-        plan = [say(ASK_IDENTITY)]
-        if u.auth == "email":
-            plan.append(tool_call("find_user_id_by_email", email=u.email))
-        else:
-            plan.append(tool_call("find_user_id_by_name_zip", first_name=u.first_name, last_name=u.last_name,
-                                  zip=u.zip))
+        if task.gold_actions:
+            return self._benchmark_plan(task)
+        plan = [say(ASK_IDENTITY), *self._authenticate(task)]
         stop_early = len(task.requests) > 1 and self._roll(rng, MULTI)
         for i, req in enumerate(task.requests):
             if stop_early and i == 1:

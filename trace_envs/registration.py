@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -47,36 +48,56 @@ def register_spec(spec: str | Path | Mapping[str, Any], *, validate: bool = True
     from trace_envs.spec import load_spec
 
     path = None if isinstance(spec, Mapping) else Path(spec)
+    where = str(path) if path is not None else "<dict>"
     if validate:
         data = load_spec(spec).to_json()
     elif path is not None:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SpecError(f"{where}: cannot read the spec ({exc}). Fix: correct the file, or run "
+                            f"`trace-envs validate {where}` for details") from None
     else:
         data = dict(spec)
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: $: expected a JSON object, got {type(data).__name__}. Fix: wrap the spec in {{...}}")
     env_id = data.get("id")
     if not isinstance(env_id, str):
-        raise SpecError(f"{path or '<dict>'}: $.id: missing or not a string. Fix: add an id like 'trace/my-env-v0'")
-    if env_id in gym.registry and not override:
-        if _OURS.get(env_id, object()) == path and path is not None:
-            return env_id  # the same file registered twice (e.g. hook and import): fine
-        raise RegistrationError(f"environment {env_id!r} is already registered (from {_OURS.get(env_id)}); "
-                                f"pass override=True to replace it or change the spec's id")
+        raise SpecError(f"{where}: $.id: missing or not a string. Fix: add an id like 'trace/my-env-v0'")
+    max_turns = data.get("max_turns", 50)
+    if not isinstance(max_turns, int) or isinstance(max_turns, bool) or max_turns < 1:
+        raise SpecError(f"{where}: $.max_turns: expected a positive integer, got {max_turns!r}. Fix: set e.g. 40")
+    if env_id in gym.registry:
+        if not override:
+            if _OURS.get(env_id, object()) == path and path is not None:
+                return env_id  # the same file registered twice (e.g. hook and import): fine
+            raise RegistrationError(f"environment {env_id!r} is already registered (from {_OURS.get(env_id)}); "
+                                    f"pass override=True to replace it or change the spec's id")
+        del gym.registry[env_id]  # an explicit override: no "Overriding environment" warning
     kwargs: dict[str, Any] = {"spec": str(path) if path is not None else data}
     gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs=kwargs,
-                 max_episode_steps=int(data.get("max_turns", 50)), disable_env_checker=False,
-                 order_enforce=True)
+                 max_episode_steps=max_turns, disable_env_checker=False, order_enforce=True)
     _OURS[env_id] = path
     return env_id
 
 
+SKIPPED: dict[str, str] = {}  # spec file -> why it was not registered
+
+
 def register_envs() -> list[str]:
-    """Register every spec file from the built-in and user directories (idempotent)."""
+    """Register every spec file from the built-in and user directories (idempotent).
+
+    One broken user file must not stop the others (nor ``import trace_envs``): it is
+    skipped with a warning naming it, and listed in :data:`SKIPPED`.
+    """
     ids = []
     for f in spec_files():
         try:
             ids.append(register_spec(f, validate=False))
-        except RegistrationError:
-            continue
+        except (SpecError, RegistrationError) as exc:
+            if str(f) not in SKIPPED:
+                SKIPPED[str(f)] = str(exc)
+                warnings.warn(f"trace_envs skipped a spec file: {exc}", RuntimeWarning, stacklevel=2)
     return ids
 
 

@@ -109,6 +109,26 @@ def _db_match(log: EpisodeLog, end: End | None) -> float:
     return 0.0 if end is None else float(end.db_match)
 
 
+def communicated(log: EpisodeLog) -> list[bool]:
+    """For each string the task says must be communicated: did an agent message hold it?"""
+    said = [t.lower().replace(",", "") for t in log.agent_texts]
+    return [any(s.lower().replace(",", "") in t for t in said) for s in log.task.communicate]
+
+
+def _communicate_info(log: EpisodeLog, end: End | None) -> float:
+    found = communicated(log)
+    return _frac(sum(found), len(found))
+
+
+def _benchmark_outcome(log: EpisodeLog, end: End | None) -> float:
+    # τ²-bench's offline rule: the DB check, times COMMUNICATE when the task's basis lists it.
+    # NL_ASSERTION needs an LLM judge: reported as not evaluated, never counted as passed.
+    ok = end is not None and end.db_match
+    if "COMMUNICATE" in log.task.reward_basis:
+        ok = ok and all(communicated(log))
+    return float(ok)
+
+
 COMPONENTS: dict[str, Component] = {c.name: c for c in [
     Component("db_match", _db_match, False, "1 if the final database equals the gold database"),
     Component("gold_writes_done", _gold_writes_done, False, "share of gold writes executed exactly"),
@@ -120,6 +140,9 @@ COMPONENTS: dict[str, Component] = {c.name: c for c in [
     Component("requests_completed", _requests_completed, False, "share of requests resolved"),
     Component("confirmed_writes", _confirmed_writes, False, "share of writes the user confirmed first"),
     Component("arg_precision", _arg_precision, False, "share of write calls with exactly the gold arguments"),
+    Component("communicate_info", _communicate_info, False, "share of the task's communicate_info strings said"),
+    Component("benchmark_outcome", _benchmark_outcome, False,
+              "τ²-bench's offline rule: db_match, times communicate_info when the reward basis lists COMMUNICATE"),
     Component("format_error", _format_error, True, "0.25 per unparseable or ill-typed action, capped at 1"),
     Component("turn_cost", _turn_cost, True, "turns beyond the task's budget, as a share of it, capped at 1"),
 ]}
@@ -148,6 +171,15 @@ def _chose_other_record(w, gold) -> bool:
         return False
     differing = [k for k in want if args[k] != want[k]]
     return bool(differing) and all(k in _RECORD_ARGS and type(args[k]) is type(want[k]) for k in differing)
+
+
+def _benchmark_notes(log: EpisodeLog) -> dict[str, Any]:
+    notes = log.task.notes
+    return {
+        "reward_basis": list(log.task.reward_basis),
+        "communicate_info": {s: ok for s, ok in zip(log.task.communicate, communicated(log))},
+        "nl_assertions": {"evaluated": False, "count": len(notes.get("nl_assertions", ()))},
+    }
 
 
 def annotate(log: EpisodeLog, end: End) -> dict[str, Any]:
@@ -187,5 +219,6 @@ def annotate(log: EpisodeLog, end: End) -> dict[str, Any]:
         "tool_errors": log.tool_errors,
         "db_diff": {k: v for k, v in end.db_diff.items()},
         "ended_by": log.ended_by,
+        **(_benchmark_notes(log) if log.task.gold_actions else {}),
         "turns": log.step,
     }

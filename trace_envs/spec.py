@@ -10,9 +10,11 @@ what was found, and how to fix it.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,8 +57,8 @@ class TraceSpec:
     max_turns: int
     obs_format: str
     max_chars: int
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    source: str = "<dict>"
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    source: str = field(default="<dict>", compare=False)  # where it came from, not what it is
 
     def to_json(self) -> dict[str, Any]:
         """The spec as JSON data; ``load_spec(spec.to_json())`` gives an equal spec."""
@@ -171,20 +173,27 @@ def _check_meaning(data: dict[str, Any], source: str) -> TraceSpec:
                 not isinstance(value, type(default)) and not (isinstance(default, float) and isinstance(value, int))):
             raise _fail(source, f"$.tasks.params.{key}", f"expected {type(default).__name__}, got {value!r}",
                         f"give a value like the default {default!r} ({family.help.get(key, '')})")
+    for key, problem, fix in family.check_params({**family.defaults, **params}):
+        raise _fail(source, f"$.tasks.params.{key}", problem, fix)
     if tools is not None:
         missing = [t for t in family.needs_tools if t not in tools]
         if missing:
             raise _fail(source, "$.domain.tools", f"family {fam_name!r} needs tools {missing}",
                         "add them to the tool subset, or pick a family whose tools the target has")
     weights = data["reward"]["components"]
-    for name in weights:
+    for name, weight in weights.items():
+        if not math.isfinite(weight):
+            raise _fail(source, f"$.reward.components.{name}", f"weight must be a finite number, got {weight!r}",
+                        "give a finite weight (negative for penalties)")
         if name not in COMPONENTS:
             raise _fail(source, f"$.reward.components.{name}", f"unknown reward component {name!r}",
                         f"use one of {sorted(COMPONENTS)}.{_did_you_mean(name, COMPONENTS)}")
+    positive = [n for n, w in weights.items() if w > 0]
     for i, name in enumerate(data["reward"]["success"]):
-        if weights.get(name, 0) <= 0:
+        if name not in positive:
             raise _fail(source, f"$.reward.success[{i}]", f"{name!r} is not a component with a positive weight",
-                        f"list only components of $.reward.components with weight > 0.{_did_you_mean(name, weights)}")
+                        f"list only components of $.reward.components with weight > 0 ({positive})."
+                        f"{_did_you_mean(name, positive)}")
     lo, hi = reward_range(weights)
     declared = data["reward"]["range"]
     if abs(declared[0] - lo) > 1e-9 or abs(declared[1] - hi) > 1e-9:
@@ -199,3 +208,11 @@ def _check_meaning(data: dict[str, Any], source: str) -> TraceSpec:
         success=tuple(data["reward"]["success"]), max_turns=data["max_turns"], obs_format=obs["format"],
         max_chars=obs.get("max_chars", 32768), metadata=data.get("metadata", {}), source=source,
     )
+
+
+def with_params(spec: TraceSpec, overrides: Mapping[str, Any]) -> TraceSpec:
+    """A copy of ``spec`` with family params overridden (validated like the file's own)."""
+    data = spec.to_json()
+    data["tasks"]["params"] = {**data["tasks"]["params"], **overrides}
+    checked = load_spec(data)
+    return dataclasses.replace(checked, source=spec.source)

@@ -114,6 +114,12 @@ class Task:
     opening: str = ""  # the user's first message
     params: Mapping[str, Any] = field(default_factory=dict)
     source: Mapping[str, Any] = field(default_factory=dict)  # family, seed, difficulty
+    # Benchmark tasks (τ²-bench) carry their own scoring inputs and policy text.
+    communicate: tuple[str, ...] = ()  # strings the agent must say
+    reward_basis: tuple[str, ...] = ("DB",)
+    gold_actions: tuple[Call, ...] = ()  # every gold call, reads included, in order
+    policy: str = ""  # overrides the domain's policy when set
+    notes: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def capabilities(self) -> tuple[str, ...]:
@@ -142,15 +148,45 @@ class FamilyInfo:
     help: Mapping[str, str]
     capability: str | None
     needs_tools: tuple[str, ...] = ()  # tools the family's gold solutions call
+    by_id: Callable[[str, Mapping[str, Any]], Task] | None = None  # task ids that are not "<family>-<seed>"
+    bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # numeric params: [lo, hi]
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # list params: allowed items
+
+    def check_params(self, params: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+        """Problems with param values, as (key, what is wrong, how to fix it)."""
+        problems = []
+        for key, (lo, hi) in self.bounds.items():
+            value = params.get(key)
+            if isinstance(value, (int, float)) and not lo <= value <= hi:
+                problems.append((key, f"{value!r} is outside [{lo}, {hi}]", f"use a value in [{lo}, {hi}]"))
+        for key, allowed in self.choices.items():
+            value = params.get(key)
+            if isinstance(value, list):
+                if not value:
+                    problems.append((key, "the list is empty", f"name at least one of {list(allowed)}"))
+                for item in value:
+                    if item not in allowed:
+                        close = difflib.get_close_matches(str(item), allowed, n=1)
+                        hint = f" Did you mean {close[0]!r}?" if close else ""
+                        problems.append((key, f"unknown item {item!r}", f"use items of {list(allowed)}.{hint}"))
+        lo_key, hi_key = "min_requests", "max_requests"
+        if lo_key in params and hi_key in params and params[lo_key] > params[hi_key]:
+            problems.append((lo_key, f"min_requests {params[lo_key]} > max_requests {params[hi_key]}",
+                             "make min_requests <= max_requests"))
+        return problems
 
 
 FAMILIES: dict[str, FamilyInfo] = {}
 
 
 def register_family(name: str, generate: Family, defaults: Mapping[str, Any],
-                    help: Mapping[str, str], capability: str | None, needs_tools: tuple[str, ...] = ()) -> None:
+                    help: Mapping[str, str], capability: str | None, needs_tools: tuple[str, ...] = (),
+                    by_id: Callable[[str, Mapping[str, Any]], Task] | None = None,
+                    bounds: Mapping[str, tuple[float, float]] | None = None,
+                    choices: Mapping[str, tuple[str, ...]] | None = None) -> None:
     """Register a task family; ``defaults`` documents every knob the family reads."""
-    FAMILIES[name] = FamilyInfo(name, generate, dict(defaults), dict(help), capability, tuple(needs_tools))
+    FAMILIES[name] = FamilyInfo(name, generate, dict(defaults), dict(help), capability, tuple(needs_tools), by_id,
+                                dict(bounds or {}), dict(choices or {}))
 
 
 def get_family(name: str) -> FamilyInfo:

@@ -68,4 +68,6 @@ def generate(rng: Random, params: Mapping[str, Any], seed: int = 0) -> Task:
 NEEDS_TOOLS = ("find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details", "get_order_details", "get_product_details",
                "cancel_pending_order", "modify_pending_order_address", "exchange_delivered_order_items", "modify_pending_order_items", "return_delivered_order_items")
 
-register_family(NAME, generate, DEFAULTS, HELP, capability=None, needs_tools=NEEDS_TOOLS)
+register_family(NAME, generate, DEFAULTS, HELP, capability=None, needs_tools=NEEDS_TOOLS,
+                bounds={"min_requests": (1, 5), "max_requests": (1, 5), "refuse_rate": (0, 1), "precise_rate": (0, 1), "pick_rate": (0, 1), "distractor_orders": (0, 10), "distractor_users": (0, 10), "noise": (0, 1)},
+                choices={})

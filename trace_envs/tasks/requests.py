@@ -94,7 +94,7 @@ def cancel(c: Ctx, allowed: bool) -> Request:
         text=c.say(f"I want to cancel my order {c.order_ref(oid)}; {phrase}.",
                    f"Please cancel order {c.order_ref(oid)} for me, {phrase}.",
                    f"Can you cancel {c.order_ref(oid)}? {phrase.capitalize()}."),
-        capabilities=(PRE, TOOLS) if c.precise else (PRE,),
+        capabilities=(PRE, TOOLS) if c.precise and allowed else (PRE,),
         desired=desired, refuse=not allowed, refusal_reason=why,
         required_reads=(_order_read(oid),), target=oid,
         facts={"order_id": oid, "reason": reason},
@@ -119,7 +119,7 @@ def modify_address(c: Ctx, allowed: bool) -> Request:
         kind="modify_address",
         text=c.say(f"Please ship my order {c.order_ref(oid)} to {line} instead.",
                    f"I moved. Could order {c.order_ref(oid)} go to {line}?"),
-        capabilities=(PRE, TOOLS) if c.precise else (PRE,),
+        capabilities=(PRE, TOOLS) if c.precise and allowed else (PRE,),
         desired=desired, refuse=not allowed,
         refusal_reason=f"it is {status}, and only pending orders can change address",
         required_reads=(_order_read(oid),), target=oid,
@@ -249,7 +249,7 @@ def return_items(c: Ctx, allowed: bool, pick: str = "named") -> Request:
         what = "the " + what
     ids = sorted(it["item_id"] for it in chosen)
     desired = Call("return_delivered_order_items", {"order_id": oid, "item_ids": ids, "payment_method_id": pm})
-    caps = (PRE,) + ((DATA,) if pick == "priciest" else ()) + ((TOOLS,) if c.precise else ())
+    caps = (PRE,) + ((DATA,) if pick == "priciest" else ()) + ((TOOLS,) if c.precise and allowed else ())
     return Request(
         kind="return",
         text=c.say(f"I want to return {what} from order {c.order_ref(oid)}, refunded to {where}.",

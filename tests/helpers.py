@@ -1,0 +1,29 @@
+"""Helpers shared by the test modules (imported by name: pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from trace_envs import registered_ids
+
+# τ²-bench data: the project's CI has ../shared/tau2 beside the checkout. Tests that need
+# it skip with this reason when it is absent (and an explicit TAU2_DATA_DIR wins).
+TAU2_DIR = Path(__file__).resolve().parents[2] / "shared" / "tau2"
+TAU2_MISSING = f"τ²-bench data not found: set TAU2_DATA_DIR or place it at {TAU2_DIR}"
+if TAU2_DIR.is_dir():
+    os.environ.setdefault("TAU2_DATA_DIR", str(TAU2_DIR))
+HAVE_TAU2 = bool(os.environ.get("TAU2_DATA_DIR"))
+NEEDS_DATA = {"trace/tau2-retail-v0"}
+
+
+def _param(env_id: str):
+    if env_id in NEEDS_DATA and not HAVE_TAU2:
+        return pytest.param(env_id, marks=pytest.mark.skip(reason=TAU2_MISSING))
+    return env_id
+
+
+# Every registered id as pytest params; ids needing absent data are skipped, with the reason.
+ID_PARAMS = [_param(i) for i in registered_ids()]

@@ -1,0 +1,271 @@
+"""Real τ²-bench retail tasks as a task family.
+
+The data is read from the ``data_dir`` param, else ``TAU2_DATA_DIR``: a directory with
+``domains/retail/{db.json,tasks.json,policy.md}`` (τ²-bench's own layout, so a checkout's
+``data/tau2`` works), or that ``retail`` directory itself. The 2.8 MB database is parsed
+once per process and shared read-only by every episode (the env's copy-on-write tables
+copy only the records an episode writes), and each task is converted once and cached.
+
+A task becomes one :class:`Request` per gold write, in gold order. The deciding reads are
+the gold reads that precede it and succeed. The offline user is scripted from the task
+alone: it states ``reason_for_call`` in the first person, gives the identity
+``known_info`` holds, confirms a proposal only when it names every value of a gold
+write, and ends when every gold write is done or the agent transfers. It does not
+improvise as the benchmark's LLM user does (see the README).
+
+``reset(seed=s)`` plays task ``s % len(tasks)``; ``reset(options={"task_id": "5"})``
+plays the task with that id. No τ²-bench code is used: the tools implement the
+documented semantics.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from random import Random
+from typing import Any
+
+from trace_envs.db import Database, Table
+from trace_envs.errors import SpecError, ToolError
+from trace_envs.tasks.base import Call, Request, Task, UserProfile, register_family
+
+NAME = "tau2"
+DEFAULTS = {"data_dir": ""}
+HELP = {"data_dir": "τ²-bench data directory (holding domains/retail); empty: use $TAU2_DATA_DIR"}
+ENV_VAR = "TAU2_DATA_DIR"
+
+WRITE_TOOLS = frozenset({
+    "cancel_pending_order", "modify_pending_order_address", "modify_pending_order_items",
+    "modify_pending_order_payment", "modify_user_address", "return_delivered_order_items",
+    "exchange_delivered_order_items",
+})
+_SKIP_AS_READ = frozenset({"find_user_id_by_email", "find_user_id_by_name_zip", "calculate",
+                           "transfer_to_human_agents"})
+
+
+@dataclass(frozen=True)
+class Tau2Data:
+    """One loaded data directory."""
+
+    root: Path
+    tables: dict[str, dict[str, Any]]
+    tasks: tuple[dict[str, Any], ...]
+    by_id: dict[str, int]
+    policy: str
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The retail data directory from the argument or ``$TAU2_DATA_DIR``, or a clear error."""
+    raw = str(data_dir) if data_dir else os.environ.get(ENV_VAR, "")
+    if not raw:
+        raise SpecError(
+            "trace/tau2-retail-v0 needs the τ²-bench retail data. Pass data_dir=... to gym.make, or set "
+            f"{ENV_VAR} to a directory holding domains/retail/{{db.json,tasks.json,policy.md}} "
+            "(a tau2-bench checkout's data/tau2 works; so does ../shared/tau2 in this project)")
+    root = Path(raw).expanduser()
+    for candidate in (root / "domains" / "retail", root):
+        if (candidate / "db.json").is_file() and (candidate / "tasks.json").is_file():
+            return candidate
+    raise SpecError(f"{root}: no db.json and tasks.json under {root}/domains/retail or {root}. "
+                    f"Fix: point data_dir or {ENV_VAR} at τ²-bench's data/tau2 directory")
+
+
+@functools.lru_cache(maxsize=4)
+def load(retail_dir: Path) -> Tau2Data:
+    """Parse a retail data directory once per process."""
+    tables = json.loads((retail_dir / "db.json").read_text(encoding="utf-8"))
+    tasks = tuple(json.loads((retail_dir / "tasks.json").read_text(encoding="utf-8")))
+    policy_file = retail_dir / "policy.md"
+    policy = policy_file.read_text(encoding="utf-8") if policy_file.is_file() else ""
+    return Tau2Data(retail_dir, tables, tasks, {str(t["id"]): i for i, t in enumerate(tasks)}, policy)
+
+
+def data_for(params: Mapping[str, Any]) -> Tau2Data:
+    """The loaded data the params point at."""
+    return load(resolve_data_dir(params.get("data_dir")))
+
+
+# -- turning a task into requests -----------------------------------------------------
+_PRONOUNS = [(r"\byou are\b", "I am"), (r"\byou were\b", "I was"), (r"\byou have\b", "I have"),
+             (r"\byou've\b", "I've"), (r"\byou're\b", "I'm"), (r"\byourself\b", "myself"),
+             (r"\byours\b", "mine"), (r"\byour\b", "my"),
+             (r"\b(to|for|with|at|from|about|tell|give|ask|asks|let) you\b", r"\1 me"), (r"\byou\b", "I")]
+
+
+def first_person(text: str) -> str:
+    """Turn scenario instructions ("You want to ...") into the user's voice (a heuristic)."""
+
+    def keep_case(repl: str):
+        def sub(m: re.Match) -> str:
+            out = m.expand(repl)
+            return out[:1].upper() + out[1:] if m.group(0)[:1].isupper() else out
+        return sub
+
+    for pattern, repl in _PRONOUNS:
+        text = re.sub(pattern, keep_case(repl), text, flags=re.I)
+    return text
+
+
+_VERBS = {"cancel": "cancel", "modify": "modify", "return": "return", "exchange": "exchange"}
+
+
+def describe_call(call: Call) -> str:
+    """The write in words, naming every argument value (what the scripted user checks)."""
+    verb = _VERBS.get(call.name.split("_")[0], call.name)
+    parts = []
+    for key, value in call.arguments.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts.append(f"{key.replace('_', ' ')}: {shown}")
+    return f"{verb} ({call.name.replace('_', ' ')}) with " + "; ".join(parts)
+
+
+def _user_of(tables: Mapping[str, dict], instructions: Mapping[str, Any], gold: list[Call]) -> dict | None:
+    known = str(instructions.get("known_info") or "")
+    users = tables["users"]
+    uid = re.search(r"\b[a-z]+_[a-z]+_\d{4}\b", known)
+    if uid and uid.group(0) in users:
+        return users[uid.group(0)]
+    email = re.search(r"[\w.+-]+@[\w-]+\.[\w.]+", known)
+    if email:
+        for u in users.values():
+            if u["email"].lower() == email.group(0).lower():
+                return u
+    for call in gold:  # the owner of the first order the gold writes touch
+        oid = call.arguments.get("order_id")
+        if oid in tables["orders"]:
+            return users.get(tables["orders"][oid]["user_id"])
+        if call.arguments.get("user_id") in users:
+            return users[call.arguments["user_id"]]
+    name = re.search(r"\b(?:are|is)\s+([A-Z][a-z]+)\s+([A-Z][a-z]+)", known)
+    zip_code = re.search(r"zip\s?code\s*(?:is\s*)?(\d{5})", known)
+    if name and zip_code:
+        for u in users.values():
+            if (u["name"]["first_name"], u["name"]["last_name"], u["address"]["zip"]) == (
+                    name.group(1), name.group(2), zip_code.group(1)):
+                return u
+    return None
+
+
+@functools.lru_cache(maxsize=512)
+def _convert(retail_dir: Path, index: int) -> Task:
+    from trace_envs.domains.retail.tools import RETAIL_TOOLS  # the family module must not import tools eagerly
+
+    data = load(retail_dir)
+    raw = data.tasks[index]
+    tid = str(raw["id"])
+    crit = raw.get("evaluation_criteria") or {}
+    instr = (raw.get("user_scenario") or {}).get("instructions") or {}
+    if isinstance(instr, str):
+        instr = {"reason_for_call": instr}
+    actions = [Call(a["name"], a.get("arguments") or {}) for a in crit.get("actions") or []]
+    tables = _initial_tables(data.tables, raw.get("initial_state"), RETAIL_TOOLS)
+    # Replay the gold once: which reads succeed (only those can be required) and which
+    # writes succeed (a gold write the tools refuse leaves the DB as it was, so it is no goal).
+    db = Database({k: Table(v) for k, v in tables.items()})
+    requests: list[Request] = []
+    reads: list[Call] = []
+    for call in actions:
+        tool = RETAIL_TOOLS.get(call.name)
+        if tool is None:
+            continue
+        try:
+            tool.fn(db, **call.arguments)
+            ok = True
+        except (ToolError, TypeError):
+            ok = False
+        if call.name in WRITE_TOOLS:
+            if ok:
+                target = call.arguments.get("order_id") or call.arguments.get("user_id") or ""
+                requests.append(Request(
+                    kind=call.name, text="", capabilities=("precondition_verification",), desired=call,
+                    required_reads=tuple(reads), target=target, describe=describe_call(call)))
+            reads = []
+        elif ok and call.name not in _SKIP_AS_READ:
+            reads.append(call)
+    user = _user_of(tables, instr, [r.desired for r in requests])
+    known = str(instr.get("known_info") or "")
+    if user is None:
+        profile = UserProfile(user_id="", first_name="", last_name="", zip="", email="", auth="email")
+    else:
+        auth = "email" if "@" in known else "name_zip"
+        profile = UserProfile(user_id=user["user_id"], first_name=user["name"]["first_name"],
+                              last_name=user["name"]["last_name"], zip=user["address"]["zip"],
+                              email=user["email"], auth=auth)
+    reason = str(instr.get("reason_for_call") or "I need help with my account.")
+    return Task(
+        task_id=tid, family=NAME, tables=tables, user=profile, requests=requests, upfront=True,
+        opening=f"Hi! {first_person(reason)}", params={},
+        source={"family": NAME, "task_id": tid, "index": index, "data_dir": str(retail_dir)},
+        communicate=tuple(str(s) for s in crit.get("communicate_info") or ()),
+        reward_basis=tuple(crit.get("reward_basis") or ("DB",)),
+        gold_actions=tuple(actions), policy=data.policy,
+        notes={"known_info": known, "unknown_info": str(instr.get("unknown_info") or ""),
+               "task_instructions": str(instr.get("task_instructions") or ""),
+               "nl_assertions": list(crit.get("nl_assertions") or [])},
+    )
+
+
+def _initial_tables(base: dict[str, dict], initial_state: Any, tools: Mapping[str, Any]) -> dict[str, dict]:
+    """The shared tables, or (rarely) copies with the task's ``initial_state`` applied."""
+    if not initial_state:
+        return base
+    init = initial_state.get("initialization_data") or {}
+    agent_data = init.get("agent_data") or {}
+    db = Database({k: Table(v) for k, v in base.items()})
+    for table, records in agent_data.items():
+        for rid, patch in (records or {}).items():
+            rec = db[table].mut(rid) if rid in db[table] else {}
+            _deep_update(rec, patch)
+            db[table].put(rid, rec)
+    for action in initial_state.get("initialization_actions") or []:
+        tool = tools.get(action.get("func_name"))
+        if tool is not None and action.get("env_type", "assistant") == "assistant":
+            try:
+                tool.fn(db, **(action.get("arguments") or {}))
+            except ToolError:
+                pass
+    # Layer the touched records over the shared base: a shallow dict copy per table.
+    return {name: {**t._base, **{k: v for k, v in t._over.items() if v is not None}} if t.touched() else t._base
+            for name, t in db.tables.items()}
+
+
+def _deep_update(target: dict, patch: Mapping[str, Any]) -> None:
+    for key, value in patch.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
+
+
+def generate(rng: Random, params: Mapping[str, Any], seed: int = 0) -> Task:
+    """Task number ``seed % len(tasks)`` of the data directory."""
+    data = data_for(params)
+    if not data.tasks:
+        raise SpecError(f"{data.root}/tasks.json holds no tasks")
+    return _convert(data.root, seed % len(data.tasks))
+
+
+def by_id(task_id: str, params: Mapping[str, Any]) -> Task:
+    """The task with τ²-bench id ``task_id``."""
+    data = data_for(params)
+    index = data.by_id.get(str(task_id))
+    if index is None:
+        import difflib
+
+        close = difflib.get_close_matches(str(task_id), data.by_id, n=3)
+        raise ValueError(f"task_id {task_id!r} is not a τ²-bench task id in {data.root}/tasks.json"
+                         + (f"; close ids: {close}" if close else f"; {len(data.by_id)} ids, e.g. {list(data.by_id)[:5]}"))
+    return _convert(data.root, index)
+
+
+def task_ids(params: Mapping[str, Any]) -> list[str]:
+    """Every task id of the data directory, in file order."""
+    return list(data_for(params).by_id)
+
+
+register_family(NAME, generate, DEFAULTS, HELP, capability=None, by_id=by_id)
