@@ -25,7 +25,7 @@ from trace_envs.reward import COMPONENTS, End, annotate
 from trace_envs.spaces import UnicodeText
 from trace_envs.spec import TraceSpec, load_spec, with_params
 from trace_envs.tasks import Call, Task, get_family
-from trace_envs.user import ScriptedUser
+from trace_envs.user import ExternalUser, ScriptedUser, User, UserModel
 from trace_envs.world import check_arguments
 
 _AUTH_TOOLS = frozenset({"find_user_id_by_email", "find_user_id_by_name_zip"})
@@ -71,8 +71,14 @@ class TraceEnv(gym.Env[str, str]):
     metadata = {"render_modes": ["ansi"]}
 
     def __init__(self, spec: TraceSpec | Mapping[str, Any] | str | Path, render_mode: str | None = None,
-                 obs_format: str | None = None, max_chars: int | None = None, **params: Any) -> None:
-        """Build the env from a spec; extra keyword arguments override the family's params."""
+                 obs_format: str | None = None, max_chars: int | None = None,
+                 user_model: UserModel | None = None, **params: Any) -> None:
+        """Build the env from a spec.
+
+        ``user_model`` lets a chat model play the customer (see :data:`trace_envs.user.UserModel`);
+        extra keyword arguments override the task family's params.
+        """
+        self.user_model = user_model
         self.trace_spec = spec if isinstance(spec, TraceSpec) else load_spec(spec)
         if params:
             self.trace_spec = with_params(self.trace_spec, params)
@@ -99,7 +105,8 @@ class TraceEnv(gym.Env[str, str]):
         self._zero = dict.fromkeys(s.weights, 0.0)
         self.task: Task | None = None
         self._log: EpisodeLog | None = None
-        self._user: ScriptedUser | None = None
+        self._user: User | None = None
+        self.scripted_user: ScriptedUser | None = None
         self._messages: list[dict[str, Any]] = []
         self._shaped_now: dict[str, float] = {}
         self._task_seed = 0
@@ -134,7 +141,10 @@ class TraceEnv(gym.Env[str, str]):
         self.task = task
         db = Database({name: Table(records) for name, records in task.tables.items()})
         self._log = EpisodeLog(task=task, db=db, initial_db=db)
-        self._user = ScriptedUser(task)
+        self.scripted_user = ScriptedUser(task)
+        self._user: User = self.scripted_user
+        if self.user_model is not None:
+            self._user = ExternalUser(self.scripted_user, self.user_model)
         opening = self._user.opening(self._log)
         self._policy = task.policy or self.domain.policy
         self._messages = [
@@ -301,6 +311,7 @@ class TraceEnv(gym.Env[str, str]):
         info["success"] = all(final[n] >= 1.0 for n in self.trace_spec.success)
         info["episode_return"] = sum(weights[n] * final[n] for n in weights)
         info.update(annotate(log, end))
+        info["user_errors"] = getattr(self._user, "errors", 0)
         return reward
 
     # ------------------------------------------------------------------ misc
@@ -317,6 +328,16 @@ class TraceEnv(gym.Env[str, str]):
                 tag = m["role"] if m["role"] != "tool" else f"tool {m.get('name', '')}"
                 lines.append(f"{tag}: {m['content']}")
         return "\n".join(lines)
+
+    def use_user(self, user: User) -> None:
+        """Let another user answer the rest of this episode (e.g. a PettingZoo user agent).
+
+        Requests are then all treated as stated: the new user states them in its own words.
+        """
+        if self._log is None:
+            raise ResetNeeded("call reset() before use_user()")
+        self._user = user
+        self._log.stated = [True] * len(self._log.stated)
 
     @property
     def messages(self) -> list[dict[str, Any]]:

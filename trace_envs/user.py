@@ -17,6 +17,7 @@ Any other user (an LLM, a human) implements the :class:`User` protocol.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from trace_envs.episode import EpisodeLog
@@ -140,6 +141,27 @@ class ScriptedUser:
                     complaints.append("I think that should be possible. Could you check again?")
         return complaints
 
+    def observe(self, text: str, log: EpisodeLog) -> None:
+        """Track what an agent message resolved, without replying (another user replies)."""
+        lower = text.lower()
+        self._update(text, lower, cues(lower), log)
+
+    def accept(self, text: str, log: EpisodeLog) -> None:
+        """Another user said yes to ``text``: record the write it proposed as confirmed."""
+        lower = text.lower()
+        found = cues(lower)
+        if "confirm" in found and "write" in found:
+            self._confirm(lower, log)
+
+    def brief(self) -> str:
+        """The customer's goal and identity, as instructions for a learned or LLM user."""
+        t = self.task
+        u = t.user
+        who = f"Your email is {u.email}." if u.auth == "email" else f"You are {u.first_name} {u.last_name}, zip {u.zip}."
+        goals = " ".join(f"({i}) {r.text}" for i, r in enumerate(t.requests, 1) if r.text) or t.opening
+        return (f"You are a customer talking to a store's support agent. {who} What you want: {goals} "
+                f"Answer the agent's questions, say yes only to actions you asked for, and write {STOP} when done.")
+
     # -- the reply --------------------------------------------------------------------
     def respond(self, text: str, log: EpisodeLog) -> tuple[str, bool]:
         lower = text.lower()
@@ -180,3 +202,60 @@ class ScriptedUser:
                 log.confirmed.add(req.desired.key)
                 return "Yes, please go ahead."
         return "No, that's not what I asked for."
+
+
+UserModel = Callable[[list[dict[str, str]]], str]
+"""Plays the customer: OpenAI-format messages seen from the user's side -> the reply text.
+
+The system message holds the customer's brief; the agent's messages arrive as ``user``
+turns and the customer's own earlier lines as ``assistant`` turns. Wrap a local HF chat
+model or an OpenAI-compatible endpoint in such a function.
+"""
+
+_YES = re.compile(r"^\W*(?:yes|yeah|yep|sure|ok(?:ay)?|please do|go ahead)\b")
+
+
+class ExternalUser:
+    """A customer whose lines come from outside: a :data:`UserModel`, or a learner's text.
+
+    The scripted user still does the bookkeeping (which requests the agent resolved, which
+    proposals were accepted), so rewards and annotations mean the same as with the
+    scripted customer. A reply containing ``###STOP###`` ends the conversation. A model
+    that fails or returns a non-string counts in ``user_errors`` and the customer asks
+    the agent to repeat, so a flaky endpoint does not end a long rollout.
+    """
+
+    def __init__(self, scripted: ScriptedUser, model: UserModel | None = None) -> None:
+        self.scripted = scripted
+        self.model = model
+        self.reply: str | None = None  # set by a driver (e.g. the PettingZoo user agent)
+        self.history: list[dict[str, str]] = []
+        self.errors = 0
+
+    def opening(self, log: EpisodeLog) -> str:
+        opening = self.scripted.opening(log)
+        self.history = [{"role": "system", "content": self.scripted.brief()},
+                        {"role": "assistant", "content": opening}]
+        return opening
+
+    def _next_line(self, text: str) -> str:
+        if self.model is None:
+            reply, self.reply = self.reply or "", None
+            return reply
+        try:
+            reply = self.model(self.history)
+        except Exception:  # an endpoint failure must not crash the agent's episode
+            reply = None
+        if not isinstance(reply, str):
+            self.errors += 1
+            return "Sorry, could you say that again?"
+        return reply
+
+    def respond(self, text: str, log: EpisodeLog) -> tuple[str, bool]:
+        self.scripted.observe(text, log)
+        self.history.append({"role": "user", "content": text})
+        reply = self._next_line(text)
+        self.history.append({"role": "assistant", "content": reply})
+        if _YES.search(reply.lower()):
+            self.scripted.accept(text, log)  # the customer agreed to what the agent proposed
+        return reply, STOP in reply
