@@ -98,7 +98,7 @@ class OraclePolicy:
         """The full list of actions for ``task``."""
         rng = Random(f"{self.seed}:{task.task_id}")
         self.mistakes = {}
-        if task.gold_actions:
+        if task.benchmark:
             return self._benchmark_plan(task)
         plan = [say(ASK_IDENTITY), *self._authenticate(task)]
         stop_early = len(task.requests) > 1 and self._roll(rng, MULTI)

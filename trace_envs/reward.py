@@ -53,6 +53,12 @@ def _gold_writes_done(log: EpisodeLog, end: End | None) -> float:
     return _frac(sum(c.key in log.done_writes for c in gold), len(gold))
 
 
+def said_all(log: EpisodeLog, strings: tuple[str, ...]) -> bool:
+    """True when every string appeared in some agent message (case- and comma-insensitive)."""
+    said = [t.lower().replace(",", "") for t in log.agent_texts]
+    return all(any(s.lower().replace(",", "") in t for t in said) for s in strings)
+
+
 def _answer_match(log: EpisodeLog, end: End | None) -> float:
     qs = [i for i, r in enumerate(log.task.requests) if r.answer is not None]
     return _frac(sum(log.answered[i] for i in qs), len(qs))
@@ -111,8 +117,7 @@ def _db_match(log: EpisodeLog, end: End | None) -> float:
 
 def communicated(log: EpisodeLog) -> list[bool]:
     """For each string the task says must be communicated: did an agent message hold it?"""
-    said = [t.lower().replace(",", "") for t in log.agent_texts]
-    return [any(s.lower().replace(",", "") in t for t in said) for s in log.task.communicate]
+    return [said_all(log, (s,)) for s in log.task.communicate]
 
 
 def _communicate_info(log: EpisodeLog, end: End | None) -> float:
@@ -219,6 +224,6 @@ def annotate(log: EpisodeLog, end: End) -> dict[str, Any]:
         "tool_errors": log.tool_errors,
         "db_diff": {k: v for k, v in end.db_diff.items()},
         "ended_by": log.ended_by,
-        **(_benchmark_notes(log) if log.task.gold_actions else {}),
+        **(_benchmark_notes(log) if log.task.benchmark else {}),
         "turns": log.step,
     }

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from trace_envs.episode import EpisodeLog
+from trace_envs.reward import said_all
 from trace_envs.tasks.base import Call, Task
 
 STOP = "###STOP###"
@@ -98,13 +99,20 @@ class ScriptedUser:
         self.task = task
         # Precompute what each request's proposal must mention.
         self._salient = [salient_values(r.desired) if r.desired else () for r in task.requests]
+        self._asked = 0  # identity questions so far
 
     def identity(self) -> str:
-        """How the user identifies: email or name plus zip, whichever it knows."""
+        """How the user identifies: email or name plus zip, whichever it knows.
+
+        A user who knows both (``fallback``) adds name and zip when asked a second time,
+        as a customer would after their email was not found.
+        """
         u = self.task.user
+        self._asked += 1
+        name_zip = f"I'm {u.first_name} {u.last_name}, zip code {u.zip}."
         if u.auth == "email":
-            return f"My email is {u.email}."
-        return f"I'm {u.first_name} {u.last_name}, zip code {u.zip}."
+            return f"My email is {u.email}." + (f" Or try: {name_zip}" if u.fallback and self._asked > 1 else "")
+        return name_zip
 
     def opening(self, log: EpisodeLog) -> str:
         return self.task.opening
@@ -132,6 +140,13 @@ class ScriptedUser:
             if req.gold is not None and req.gold.key in log.done_writes:
                 log.resolved[i] = True
                 continue
+            if req.kind == "inform":
+                if said_all(log, req.expects):
+                    log.resolved[i] = True
+                    log.mark_handled(i)
+                continue
+            if req.kind == "chat":
+                continue  # nothing to resolve: the agent closes the conversation
             about_it = i == current or req.target.lower().lstrip("#") in lower
             if refusal and about_it:
                 if req.refuse:

@@ -82,6 +82,7 @@ class Request:
     wrong_record: Call | str | None = None  # structured data: a plausible wrong choice
     wrong_format: Call | None = None  # tool calling: the same call, badly formatted
     describe: str = ""  # the action in words, as an agent would propose it
+    expects: tuple[str, ...] = ()  # kind "inform": strings the agent must say (all of them)
 
     @property
     def gold(self) -> Call | None:
@@ -99,6 +100,7 @@ class UserProfile:
     zip: str
     email: str
     auth: str = "email"  # "email" or "name_zip": what the user can tell
+    fallback: bool = False  # asked again, the user also gives name + zip
 
 
 @dataclass
@@ -119,6 +121,7 @@ class Task:
     reward_basis: tuple[str, ...] = ("DB",)
     gold_actions: tuple[Call, ...] = ()  # every gold call, reads included, in order
     policy: str = ""  # overrides the domain's policy when set
+    benchmark: str = ""  # "tau2" for benchmark tasks: their scoring notes go in info
     notes: Mapping[str, Any] = field(default_factory=dict)
 
     @property

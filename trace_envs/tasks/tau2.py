@@ -124,31 +124,57 @@ def describe_call(call: Call) -> str:
     return f"{verb} ({call.name.replace('_', ' ')}) with " + "; ".join(parts)
 
 
-def _user_of(tables: Mapping[str, dict], instructions: Mapping[str, Any], gold: list[Call]) -> dict | None:
-    known = str(instructions.get("known_info") or "")
+_NAME = re.compile(r"\b(?:you are|you're|your name is|you name is|i am|i'm)\s+(?:user\s+)?([A-Z][a-z]+)\s+([A-Z][a-z]+)", re.I)
+_ZIP = re.compile(r"\b(\d{5})\b")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
+_USER_ID = re.compile(r"\b[a-z]+_[a-z]+_\d{4}\b")
+
+
+def _user_of(tables: Mapping[str, dict], known: str, gold: list[Call]) -> dict | None:
+    """The customer's DB record, from known_info first, then from the gold actions."""
     users = tables["users"]
-    uid = re.search(r"\b[a-z]+_[a-z]+_\d{4}\b", known)
+    uid = _USER_ID.search(known)
     if uid and uid.group(0) in users:
         return users[uid.group(0)]
-    email = re.search(r"[\w.+-]+@[\w-]+\.[\w.]+", known)
+    email = _EMAIL.search(known)
     if email:
         for u in users.values():
             if u["email"].lower() == email.group(0).lower():
                 return u
-    for call in gold:  # the owner of the first order the gold writes touch
-        oid = call.arguments.get("order_id")
-        if oid in tables["orders"]:
-            return users.get(tables["orders"][oid]["user_id"])
-        if call.arguments.get("user_id") in users:
-            return users[call.arguments["user_id"]]
-    name = re.search(r"\b(?:are|is)\s+([A-Z][a-z]+)\s+([A-Z][a-z]+)", known)
-    zip_code = re.search(r"zip\s?code\s*(?:is\s*)?(\d{5})", known)
+    name, zip_code = _NAME.search(known), _ZIP.search(known)
     if name and zip_code:
+        want = (name.group(1).lower(), name.group(2).lower(), zip_code.group(1))
         for u in users.values():
-            if (u["name"]["first_name"], u["name"]["last_name"], u["address"]["zip"]) == (
-                    name.group(1), name.group(2), zip_code.group(1)):
+            if (u["name"]["first_name"].lower(), u["name"]["last_name"].lower(), u["address"]["zip"]) == want:
                 return u
+    for call in gold:  # the user a gold call looks up or writes to
+        args = call.arguments
+        if args.get("user_id") in users:
+            return users[args["user_id"]]
+        if args.get("order_id") in tables["orders"]:
+            return users.get(tables["orders"][args["order_id"]]["user_id"])
+        if call.name == "find_user_id_by_name_zip":
+            for u in users.values():
+                if (u["name"]["first_name"], u["name"]["last_name"], u["address"]["zip"]) == (
+                        args.get("first_name"), args.get("last_name"), args.get("zip")):
+                    return u
     return None
+
+
+def _profile(user: dict | None, known: str) -> UserProfile:
+    """What the customer says about themselves: known_info's email (even a wrong one) or name + zip."""
+    if user is None:
+        return UserProfile(user_id="", first_name="", last_name="", zip="", email="", auth="email")
+    email = _EMAIL.search(known)
+    zip_match = _ZIP.search(known)
+    profile = UserProfile(
+        user_id=user["user_id"], first_name=user["name"]["first_name"], last_name=user["name"]["last_name"],
+        zip=zip_match.group(1) if zip_match else user["address"]["zip"],
+        email=email.group(0) if email else user["email"], auth="email" if email else "name_zip",
+        # With an email and a zip known, a customer whose email is not found falls back to name + zip.
+        fallback=bool(email and zip_match),
+    )
+    return profile
 
 
 @functools.lru_cache(maxsize=512)
@@ -187,21 +213,19 @@ def _convert(retail_dir: Path, index: int) -> Task:
             reads = []
         elif ok and call.name not in _SKIP_AS_READ:
             reads.append(call)
-    user = _user_of(tables, instr, [r.desired for r in requests])
     known = str(instr.get("known_info") or "")
-    if user is None:
-        profile = UserProfile(user_id="", first_name="", last_name="", zip="", email="", auth="email")
-    else:
-        auth = "email" if "@" in known else "name_zip"
-        profile = UserProfile(user_id=user["user_id"], first_name=user["name"]["first_name"],
-                              last_name=user["name"]["last_name"], zip=user["address"]["zip"],
-                              email=user["email"], auth=auth)
+    profile = _profile(_user_of(tables, known, actions), known)
+    communicate = tuple(str(s) for s in crit.get("communicate_info") or ())
+    if communicate:  # resolved once the agent has said every string
+        requests.append(Request(kind="inform", text="", capabilities=(), expects=communicate))
+    if not requests:  # nothing to do or say: the conversation ends when the agent closes it
+        requests.append(Request(kind="chat", text="", capabilities=()))
     reason = str(instr.get("reason_for_call") or "I need help with my account.")
     return Task(
         task_id=tid, family=NAME, tables=tables, user=profile, requests=requests, upfront=True,
         opening=f"Hi! {first_person(reason)}", params={},
         source={"family": NAME, "task_id": tid, "index": index, "data_dir": str(retail_dir)},
-        communicate=tuple(str(s) for s in crit.get("communicate_info") or ()),
+        communicate=communicate, benchmark="tau2",
         reward_basis=tuple(crit.get("reward_basis") or ("DB",)),
         gold_actions=tuple(actions), policy=data.policy,
         notes={"known_info": known, "unknown_info": str(instr.get("unknown_info") or ""),

@@ -1,0 +1,449 @@
+"""The ``trace-envs`` command line: list, show, validate, play, check and benchmark envs.
+
+    trace-envs list                                   # the registry, one id per row
+    trace-envs show trace/precondition-v0 --seed 3    # the spec and one oracle episode
+    trace-envs validate env_specs/*.json my-spec.json # schema and meaning checks
+    trace-envs play trace/retail-v0                   # be the agent, in the terminal
+    trace-envs check my-spec.json --episodes 5        # the API-contract checker
+    trace-envs bench --seconds 2                      # throughput table (source checkout)
+
+Also runnable as ``python -m trace_envs.cli``. Exit codes: 0 success, 1 a failed
+validation or check, 2 a usage error (unknown id, bad argument).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from trace_envs.actions import say, tool_call
+from trace_envs.errors import SpecError, TraceError
+from trace_envs.oracle import OraclePolicy
+from trace_envs.registration import check_id, register_spec, registered_ids
+from trace_envs.render import RENDERERS
+from trace_envs.spec import TraceSpec, load_spec
+
+PROG = "trace-envs"
+# Keys of every step's info; whatever else the last info holds is an end-of-episode annotation.
+_STEP_KEYS = frozenset({"env_id", "spec_version", "capability", "task_id", "seed", "step", "messages", "tools",
+                        "reward_components", "parse_error", "success", "return_components", "episode_return"})
+_DESCRIPTION_WIDTH = 60
+_OBS_PREVIEW = 3000  # `show` clips the first observation (policy + tool schemas, ~10k chars) unless --full
+_BENCH_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_envs.py"
+
+PLAY_HELP = """\
+Type one assistant turn per line:
+  any text                      a message to the customer
+  <tool_call>{...}</tool_call>  a raw tool call (or a bare {"name": ..., "arguments": {...}})
+  :tool NAME {json-args}        shorthand for a tool call, e.g. :tool get_order_details {"order_id": "#W0"}
+  :say TEXT                     a message, even one that starts with ':'
+  :tools                        list the tool names
+  :help                         this help
+  :quit                         leave (also Ctrl-D)
+Blank lines are ignored."""
+
+
+# ---------------------------------------------------------------------- helpers
+def _spec_of(env_id: str) -> TraceSpec:
+    """The validated spec behind a registered id."""
+    kwargs = gym.spec(check_id(env_id)).kwargs
+    if "spec" not in kwargs:
+        raise SpecError(f"{env_id}: registered without a trace_envs spec (not a trace env)")
+    return load_spec(kwargs["spec"])
+
+
+def _make(env_id: str, fmt: str | None, **kwargs: Any) -> gym.Env:
+    """``gym.make`` with a did-you-mean for unknown ids and the observation format if one was given."""
+    if fmt is not None:
+        kwargs["obs_format"] = fmt
+    return gym.make(check_id(env_id), **kwargs)
+
+
+def _reset(env: gym.Env, seed: int, task_id: str | None) -> tuple[str, dict[str, Any]]:
+    """Reset with a seed, or with a task id when one was given."""
+    options = {"task_id": task_id} if task_id is not None else None
+    return env.reset(seed=seed, options=options)
+
+
+def _value(value: Any) -> str:
+    """One info value as compact JSON (or repr where JSON cannot say it)."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _print_mapping(title: str, mapping: Mapping[str, Any]) -> None:
+    print(f"{title}:")
+    for key, value in mapping.items():
+        print(f"  {key}: {_value(value)}")
+
+
+def _annotations(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The end-of-episode capability annotations: every info key beyond the per-step ones."""
+    return {k: v for k, v in info.items() if k not in _STEP_KEYS}
+
+
+def _print_outcome(info: Mapping[str, Any], total: float) -> None:
+    """The final info's success, return, return components and annotations."""
+    print(f"success: {info.get('success')}")
+    print(f"return: {total:+.4f} (episode_return {_value(info.get('episode_return'))})")
+    _print_mapping("return_components", info.get("return_components", {}))
+    _print_mapping("annotations", _annotations(info))
+
+
+def _components(components: Mapping[str, float]) -> str:
+    nonzero = [f"{k}={v:+.4f}" for k, v in components.items() if v]
+    return ", ".join(nonzero) if nonzero else "all 0"
+
+
+def _is_spec_path(arg: str) -> bool:
+    # Ids contain "/" too, so only a .json suffix or an existing file marks a path.
+    return arg.endswith(".json") or Path(arg).is_file()
+
+
+# ---------------------------------------------------------------------- list
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print a table of the registered ids."""
+    from trace_envs.registration import SKIPPED
+
+    rows = [("id", "capability", "family", "max_turns", "description")]
+    for env_id in registered_ids():
+        try:
+            s = _spec_of(env_id)
+            desc = " ".join(s.description.split())
+            row = (env_id, s.capability, s.family, str(s.max_turns), desc)
+        except SpecError as exc:  # a user spec registered unvalidated: show it, flagged
+            row = (env_id, "?", "?", "?", f"INVALID: {exc}")
+        if len(row[4]) > _DESCRIPTION_WIDTH:
+            row = (*row[:4], row[4][:_DESCRIPTION_WIDTH - 1] + "…")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4])
+        if i == 0:
+            print("  ".join("-" * w for w in widths) + "  " + "-" * len(row[4]))
+    print(f"\n{len(rows) - 1} ids")
+    for path, why in SKIPPED.items():
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------- show
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print the spec JSON and one oracle-played episode as a transcript."""
+    spec = _spec_of(args.id)
+    print(f"== spec {spec.id} ({spec.source}) ==")
+    print(json.dumps(spec.to_json(), indent=2, ensure_ascii=False))
+    env = _make(args.id, args.format, render_mode="ansi")
+    try:
+        obs, info = _reset(env, args.seed, args.task_id)
+        oracle = OraclePolicy(seed=args.seed)
+        oracle.reset(env)
+        fmt = args.format or spec.obs_format
+        print(f"\n== first observation ({fmt} format; task {info['task_id']}, seed {info['seed']}) ==")
+        first_obs = obs
+        if not args.full and len(obs) > _OBS_PREVIEW:
+            obs_shown = obs[:_OBS_PREVIEW] + f"\n[... {len(obs) - _OBS_PREVIEW} more chars; --full prints them]"
+        else:
+            obs_shown = obs
+        print(obs_shown)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(oracle.act(obs, info))
+            total += reward
+            done = terminated or truncated
+        # Rendered on the unwrapped env: through gym.make the passive checker warns that the
+        # env declares no render_fps (meaningless for text), which filterwarnings=error turns fatal.
+        transcript = env.unwrapped.render() or ""
+        policy = env.unwrapped.messages[0]["content"]
+        print(f"\n== transcript ({info['step']} turns, {'terminated' if terminated else 'truncated'}) ==")
+        # The chat observation above already shows the policy; do not print it twice.
+        if policy and policy in first_obs[:_OBS_PREVIEW if not args.full else None]:
+            transcript = transcript.replace(f"system: {policy}", f"system: [the policy above, {len(policy)} chars]", 1)
+        print(transcript)
+        print("\n== result ==")
+        _print_outcome(info, total)
+    finally:
+        env.close()
+    return 0
+
+
+# ---------------------------------------------------------------------- validate
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate spec files (directories: their *.json); exit 1 if any is invalid."""
+    files: list[Path] = []
+    for arg in args.specs:
+        p = Path(arg)
+        files.extend(sorted(p.glob("*.json")) if p.is_dir() else [p])
+    if not files:
+        print("no spec files given or found")
+        return 1
+    bad = 0
+    for f in files:
+        try:
+            spec = load_spec(f)
+        except SpecError as exc:
+            bad += 1
+            print(f"FAIL {exc}")
+        else:
+            print(f"OK   {f} ({spec.id})")
+    print(f"\n{len(files) - bad} valid, {bad} invalid")
+    return 1 if bad else 0
+
+
+# ---------------------------------------------------------------------- play
+def _read_line(prompt: str) -> str | None:
+    """One line from stdin without its newline, or None at end of input."""
+    print(prompt, end="", flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        return None
+    line = line.rstrip("\r\n")
+    if not sys.stdin.isatty():  # piped input: echo it, so the output reads as a transcript
+        print(line)
+    return line
+
+
+def _play_action(line: str, tool_names: Sequence[str]) -> str | None:
+    """The action a typed line stands for, or None after handling a local command (printing why)."""
+    if not line.startswith(":"):
+        return line
+    command, _, rest = line.partition(" ")
+    rest = rest.strip()
+    if command == ":help":
+        print(PLAY_HELP)
+    elif command == ":tools":
+        print(", ".join(tool_names))
+    elif command == ":say":
+        return say(rest)
+    elif command == ":tool":
+        name, _, raw_args = rest.partition(" ")
+        if not name:
+            print("usage: :tool NAME {json-args}")
+            return None
+        try:
+            arguments = json.loads(raw_args) if raw_args.strip() else {}
+        except ValueError as exc:
+            print(f"not valid JSON arguments ({exc}); nothing was sent")
+            return None
+        if not isinstance(arguments, dict):
+            print(f"arguments must be a JSON object, got {type(arguments).__name__}; nothing was sent")
+            return None
+        return tool_call(name, **arguments)
+    else:
+        print(f"unknown command {command!r}; type :help (or :say {line} to send it as a message)")
+    return None
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    """Play one episode as the agent, one action per stdin line."""
+    env = _make(args.id, args.format)
+    try:
+        try:
+            obs, info = _reset(env, args.seed, args.task_id)
+        except ValueError as exc:  # a malformed --task-id: a usage error, not a crash
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
+        tool_names = [t["function"]["name"] for t in info["tools"]]
+        print(f"== {info['env_id']} task {info['task_id']} (seed {info['seed']}); :help for commands ==")
+        print(obs)
+        total = 0.0
+        while True:
+            line = _read_line("> ")
+            if line is None:
+                print(f"\n(end of input after {info['step']} turns; episode not finished)")
+                return 0
+            if not line.strip():
+                continue
+            if line.strip() == ":quit":
+                print(f"(quit after {info['step']} turns; episode not finished)")
+                return 0
+            action = _play_action(line, tool_names)
+            if action is None:
+                continue
+            obs, reward, terminated, truncated, info = env.step(action)
+            total += reward
+            print(obs)
+            if "parse_error" in info:
+                print(f"[parse error: {info['parse_error']}]")
+            print(f"[reward {reward:+.4f} | {_components(info['reward_components'])} | return {total:+.4f}]")
+            if terminated or truncated:
+                print(f"\n== episode over: {'terminated' if terminated else 'truncated'} after {info['step']} turns ==")
+                _print_outcome(info, total)
+                return 0
+    except KeyboardInterrupt:
+        print("\n(interrupted)")
+        return 130
+    finally:
+        env.close()
+
+
+# ---------------------------------------------------------------------- check
+def _fallback_check(env: gym.Env, episodes: int, seed: int) -> dict[str, Any]:
+    """Without trace_envs.testing: gymnasium's check_env plus oracle episodes that must succeed."""
+    from gymnasium.utils.env_checker import check_env
+
+    check_env(env.unwrapped, skip_render_check=True)
+    oracle = OraclePolicy()
+    returns = []
+    for s in range(seed, seed + episodes):
+        obs, info = env.reset(seed=s)
+        oracle.reset(env)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(oracle.act(obs, info))
+            total += reward
+            done = terminated or truncated
+        if not info.get("success"):  # raised explicitly: an assert would vanish under python -O
+            raise AssertionError(f"oracle seed {s} did not succeed: return_components={info.get('return_components')}")
+        returns.append(total)
+    return {"env_id": env.unwrapped.trace_spec.id, "episodes": episodes, "oracle_returns": returns,
+            "checker": "fallback (gymnasium check_env + oracle)"}
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run the API-contract checker on an id or a spec file; exit 1 on failure."""
+    target = args.target
+    if _is_spec_path(target):
+        try:
+            # Absolute, so re-registering a built-in file matches its original registration.
+            env_id = register_spec(Path(target).resolve(), override=True)
+        except SpecError as exc:
+            print(f"FAIL {exc}")
+            return 1
+        print(f"registered {env_id} from {target}")
+    else:
+        env_id = check_id(target)
+    try:
+        from trace_envs.testing import check_text_env
+    except ImportError:
+        check_text_env = None
+    env = gym.make(env_id)
+    try:
+        if check_text_env is not None:
+            summary = check_text_env(env, episodes=args.episodes, seed=args.seed)
+        else:
+            summary = _fallback_check(env, args.episodes, args.seed)
+    except Exception as exc:  # a checker reports every failure, including the env's own crashes
+        print(f"FAIL {env_id}: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        env.close()
+    print(f"OK   {env_id}")
+    _print_mapping("summary", summary)
+    return 0
+
+
+# ---------------------------------------------------------------------- bench
+def _load_bench():
+    """The benchmark module; it lives beside the package in a source checkout, not in the wheel."""
+    if not _BENCH_SCRIPT.is_file():
+        raise TraceError(f"`{PROG} bench` needs a source checkout: {_BENCH_SCRIPT} not found")
+    name = "trace_envs_bench_envs"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, _BENCH_SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run benchmarks/bench_envs.py and print its markdown table."""
+    bench = _load_bench()
+    out = args.out or str(bench.DEFAULT_OUT)
+    result = bench.run_benchmark(args.ids, args.seconds, out)
+    print(bench.markdown(result), end="")
+    print(f"\nwrote {Path(out) / 'envs.json'} and {Path(out) / 'envs.md'}")
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                     epilog=textwrap.dedent(__doc__.split("\n\n")[1]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    formats = sorted(RENDERERS)
+
+    def add_episode_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("id", metavar="ID", help="a registered env id, e.g. trace/precondition-v0")
+        p.add_argument("--seed", type=int, default=0, help="reset seed; picks the task (default: 0)")
+        p.add_argument("--task-id", default=None, metavar="T",
+                       help="play this task id instead (e.g. precondition-17, or a τ²-bench task id)")
+        p.add_argument("--format", choices=formats, default=None,
+                       help="observation format (default: the spec's)")
+
+    p = sub.add_parser("list", help="table of the registered ids", description="Table of the registered ids.")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="print a spec and one oracle-played episode",
+                       description="Print the spec JSON, one oracle-played episode as a transcript, and its outcome.")
+    add_episode_flags(p)
+    p.add_argument("--full", action="store_true",
+                   help=f"print the whole first observation (default: its first {_OBS_PREVIEW} characters)")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("validate", help="validate spec files",
+                       description="Validate spec files against the schema and the registries; exit 1 if any fails.")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec .json files, or directories of them")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("play", help="play an episode as the agent in the terminal",
+                       description="Play one episode as the agent: one action per line on stdin.\n\n" + PLAY_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_episode_flags(p)
+    p.set_defaults(func=cmd_play)
+
+    p = sub.add_parser("check", help="run the API-contract checker on an id or spec file",
+                       description="Run trace_envs.testing.check_text_env on an env (registering a spec file "
+                                   "first); exit 1 on failure.")
+    p.add_argument("target", metavar="ID|SPEC", help="a registered id, or a spec .json file to register and check")
+    p.add_argument("--episodes", type=int, default=3, help="oracle episodes (seeds) to check (default: 3)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("bench", help="throughput benchmark (source checkout only)",
+                       description="Run benchmarks/bench_envs.py: resets/s, oracle and adversarial steps/s and "
+                                   "peak memory per id; writes envs.json and envs.md.")
+    p.add_argument("--ids", nargs="+", metavar="ID", default=None, help="ids to measure (default: every registered id)")
+    p.add_argument("--seconds", type=float, default=2.0,
+                   help="timed budget per id, split over its four timed loops (default: 2)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output directory (default: benchmarks/results)")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 a failed check, 2 a usage error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help and usage errors: return the code instead of exiting
+        return exc.code if isinstance(exc.code, int) else 2
+    if getattr(args, "episodes", 1) < 1:
+        print(f"{PROG}: error: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
+        return 2
+    if getattr(args, "seconds", 1.0) <= 0:
+        print(f"{PROG}: error: --seconds must be > 0, got {args.seconds}", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except TraceError as exc:  # unknown ids, bad specs, missing data: a message, not a traceback
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
