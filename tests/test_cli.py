@@ -38,7 +38,7 @@ def _bad_spec(tmp_path: Path, name: str, edit) -> Path:
 def test_every_flag_has_help() -> None:
     parser = build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(subparsers.choices) == {"list", "show", "validate", "play", "check", "bench"}
+    assert set(subparsers.choices) == {"list", "show", "validate", "play", "check", "bench", "tau2-check"}
     for name, sub in subparsers.choices.items():
         for action in sub._actions:
             assert action.help, f"`{name} {action.dest}` has no help text"
@@ -130,10 +130,13 @@ def test_play_to_the_end(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
     assert "success: True" in out and "annotations:" in out
 
 
-def test_play_bad_task_id(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("command", ["play", "show"])
+def test_bad_task_id_exits_2(command: str, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
     _stdin(monkeypatch, "")
-    assert main(["play", ID, "--task-id", "not-a-task"]) == 2
-    assert "task_id" in capsys.readouterr().err
+    assert main([command, ID, "--task-id", "not-a-task"]) == 2
+    err = capsys.readouterr().err
+    assert "task_id must look like" in err and "Traceback" not in err
 
 
 def test_check_id(capsys: pytest.CaptureFixture[str]) -> None:
@@ -195,3 +198,42 @@ def test_python_dash_m() -> None:
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert ID in done.stdout
+
+
+# ---------------------------------------------------------------------- tau2-check and params
+from helpers import HAVE_TAU2, TAU2_MISSING  # noqa: E402
+
+
+@pytest.mark.skipif(not HAVE_TAU2, reason=TAU2_MISSING)
+def test_tau2_check_counts_passes(capsys) -> None:
+    assert main(["tau2-check", "--limit", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "passed 5, failed 0 (of 5 tasks)" in out
+
+
+def test_tau2_check_without_data_says_how_to_set_it(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("TAU2_DATA_DIR", raising=False)
+    assert main(["tau2-check"]) == 2
+    assert "TAU2_DATA_DIR" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAVE_TAU2, reason=TAU2_MISSING)
+def test_play_a_tau2_task_by_id(capsys, monkeypatch) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("What is your email?\n:quit\n"))
+    assert main(["play", "trace/tau2-retail-v0", "--task-id", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "user:" in out and "@" in out, out[-500:]
+
+
+def test_param_overrides_reach_the_family(capsys) -> None:
+    assert main(["show", "trace/precondition-v0", "--seed", "3", "--param", "refuse_rate=1.0"]) == 0
+    out = capsys.readouterr().out
+    assert '"requests_to_refuse": 1' in out or "requests_to_refuse: 1" in out, out[-1500:]
+
+
+def test_bad_param_is_a_usage_error(capsys) -> None:
+    assert main(["show", "trace/precondition-v0", "--param", "refuse_rate"]) == 2
+    assert main(["show", "trace/precondition-v0", "--param", "refuse_rat=0.5"]) == 2
+    assert "Did you mean 'refuse_rate'" in capsys.readouterr().err

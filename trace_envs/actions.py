@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from trace_envs._json import loads
+
 MAX_ACTION_CHARS = 16_384
 _OPEN, _CLOSE = "<tool_call>", "</tool_call>"
 
@@ -35,7 +37,7 @@ def _error(text: str, why: str) -> Parsed:
 
 def _decode(payload: str, raw: str) -> Parsed:
     try:
-        obj = json.loads(payload)
+        obj = loads(payload)
     except (ValueError, RecursionError) as exc:
         return _error(raw, f"tool call is not valid JSON ({type(exc).__name__}: {str(exc)[:120]})")
     if not isinstance(obj, dict):
@@ -46,7 +48,7 @@ def _decode(payload: str, raw: str) -> Parsed:
     args = obj.get("arguments", {})
     if isinstance(args, str):  # OpenAI-style: arguments as a JSON string
         try:
-            args = json.loads(args) if args.strip() else {}
+            args = loads(args) if args.strip() else {}
         except (ValueError, RecursionError):
             return _error(raw, f'"arguments" of {name!r} is a string that is not valid JSON')
     if not isinstance(args, dict):

@@ -60,17 +60,44 @@ def _spec_of(env_id: str) -> TraceSpec:
     return load_spec(kwargs["spec"])
 
 
-def _make(env_id: str, fmt: str | None, **kwargs: Any) -> gym.Env:
-    """``gym.make`` with a did-you-mean for unknown ids and the observation format if one was given."""
+def _family_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Task-family overrides from --param KEY=VALUE (JSON values, else strings) and --data-dir."""
+    params: dict[str, Any] = {}
+    for item in getattr(args, "param", None) or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param expects KEY=VALUE, got {item!r}")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    if getattr(args, "data_dir", None):
+        params["data_dir"] = args.data_dir
+    return params
+
+
+def _make(env_id: str, fmt: str | None, args: argparse.Namespace | None = None, **kwargs: Any) -> gym.Env:
+    """``gym.make`` with a did-you-mean for unknown ids, the observation format and family params."""
     if fmt is not None:
         kwargs["obs_format"] = fmt
+    if args is not None:
+        kwargs.update(_family_params(args))
     return gym.make(check_id(env_id), **kwargs)
+
+
+class UsageError(TraceError, ValueError):
+    """A bad command-line value (such as a malformed --task-id): reported, exit code 2."""
 
 
 def _reset(env: gym.Env, seed: int, task_id: str | None) -> tuple[str, dict[str, Any]]:
     """Reset with a seed, or with a task id when one was given."""
     options = {"task_id": task_id} if task_id is not None else None
-    return env.reset(seed=seed, options=options)
+    try:
+        return env.reset(seed=seed, options=options)
+    except ValueError as exc:  # e.g. a malformed task id: the user's typo, not a crash
+        if isinstance(exc, TraceError):
+            raise
+        raise UsageError(str(exc)) from exc
 
 
 def _value(value: Any) -> str:
@@ -143,7 +170,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     spec = _spec_of(args.id)
     print(f"== spec {spec.id} ({spec.source}) ==")
     print(json.dumps(spec.to_json(), indent=2, ensure_ascii=False))
-    env = _make(args.id, args.format, render_mode="ansi")
+    env = _make(args.id, args.format, args, render_mode="ansi")
     try:
         obs, info = _reset(env, args.seed, args.task_id)
         oracle = OraclePolicy(seed=args.seed)
@@ -246,13 +273,9 @@ def _play_action(line: str, tool_names: Sequence[str]) -> str | None:
 
 def cmd_play(args: argparse.Namespace) -> int:
     """Play one episode as the agent, one action per stdin line."""
-    env = _make(args.id, args.format)
+    env = _make(args.id, args.format, args)
     try:
-        try:
-            obs, info = _reset(env, args.seed, args.task_id)
-        except ValueError as exc:  # a malformed --task-id: a usage error, not a crash
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return 2
+        obs, info = _reset(env, args.seed, args.task_id)
         tool_names = [t["function"]["name"] for t in info["tools"]]
         print(f"== {info['env_id']} task {info['task_id']} (seed {info['seed']}); :help for commands ==")
         print(obs)
@@ -343,6 +366,36 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- tau2-check
+def cmd_tau2_check(args: argparse.Namespace) -> int:
+    """Play every task of a τ²-bench data directory with the oracle; exit 1 if any fails."""
+    from trace_envs.tasks import tau2
+
+    params = {"data_dir": args.data_dir or ""}
+    ids = tau2.task_ids(params)[: args.limit or None]
+    env = gym.make("trace/tau2-retail-v0", **params)
+    oracle = OraclePolicy()
+    failed: list[tuple[str, Any]] = []
+    for n, task_id in enumerate(ids, 1):
+        obs, info = env.reset(options={"task_id": task_id})
+        oracle.reset(env)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(oracle.act(obs, info))
+            done = terminated or truncated
+        if not info["success"]:
+            failed.append((task_id, info.get("db_diff")))
+        if sys.stderr.isatty() or n == len(ids):
+            print(f"\r{n}/{len(ids)} tasks, {len(failed)} failed", end="" if n < len(ids) else "\n",
+                  file=sys.stderr)
+    env.close()
+    print(f"data: {tau2.resolve_data_dir(params.get('data_dir'))}")
+    print(f"passed {len(ids) - len(failed)}, failed {len(failed)} (of {len(ids)} tasks)")
+    for task_id, diff in failed:
+        print(f"  FAIL task {task_id}: db_diff={diff}")
+    return 1 if failed else 0
+
+
 # ---------------------------------------------------------------------- bench
 def _load_bench():
     """The benchmark module; it lives beside the package in a source checkout, not in the wheel."""
@@ -384,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="play this task id instead (e.g. precondition-17, or a τ²-bench task id)")
         p.add_argument("--format", choices=formats, default=None,
                        help="observation format (default: the spec's)")
+        p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                       help="override a task-family param, e.g. --param refuse_rate=0.8 (repeatable)")
+        p.add_argument("--data-dir", default=None, metavar="DIR",
+                       help="τ²-bench data directory, for trace/tau2-retail-v0 (default: $TAU2_DATA_DIR)")
 
     p = sub.add_parser("list", help="table of the registered ids", description="Table of the registered ids.")
     p.set_defaults(func=cmd_list)
@@ -413,6 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=3, help="oracle episodes (seeds) to check (default: 3)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("tau2-check", help="play every τ²-bench task of a data dir with the oracle",
+                       description="Check a τ²-bench data directory: the oracle plays every task; prints the "
+                                   "counts that pass and fail; exit 1 if any fails.")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="τ²-bench data directory holding domains/retail (default: $TAU2_DATA_DIR)")
+    p.add_argument("--limit", type=int, default=0, help="check only the first N tasks (default: all)")
+    p.set_defaults(func=cmd_tau2_check)
 
     p = sub.add_parser("bench", help="throughput benchmark (source checkout only)",
                        description="Run benchmarks/bench_envs.py: resets/s, oracle and adversarial steps/s and "

@@ -15,6 +15,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from trace_envs._json import dumps
 from trace_envs.actions import MAX_ACTION_CHARS, parse_action
 from trace_envs.db import Database, Table, diff_keys
 from trace_envs.domains import get_domain
@@ -30,7 +31,6 @@ from trace_envs.world import check_arguments
 
 _AUTH_TOOLS = frozenset({"find_user_id_by_email", "find_user_id_by_name_zip"})
 _MAX_SEED = 2**31 - 1
-_ENCODE = json.JSONEncoder(check_circular=False).encode
 
 
 class TraceEnv(gym.Env[str, str]):
@@ -68,7 +68,7 @@ class TraceEnv(gym.Env[str, str]):
     * v0: initial release.
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}  # render_fps: gymnasium warns without it
 
     def __init__(self, spec: TraceSpec | Mapping[str, Any] | str | Path, render_mode: str | None = None,
                  obs_format: str | None = None, max_chars: int | None = None,
@@ -246,7 +246,7 @@ class TraceEnv(gym.Env[str, str]):
                 log.tool_errors += 1
                 content = result if result.startswith("Error") else f"Error: {result}"
             else:
-                content = result if isinstance(result, str) else _ENCODE(result)
+                content = result if isinstance(result, str) else dumps(result)
             if tool.kind == "write":
                 self._record_write(call, ok)
             elif ok and tool.kind == "read":

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any
 
+from trace_envs._json import canonical
+
 CAPABILITIES: tuple[str, ...] = (
     "precondition_verification",
     "structured_data_reasoning",
@@ -23,8 +25,6 @@ CAPABILITIES: tuple[str, ...] = (
     "multi_step_completion",
 )
 
-
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False)
 
 
 class Call:
@@ -41,7 +41,7 @@ class Call:
     def key(self) -> str:
         """Canonical text used to compare calls (computed once: it is on the hot path)."""
         if self._key is None:
-            self._key = self.name + _CANONICAL.encode(self.arguments)
+            self._key = self.name + canonical(self.arguments)
         return self._key
 
     def __eq__(self, other: object) -> bool:
