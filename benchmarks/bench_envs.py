@@ -42,8 +42,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -51,9 +49,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path
+from machine import git_commit, machine_info  # noqa: E402
+
 import gymnasium as gym
 
-import trace_envs
 from trace_envs import OraclePolicy, TraceError, registered_ids, tool_call
 from trace_envs.registration import check_id
 
@@ -237,72 +237,6 @@ def bench_id(env_id: str, seconds: float) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- provenance
-def _cpu_model() -> str | None:
-    """The CPU model name from ``lscpu`` (or /proc/cpuinfo), if either exists."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    for line in out.splitlines():
-        if line.strip().lower().startswith("model name:"):
-            return line.split(":", 1)[1].strip()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def machine_info() -> dict[str, Any]:
-    """Where the numbers were taken: platform, Python, CPUs and library versions."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count()
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
-        "cpu_model": _cpu_model(),
-        "gymnasium": gym.__version__,
-        "trace_envs": trace_envs.__version__,
-    }
-
-
-def git_commit(root: Path = REPO_ROOT) -> str | None:
-    """The checked-out commit, read from ``.git`` directly (no git process); None outside a checkout."""
-    git = root / ".git"
-    try:
-        if git.is_file():  # a worktree: ".git" names the real directory
-            git = (root / git.read_text().split(":", 1)[1].strip()).resolve()
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head  # detached HEAD
-        ref = head.split(":", 1)[1].strip()
-        for base in (git, _common_dir(git)):
-            if (base / ref).is_file():
-                return (base / ref).read_text().strip()
-            packed = base / "packed-refs"
-            if packed.is_file():
-                for line in packed.read_text().splitlines():
-                    if line.endswith(" " + ref):
-                        return line.split(" ", 1)[0]
-    except (OSError, IndexError):
-        pass
-    return None
-
-
-def _common_dir(git: Path) -> Path:
-    """A worktree's shared git directory (where its branch refs live)."""
-    common = git / "commondir"
-    return (git / common.read_text().strip()).resolve() if common.is_file() else git
-
-
 # ---------------------------------------------------------------------- the run
 def run_benchmark(ids: Iterable[str] | None = None, seconds: float = 2.0,
                   out_dir: str | os.PathLike = "benchmarks/results") -> dict[str, Any]:

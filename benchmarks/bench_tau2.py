@@ -40,13 +40,14 @@ import argparse
 import copy
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path
+from machine import git_commit, machine_info  # noqa: E402
 
 import gymnasium as gym
 
@@ -89,55 +90,6 @@ def _side(ours: dict[str, float], baseline: dict[str, float], target: float | No
 
 
 # -- machine ------------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _git_commit(repo: Path = REPO) -> str:
-    """The checked-out commit, read from .git without running git."""
-    git = repo / ".git"
-    try:
-        if git.is_file():  # a worktree or submodule: "gitdir: <path>"
-            git = (repo / git.read_text().split(":", 1)[1].strip()).resolve()
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head  # detached HEAD
-        ref = head[4:].strip()
-        common = git
-        if (git / "commondir").is_file():
-            common = (git / (git / "commondir").read_text().strip()).resolve()
-        for base in (git, common):
-            if (base / ref).is_file():
-                return (base / ref).read_text().strip()
-            packed = base / "packed-refs"
-            if packed.is_file():
-                for line in packed.read_text().splitlines():
-                    if line.endswith(" " + ref):
-                        return line.split()[0]
-    except (OSError, IndexError):
-        pass
-    return "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "implementation": platform.python_implementation(), "cpu_count": os.cpu_count(),
-            "cpu_model": _cpu_model()}
-
-
 # -- the measurements ---------------------------------------------------------------------------
 def _make(data_dir: str):
     return gym.make(ENV_ID, data_dir=data_dir)
@@ -315,7 +267,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         "# trace/tau2-retail-v0 throughput",
         "",
         f"Commit `{result['git_commit']}`; {m['cpu_model']}, {m['cpu_count']} CPUs; {m['platform']}; "
-        f"Python {m['python']} ({m['implementation']}); {result['seconds']} s per measurement, one process.",
+        f"Python {m['python']} ({m['python_implementation']}); {result['seconds']} s per measurement, one process.",
         "",
         "| measure (per second) | ours | baseline | ratio | target | met |",
         "|---|---:|---:|---:|---:|:---:|",
@@ -364,7 +316,7 @@ def run_benchmark(data_dir: str | os.PathLike | None = None, seconds: float = 2.
         "tasks": len(data.tasks),
         "seconds": seconds,
         "machine": machine_info(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit() or "unknown",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "wall_s": time.time() - started,
         "targets": dict(TARGETS),

@@ -32,7 +32,6 @@ from pettingzoo import AECEnv
 
 from trace_envs.actions import parse_action
 from trace_envs.env import TraceEnv
-from trace_envs.episode import EpisodeLog
 from trace_envs.registration import check_id
 from trace_envs.user import ExternalUser
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trace_envs.db import Database, diff_keys
+from trace_envs.db import Database
 from trace_envs.episode import EpisodeLog
 
 

@@ -10,7 +10,6 @@ policy forbids it), the reads that decide it, and the expected answer of a quest
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from random import Random

@@ -256,16 +256,24 @@ def modify_pending_order_address(
     return order
 
 
+def _check_swap(db: Database, order_id: str, item_ids: list[str], new_item_ids: list[str],
+                payment_method_id: str, status: str, verb: str) -> tuple[dict, float, list[dict]]:
+    """Every precondition of swapping items for other variants: (order, price difference, new variants)."""
+    order = _order(db, order_id)
+    if order["status"] != status:
+        raise ToolError(f"Error: non-{status} order cannot be {verb}")
+    diff, variants = _price_difference(db, order, item_ids, new_item_ids)
+    method = _payment_method(db, order, payment_method_id)
+    _check_gift_card_covers(method, diff)
+    return order, diff, variants
+
+
 def modify_pending_order_items(
     db: Database, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str
 ) -> dict:
     """Swap items of a pending order for other variants, settling the price difference."""
-    order = _order(db, order_id)
-    if order["status"] != "pending":
-        raise ToolError("Error: non-pending order cannot be modified")
-    diff, variants = _price_difference(db, order, item_ids, new_item_ids)
-    method = _payment_method(db, order, payment_method_id)
-    _check_gift_card_covers(method, diff)
+    order, diff, variants = _check_swap(db, order_id, item_ids, new_item_ids, payment_method_id,
+                                        status="pending", verb="modified")
     _adjust_gift_card(db, order["user_id"], payment_method_id, -diff)
     order = db.orders.mut(order_id)
     order["payment_history"].append({
@@ -338,12 +346,8 @@ def exchange_delivered_order_items(
     db: Database, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str
 ) -> dict:
     """Request an exchange of items of a delivered order for other variants."""
-    order = _order(db, order_id)
-    if order["status"] != "delivered":
-        raise ToolError("Error: non-delivered order cannot be exchanged")
-    diff, _ = _price_difference(db, order, item_ids, new_item_ids)
-    method = _payment_method(db, order, payment_method_id)
-    _check_gift_card_covers(method, diff)
+    order, diff, _ = _check_swap(db, order_id, item_ids, new_item_ids, payment_method_id,
+                                 status="delivered", verb="exchanged")
     order = db.orders.mut(order_id)
     order["status"] = "exchange requested"
     order["exchange_items"] = sorted(item_ids)
