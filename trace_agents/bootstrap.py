@@ -1,0 +1,186 @@
+"""``trace bootstrap``: a base agent with known weaknesses, trained on a plain CPU.
+
+1. Build (or reuse) the tiny preset: a tokenizer trained on env text and a small
+   Qwen2-architecture model (:mod:`trace_agents.models`), or start from ``--model``.
+2. Demonstrations: :class:`trace_envs.OraclePolicy` with a deficit profile plays the
+   retail target and the four capability envs. Its mistakes are the ground truth that
+   later analysis must recover.
+3. Supervised fine-tuning with TRL's ``SFTTrainer``, loss on assistant tokens only.
+   Conversations are tokenized here with TRL's generation-tagged Qwen2.5 training
+   template, because Arrow would turn tool-call arguments of different shapes into one
+   struct padded with nulls.
+4. Evaluation on held-out seeds; everything is saved under ``--out``.
+
+Demonstrations sample mistakes at each decision point with the profile's rates, so the
+agent learns them as probabilities: evaluate it with sampling (the default temperature
+is 1.0) to see the profile, since greedy decoding hides any deficit below 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trace_agents import require_train_extra
+
+# Clear, different weaknesses, and one capability without any as a control.
+DEFAULT_DEFICITS: dict[str, float] = {
+    "precondition_verification": 0.5,
+    "structured_data_reasoning": 0.3,
+    "tool_calling_precision": 0.15,
+    "multi_step_completion": 0.0,
+}
+TARGET = "trace/retail-v0"
+CAPABILITY_ENVS = ("trace/precondition-v0", "trace/structured-data-v0", "trace/tool-calling-v0",
+                   "trace/multi-step-v0")
+
+
+@dataclass
+class BootstrapConfig:
+    """Settings of ``trace bootstrap``; every field is a CLI flag."""
+
+    out: str = field(default="runs/bootstrap", metadata={"help": "output directory"})
+    preset: str = field(default="tiny", metadata={"help": "model preset to build: tiny (CPU) or small (GPU)"})
+    model: str | None = field(default=None, metadata={"help": "start from this HF model path instead of a preset"})
+    deficits: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DEFICITS),
+                                       metadata={"help": "capability=rate pairs for the demonstrations"})
+    demos: int = field(default=1200, metadata={"help": "demonstration episodes (split over the envs)"})
+    target_share: float = field(default=0.5, metadata={"help": "share of demos on the retail target"})
+    max_length: int = field(default=2048, metadata={"help": "longest training sequence in tokens"})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the demonstrations"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: epochs)"})
+    batch_size: int = field(default=8, metadata={"help": "sequences per optimizer step"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate (cosine decay)"})
+    eval_episodes: int = field(default=60, metadata={"help": "held-out episodes per evaluated env"})
+    eval_seed_start: int = field(default=1_000_000, metadata={"help": "first held-out seed (demos use 0..)"})
+    eval_envs: list[str] = field(default_factory=lambda: [TARGET, *CAPABILITY_ENVS],
+                                 metadata={"help": "envs to evaluate on"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the saved agent"})
+    seed: int = field(default=0, metadata={"help": "seed for demos, training and sampling"})
+
+    def __post_init__(self) -> None:
+        from trace_envs import CAPABILITIES
+
+        for cap, rate in self.deficits.items():
+            if cap not in CAPABILITIES:
+                raise ValueError(f"unknown capability {cap!r} in deficits; use {list(CAPABILITIES)}")
+            if not 0 <= rate <= 1:
+                raise ValueError(f"deficit rate of {cap} must be in [0, 1], got {rate}")
+        if not 0 <= self.target_share <= 1:
+            raise ValueError(f"target_share must be in [0, 1], got {self.target_share}")
+        if self.demos < 1 or self.batch_size < 1 or self.max_length < 128:
+            raise ValueError("demos and batch_size must be >= 1 and max_length >= 128")
+
+
+def demonstrations(deficits: dict[str, float], n: int, target_share: float, seed: int = 0
+                   ) -> list[dict[str, Any]]:
+    """Oracle conversations: the target gets ``target_share``, the capability envs the rest."""
+    import gymnasium as gym
+
+    from trace_envs import OraclePolicy
+
+    per_cap = round(n * (1 - target_share) / len(CAPABILITY_ENVS))
+    plan = [(TARGET, n - per_cap * len(CAPABILITY_ENVS))] + [(e, per_cap) for e in CAPABILITY_ENVS]
+    oracle = OraclePolicy(deficits=deficits, seed=seed)
+    out = []
+    for env_id, count in plan:
+        env = gym.make(env_id)
+        for s in range(count):
+            obs, info = env.reset(seed=s)
+            oracle.reset(env)
+            done = False
+            while not done:
+                obs, _, terminated, truncated, info = env.step(oracle.act(obs, info))
+                done = terminated or truncated
+            out.append({"env_id": env_id, "seed": s, "messages": info["messages"], "tools": info["tools"],
+                        "success": info["success"], "mistakes": dict(oracle.mistakes)})
+        env.close()
+    return out
+
+
+def tokenize_demos(demos: list[dict[str, Any]], tokenizer: Any, max_length: int, obs_format: str = "compact"
+                   ) -> tuple[dict[str, list[list[int]]], int]:
+    """input_ids and assistant masks per conversation; returns them and how many were too long."""
+    from trl.chat_template_utils import get_training_chat_template
+
+    from trace_agents.chat import template_tools, to_chat
+
+    template = get_training_chat_template(tokenizer) or tokenizer.chat_template
+    ids, masks, too_long = [], [], 0
+    for demo in demos:
+        out = tokenizer.apply_chat_template(
+            to_chat(demo["messages"], demo["tools"], obs_format), tools=template_tools(demo["tools"], obs_format),
+            chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+        if len(out["input_ids"]) > max_length:
+            too_long += 1
+            continue
+        ids.append(list(out["input_ids"]))
+        masks.append(list(out["assistant_masks"]))
+    return {"input_ids": ids, "assistant_masks": masks}, too_long
+
+
+def run(config: BootstrapConfig) -> dict[str, Any]:
+    """Build, demonstrate, fine-tune, evaluate and save; returns the report."""
+    require_train_extra("trl")
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from trace_agents import evaluate as ev
+    from trace_agents.models import load, tiny_preset
+    from trace_agents.policy import HFPolicy
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    source = config.model or str(tiny_preset(config.preset))
+    model, tokenizer = load(source)
+    timings["preset"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    demos = demonstrations(config.deficits, config.demos, config.target_share, config.seed)
+    with open(out / "demos.jsonl", "w", encoding="utf-8") as f:
+        for d in demos:
+            f.write(json.dumps(d) + "\n")
+    data, too_long = tokenize_demos(demos, tokenizer, config.max_length)
+    timings["demos"] = time.perf_counter() - t
+    print(f"[bootstrap] {len(demos)} demonstrations, {too_long} longer than {config.max_length} tokens dropped; "
+          f"oracle success {sum(d['success'] for d in demos) / len(demos):.3f}")
+
+    t = time.perf_counter()
+    torch.manual_seed(config.seed)
+    args = SFTConfig(
+        output_dir=str(out / "sft"), per_device_train_batch_size=config.batch_size, num_train_epochs=config.epochs,
+        max_steps=config.max_steps, learning_rate=config.learning_rate, lr_scheduler_type="cosine",
+        warmup_ratio=0.05, weight_decay=0.0, logging_steps=10, save_strategy="no", report_to=[],
+        seed=config.seed, max_length=None, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(), group_by_length=True,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict(data), processing_class=tokenizer)
+    train_out = trainer.train()
+    timings["sft"] = time.perf_counter() - t
+    model_dir = out / "model"
+    trainer.model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+
+    t = time.perf_counter()
+    policy = HFPolicy(trainer.model, tokenizer, temperature=config.temperature, seed=config.seed)
+    summaries = [ev.evaluate(policy, env_id, config.eval_episodes, config.eval_seed_start)
+                 for env_id in config.eval_envs]
+    timings["evaluate"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    report = {
+        "config": asdict(config), "source": source, "model_dir": str(model_dir),
+        "train_loss": train_out.training_loss, "steps": train_out.global_step,
+        "sequences": len(data["input_ids"]), "dropped_too_long": too_long,
+        "evaluation": summaries, "timings_s": timings,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text("# Bootstrap\n\n" + ev.format_table(summaries)
+                                   + f"\nTimings (s): {json.dumps({k: round(v, 1) for k, v in timings.items()})}\n")
+    print(ev.format_table(summaries))
+    return report

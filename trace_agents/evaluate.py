@@ -1,0 +1,93 @@
+"""Evaluate a policy on an env: success with a 95% Wilson interval, returns, components, annotations.
+
+``trace evaluate --model M [--adapter A] --env ID --episodes N --seed-start S`` prints a
+table and writes JSON. ``--model oracle`` evaluates :class:`trace_envs.OraclePolicy`
+(optionally with ``--deficits``), which is how ground-truth profiles are checked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from trace_agents.stats import summarize_annotations, wilson
+
+# Whether a finished episode's annotations show a capability's typical mistake. Each reads
+# only that capability's own evidence (see trace_envs.reward.annotate).
+MISTAKES: dict[str, Callable[[Mapping[str, Any]], bool]] = {
+    "precondition_verification": lambda a: not a["preconditions_checked"],
+    "structured_data_reasoning": lambda a: a["record_choice_correct"] is False,
+    "tool_calling_precision": lambda a: not a["args_exact"],
+    "multi_step_completion": lambda a: a["requests_completed"] < a["requests_total"],
+}
+
+
+def capability_failures(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per capability: episodes that needed it, and the share of those where its mistake showed."""
+    out: dict[str, dict[str, float]] = {}
+    for cap, mistake in MISTAKES.items():
+        needed = [r["annotations"] for r in records if cap in r["annotations"].get("capabilities", [])]
+        wrong = sum(mistake(a) for a in needed)
+        out[cap] = {"episodes": len(needed), "mistake_rate": wrong / len(needed) if needed else 0.0}
+    return out
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The evaluation summary of finished episode records."""
+    n = len(records)
+    wins = sum(bool(r["success"]) for r in records)
+    steps = sum(r["n_steps"] for r in records)
+    fmt = sum(r["annotations"].get("format_errors", 0) for r in records)
+    comps: dict[str, float] = {}
+    for r in records:
+        for k, v in r["return_components"].items():
+            comps[k] = comps.get(k, 0.0) + v / max(n, 1)
+    lo, hi = wilson(wins, n)
+    return {
+        "episodes": n,
+        "success": wins / n if n else 0.0,
+        "ci95": [lo, hi],
+        "mean_return": sum(r["return"] for r in records) / n if n else 0.0,
+        "well_formed_rate": 1.0 - fmt / steps if steps else 0.0,
+        "components": comps,
+        "annotations": summarize_annotations(r["annotations"] for r in records),
+        "capabilities": capability_failures(records),
+    }
+
+
+def evaluate(policy: Any, env_id: str, episodes: int = 100, seed_start: int = 10_000, *,
+             adapter: str | None = None, batch_size: int = 16, store: str | Path | None = None,
+             progress: bool = True, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Roll out ``episodes`` seeds from ``seed_start`` and summarize them."""
+    from trace_agents.rollout import rollout
+
+    adapters = (lambda env, seed: adapter) if adapter else None
+    result = rollout(policy, env_id, range(seed_start, seed_start + episodes), batch_size=batch_size,
+                     store=store, adapters=adapters, progress=progress, env_kwargs=dict(env_kwargs or {}))
+    summary = summarize(result.records)
+    summary.update(env_id=env_id, seed_start=seed_start, adapter=adapter, policy=policy.identity(),
+                   timings=result.timings)
+    return summary
+
+
+def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
+    """A markdown table: one row per evaluated env."""
+    lines = ["| env | episodes | success | 95% CI | mean return | well-formed | mistake rates by capability |",
+             "|---|---:|---:|---|---:|---:|---|"]
+    for s in summaries:
+        caps = ", ".join(f"{c.split('_')[0]} {v['mistake_rate']:.2f} (n={v['episodes']})"
+                         for c, v in s["capabilities"].items() if v["episodes"])
+        lines.append(f"| `{s['env_id']}` | {s['episodes']} | {s['success']:.3f} | "
+                     f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] | {s['mean_return']:.3f} | "
+                     f"{s['well_formed_rate']:.3f} | {caps} |")
+    return "\n".join(lines) + "\n"
+
+
+def save(summaries: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write the summaries as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(list(summaries), indent=2) + "\n")
+    return path

@@ -1,0 +1,30 @@
+"""Small statistics used in reports: Wilson intervals and annotation summaries."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval for a binomial proportion (95% by default)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def summarize_annotations(annotations: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Mean of every numeric or boolean annotation (booleans as rates; None means not applicable)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for ann in annotations:
+        for key, value in ann.items():
+            if isinstance(value, bool) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+                sums[key] = sums.get(key, 0.0) + float(value)
+                counts[key] = counts.get(key, 0) + 1
+    return {k: sums[k] / counts[k] for k in sorted(sums)}
