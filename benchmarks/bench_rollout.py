@@ -1,0 +1,89 @@
+"""Rollout throughput: batched vs sequential generation with the same model and seeds.
+
+Runs the same ``--episodes`` seeds of ``--env`` twice in one process, with a batch of one
+env and with ``--batch-size`` envs generated for at once, using greedy decoding so both
+runs play the same episodes. Reports episodes/s for each, their ratio, the env's share
+of rollout wall time (reset + step), and whether the records matched exactly (batched
+left-padded generation can differ in the last float bits; the share that matched is
+reported, not asserted). Writes ``results/rollout.{json,md}``. Numbers are reported,
+never asserted in tests.
+
+    python benchmarks/bench_rollout.py --model runs/bootstrap/model --episodes 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path
+from machine import git_commit, machine_info  # noqa: E402
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def run_benchmark(model: str | None = None, env_id: str = "trace/retail-v0", episodes: int = 16,
+                  batch_size: int = 16, seed_start: int = 2_000_000, max_new_tokens: int = 96,
+                  out_dir: str | Path = DEFAULT_OUT) -> dict[str, Any]:
+    """Measure and write the JSON and markdown results."""
+    import torch
+
+    from trace_agents.models import tiny_preset
+    from trace_agents.policy import HFPolicy
+    from trace_agents.rollout import compare_batching
+
+    torch.set_num_threads(torch.get_num_threads())
+    source = model or str(tiny_preset())
+    policy = HFPolicy.from_pretrained(source, temperature=0.0, max_new_tokens=max_new_tokens)
+    result = compare_batching(policy, env_id, range(seed_start, seed_start + episodes), batch_size=batch_size)
+    seq, bat = result["sequential"], result["batched"]
+    out = {
+        "model": source, "env_id": env_id, "episodes": episodes, "batch_size": batch_size,
+        "sequential_episodes_per_s": seq["episodes_per_s"], "batched_episodes_per_s": bat["episodes_per_s"],
+        "speedup": result["speedup"], "env_share_batched": bat["env_share"], "env_share_sequential": seq["env_share"],
+        "policy_share_batched": bat["policy_share"], "same_records": result["same_records"],
+        "timings": {"sequential": seq, "batched": bat}, "torch_threads": torch.get_num_threads(),
+        "machine": machine_info(), "git_commit": git_commit(),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "rollout.json").write_text(json.dumps(out, indent=2) + "\n")
+    (out_dir / "rollout.md").write_text(markdown(out))
+    return out
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The results as a markdown table with the machine line."""
+    m = r["machine"]
+    return (
+        f"Model `{r['model']}` on `{r['env_id']}`, {r['episodes']} episodes, greedy; "
+        f"{m.get('cpu_model')}, {m.get('cpu_count')} CPUs, torch threads {r['torch_threads']}; "
+        f"commit `{r['git_commit']}`.\n\n"
+        "| run | episodes/s | env share of wall time |\n|---|---:|---:|\n"
+        f"| sequential (batch 1) | {r['sequential_episodes_per_s']:.3f} | {r['env_share_sequential']:.2%} |\n"
+        f"| batched (batch {r['batch_size']}) | {r['batched_episodes_per_s']:.3f} | {r['env_share_batched']:.2%} |\n"
+        f"\nSpeedup {r['speedup']:.2f}x; identical records: {r['same_records']}.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="HF model dir (default: the tiny preset, random weights)")
+    p.add_argument("--env", default="trace/retail-v0", help="env id (default: trace/retail-v0)")
+    p.add_argument("--episodes", type=int, default=16, help="episodes per run (default: 16)")
+    p.add_argument("--batch-size", type=int, default=16, help="batched run's batch size (default: 16)")
+    p.add_argument("--seed-start", type=int, default=2_000_000, help="first seed (default: 2000000)")
+    p.add_argument("--max-new-tokens", type=int, default=96, help="generation cap per turn (default: 96)")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory")
+    a = p.parse_args(argv)
+    r = run_benchmark(a.model, a.env, a.episodes, a.batch_size, a.seed_start, a.max_new_tokens, a.out)
+    print(markdown(r), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
