@@ -1,0 +1,247 @@
+"""HFPolicy on tiny random models: batching, determinism, stopping and per-row LoRA adapters."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import warnings
+
+import gymnasium as gym
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from trace_agents import models
+from trace_agents.policy import HFPolicy, Policy
+from trace_agents.rollout import rollout
+from trace_envs import parse_action
+
+# A wide init (0.2, not 0.02) so greedy outputs depend on the prompt instead of repeating one token.
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "intermediate_size": 128, "max_position_embeddings": 4096, "initializer_range": 0.2}
+CALL = '<tool_call>\n{"name": "get_order_details", "arguments": {"order_id": "#W0000001"}}\n</tool_call>'
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """PEFT's constructor reads transformers' deprecated `is_gradient_checkpointing`: ignore exactly that."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        yield
+
+
+def peft_model(base, path, **kw):
+    """A deep copy of ``base`` with the adapter at ``path``, as a PeftModel."""
+    with quiet_peft():
+        return PeftModel.from_pretrained(copy.deepcopy(base), path, **kw)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return models.build_tokenizer(models.corpus(30), vocab_size=1024)
+
+
+@pytest.fixture(scope="module")
+def base(tok):
+    return models.build_model(tok, **TINY)
+
+
+@pytest.fixture(scope="module")
+def infos():
+    """Openings and a mid-episode info of different lengths, so left padding matters."""
+    out = []
+    for env_id, seed in [("trace/retail-v0", 0), ("trace/precondition-v0", 1), ("trace/multi-step-v0", 2)]:
+        env = gym.make(env_id)
+        _, info = env.reset(seed=seed)
+        out.append(info)
+    _, _, _, _, info = env.step("Hello, who am I talking to?")
+    out.append(info)
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapter_dirs(tmp_path_factory, base):
+    root = tmp_path_factory.mktemp("adapters")
+    with quiet_peft():
+        for i, name in enumerate(("A", "B")):
+            torch.manual_seed(100 + i)
+            config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+            get_peft_model(copy.deepcopy(base), config).save_pretrained(root / name)
+    return {name: root / name for name in ("A", "B")}
+
+
+def test_one_string_per_info(base, tok, infos):
+    policy = HFPolicy(base, tok, max_new_tokens=12)
+    actions = policy.act_batch(infos)
+    assert len(actions) == len(infos) and all(isinstance(a, str) for a in actions)
+    assert policy.act_batch([]) == []
+    assert isinstance(policy, Policy)
+    assert policy.stats["rows"] == len(infos) and policy.stats["generated_tokens"] <= 12 * len(infos)
+
+
+def test_greedy_batch_equals_each_row_alone(base, tok, infos):
+    policy = HFPolicy(base, tok, max_new_tokens=16)
+    lengths = {len(tok.encode(policy.prompt(i))) for i in infos}
+    assert len(lengths) == len(infos)  # every row is padded differently
+    batched = policy.act_batch(infos)
+    assert len(set(batched)) > 1 and all(batched)  # prompt-dependent, non-trivial text
+    assert batched == [policy.act_batch([info])[0] for info in infos]
+
+
+def test_sampling_is_reproducible_by_seed(base, tok, infos):
+    def run(seed):
+        policy = HFPolicy(base, tok, max_new_tokens=16, temperature=1.0, top_p=0.95, seed=seed)
+        return [policy.act_batch(infos), policy.act_batch(infos)]
+
+    first = run(7)
+    assert first == run(7)
+    assert first[0] != first[1]  # each call draws anew
+    assert first != run(8)
+    greedy = HFPolicy(base, tok, max_new_tokens=16)
+    assert greedy.act_batch(infos) == greedy.act_batch(infos)
+
+
+def test_acting_leaves_the_global_rng_and_training_mode_alone(tok, infos):
+    model = models.build_model(tok, **TINY).train()
+    policy = HFPolicy(model, tok, max_new_tokens=4, temperature=1.0)
+    state = torch.get_rng_state()
+    policy.act_batch(infos[:2])
+    assert torch.equal(state, torch.get_rng_state())
+    assert model.training
+
+
+def test_max_prompt_tokens_keeps_the_end(base, tok, infos):
+    policy = HFPolicy(base, tok, max_new_tokens=4, max_prompt_tokens=40)
+    assert len(policy.act_batch(infos)) == len(infos)
+    assert policy.stats["prompt_tokens"] == 40 * len(infos)
+
+
+def test_prompt_ends_with_the_assistant_header(base, tok, infos):
+    compact = HFPolicy(base, tok).prompt(infos[0])
+    assert compact.startswith("<|im_start|>system\nTools:\n") and compact.endswith("<|im_start|>assistant\n")
+    full = HFPolicy(base, tok, obs_format="chat").prompt(infos[0])
+    assert "<tools>" in full and "Retail support policy" in full
+
+
+@pytest.fixture(scope="module")
+def tool_caller(tok, infos):
+    """A tiny model overfit to answer infos[0] with CALL and then keep talking."""
+    model = models.build_model(tok, **TINY)
+    prompt = tok.encode(HFPolicy(model, tok).prompt(infos[0]))
+    target = tok.encode(CALL + " and then words that must not appear<|im_end|>")
+    ids = torch.tensor([prompt + target])
+    labels = ids.clone()
+    labels[0, :len(prompt)] = -100
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(200):
+        loss = model(input_ids=ids, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if loss.item() < 0.01:
+            break
+    return model.eval()
+
+
+def test_generation_stops_after_the_tool_call(tool_caller, tok, infos):
+    policy = HFPolicy(tool_caller, tok, max_new_tokens=80)
+    action = policy.act_batch([infos[0]])[0]
+    assert action == CALL
+    assert policy.stats["generated_tokens"] == len(tok.encode(CALL))  # stopped there, not cut afterwards
+    parsed = parse_action(action)
+    assert (parsed.kind, parsed.name, parsed.arguments) == ("tool", "get_order_details", {"order_id": "#W0000001"})
+    env = gym.make("trace/retail-v0")
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(action)
+    assert "parse_error" not in info
+
+
+def test_clean_keeps_one_action(base, tok):
+    policy = HFPolicy(base, tok)
+    assert policy._clean("  Hello there.\n") == "Hello there."
+    assert policy._clean("<think>hmm</think>\n" + CALL + "\nmore") == CALL
+    assert policy._clean("Sure.<|im_end|>junk") == "Sure."
+
+
+def test_identity_is_json_and_names_the_settings(base, tok, adapter_dirs):
+    policy = HFPolicy(copy.deepcopy(base), tok, temperature=0.7, top_p=0.9, seed=3, name="tiny-test")
+    ident = policy.identity()
+    assert json.loads(json.dumps(ident)) == ident
+    assert (ident["model"], ident["temperature"], ident["top_p"], ident["seed"]) == ("tiny-test", 0.7, 0.9, 3)
+    policy.load_adapter("A", adapter_dirs["A"])
+    assert policy.identity()["adapters"] == {"A": str(adapter_dirs["A"])}
+
+
+def test_bad_settings_are_rejected(base, tok):
+    with pytest.raises(ValueError, match="obs_format"):
+        HFPolicy(base, tok, obs_format="xml")
+    with pytest.raises(ValueError, match="temperature"):
+        HFPolicy(base, tok, temperature=-1)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        HFPolicy(base, tok, max_new_tokens=0)
+
+
+def test_adapters_per_row_match_each_adapter_alone(base, tok, infos, adapter_dirs):
+    policy = HFPolicy(copy.deepcopy(base), tok, max_new_tokens=16)
+    for name, path in adapter_dirs.items():
+        policy.load_adapter(name, path)
+    rows = infos[:3]
+    choice = ["A", "B", None]
+    mixed = policy.act_batch(rows, choice)
+
+    alone = []
+    for info, name in zip(rows, choice):
+        model = copy.deepcopy(base) if name is None else peft_model(base, adapter_dirs[name])
+        alone.append(HFPolicy(model, tok, max_new_tokens=16).act_batch([info])[0])
+    assert mixed == alone
+
+    base_out = HFPolicy(base, tok, max_new_tokens=16).act_batch(rows)
+    assert mixed[0] != base_out[0] and mixed[1] != base_out[1]  # the adapters change outputs
+    assert mixed[2] == base_out[2]
+    assert policy.act_batch(rows) == base_out  # no adapters named: the base model
+    only_b = HFPolicy(peft_model(base, adapter_dirs["B"]), tok, max_new_tokens=16)
+    assert policy.act_batch(rows, ["B", "B", "A"])[:2] == [only_b.act_batch([r])[0] for r in rows[:2]]
+
+
+def test_a_peft_model_handed_in_runs_as_given(base, tok, infos, adapter_dirs):
+    model = peft_model(base, adapter_dirs["A"], adapter_name="A")
+    policy = HFPolicy(model, tok, max_new_tokens=16)
+    with_a = policy.act_batch(infos[:2])
+    assert with_a == policy.act_batch(infos[:2], ["A", "A"])
+    assert policy.act_batch(infos[:2], [None, None]) == HFPolicy(base, tok, max_new_tokens=16).act_batch(infos[:2])
+
+
+def test_unknown_adapters_are_reported(base, tok, infos, adapter_dirs):
+    plain = HFPolicy(base, tok, max_new_tokens=4)
+    with pytest.raises(ValueError, match=r"no adapter named 'A'.*load_adapter"):
+        plain.act_batch(infos[:1], ["A"])
+    assert len(plain.act_batch(infos[:1], [None])) == 1
+    policy = HFPolicy(copy.deepcopy(base), tok, max_new_tokens=4)
+    policy.load_adapter("precondition", adapter_dirs["A"])
+    with pytest.raises(ValueError, match="Did you mean 'precondition'"):
+        policy.act_batch(infos[:1], ["precondtion"])
+    with pytest.raises(ValueError, match="2 adapter names for 1 infos"):
+        policy.act_batch(infos[:1], ["precondition", None])
+    with pytest.raises(ValueError, match="already loaded"):
+        policy.load_adapter("precondition", adapter_dirs["B"])
+
+
+def test_from_pretrained_loads_model_and_adapters(tmp_path, base, tok, infos, adapter_dirs):
+    base.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    policy = HFPolicy.from_pretrained(tmp_path, adapters=dict(adapter_dirs), max_new_tokens=16)
+    assert policy.identity()["model"] == str(tmp_path)
+    assert set(policy.adapters) == {"A", "B"}
+    reference = HFPolicy(copy.deepcopy(base), tok, max_new_tokens=16)
+    reference.load_adapter("B", adapter_dirs["B"])
+    assert policy.act_batch(infos[:2], ["B", None]) == reference.act_batch(infos[:2], ["B", None])
+
+
+def test_rollout_drives_an_hf_policy(base, tok):
+    policy = HFPolicy(base, tok, max_new_tokens=8)
+    result = rollout(policy, "trace/precondition-v0", 2, batch_size=2, progress=False)
+    assert result.n_episodes == 2
+    assert all(r["steps"] for r in result.records)

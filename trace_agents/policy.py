@@ -1,0 +1,243 @@
+"""Policies: what turns env infos into actions, one batched call per step round.
+
+>>> from trace_agents.policy import HFPolicy
+>>> policy = HFPolicy.from_pretrained(path, adapters={"precondition": "runs/lora/precondition"})
+>>> policy.act_batch(infos, adapters=["precondition", None])   # per-row LoRA, None = base model
+
+:class:`HFPolicy` renders each info's ``messages`` with the tokenizer's chat template
+(through :func:`trace_agents.chat.to_chat`, the conversion training uses too), left-pads
+the batch, generates with the KV cache and returns the new text of every row. Several
+LoRA adapters can be loaded at once; PEFT's mixed-batch inference (``adapter_names``)
+runs each row through its own adapter in a single ``generate``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from trace_agents import require_train_extra
+from trace_agents.chat import template_tools, to_chat
+
+BASE = "__base__"  # PEFT's adapter name for "no adapter" in a mixed batch
+TOOL_CLOSE = "</tool_call>"
+_THINK = re.compile(r"^\s*<think>.*?</think>", re.DOTALL)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What rollouts drive; an optional ``begin_episode(slot, env)`` is called after each reset."""
+
+    def act_batch(self, infos: list[dict[str, Any]], adapters: list[str | None] | None = None) -> list[str]:
+        """One action per info; ``adapters`` names each row's LoRA adapter (None: the base model)."""
+        ...
+
+    def identity(self) -> dict[str, Any]:
+        """A JSON-able description (model, adapters, sampling) that names the agent in records."""
+        ...
+
+
+BatchPolicy = Policy
+
+
+class HFPolicy:
+    """A transformers causal LM with its chat template, optionally carrying LoRA adapters.
+
+    ``temperature == 0`` decodes greedily; otherwise it samples with ``top_p`` (and
+    ``top_k``; 0 disables it), reproducibly: call ``n`` of a policy samples with seed
+    ``seed + n``, without disturbing the caller's global RNG. Generation stops at the
+    end-of-turn token(s) and right after ``</tool_call>``, so one turn is one action.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, obs_format: str = "compact", max_new_tokens: int = 192,
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, max_prompt_tokens: int | None = None,
+                 top_k: int = 0, chat_template_kwargs: Mapping[str, Any] | None = None,
+                 name: str | None = None) -> None:
+        require_train_extra("torch")
+        if obs_format not in ("compact", "chat"):
+            raise ValueError(f"obs_format must be 'compact' or 'chat', got {obs_format!r}")
+        if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
+            raise ValueError(f"need temperature >= 0, 0 < top_p <= 1 and top_k >= 0; got temperature={temperature}, "
+                             f"top_p={top_p}, top_k={top_k}")
+        if max_new_tokens < 1 or (max_prompt_tokens is not None and max_prompt_tokens < 1):
+            raise ValueError(f"max_new_tokens and max_prompt_tokens must be >= 1, got {max_new_tokens} "
+                             f"and {max_prompt_tokens}")
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError("the tokenizer has no chat_template; HFPolicy renders prompts with it")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.obs_format = obs_format
+        self.max_new_tokens = max_new_tokens
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.top_k = int(top_k)
+        self.seed = seed
+        self.max_prompt_tokens = max_prompt_tokens
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self.name = name or str(getattr(model, "name_or_path", "") or type(model).__name__)
+        self.adapters: dict[str, str] = {}
+        # A PeftModel handed in runs as given (its active adapter) when no adapters are named;
+        # one this policy wraps for load_adapter runs as the base model.
+        self._owns_peft = False
+        self._calls = 0
+        self.stats = {"calls": 0, "rows": 0, "prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0}
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has neither a pad nor an eos token")
+        self._pad = pad
+        self._stop_ids, self._stop_strings = self._stops()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, adapters: Mapping[str, str | Path] | None = None,
+                        device: str | None = None, dtype: Any = None, **kw: Any) -> HFPolicy:
+        """Load a model directory or hub id (see :func:`trace_agents.models.load`) and its adapters."""
+        from trace_agents.models import load
+
+        model, tokenizer = load(path, device=device, dtype=dtype)
+        policy = cls(model, tokenizer, **kw)
+        for adapter_name, adapter_path in (adapters or {}).items():
+            policy.load_adapter(adapter_name, adapter_path)
+        return policy
+
+    # ------------------------------------------------------------------ set-up
+    def _stops(self) -> tuple[list[int], list[str]]:
+        """Token ids that end a turn, and stop strings for tool-call ends that are not one token."""
+        tok = self.tokenizer
+        ids: set[int] = set()
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update([eos] if isinstance(eos, int) else (eos or []))
+        if tok.eos_token_id is not None:
+            ids.add(tok.eos_token_id)
+        strings = []
+        for text in ("<|im_end|>", TOOL_CLOSE):
+            encoded = tok.encode(text, add_special_tokens=False)
+            if len(encoded) == 1:
+                ids.add(encoded[0])
+            elif text == TOOL_CLOSE:
+                strings.append(text)
+        return sorted(ids), strings
+
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        """Load the LoRA adapter at ``path`` under ``name`` (selected per row in :meth:`act_batch`)."""
+        require_train_extra("peft")
+        from peft import PeftModel
+
+        if name == BASE:
+            raise ValueError(f"{BASE!r} is PEFT's name for the base model; choose another adapter name")
+        if isinstance(self.model, PeftModel) and name in self.model.peft_config:
+            raise ValueError(f"an adapter named {name!r} is already loaded")
+        with warnings.catch_warnings():
+            # PEFT reads transformers' deprecated `is_gradient_checkpointing`; nothing a caller can fix.
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                    category=FutureWarning)
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+                self._owns_peft = True
+        self.model.eval()
+        self.adapters[name] = str(path)
+
+    # ------------------------------------------------------------------ acting
+    def prompt(self, info: Mapping[str, Any]) -> str:
+        """The chat-template text the model continues for ``info`` (ends with the assistant header)."""
+        messages = to_chat(info["messages"], info["tools"], self.obs_format)
+        return self.tokenizer.apply_chat_template(
+            messages, tools=template_tools(info["tools"], self.obs_format), add_generation_prompt=True,
+            tokenize=False, **self.chat_template_kwargs)
+
+    def _adapter_names(self, adapters: Sequence[str | None] | None, n: int) -> list[str] | None:
+        """PEFT ``adapter_names`` for the batch, or None to run the model as it is."""
+        if adapters is None:
+            return [BASE] * n if self._owns_peft else None
+        if len(adapters) != n:
+            raise ValueError(f"got {len(adapters)} adapter names for {n} infos")
+        known = set(getattr(self.model, "peft_config", {}) or {})
+        for a in {a for a in adapters if a is not None}:
+            if a not in known:
+                close = difflib.get_close_matches(a, sorted(known), n=1)
+                raise ValueError(f"no adapter named {a!r}; loaded: {sorted(known) or 'none'} (use load_adapter)."
+                                 + (f" Did you mean {close[0]!r}?" if close else ""))
+        if not known:  # a plain model and every row asks for the base model
+            return None
+        return [BASE if a is None else a for a in adapters]
+
+    def _clean(self, text: str) -> str:
+        """One action from generated text: up to the end of the first tool call, no think block."""
+        text = text.split("<|im_end|>", 1)[0]
+        end = text.find(TOOL_CLOSE)
+        if end >= 0:
+            text = text[:end + len(TOOL_CLOSE)]
+        return _THINK.sub("", text, count=1).strip()
+
+    def act_batch(self, infos: list[dict[str, Any]], adapters: list[str | None] | None = None) -> list[str]:
+        """Generate one action per info in one left-padded batch.
+
+        ``adapters=None`` runs the model as given (a PeftModel with its active adapter; the
+        base model when the adapters were added with :meth:`load_adapter`). A list names
+        each row's adapter, None for the base model.
+        """
+        import torch
+
+        if not infos:
+            return []
+        t0 = time.perf_counter()
+        adapter_names = self._adapter_names(adapters, len(infos))
+        rows = [self.tokenizer.encode(self.prompt(info), add_special_tokens=False) for info in infos]
+        if self.max_prompt_tokens is not None:
+            rows = [r[-self.max_prompt_tokens:] for r in rows]  # keep the latest turns
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            attention_mask[i, width - len(r):] = 1
+        device = next(self.model.parameters()).device
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
+            "max_new_tokens": self.max_new_tokens, "eos_token_id": self._stop_ids, "pad_token_id": self._pad,
+            "do_sample": self.temperature > 0, "use_cache": True}
+        if self.temperature > 0:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        if self._stop_strings:
+            kwargs.update(stop_strings=self._stop_strings, tokenizer=self.tokenizer)
+        if adapter_names is not None:
+            kwargs["adapter_names"] = adapter_names
+        was_training = self.model.training
+        self.model.eval()  # no dropout, and PEFT refuses adapter_names in training mode
+        fork = [device.index or 0] if device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=fork), torch.inference_mode():
+                torch.manual_seed(self.seed + self._calls)
+                out = self.model.generate(**kwargs)
+        finally:
+            self.model.train(was_training)
+        self._calls += 1
+        new = out[:, width:].tolist()
+        stops = set(self._stop_ids)
+        generated = 0
+        actions = []
+        for row in new:
+            n = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
+            generated += n
+            actions.append(self._clean(self.tokenizer.decode(row[:n], skip_special_tokens=True)))
+        self.stats["calls"] += 1
+        self.stats["rows"] += len(rows)
+        self.stats["prompt_tokens"] += sum(len(r) for r in rows)
+        self.stats["generated_tokens"] += generated
+        self.stats["seconds"] += time.perf_counter() - t0
+        return actions
+
+    def identity(self) -> dict[str, Any]:
+        """Model, loaded adapters and sampling settings (JSON-able)."""
+        return {
+            "policy": "hf", "model": self.name, "adapters": dict(sorted(self.adapters.items())),
+            "obs_format": self.obs_format, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+            "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed, "max_prompt_tokens": self.max_prompt_tokens,
+            **({"chat_template_kwargs": self.chat_template_kwargs} if self.chat_template_kwargs else {}),
+        }
