@@ -27,3 +27,6 @@ def _param(env_id: str):
 
 # Every registered id as pytest params; ids needing absent data are skipped, with the reason.
 ID_PARAMS = [_param(i) for i in registered_ids()]
+
+# Slow end-to-end tests run in a short configuration unless TRACE_SHORT=0 (scripts/test.sh sets 1).
+SHORT = os.environ.get("TRACE_SHORT", "1") != "0"

@@ -27,15 +27,17 @@ from typing import Any
 from trace_agents import require_train_extra
 
 # Clear, different weaknesses, and one capability without any as a control.
+# With these rates the oracle itself succeeds on about 40% of retail-v0 tasks, so an agent
+# that imitated it well would sit inside the success band of ``acceptance``.
 DEFAULT_DEFICITS: dict[str, float] = {
-    "precondition_verification": 0.5,
-    "structured_data_reasoning": 0.3,
-    "tool_calling_precision": 0.15,
+    "precondition_verification": 0.35,
+    "structured_data_reasoning": 0.2,
+    "tool_calling_precision": 0.1,
     "multi_step_completion": 0.0,
 }
 TARGET = "trace/retail-v0"
 CAPABILITY_ENVS = ("trace/precondition-v0", "trace/structured-data-v0", "trace/tool-calling-v0",
-                   "trace/multi-step-v0")
+                   "trace/multi-step-v0")  # one per capability, as in trace_agents.evaluate.CAPABILITY_ENVS
 
 
 @dataclass
@@ -47,18 +49,22 @@ class BootstrapConfig:
     model: str | None = field(default=None, metadata={"help": "start from this HF model path instead of a preset"})
     deficits: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DEFICITS),
                                        metadata={"help": "capability=rate pairs for the demonstrations"})
-    demos: int = field(default=1200, metadata={"help": "demonstration episodes (split over the envs)"})
+    demos: int = field(default=900, metadata={"help": "demonstration episodes (split over the envs)"})
     target_share: float = field(default=0.5, metadata={"help": "share of demos on the retail target"})
-    max_length: int = field(default=2048, metadata={"help": "longest training sequence in tokens"})
+    max_length: int = field(default=4096, metadata={"help": "training sequences are cut to this many tokens"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the demonstrations"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: epochs)"})
-    batch_size: int = field(default=8, metadata={"help": "sequences per optimizer step"})
+    batch_size: int = field(default=4, metadata={"help": "sequences per optimizer step"})
+    micro_batch: int = field(default=1, metadata={
+        "help": "sequences per forward pass (1 on CPU: no padding, so attention takes the fast causal kernel)"})
     learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate (cosine decay)"})
-    eval_episodes: int = field(default=60, metadata={"help": "held-out episodes per evaluated env"})
+    eval_episodes: int = field(default=20, metadata={"help": "held-out episodes per evaluated env"})
     eval_seed_start: int = field(default=1_000_000, metadata={"help": "first held-out seed (demos use 0..)"})
     eval_envs: list[str] = field(default_factory=lambda: [TARGET, *CAPABILITY_ENVS],
                                  metadata={"help": "envs to evaluate on"})
+    eval_batch_size: int = field(default=20, metadata={"help": "episodes generated for at once in evaluation"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the saved agent"})
+    max_new_tokens: int = field(default=160, metadata={"help": "longest generated turn in tokens"})
     seed: int = field(default=0, metadata={"help": "seed for demos, training and sampling"})
 
     def __post_init__(self) -> None:
@@ -71,8 +77,10 @@ class BootstrapConfig:
                 raise ValueError(f"deficit rate of {cap} must be in [0, 1], got {rate}")
         if not 0 <= self.target_share <= 1:
             raise ValueError(f"target_share must be in [0, 1], got {self.target_share}")
-        if self.demos < 1 or self.batch_size < 1 or self.max_length < 128:
-            raise ValueError("demos and batch_size must be >= 1 and max_length >= 128")
+        if self.demos < 1 or self.batch_size < 1 or self.max_length < 128 or self.max_new_tokens < 1:
+            raise ValueError("demos, batch_size and max_new_tokens must be >= 1 and max_length >= 128")
+        if self.micro_batch < 1 or self.batch_size % self.micro_batch:
+            raise ValueError(f"micro_batch must divide batch_size; got {self.micro_batch} and {self.batch_size}")
 
 
 def demonstrations(deficits: dict[str, float], n: int, target_share: float, seed: int = 0
@@ -80,6 +88,7 @@ def demonstrations(deficits: dict[str, float], n: int, target_share: float, seed
     """Oracle conversations: the target gets ``target_share``, the capability envs the rest."""
     import gymnasium as gym
 
+    from trace_agents.trajectories import NOT_ANNOTATIONS
     from trace_envs import OraclePolicy
 
     per_cap = round(n * (1 - target_share) / len(CAPABILITY_ENVS))
@@ -96,30 +105,37 @@ def demonstrations(deficits: dict[str, float], n: int, target_share: float, seed
                 obs, _, terminated, truncated, info = env.step(oracle.act(obs, info))
                 done = terminated or truncated
             out.append({"env_id": env_id, "seed": s, "messages": info["messages"], "tools": info["tools"],
-                        "success": info["success"], "mistakes": dict(oracle.mistakes)})
+                        "success": info["success"], "mistakes": dict(oracle.mistakes),
+                        "annotations": {k: v for k, v in info.items() if k not in NOT_ANNOTATIONS}})
         env.close()
     return out
 
 
 def tokenize_demos(demos: list[dict[str, Any]], tokenizer: Any, max_length: int, obs_format: str = "compact"
                    ) -> tuple[dict[str, list[list[int]]], int]:
-    """input_ids and assistant masks per conversation; returns them and how many were too long."""
+    """input_ids and assistant masks per conversation, cut to ``max_length``; returns them and how many were cut.
+
+    A conversation cut before its first assistant turn has nothing to learn from and is left out.
+
+    Long episodes are cut rather than dropped: dropping would leave only the short tasks,
+    and the agent would never see how a long one goes on.
+    """
     from trl.chat_template_utils import get_training_chat_template
 
     from trace_agents.chat import template_tools, to_chat
 
     template = get_training_chat_template(tokenizer) or tokenizer.chat_template
-    ids, masks, too_long = [], [], 0
+    ids, masks, cut = [], [], 0
     for demo in demos:
         out = tokenizer.apply_chat_template(
             to_chat(demo["messages"], demo["tools"], obs_format), tools=template_tools(demo["tools"], obs_format),
             chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-        if len(out["input_ids"]) > max_length:
-            too_long += 1
-            continue
-        ids.append(list(out["input_ids"]))
-        masks.append(list(out["assistant_masks"]))
-    return {"input_ids": ids, "assistant_masks": masks}, too_long
+        cut += len(out["input_ids"]) > max_length
+        if not any(out["assistant_masks"][:max_length]):
+            continue  # cut before the first assistant turn: nothing to learn from
+        ids.append(list(out["input_ids"][:max_length]))
+        masks.append(list(out["assistant_masks"][:max_length]))
+    return {"input_ids": ids, "assistant_masks": masks}, cut
 
 
 def run(config: BootstrapConfig) -> dict[str, Any]:
@@ -146,19 +162,25 @@ def run(config: BootstrapConfig) -> dict[str, Any]:
     with open(out / "demos.jsonl", "w", encoding="utf-8") as f:
         for d in demos:
             f.write(json.dumps(d) + "\n")
-    data, too_long = tokenize_demos(demos, tokenizer, config.max_length)
+    data, cut = tokenize_demos(demos, tokenizer, config.max_length)
     timings["demos"] = time.perf_counter() - t
-    print(f"[bootstrap] {len(demos)} demonstrations, {too_long} longer than {config.max_length} tokens dropped; "
+    print(f"[bootstrap] {len(demos)} demonstrations, {cut} cut to {config.max_length} tokens; "
           f"oracle success {sum(d['success'] for d in demos) / len(demos):.3f}")
 
     t = time.perf_counter()
     torch.manual_seed(config.seed)
     args = SFTConfig(
-        output_dir=str(out / "sft"), per_device_train_batch_size=config.batch_size, num_train_epochs=config.epochs,
+        output_dir=str(out / "sft"), per_device_train_batch_size=config.micro_batch,
+        gradient_accumulation_steps=config.batch_size // config.micro_batch, num_train_epochs=config.epochs,
         max_steps=config.max_steps, learning_rate=config.learning_rate, lr_scheduler_type="cosine",
-        warmup_ratio=0.05, weight_decay=0.0, logging_steps=10, save_strategy="no", report_to=[],
+        warmup_steps=0.05, weight_decay=0.0, logging_steps=10, save_strategy="no", report_to=[],
         seed=config.seed, max_length=None, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(), group_by_length=True,
+        bf16=torch.cuda.is_available(),
+        # Batches of several sequences are grouped by length to waste little on padding.
+        train_sampling_strategy="group_by_length" if config.micro_batch > 1 else "random",
+        # SFTConfig turns activation checkpointing on by default; a model this small has the
+        # memory to spare, and recomputing activations would cost a third of the step time.
+        activation_checkpointing=False,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict(data), processing_class=tokenizer)
     train_out = trainer.train()
@@ -168,19 +190,69 @@ def run(config: BootstrapConfig) -> dict[str, Any]:
     tokenizer.save_pretrained(model_dir)
 
     t = time.perf_counter()
-    policy = HFPolicy(trainer.model, tokenizer, temperature=config.temperature, seed=config.seed)
-    summaries = [ev.evaluate(policy, env_id, config.eval_episodes, config.eval_seed_start)
+    policy = HFPolicy(trainer.model, tokenizer, temperature=config.temperature, seed=config.seed,
+                      max_new_tokens=config.max_new_tokens, name=str(model_dir))
+    summaries = [ev.evaluate(policy, env_id, config.eval_episodes, config.eval_seed_start,
+                             batch_size=config.eval_batch_size)
                  for env_id in config.eval_envs]
     timings["evaluate"] = time.perf_counter() - t
+    profile = ev.profile_agreement(config.deficits, summaries)
+    checks = acceptance(summaries, profile)
     timings["total"] = time.perf_counter() - t0
     report = {
         "config": asdict(config), "source": source, "model_dir": str(model_dir),
         "train_loss": train_out.training_loss, "steps": train_out.global_step,
-        "sequences": len(data["input_ids"]), "dropped_too_long": too_long,
-        "evaluation": summaries, "timings_s": timings,
+        "sequences": len(data["input_ids"]), "cut_to_max_length": cut,
+        "evaluation": summaries, "profile": profile, "checks": checks,
+        "timings_s": timings,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text("# Bootstrap\n\n" + ev.format_table(summaries)
-                                   + f"\nTimings (s): {json.dumps({k: round(v, 1) for k, v in timings.items()})}\n")
-    print(ev.format_table(summaries))
+    (out / "report.md").write_text(format_report(report))
+    print(ev.format_table(summaries) + format_checks(checks))
     return report
+
+
+# What the base agent is for: later stages need an agent that mostly acts well-formed,
+# fails often enough to learn from, and fails in the injected pattern.
+SUCCESS_BAND = (0.15, 0.60)
+MIN_WELL_FORMED = 0.8
+
+
+def acceptance(summaries: list[dict[str, Any]], profile: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The base agent's acceptance checks, each with its measured value and whether it passed."""
+    checks: dict[str, dict[str, Any]] = {}
+    target = next((s for s in summaries if s["env_id"] == TARGET), None)
+    if target is not None:
+        lo, hi = SUCCESS_BAND
+        checks["target_success_in_band"] = {"value": target["success"], "band": list(SUCCESS_BAND),
+                                            "passed": lo <= target["success"] <= hi}
+        checks["well_formed"] = {"value": target["well_formed_rate"], "min": MIN_WELL_FORMED,
+                                 "passed": target["well_formed_rate"] >= MIN_WELL_FORMED}
+    if profile["measured"]:
+        checks["profile_follows_deficits"] = {"value": profile["measured"], "discordant": profile["discordant"],
+                                              "passed": profile["follows"]}
+    return checks
+
+
+def format_checks(checks: dict[str, dict[str, Any]]) -> str:
+    """One line per acceptance check."""
+    lines = []
+    for name, c in checks.items():
+        value = c["value"]
+        shown = (", ".join(f"{k.split('_')[0]} {v:.2f}" for k, v in value.items()) if isinstance(value, dict)
+                 else f"{value:.3f}")
+        lines.append(f"- {'PASS' if c['passed'] else 'FAIL'} {name}: {shown}")
+    return "\n".join(lines) + "\n"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """report.md: the evaluation table, the acceptance checks and the timings."""
+    from trace_agents import evaluate as ev
+
+    timings = ", ".join(f"{k} {v:.0f}" for k, v in report["timings_s"].items())
+    return (f"# Bootstrap\n\nModel: `{report['model_dir']}` (from `{report['source']}`), "
+            f"{report['steps']} optimizer steps on {report['sequences']} demonstrations, "
+            f"final train loss {report['train_loss']:.3f}.\n\n"
+            f"Injected deficits: {json.dumps(report['config']['deficits'])}\n\n"
+            + ev.format_table(report["evaluation"]) + "\n## Checks\n\n" + format_checks(report["checks"])
+            + f"\nTimings (s): {timings}\n")

@@ -24,6 +24,15 @@ MISTAKES: dict[str, Callable[[Mapping[str, Any]], bool]] = {
 }
 
 
+# The env that isolates each capability: where its failure profile is read.
+CAPABILITY_ENVS: dict[str, str] = {
+    "precondition_verification": "trace/precondition-v0",
+    "structured_data_reasoning": "trace/structured-data-v0",
+    "tool_calling_precision": "trace/tool-calling-v0",
+    "multi_step_completion": "trace/multi-step-v0",
+}
+
+
 def capability_failures(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     """Per capability: episodes that needed it, and the share of those where its mistake showed."""
     out: dict[str, dict[str, float]] = {}
@@ -70,6 +79,26 @@ def evaluate(policy: Any, env_id: str, episodes: int = 100, seed_start: int = 10
     summary.update(env_id=env_id, seed_start=seed_start, adapter=adapter, policy=policy.identity(),
                    timings=result.timings)
     return summary
+
+
+def profile_agreement(deficits: Mapping[str, float], summaries: Sequence[Mapping[str, Any]],
+                      min_gap: float = 0.1) -> dict[str, Any]:
+    """Whether measured mistake rates rank the capabilities as the injected deficits do.
+
+    Each capability's rate is read on its own env (:data:`CAPABILITY_ENVS`). A pair of
+    capabilities whose deficits differ by at least ``min_gap`` is concordant when the one
+    with the larger deficit shows the larger mistake rate; the profile ``follows`` when
+    every such pair is concordant. An agent's own errors add to every rate, so levels are
+    not compared, only the order.
+    """
+    by_env = {s["env_id"]: s for s in summaries}
+    measured = {cap: by_env[env]["capabilities"][cap]["mistake_rate"]
+                for cap, env in CAPABILITY_ENVS.items() if env in by_env}
+    rates = {cap: float(deficits.get(cap, 0.0)) for cap in measured}
+    pairs = [(a, b) for a in measured for b in measured if rates[a] - rates[b] >= min_gap]
+    discordant = [f"{a} ({measured[a]:.2f}) <= {b} ({measured[b]:.2f})" for a, b in pairs if measured[a] <= measured[b]]
+    return {"deficits": rates, "measured": measured, "pairs": len(pairs), "discordant": discordant,
+            "follows": bool(pairs) and not discordant}
 
 
 def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:

@@ -1,0 +1,121 @@
+"""`trace bootstrap`: demonstrations with a deficit profile, SFT, evaluation and the report.
+
+The end-to-end test runs the real path (preset build, oracle demos, TRL SFT, batched
+evaluation) in a CI-sized configuration; with TRACE_SHORT=0 it runs the defaults and
+requires the acceptance checks to pass.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+pytest.importorskip("trl", reason="the train extra is not installed (pip install -e '.[train]')")
+
+from helpers import SHORT  # noqa: E402
+
+from trace_agents import bootstrap as bs  # noqa: E402
+from trace_agents import evaluate as ev  # noqa: E402
+from trace_agents.cli import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    from trace_agents.models import build_tokenizer, corpus
+
+    return build_tokenizer(corpus(24), 1024)
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="unknown capability"):
+        bs.BootstrapConfig(deficits={"precondition": 0.5})
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        bs.BootstrapConfig(deficits={"precondition_verification": 1.5})
+    with pytest.raises(ValueError, match="micro_batch must divide"):
+        bs.BootstrapConfig(batch_size=4, micro_batch=3)
+    with pytest.raises(ValueError, match="target_share"):
+        bs.BootstrapConfig(target_share=2.0)
+
+
+def test_demonstrations_carry_the_deficit_profile() -> None:
+    """The SFT data is where the profile comes from: mistakes in it follow the rates."""
+    deficits = {"precondition_verification": 0.6, "structured_data_reasoning": 0.3,
+                "tool_calling_precision": 0.0, "multi_step_completion": 0.0}
+    demos = bs.demonstrations(deficits, 400, target_share=0.0, seed=1)
+    assert {d["env_id"] for d in demos} == set(bs.CAPABILITY_ENVS)
+    summaries = [ev.summarize([_record(d) for d in demos if d["env_id"] == env]) | {"env_id": env}
+                 for env in bs.CAPABILITY_ENVS]
+    profile = ev.profile_agreement(deficits, summaries)
+    assert profile["follows"], profile
+    m = profile["measured"]
+    assert m["tool_calling_precision"] == m["multi_step_completion"] == 0.0
+    assert 0.45 < m["precondition_verification"] < 0.75 and 0.15 < m["structured_data_reasoning"] < 0.45, m
+
+
+def _record(demo: dict) -> dict:
+    """An evaluation record from a demonstration (what the rollout store would hold)."""
+    return {"success": demo["success"], "n_steps": 1, "return": float(demo["success"]),
+            "return_components": {}, "annotations": demo["annotations"]}
+
+
+def test_profile_agreement_reports_discordant_pairs() -> None:
+    deficits = {"precondition_verification": 0.5, "tool_calling_precision": 0.1}
+    summaries = [{"env_id": ev.CAPABILITY_ENVS[c], "capabilities": {c: {"mistake_rate": r, "episodes": 10}}}
+                 for c, r in [("precondition_verification", 0.2), ("tool_calling_precision", 0.4)]]
+    got = ev.profile_agreement(deficits, summaries)
+    assert got["pairs"] == 1 and not got["follows"] and "precondition_verification" in got["discordant"][0]
+    assert not ev.profile_agreement({}, summaries)["follows"], "no deficits to order: nothing follows"
+
+
+def test_long_demos_are_cut_not_dropped(tok) -> None:
+    demos = bs.demonstrations({}, 6, target_share=1.0)
+    full, cut0 = bs.tokenize_demos(demos, tok, max_length=100_000)
+    short, cut = bs.tokenize_demos(demos, tok, max_length=700)
+    assert cut0 == 0 and cut == sum(len(x) > 700 for x in full["input_ids"]) > 0
+    assert len(short["input_ids"]) == len(demos)
+    for ids, mask, whole in zip(short["input_ids"], short["assistant_masks"], full["input_ids"]):
+        assert len(ids) == len(mask) <= 700 and ids == whole[:len(ids)]
+        assert 0 < sum(mask) < len(mask), "loss on assistant tokens only"
+    tiny, _ = bs.tokenize_demos(demos, tok, max_length=128)
+    assert tiny["input_ids"] == [], "cut before any assistant turn: left out"
+
+
+@pytest.mark.slow
+def test_bootstrap_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TRACE_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    argv = ["bootstrap", "--out", str(out)]
+    if SHORT:  # CI-sized: the same path, minutes of compute shrunk to seconds
+        argv += ["--demos", "12", "--max-steps", "3", "--batch-size", "2", "--eval-episodes", "2",
+                 "--max-new-tokens", "24", "--eval-envs", "trace/retail-v0", "trace/precondition-v0",
+                 "trace/tool-calling-v0"]
+    t0 = time.perf_counter()
+    assert main(argv) == 0
+    elapsed = time.perf_counter() - t0
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "report.md").read_text().startswith("# Bootstrap")
+    assert report["steps"] == (3 if SHORT else report["steps"]) and report["train_loss"] > 0
+    assert [s["env_id"] for s in report["evaluation"]] == report["config"]["eval_envs"]
+    assert set(report["checks"]) >= {"target_success_in_band", "well_formed"}
+    assert "saved the base agent" in capsys.readouterr().out
+
+    from trace_agents.policy import HFPolicy
+
+    policy = HFPolicy.from_pretrained(out / "model", max_new_tokens=8)
+    assert isinstance(policy.act_batch([_opening()])[0], str)
+    if SHORT:
+        assert elapsed < 180, f"the CI-sized bootstrap took {elapsed:.0f} s (budget 180 s)"
+    else:  # the defaults: the agent later stages need
+        assert report["timings_s"]["total"] < 15 * 60
+        failed = {k: v for k, v in report["checks"].items() if not v["passed"]}
+        assert not failed, failed
+
+
+def _opening() -> dict:
+    import gymnasium as gym
+
+    env = gym.make("trace/retail-v0")
+    _, info = env.reset(seed=5)
+    return info
