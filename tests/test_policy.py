@@ -245,3 +245,30 @@ def test_rollout_drives_an_hf_policy(base, tok):
     result = rollout(policy, "trace/precondition-v0", 2, batch_size=2, progress=False)
     assert result.n_episodes == 2
     assert all(r["steps"] for r in result.records)
+
+
+def test_reused_kv_caches_play_the_same_episodes(base, tok):
+    """Keeping each slot's cache across turns changes the cost, not the actions."""
+    def play(reuse):
+        policy = HFPolicy(base, tok, max_new_tokens=8, reuse_cache=reuse)
+        result = rollout(policy, "trace/precondition-v0", range(3), batch_size=2, progress=False)
+        return [[s["action"] for s in r["steps"]] for r in result.records], policy.stats
+
+    plain, plain_stats = play(False)
+    cached, cached_stats = play(True)
+    assert cached == plain
+    assert plain_stats["reused_tokens"] == 0 and cached_stats["reused_tokens"] > cached_stats["prompt_tokens"] / 2
+
+
+def test_cache_is_not_reused_across_adapters_or_without_slots(base, tok, infos, adapter_dirs):
+    policy = HFPolicy(base, tok, max_new_tokens=4)
+    policy.load_adapter("A", adapter_dirs["A"])
+    info = dict(infos[3], slot=0)
+    policy.act_batch([info])
+    policy.act_batch([info], adapters=["A"])
+    assert policy.stats["reused_tokens"] == 0, "a cache made without the adapter is not valid with it"
+    policy.act_batch([info], adapters=["A"])
+    assert policy.stats["reused_tokens"] > 0
+    policy.forget()
+    policy.act_batch([infos[3]])  # no slot: nothing kept, nothing reused
+    assert not policy._kv

@@ -18,6 +18,7 @@ import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -37,12 +38,92 @@ class Policy(Protocol):
         """One action per info; ``adapters`` names each row's LoRA adapter (None: the base model)."""
         ...
 
+    def forget(self, slot: Any = None) -> None:
+        """Drop the KV cache kept for ``slot`` (all slots when None)."""
+        if slot is None:
+            self._kv.clear()
+        else:
+            self._kv.pop(slot, None)
+
+    def _batched_past(self, rows: list[list[int]], slots: list[Any], adapters: list[str | None]
+                      ) -> tuple[list[int], Any]:
+        """How many leading tokens of each row its slot's cache already holds, and those caches left-padded.
+
+        A row reuses the longest common prefix of its new prompt and what its slot saw last
+        turn (prompt plus generated tokens), always leaving one token to feed. A changed
+        adapter, or a conversation that starts over, reuses nothing it should not.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        prefix = []
+        for r, slot, adapter in zip(rows, slots, adapters):
+            entry = self._kv.get(slot)
+            prefix.append(0 if entry is None or entry.adapter != adapter else _common_prefix(entry.ids, r[:-1]))
+        longest = max(prefix)
+        if longest == 0:
+            return prefix, None
+        n_layers = len(next(self._kv[s] for s, p in zip(slots, prefix) if p).keys)
+        cache = DynamicCache()
+        for layer in range(n_layers):
+            ks, vs = [], []
+            for slot, p in zip(slots, prefix):
+                entry = self._kv.get(slot)
+                if p:
+                    k, v = entry.keys[layer][:, :p], entry.values[layer][:, :p]
+                else:  # shape donor: any cached row; every position is masked out
+                    donor = next(self._kv[s] for s, q in zip(slots, prefix) if q)
+                    k, v = donor.keys[layer][:, :0], donor.values[layer][:, :0]
+                pad = longest - p
+                ks.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
+                vs.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
+            cache.update(torch.stack(ks), torch.stack(vs), layer)
+        return prefix, cache
+
+    def _keep_caches(self, past: Any, attention_mask: Any, rows: list[list[int]], new: list[list[int]],
+                     lengths: list[int], slots: list[Any], adapters: list[str | None]) -> None:
+        """Store each row's real (unpadded) cache entries and the token ids they stand for."""
+        import torch
+
+        if past is None or not hasattr(past, "layers"):
+            return
+        total = past.get_seq_length()
+        width = attention_mask.shape[1]
+        for i, slot in enumerate(slots):
+            # The cache holds every generated token but the last one of the batch.
+            kept = min(lengths[i], total - width)
+            index = torch.cat([attention_mask[i].nonzero().flatten(), torch.arange(width, width + kept)])
+            index = index.to(past.layers[0].keys.device)
+            self._kv[slot] = _SlotCache(
+                ids=rows[i] + new[i][:kept], adapter=adapters[i],
+                keys=[layer.keys[i].index_select(1, index) for layer in past.layers],
+                values=[layer.values[i].index_select(1, index) for layer in past.layers])
+
     def identity(self) -> dict[str, Any]:
         """A JSON-able description (model, adapters, sampling) that names the agent in records."""
         ...
 
 
 BatchPolicy = Policy
+
+
+@dataclass
+class _SlotCache:
+    """One slot's KV cache between turns: per-layer (kv_heads, length, head_dim) tensors."""
+
+    ids: list[int]
+    adapter: str | None
+    keys: list[Any]
+    values: list[Any]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token lists."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 class HFPolicy:
@@ -57,7 +138,7 @@ class HFPolicy:
     def __init__(self, model: Any, tokenizer: Any, obs_format: str = "compact", max_new_tokens: int = 192,
                  temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, max_prompt_tokens: int | None = None,
                  top_k: int = 0, chat_template_kwargs: Mapping[str, Any] | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, reuse_cache: bool = True) -> None:
         require_train_extra("torch")
         if obs_format not in ("compact", "chat"):
             raise ValueError(f"obs_format must be 'compact' or 'chat', got {obs_format!r}")
@@ -81,11 +162,15 @@ class HFPolicy:
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.name = name or str(getattr(model, "name_or_path", "") or type(model).__name__)
         self.adapters: dict[str, str] = {}
+        # Per-slot KV caches kept across turns (see _batched_past); rows without a "slot" skip it.
+        self.reuse_cache = reuse_cache
+        self._kv: dict[Any, _SlotCache] = {}
         # A PeftModel handed in runs as given (its active adapter) when no adapters are named;
         # one this policy wraps for load_adapter runs as the base model.
         self._owns_peft = False
         self._calls = 0
-        self.stats = {"calls": 0, "rows": 0, "prompt_tokens": 0, "generated_tokens": 0, "seconds": 0.0}
+        self.stats = {"calls": 0, "rows": 0, "prompt_tokens": 0, "reused_tokens": 0, "generated_tokens": 0,
+                      "seconds": 0.0}
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError("the tokenizer has neither a pad nor an eos token")
@@ -191,17 +276,28 @@ class HFPolicy:
         rows = [self.tokenizer.encode(self.prompt(info), add_special_tokens=False) for info in infos]
         if self.max_prompt_tokens is not None:
             rows = [r[-self.max_prompt_tokens:] for r in rows]  # keep the latest turns
-        width = max(len(r) for r in rows)
+        slots = [info.get("slot") for info in infos]
+        keyed = self.reuse_cache and None not in slots and len(set(slots)) == len(slots)
+        row_adapters = adapter_names or [None] * len(rows)
+        prefix, past = self._batched_past(rows, slots, row_adapters) if keyed else ([0] * len(rows), None)
+        # Row layout: [pad][reused prefix][pad][new tokens]. Positions come from the mask's
+        # cumulative sum, so a row's tokens keep the positions its cached keys were made with.
+        reused = max(prefix)
+        width = reused + max(len(r) - p for r, p in zip(rows, prefix))
         input_ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            attention_mask[i, width - len(r):] = 1
+        for i, (r, p) in enumerate(zip(rows, prefix)):
+            input_ids[i, reused - p:reused] = torch.tensor(r[:p], dtype=torch.long)
+            attention_mask[i, reused - p:reused] = 1
+            input_ids[i, width - (len(r) - p):] = torch.tensor(r[p:], dtype=torch.long)
+            attention_mask[i, width - (len(r) - p):] = 1
         device = next(self.model.parameters()).device
         kwargs: dict[str, Any] = {
             "input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
             "max_new_tokens": self.max_new_tokens, "eos_token_id": self._stop_ids, "pad_token_id": self._pad,
-            "do_sample": self.temperature > 0, "use_cache": True}
+            "do_sample": self.temperature > 0, "use_cache": True, "return_dict_in_generate": True}
+        if past is not None:
+            kwargs["cache"] = past
         if self.temperature > 0:
             kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
         if self._stop_strings:
@@ -218,14 +314,19 @@ class HFPolicy:
         finally:
             self.model.train(was_training)
         self._calls += 1
-        new = out[:, width:].tolist()
+        new = out.sequences[:, width:].tolist()
         stops = set(self._stop_ids)
         generated = 0
         actions = []
+        lengths = []
         for row in new:
             n = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
+            lengths.append(n)
             generated += n
             actions.append(self._clean(self.tokenizer.decode(row[:n], skip_special_tokens=True)))
+        if keyed:
+            self._keep_caches(out.cache, attention_mask, rows, new, lengths, slots, row_adapters)
+        self.stats["reused_tokens"] += sum(prefix)
         self.stats["calls"] += 1
         self.stats["rows"] += len(rows)
         self.stats["prompt_tokens"] += sum(len(r) for r in rows)
@@ -233,11 +334,73 @@ class HFPolicy:
         self.stats["seconds"] += time.perf_counter() - t0
         return actions
 
+    def forget(self, slot: Any = None) -> None:
+        """Drop the KV cache kept for ``slot`` (all slots when None)."""
+        if slot is None:
+            self._kv.clear()
+        else:
+            self._kv.pop(slot, None)
+
+    def _batched_past(self, rows: list[list[int]], slots: list[Any], adapters: list[str | None]
+                      ) -> tuple[list[int], Any]:
+        """How many leading tokens of each row its slot's cache already holds, and those caches left-padded.
+
+        A row reuses the longest common prefix of its new prompt and what its slot saw last
+        turn (prompt plus generated tokens), always leaving one token to feed. A changed
+        adapter, or a conversation that starts over, reuses nothing it should not.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        prefix = []
+        for r, slot, adapter in zip(rows, slots, adapters):
+            entry = self._kv.get(slot)
+            prefix.append(0 if entry is None or entry.adapter != adapter else _common_prefix(entry.ids, r[:-1]))
+        longest = max(prefix)
+        if longest == 0:
+            return prefix, None
+        n_layers = len(next(self._kv[s] for s, p in zip(slots, prefix) if p).keys)
+        cache = DynamicCache()
+        for layer in range(n_layers):
+            ks, vs = [], []
+            for slot, p in zip(slots, prefix):
+                entry = self._kv.get(slot)
+                if p:
+                    k, v = entry.keys[layer][:, :p], entry.values[layer][:, :p]
+                else:  # shape donor: any cached row; every position is masked out
+                    donor = next(self._kv[s] for s, q in zip(slots, prefix) if q)
+                    k, v = donor.keys[layer][:, :0], donor.values[layer][:, :0]
+                pad = longest - p
+                ks.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
+                vs.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
+            cache.update(torch.stack(ks), torch.stack(vs), layer)
+        return prefix, cache
+
+    def _keep_caches(self, past: Any, attention_mask: Any, rows: list[list[int]], new: list[list[int]],
+                     lengths: list[int], slots: list[Any], adapters: list[str | None]) -> None:
+        """Store each row's real (unpadded) cache entries and the token ids they stand for."""
+        import torch
+
+        if past is None or not hasattr(past, "layers"):
+            return
+        total = past.get_seq_length()
+        width = attention_mask.shape[1]
+        for i, slot in enumerate(slots):
+            # The cache holds every generated token but the last one of the batch.
+            kept = min(lengths[i], total - width)
+            index = torch.cat([attention_mask[i].nonzero().flatten(), torch.arange(width, width + kept)])
+            index = index.to(past.layers[0].keys.device)
+            self._kv[slot] = _SlotCache(
+                ids=rows[i] + new[i][:kept], adapter=adapters[i],
+                keys=[layer.keys[i].index_select(1, index) for layer in past.layers],
+                values=[layer.values[i].index_select(1, index) for layer in past.layers])
+
     def identity(self) -> dict[str, Any]:
         """Model, loaded adapters and sampling settings (JSON-able)."""
         return {
             "policy": "hf", "model": self.name, "adapters": dict(sorted(self.adapters.items())),
             "obs_format": self.obs_format, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
             "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed, "max_prompt_tokens": self.max_prompt_tokens,
+            "reuse_cache": self.reuse_cache,
             **({"chat_template_kwargs": self.chat_template_kwargs} if self.chat_template_kwargs else {}),
         }
