@@ -2,6 +2,8 @@
 
   trace bootstrap [--out DIR] [--demos N] ...   build and fine-tune the base agent
   trace evaluate --model M --env ID ...           success with a 95% CI, returns, annotations
+  trace collect --model M --env ID --episodes N   trajectories for analysis (JSONL, resumable)
+  trace analyze TRAJECTORIES.jsonl --out R.json   which capabilities the agent lacks
 
 Every subcommand's flags come with help text: ``trace SUBCOMMAND --help``.
 """
@@ -88,6 +90,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from trace_agents.rollout import rollout
+
+    if (args.policy == "oracle") == bool(args.model):
+        raise ValueError("give either --model M or --policy oracle")
+    if args.deficits and args.policy != "oracle":
+        raise ValueError("--deficits goes with --policy oracle")
+    args.model = args.model or "oracle"
+    policy = _policy(args)
+    seeds = range(args.seed_start, args.seed_start + args.episodes)
+    result = rollout(policy, args.env, seeds, batch_size=args.batch_size, store=args.out, resume=args.resume)
+    wins = sum(bool(r["success"]) for r in result.records)
+    print(f"[collect] {result.n_episodes} episodes of {args.env} in {args.out} "
+          f"({wins} successful; {result.skipped} already stored)")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from trace_agents import analysis
+    from trace_agents.trajectories import TrajectoryStore
+
+    records = list(TrajectoryStore(args.trajectories).records())
+    thresholds = analysis.Thresholds(rho=args.rho, delta=args.delta, s=args.s, R=args.resamples, seed=args.seed)
+    report = analysis.analyze(records, thresholds=thresholds)
+    report["trajectories"] = str(args.trajectories)
+    paths = analysis.write_report(report, args.out)
+    print(analysis.format_table(report), end="")
+    print(f"selected: {', '.join(report['selected']) or 'none'}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand."""
     from trace_agents.bootstrap import BootstrapConfig
@@ -119,6 +153,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trajectories", default=None, help="also store the episodes in this JSONL file")
     p.add_argument("--out", default="runs/evaluate.json", help="where to write the JSON summary")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("collect", help="roll out a model (or the oracle) and store trajectories",
+                       description="Episodes of one env stored as JSONL, one per line; --resume skips the "
+                                   "episodes already stored.")
+    p.add_argument("--model", default=None, help="HF model directory or id")
+    p.add_argument("--policy", choices=["oracle"], default=None,
+                   help="collect with OraclePolicy instead of a model (ground-truth checks)")
+    p.add_argument("--deficits", type=parse_rates, default={}, metavar="K=V,...",
+                   help="with --policy oracle: capability=rate mistakes to inject")
+    p.add_argument("--env", default="trace/retail-v0", help="target env id (default: trace/retail-v0)")
+    p.add_argument("--episodes", type=int, default=300, help="episodes to collect (default: 300)")
+    p.add_argument("--seed-start", type=int, default=0, help="first seed (default: 0)")
+    p.add_argument("--batch-size", type=int, default=16, help="envs generated for at once (default: 16)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="sampling / oracle seed (default: 0)")
+    p.add_argument("--adapter", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out", default="runs/trajectories.jsonl", help="JSONL file to append to")
+    p.add_argument("--resume", action="store_true", help="skip episodes already in --out")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("analyze", help="select the capabilities an agent lacks from its trajectories",
+                       description="Rule-based labels from the env annotations, ER+/ER-/coverage per "
+                                   "capability, bootstrap-resampled selection. Writes JSON, markdown and PNG.")
+    p.add_argument("trajectories", help="a JSONL file written by trace collect")
+    p.add_argument("--out", default="runs/analysis.json", help="report JSON (markdown and PNG go beside it)")
+    p.add_argument("--rho", type=float, default=0.10, help="minimum coverage of failures (default: 0.10)")
+    p.add_argument("--delta", type=float, default=0.20, help="minimum ER- minus ER+ (default: 0.20)")
+    p.add_argument("--s", type=int, default=8, help="resamples that must select it (default: 8)")
+    p.add_argument("--resamples", type=int, default=10, help="bootstrap resamples R (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="resampling seed (default: 0)")
+    p.set_defaults(func=cmd_analyze)
     return parser
 
 

@@ -20,7 +20,8 @@ MISTAKES: dict[str, Callable[[Mapping[str, Any]], bool]] = {
     "precondition_verification": lambda a: not a["preconditions_checked"],
     "structured_data_reasoning": lambda a: a["record_choice_correct"] is False,
     "tool_calling_precision": lambda a: not a["args_exact"],
-    "multi_step_completion": lambda a: a["requests_completed"] < a["requests_total"],
+    "multi_step_completion": lambda a: a.get("requests_unaddressed",
+                                             a["requests_total"] - a["requests_completed"]) > 0,
 }
 
 

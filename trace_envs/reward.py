@@ -208,6 +208,10 @@ def annotate(log: EpisodeLog, end: End) -> dict[str, Any]:
         "requests_total": len(reqs),
         "requests_completed": sum(log.resolved),
         "requests_refused": sum(log.refused),
+        # Left untouched: never acted on, refused, answered or resolved. Only this shows a
+        # skipped request; a request attempted wrongly is another capability's slip.
+        "requests_unaddressed": sum(1 for i, r in enumerate(reqs) if log.handled_step[i] is None
+                                    and not log.resolved[i] and r.kind != "chat"),
         "requests_to_refuse": sum(r.refuse for r in reqs),
         "authenticated": log.auth_step is not None,
         "preconditions_checked": not missing and unauth == 0 and violating == 0,

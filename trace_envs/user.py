@@ -136,6 +136,7 @@ class ScriptedUser:
                     log.mark_handled(i)
                 elif numbers and (i == current or req.target.lower() in lower):
                     log.wrong_answers += 1
+                    log.mark_handled(i)  # answered, wrongly: a reasoning slip, not a skipped request
                 continue
             if req.gold is not None and req.gold.key in log.done_writes:
                 log.resolved[i] = True

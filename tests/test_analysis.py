@@ -1,0 +1,98 @@
+"""Capability analysis: rule labels, ER+/ER-/coverage, resampled selection, ground-truth recovery, CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from helpers import SHORT
+from trace_agents import analysis as an
+from trace_agents.cli import main
+from trace_agents.rollout import OracleBatch, rollout
+from trace_envs import CAPABILITIES
+
+L, P, N = an.Label.LACKING, an.Label.PRESENT, an.Label.NA
+
+
+def test_rule_labels_follow_annotations() -> None:
+    rec = {"annotations": {"capabilities": ["precondition_verification", "multi_step_completion"],
+                           "preconditions_checked": False, "missing_reads": ["get_order_details"],
+                           "requests_unaddressed": 0, "requests_completed": 1, "requests_total": 2}}
+    lab = an.RuleLabeler()
+    assert lab.label(rec, "precondition_verification")[0] is L
+    assert "missing_reads" in lab.label(rec, "precondition_verification")[1]
+    assert lab.label(rec, "multi_step_completion")[0] is P, "attempted wrongly is not skipped"
+    assert lab.label(rec, "tool_calling_precision")[0] is N
+    with pytest.raises(ValueError, match="no env annotations"):
+        lab.label({"task_id": "t1"}, "precondition_verification")
+    with pytest.raises(ValueError, match="knows"):
+        lab.label(rec, "charm")
+
+
+def test_stats_and_thresholds() -> None:
+    labels = [{"c": L}, {"c": L}, {"c": P}, {"c": P}, {"c": N}]
+    ok = [False, False, True, False, False]
+    s = an.capability_stats(labels, ok, "c")
+    assert s["er_plus"] == 0.0 and s["er_minus"] == pytest.approx(2 / 3) and s["coverage"] == pytest.approx(2 / 4)
+    rep = an.select(labels, ok, ["c"], an.Thresholds(rho=0.6, delta=0.2))
+    assert rep["selected"] == [], "coverage 0.5 is below rho 0.6"
+    rep = an.select(labels * 20, ok * 20, ["c"], an.Thresholds(rho=0.1, delta=0.2))
+    assert rep["selected"] == ["c"] and rep["capabilities"]["c"]["votes"] == 10
+    # The same mistake rate in successes as in failures explains nothing.
+    even = [{"c": L}, {"c": P}] * 20
+    assert an.select(even, [True, True, False, False] * 10, ["c"])["selected"] == []
+    with pytest.raises(ValueError, match="s <= R"):
+        an.Thresholds(s=11, R=10)
+
+
+@pytest.mark.parametrize("ok", [[True] * 6, [False] * 6])
+def test_no_failures_or_no_successes(ok) -> None:
+    labels = [{"c": L, "d": N}] * 6
+    rep = an.select(labels, ok, ["c", "d"])
+    assert rep["capabilities"]["d"]["er_minus"] == rep["capabilities"]["d"]["coverage"] == 0.0
+    assert rep["selected"] == ([] if all(ok) else ["c"])
+
+
+def test_analyze_rejects_nothing() -> None:
+    with pytest.raises(ValueError, match="no trajectories"):
+        an.analyze([])
+
+
+def _profiles(n: int, seed: int) -> list[dict[str, float]]:
+    rng = random.Random(seed)
+    return [{c: (round(rng.uniform(0.3, 0.8), 2) if rng.random() < 0.5 else 0.0) for c in CAPABILITIES}
+            for _ in range(n)]
+
+
+@pytest.mark.slow
+def test_ground_truth_deficits_are_recovered() -> None:
+    """OraclePolicy with random deficit profiles on retail-v0: exactly the deficient set is selected."""
+    n_profiles = 3 if SHORT else 10
+    tp = fp = fn = 0
+    for k, profile in enumerate(_profiles(n_profiles, seed=11)):
+        result = rollout(OracleBatch(deficits=profile, seed=k), "trace/retail-v0", range(k * 1000, k * 1000 + 300),
+                         progress=False)
+        got = set(an.analyze(result.records)["selected"])
+        truth = {c for c, r in profile.items() if r > 0}
+        tp, fp, fn = tp + len(got & truth), fp + len(got - truth), fn + len(truth - got)
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    assert precision >= 0.9 and recall >= 0.9, (precision, recall)
+
+
+def test_collect_then_analyze_cli(tmp_path, capsys) -> None:
+    traj = tmp_path / "t.jsonl"
+    argv = ["collect", "--policy", "oracle", "--deficits", "precondition_verification=0.7", "--env",
+            "trace/retail-v0", "--episodes", "120", "--out", str(traj)]
+    assert main(argv) == 0
+    assert main(argv + ["--resume"]) == 0
+    assert "120 already stored" in capsys.readouterr().out
+    out = tmp_path / "report.json"
+    assert main(["analyze", str(traj), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["selected"] == ["precondition_verification"] and report["episodes"] == 120
+    assert out.with_suffix(".md").exists()
+    assert "| precondition_verification |" in capsys.readouterr().out
+    assert main(["collect", "--episodes", "1"]) == 2, "neither --model nor --policy oracle"

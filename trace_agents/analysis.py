@@ -1,0 +1,229 @@
+"""Stage 2 of TRACE: which capabilities does an agent lack on a target env?
+
+Each (trajectory, capability) pair gets a label: ``NA`` when the task did not need the
+capability, ``PRESENT`` when it showed, ``LACKING`` when its typical mistake showed.
+From the labels, per capability:
+
+- ER+ is the share of *successful* applicable trajectories where it is LACKING;
+- ER- is the same share among *failed* ones;
+- coverage is the share of all failures where it is LACKING.
+
+A capability is selected when coverage >= rho and ER- - ER+ >= delta in at least ``s``
+of ``R`` bootstrap resamples of the trajectories. A deficit that causes failures has a
+high ER- and a low ER+. A mistake that is just as common in successes does not explain
+failures, so it is not selected.
+
+>>> records = list(TrajectoryStore("runs/x/trajectories.jsonl"))
+>>> report = analyze(records)                     # rule-based labels from the env annotations
+>>> report["selected"]
+['precondition_verification']
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from trace_agents.evaluate import MISTAKES
+from trace_envs import CAPABILITIES
+
+
+class Label(str, enum.Enum):
+    """A capability's label on one trajectory."""
+
+    NA = "NA"
+    PRESENT = "PRESENT"
+    LACKING = "LACKING"
+
+
+@runtime_checkable
+class Labeler(Protocol):
+    """Maps (trajectory, capability) to a label and a short evidence string."""
+
+    def label(self, trajectory: Mapping[str, Any], capability: str) -> tuple[Label, str]:
+        ...
+
+
+# The annotation fields that carry each capability's evidence, quoted in the evidence string.
+_EVIDENCE: dict[str, tuple[str, ...]] = {
+    "precondition_verification": ("preconditions_checked", "missing_reads", "violating_writes"),
+    "structured_data_reasoning": ("record_choice_correct", "wrong_records", "wrong_answers"),
+    "tool_calling_precision": ("args_exact", "imprecise_calls"),
+    "multi_step_completion": ("requests_unaddressed", "requests_completed", "requests_total"),
+}
+
+
+class RuleLabeler:
+    """Labels from the env's annotations (``trace_envs.reward.annotate``); every built-in env has them.
+
+    A capability is applicable when the task lists it in ``capabilities`` (τ²-bench tasks
+    derive that list from their gold actions), and LACKING when its typical mistake shows
+    (:data:`trace_agents.evaluate.MISTAKES`).
+    """
+
+    def label(self, trajectory: Mapping[str, Any], capability: str) -> tuple[Label, str]:
+        if capability not in MISTAKES:
+            raise ValueError(f"the rule-based labeler knows {sorted(MISTAKES)}, not {capability!r}")
+        ann = trajectory.get("annotations")
+        if not isinstance(ann, Mapping) or "capabilities" not in ann:
+            raise ValueError(f"trajectory {trajectory.get('task_id', '?')} has no env annotations; "
+                             "record it with trace_agents.rollout or use an LLM judge")
+        if capability not in ann["capabilities"]:
+            return Label.NA, "the task does not need it"
+        evidence = ", ".join(f"{k}={json.dumps(ann.get(k))}" for k in _EVIDENCE[capability] if k in ann)
+        return (Label.LACKING if MISTAKES[capability](ann) else Label.PRESENT), evidence
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Selection rule: coverage >= rho and ER- - ER+ >= delta in >= s of R resamples."""
+
+    rho: float = 0.10
+    delta: float = 0.20
+    s: int = 8
+    R: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.rho <= 1 and -1 <= self.delta <= 1):
+            raise ValueError(f"need 0 <= rho <= 1 and -1 <= delta <= 1, got rho={self.rho}, delta={self.delta}")
+        if not 1 <= self.s <= self.R:
+            raise ValueError(f"need 1 <= s <= R, got s={self.s}, R={self.R}")
+
+
+def label_all(records: Sequence[Mapping[str, Any]], labeler: Labeler | None = None,
+              capabilities: Iterable[str] = CAPABILITIES) -> list[dict[str, Label]]:
+    """One ``{capability: label}`` per record."""
+    labeler = labeler or RuleLabeler()
+    caps = list(capabilities)
+    return [{c: labeler.label(r, c)[0] for c in caps} for r in records]
+
+
+def capability_stats(labels: Sequence[Mapping[str, Label]], successes: Sequence[bool],
+                     capability: str) -> dict[str, float | int]:
+    """ER+, ER-, coverage and the counts behind them, for one capability."""
+    lack_pos = app_pos = lack_neg = app_neg = 0
+    failures = 0
+    for lab, ok in zip(labels, successes):
+        label = lab[capability]
+        failures += not ok
+        if label is Label.NA:
+            continue
+        if ok:
+            app_pos += 1
+            lack_pos += label is Label.LACKING
+        else:
+            app_neg += 1
+            lack_neg += label is Label.LACKING
+    return {
+        "er_plus": lack_pos / app_pos if app_pos else 0.0,
+        "er_minus": lack_neg / app_neg if app_neg else 0.0,
+        "coverage": lack_neg / failures if failures else 0.0,
+        "applicable_successes": app_pos, "applicable_failures": app_neg, "failures": failures,
+        "lacking_in_failures": lack_neg,
+    }
+
+
+def _passes(stats: Mapping[str, float | int], t: Thresholds) -> bool:
+    return stats["coverage"] >= t.rho and stats["er_minus"] - stats["er_plus"] >= t.delta
+
+
+def select(labels: Sequence[Mapping[str, Label]], successes: Sequence[bool], capabilities: Iterable[str],
+           thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
+    """The analysis report: per-capability statistics, resample votes and the ranked selection."""
+    if len(labels) != len(successes):
+        raise ValueError(f"{len(labels)} label rows for {len(successes)} outcomes")
+    caps = list(capabilities)
+    n = len(labels)
+    rng = random.Random(thresholds.seed)
+    votes = dict.fromkeys(caps, 0)
+    for _ in range(thresholds.R if n else 0):
+        idx = [rng.randrange(n) for _ in range(n)]
+        lab = [labels[i] for i in idx]
+        ok = [successes[i] for i in idx]
+        for c in caps:
+            votes[c] += _passes(capability_stats(lab, ok, c), thresholds)
+    rows = {}
+    for c in caps:
+        stats = capability_stats(labels, successes, c)
+        rows[c] = {**stats, "gap": stats["er_minus"] - stats["er_plus"], "votes": votes[c],
+                   "selected": votes[c] >= thresholds.s}
+    ranked = sorted(caps, key=lambda c: (-rows[c]["selected"], -rows[c]["gap"] * rows[c]["coverage"], c))
+    return {
+        "episodes": n, "successes": sum(map(bool, successes)), "thresholds": asdict(thresholds),
+        "capabilities": {c: rows[c] for c in ranked},
+        "selected": [c for c in ranked if rows[c]["selected"]],
+    }
+
+
+def analyze(records: Sequence[Mapping[str, Any]], labeler: Labeler | None = None,
+            capabilities: Iterable[str] = CAPABILITIES, thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
+    """Label every record and select the lacking capabilities (see the module docstring)."""
+    if not records:
+        raise ValueError("no trajectories to analyze")
+    caps = list(capabilities)
+    labels = label_all(records, labeler, caps)
+    report = select(labels, [bool(r["success"]) for r in records], caps, thresholds)
+    report["labeler"] = type(labeler or RuleLabeler()).__name__
+    report["env_ids"] = sorted({str(r.get("env_id")) for r in records})
+    return report
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+    """The report as a markdown table, selected capabilities first."""
+    t = report["thresholds"]
+    lines = [f"{report['episodes']} trajectories, {report['successes']} successful. Selected when coverage >= "
+             f"{t['rho']} and ER- - ER+ >= {t['delta']} in >= {t['s']} of {t['R']} resamples.", "",
+             "| capability | ER+ | ER- | ER- - ER+ | coverage | votes | selected |",
+             "|---|---:|---:|---:|---:|---:|:---:|"]
+    for cap, r in report["capabilities"].items():
+        lines.append(f"| {cap} | {r['er_plus']:.3f} | {r['er_minus']:.3f} | {r['gap']:+.3f} | {r['coverage']:.3f} "
+                     f"| {r['votes']}/{t['R']} | {'yes' if r['selected'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Mapping[str, Any], path: str | Path) -> Path | None:
+    """A bar chart of ER+ and ER- per capability (PNG); None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    caps = list(report["capabilities"])
+    xs = range(len(caps))
+    fig, ax = plt.subplots(figsize=(1.8 * len(caps) + 2, 3.6))
+    ax.bar([x - 0.2 for x in xs], [report["capabilities"][c]["er_plus"] for c in caps], 0.4, label="ER+ (successes)")
+    ax.bar([x + 0.2 for x in xs], [report["capabilities"][c]["er_minus"] for c in caps], 0.4, label="ER- (failures)")
+    ax.set_xticks(list(xs), [c.replace("_", "\n") + (" *" if c in report["selected"] else "") for c in caps],
+                  fontsize=8)
+    ax.set_ylabel("share LACKING")
+    ax.set_ylim(0, 1)
+    ax.set_title("Error rate by outcome (* selected)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(report: Mapping[str, Any], out: str | Path) -> dict[str, Path]:
+    """``out`` (JSON), and beside it the markdown table and the PNG chart."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    md = out.with_suffix(".md")
+    md.write_text("# Capability analysis\n\n" + format_table(report))
+    paths = {"json": out, "markdown": md}
+    png = plot(report, out.with_suffix(".png"))
+    if png is not None:
+        paths["png"] = png
+    return paths
