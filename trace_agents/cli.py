@@ -4,6 +4,7 @@
   trace evaluate --model M --env ID ...           success with a 95% CI, returns, annotations
   trace collect --model M --env ID --episodes N   trajectories for analysis (JSONL, resumable)
   trace analyze TRAJECTORIES.jsonl --out R.json   which capabilities the agent lacks
+  trace synthesize R.json --model M --out DIR     one calibrated training env per selected capability
 
 Every subcommand's flags come with help text: ``trace SUBCOMMAND --help``.
 """
@@ -15,6 +16,7 @@ import dataclasses
 import json
 import sys
 import typing
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,6 +124,35 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    from trace_agents import synthesis as sy
+
+    if (args.policy == "oracle") == bool(args.model):
+        raise ValueError("give either --model M or --policy oracle to calibrate against")
+    report = json.loads(Path(args.report).read_text(encoding="utf-8"))
+    target = args.target or (report.get("env_ids") or [None])[0]
+    if not target:
+        raise ValueError("the report names no target env; pass --target ID")
+    if args.policy == "oracle":
+        from trace_agents.rollout import OracleBatch
+
+        deficits, seed = args.deficits, args.seed
+        player = lambda k: OracleBatch(deficits=deficits, seed=seed + k)  # noqa: E731
+    else:
+        args.adapter = None
+        player = _policy(args)
+    config = sy.CalibrationConfig(seeds=args.seeds, rollouts=args.rollouts, max_probes=args.max_probes)
+    results = sy.synthesize(report, target, args.out, probe=sy.rollout_probe(player), config=config)
+    for r in results:
+        c = r["calibration"]
+        print(f"{r['id']}: {c['status']} at difficulty {c['difficulty']:.3f}, mean reward {c['mean_reward']:.3f}, "
+              f"{c['rollouts_used']} rollouts -> {r['path']}")
+    if not results:
+        print("the report selects no capability: nothing to synthesize")
+    print(f"use them with: export TRACE_ENV_SPECS={args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand."""
     from trace_agents.bootstrap import BootstrapConfig
@@ -184,6 +215,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resamples", type=int, default=10, help="bootstrap resamples R (default: 10)")
     p.add_argument("--seed", type=int, default=0, help="resampling seed (default: 0)")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("synthesize", help="write a calibrated training env per selected capability",
+                       description="Derives a spec per selected capability from the target (same domain and "
+                                   "tools), bisects its difficulty until the base policy's mean reward is in "
+                                   "[0.2, 0.6] with few all-success or all-failure groups, and saves it.")
+    p.add_argument("report", help="the JSON written by trace analyze")
+    p.add_argument("--model", default=None, help="the base model to calibrate against")
+    p.add_argument("--policy", choices=["oracle"], default=None, help="calibrate against OraclePolicy instead")
+    p.add_argument("--deficits", type=parse_rates, default={}, metavar="K=V,...",
+                   help="with --policy oracle: capability=rate mistakes to inject")
+    p.add_argument("--target", default=None, help="target env id (default: the report's)")
+    p.add_argument("--out", default="runs/specs", help="directory for the spec files (default: runs/specs)")
+    p.add_argument("--seeds", type=int, default=8, help="B: seeds per calibration probe (default: 8)")
+    p.add_argument("--rollouts", type=int, default=4, help="K: rollouts per seed (default: 4)")
+    p.add_argument("--max-probes", type=int, default=6, help="bisection steps at most (default: 6)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="sampling / oracle seed (default: 0)")
+    p.set_defaults(func=cmd_synthesize)
     return parser
 
 
