@@ -115,7 +115,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     records = list(TrajectoryStore(args.trajectories).records())
     thresholds = analysis.Thresholds(rho=args.rho, delta=args.delta, s=args.s, R=args.resamples, seed=args.seed)
-    report = analysis.analyze(records, thresholds=thresholds)
+    if args.judge_url:
+        from trace_agents.judge import JudgeLabeler, OpenAIChat
+
+        judge = JudgeLabeler(OpenAIChat(args.judge_url, model=args.judge_model), runs=args.judge_runs)
+        capabilities = judge.discover(records, n=args.discover)
+        print(f"[analyze] the judge proposed: {', '.join(capabilities)}")
+        report = analysis.analyze(records, labeler=judge, capabilities=list(capabilities), thresholds=thresholds)
+        report["capability_descriptions"] = capabilities
+    else:
+        report = analysis.analyze(records, thresholds=thresholds)
     report["trajectories"] = str(args.trajectories)
     paths = analysis.write_report(report, args.out)
     print(analysis.format_table(report), end="")
@@ -214,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s", type=int, default=8, help="resamples that must select it (default: 8)")
     p.add_argument("--resamples", type=int, default=10, help="bootstrap resamples R (default: 10)")
     p.add_argument("--seed", type=int, default=0, help="resampling seed (default: 0)")
+    p.add_argument("--judge-url", default=None,
+                   help="label with an LLM judge at this OpenAI-compatible base URL (e.g. http://host:8000/v1) "
+                        "instead of the env annotations")
+    p.add_argument("--judge-model", default="default", help="the judge's model name at --judge-url")
+    p.add_argument("--judge-runs", type=int, default=3, help="K independent labelling runs (default: 3)")
+    p.add_argument("--discover", type=int, default=6, help="capabilities the judge may propose (default: 6)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("synthesize", help="write a calibrated training env per selected capability",
