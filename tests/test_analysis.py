@@ -96,3 +96,17 @@ def test_collect_then_analyze_cli(tmp_path, capsys) -> None:
     assert out.with_suffix(".md").exists()
     assert "| precondition_verification |" in capsys.readouterr().out
     assert main(["collect", "--episodes", "1"]) == 2, "neither --model nor --policy oracle"
+
+
+def test_rule_labels_on_tau2_tasks() -> None:
+    """τ²-bench tasks carry capabilities derived from their gold actions, so the rule labeler works there too."""
+    from helpers import HAVE_TAU2, TAU2_MISSING
+
+    if not HAVE_TAU2:
+        pytest.skip(TAU2_MISSING)
+    records = rollout(OracleBatch(), "trace/tau2-retail-v0", range(20), progress=False).records
+    labels = an.label_all(records)
+    assert any(row["precondition_verification"] is P for row in labels)
+    assert any(row["multi_step_completion"] is P for row in labels) and any(row["multi_step_completion"] is N
+                                                                            for row in labels)
+    assert not any(row[c] is L for row in labels for c in CAPABILITIES), "the oracle lacks nothing"

@@ -97,11 +97,14 @@ class Thresholds:
 
 
 def label_all(records: Sequence[Mapping[str, Any]], labeler: Labeler | None = None,
-              capabilities: Iterable[str] = CAPABILITIES) -> list[dict[str, Label]]:
-    """One ``{capability: label}`` per record."""
+              capabilities: Iterable[str] = CAPABILITIES, progress: bool = False) -> list[dict[str, Label]]:
+    """One ``{capability: label}`` per record (a progress bar with ``progress``, for slow judges)."""
+    from tqdm.auto import tqdm
+
     labeler = labeler or RuleLabeler()
     caps = list(capabilities)
-    return [{c: labeler.label(r, c)[0] for c in caps} for r in records]
+    rows = tqdm(records, desc="labelling", unit="traj", disable=None if progress else True)
+    return [{c: labeler.label(r, c)[0] for c in caps} for r in rows]
 
 
 def capability_stats(labels: Sequence[Mapping[str, Label]], successes: Sequence[bool],
@@ -162,12 +165,13 @@ def select(labels: Sequence[Mapping[str, Label]], successes: Sequence[bool], cap
 
 
 def analyze(records: Sequence[Mapping[str, Any]], labeler: Labeler | None = None,
-            capabilities: Iterable[str] = CAPABILITIES, thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
+            capabilities: Iterable[str] = CAPABILITIES, thresholds: Thresholds = Thresholds(),
+            progress: bool = False) -> dict[str, Any]:
     """Label every record and select the lacking capabilities (see the module docstring)."""
     if not records:
         raise ValueError("no trajectories to analyze")
     caps = list(capabilities)
-    labels = label_all(records, labeler, caps)
+    labels = label_all(records, labeler, caps, progress)
     report = select(labels, [bool(r["success"]) for r in records], caps, thresholds)
     report["labeler"] = type(labeler or RuleLabeler()).__name__
     report["env_ids"] = sorted({str(r.get("env_id")) for r in records})

@@ -121,7 +121,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         judge = JudgeLabeler(OpenAIChat(args.judge_url, model=args.judge_model), runs=args.judge_runs)
         capabilities = judge.discover(records, n=args.discover)
         print(f"[analyze] the judge proposed: {', '.join(capabilities)}")
-        report = analysis.analyze(records, labeler=judge, capabilities=list(capabilities), thresholds=thresholds)
+        report = analysis.analyze(records, labeler=judge, capabilities=list(capabilities), thresholds=thresholds,
+                                  progress=True)
         report["capability_descriptions"] = capabilities
     else:
         report = analysis.analyze(records, thresholds=thresholds)
@@ -151,7 +152,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         args.adapter = None
         player = _policy(args)
     config = sy.CalibrationConfig(seeds=args.seeds, rollouts=args.rollouts, max_probes=args.max_probes)
-    results = sy.synthesize(report, target, args.out, probe=sy.rollout_probe(player), config=config)
+    results = sy.synthesize(report, target, args.out, probe=sy.rollout_probe(player, progress=True),
+                           config=config)
     for r in results:
         c = r["calibration"]
         print(f"{r['id']}: {c['status']} at difficulty {c['difficulty']:.3f}, mean reward {c['mean_reward']:.3f}, "
