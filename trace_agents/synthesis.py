@@ -35,7 +35,6 @@ from typing import Any
 
 import gymnasium as gym
 
-from trace_envs import SpecError
 from trace_envs.registration import register_spec
 from trace_envs.spec import TraceSpec, load_spec
 from trace_envs.tasks.base import FAMILIES
@@ -248,5 +247,5 @@ def synthesize(report: Mapping[str, Any], target_id: str, out_dir: str | Path, p
     return results
 
 
-__all__ = ["CAPABILITY_FAMILY", "CalibrationConfig", "SpecError", "SynthesisError", "calibrate", "derive_spec",
+__all__ = ["CAPABILITY_FAMILY", "CalibrationConfig", "SynthesisError", "calibrate", "derive_spec",
            "difficulty_params", "probe_stats", "rollout_probe", "spec_of", "synth_id", "synthesize"]
