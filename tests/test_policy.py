@@ -272,3 +272,8 @@ def test_cache_is_not_reused_across_adapters_or_without_slots(base, tok, infos, 
     policy.forget()
     policy.act_batch([infos[3]])  # no slot: nothing kept, nothing reused
     assert not policy._kv
+
+
+def test_prompts_stay_inside_the_models_context_by_default(base, tok):
+    assert HFPolicy(base, tok, max_new_tokens=8).max_prompt_tokens == TINY["max_position_embeddings"] - 8
+    assert HFPolicy(base, tok, max_prompt_tokens=100).max_prompt_tokens == 100

@@ -133,6 +133,8 @@ class HFPolicy:
     ``top_k``; 0 disables it), reproducibly: call ``n`` of a policy samples with seed
     ``seed + n``, without disturbing the caller's global RNG. Generation stops at the
     end-of-turn token(s) and right after ``</tool_call>``, so one turn is one action.
+    Prompts longer than the model's context (``max_prompt_tokens``, by default its
+    ``max_position_embeddings`` minus ``max_new_tokens``) keep their latest tokens.
     """
 
     def __init__(self, model: Any, tokenizer: Any, obs_format: str = "compact", max_new_tokens: int = 192,
@@ -158,6 +160,10 @@ class HFPolicy:
         self.top_p = float(top_p)
         self.top_k = int(top_k)
         self.seed = seed
+        if max_prompt_tokens is None:  # stay inside the model's context: keep the latest turns
+            limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+            if isinstance(limit, int) and limit > max_new_tokens:
+                max_prompt_tokens = limit - max_new_tokens
         self.max_prompt_tokens = max_prompt_tokens
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.name = name or str(getattr(model, "name_or_path", "") or type(model).__name__)
