@@ -277,3 +277,9 @@ def test_cache_is_not_reused_across_adapters_or_without_slots(base, tok, infos, 
 def test_prompts_stay_inside_the_models_context_by_default(base, tok):
     assert HFPolicy(base, tok, max_new_tokens=8).max_prompt_tokens == TINY["max_position_embeddings"] - 8
     assert HFPolicy(base, tok, max_prompt_tokens=100).max_prompt_tokens == 100
+
+
+def test_the_policy_protocol_asks_only_for_acting_and_identity():
+    from trace_agents.rollout import OracleBatch
+
+    assert isinstance(OracleBatch(), Policy), "any act_batch + identity object is a Policy"

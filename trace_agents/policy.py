@@ -38,67 +38,6 @@ class Policy(Protocol):
         """One action per info; ``adapters`` names each row's LoRA adapter (None: the base model)."""
         ...
 
-    def forget(self, slot: Any = None) -> None:
-        """Drop the KV cache kept for ``slot`` (all slots when None)."""
-        if slot is None:
-            self._kv.clear()
-        else:
-            self._kv.pop(slot, None)
-
-    def _batched_past(self, rows: list[list[int]], slots: list[Any], adapters: list[str | None]
-                      ) -> tuple[list[int], Any]:
-        """How many leading tokens of each row its slot's cache already holds, and those caches left-padded.
-
-        A row reuses the longest common prefix of its new prompt and what its slot saw last
-        turn (prompt plus generated tokens), always leaving one token to feed. A changed
-        adapter, or a conversation that starts over, reuses nothing it should not.
-        """
-        import torch
-        from transformers import DynamicCache
-
-        prefix = []
-        for r, slot, adapter in zip(rows, slots, adapters):
-            entry = self._kv.get(slot)
-            prefix.append(0 if entry is None or entry.adapter != adapter else _common_prefix(entry.ids, r[:-1]))
-        longest = max(prefix)
-        if longest == 0:
-            return prefix, None
-        n_layers = len(next(self._kv[s] for s, p in zip(slots, prefix) if p).keys)
-        cache = DynamicCache()
-        for layer in range(n_layers):
-            ks, vs = [], []
-            for slot, p in zip(slots, prefix):
-                entry = self._kv.get(slot)
-                if p:
-                    k, v = entry.keys[layer][:, :p], entry.values[layer][:, :p]
-                else:  # shape donor: any cached row; every position is masked out
-                    donor = next(self._kv[s] for s, q in zip(slots, prefix) if q)
-                    k, v = donor.keys[layer][:, :0], donor.values[layer][:, :0]
-                pad = longest - p
-                ks.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
-                vs.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
-            cache.update(torch.stack(ks), torch.stack(vs), layer)
-        return prefix, cache
-
-    def _keep_caches(self, past: Any, attention_mask: Any, rows: list[list[int]], new: list[list[int]],
-                     lengths: list[int], slots: list[Any], adapters: list[str | None]) -> None:
-        """Store each row's real (unpadded) cache entries and the token ids they stand for."""
-        import torch
-
-        if past is None or not hasattr(past, "layers"):
-            return
-        total = past.get_seq_length()
-        width = attention_mask.shape[1]
-        for i, slot in enumerate(slots):
-            # The cache holds every generated token but the last one of the batch.
-            kept = min(lengths[i], total - width)
-            index = torch.cat([attention_mask[i].nonzero().flatten(), torch.arange(width, width + kept)])
-            index = index.to(past.layers[0].keys.device)
-            self._kv[slot] = _SlotCache(
-                ids=rows[i] + new[i][:kept], adapter=adapters[i],
-                keys=[layer.keys[i].index_select(1, index) for layer in past.layers],
-                values=[layer.values[i].index_select(1, index) for layer in past.layers])
-
     def identity(self) -> dict[str, Any]:
         """A JSON-able description (model, adapters, sampling) that names the agent in records."""
         ...
