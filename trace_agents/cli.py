@@ -69,15 +69,37 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
-def _policy(args: argparse.Namespace):
-    if args.model == "oracle":
+def _policy(args: argparse.Namespace, seed_offset: int = 0):
+    """The policy the flags name: ``--model oracle`` / ``--policy oracle``, or an HF model (with ``--adapter``)."""
+    seed = args.seed + seed_offset
+    if args.model == "oracle" or getattr(args, "policy", None) == "oracle":
         from trace_agents.rollout import OracleBatch
 
-        return OracleBatch(deficits=args.deficits, seed=args.seed)
+        return OracleBatch(deficits=args.deficits, seed=seed)
     from trace_agents.policy import HFPolicy
 
-    adapters = {args.adapter: args.adapter} if args.adapter else None
-    return HFPolicy.from_pretrained(args.model, adapters=adapters, temperature=args.temperature, seed=args.seed)
+    adapter = getattr(args, "adapter", None)
+    adapters = {adapter: adapter} if adapter else None
+    return HFPolicy.from_pretrained(args.model, adapters=adapters, temperature=args.temperature, seed=seed)
+
+
+def _check_policy_choice(args: argparse.Namespace) -> None:
+    """Exactly one of ``--model`` and ``--policy oracle``; ``--deficits`` only with the oracle."""
+    if (args.policy == "oracle") == bool(args.model):
+        raise ValueError("give either --model M or --policy oracle")
+    if args.deficits and args.policy != "oracle":
+        raise ValueError("--deficits goes with --policy oracle")
+
+
+def add_policy_args(parser: argparse.ArgumentParser, model_help: str) -> None:
+    """``--model``/``--policy oracle``/``--deficits`` and the sampling flags, shared by collect and synthesize."""
+    parser.add_argument("--model", default=None, help=model_help)
+    parser.add_argument("--policy", choices=["oracle"], default=None,
+                        help="use OraclePolicy instead of a model (ground-truth checks)")
+    parser.add_argument("--deficits", type=parse_rates, default={}, metavar="K=V,...",
+                        help="with --policy oracle: capability=rate mistakes to inject")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling / oracle seed (default: 0)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -95,11 +117,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_collect(args: argparse.Namespace) -> int:
     from trace_agents.rollout import rollout
 
-    if (args.policy == "oracle") == bool(args.model):
-        raise ValueError("give either --model M or --policy oracle")
-    if args.deficits and args.policy != "oracle":
-        raise ValueError("--deficits goes with --policy oracle")
-    args.model = args.model or "oracle"
+    _check_policy_choice(args)
     policy = _policy(args)
     seeds = range(args.seed_start, args.seed_start + args.episodes)
     result = rollout(policy, args.env, seeds, batch_size=args.batch_size, store=args.out, resume=args.resume)
@@ -137,19 +155,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_synthesize(args: argparse.Namespace) -> int:
     from trace_agents import synthesis as sy
 
-    if (args.policy == "oracle") == bool(args.model):
-        raise ValueError("give either --model M or --policy oracle to calibrate against")
+    _check_policy_choice(args)
     report = json.loads(Path(args.report).read_text(encoding="utf-8"))
     target = args.target or (report.get("env_ids") or [None])[0]
     if not target:
         raise ValueError("the report names no target env; pass --target ID")
-    if args.policy == "oracle":
-        from trace_agents.rollout import OracleBatch
-
-        deficits, seed = args.deficits, args.seed
-        player = lambda k: OracleBatch(deficits=deficits, seed=seed + k)  # noqa: E731
+    if args.policy == "oracle":  # its mistakes are fixed per episode seed: a new seed for each of the K rollouts
+        player = lambda k: _policy(args, seed_offset=k)  # noqa: E731
     else:
-        args.adapter = None
         player = _policy(args)
     config = sy.CalibrationConfig(seeds=args.seeds, rollouts=args.rollouts, max_probes=args.max_probes)
     results = sy.synthesize(report, target, args.out, probe=sy.rollout_probe(player, progress=True),
@@ -199,18 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collect", help="roll out a model (or the oracle) and store trajectories",
                        description="Episodes of one env stored as JSONL, one per line; --resume skips the "
                                    "episodes already stored.")
-    p.add_argument("--model", default=None, help="HF model directory or id")
-    p.add_argument("--policy", choices=["oracle"], default=None,
-                   help="collect with OraclePolicy instead of a model (ground-truth checks)")
-    p.add_argument("--deficits", type=parse_rates, default={}, metavar="K=V,...",
-                   help="with --policy oracle: capability=rate mistakes to inject")
+    add_policy_args(p, "HF model directory or id to collect with")
     p.add_argument("--env", default="trace/retail-v0", help="target env id (default: trace/retail-v0)")
     p.add_argument("--episodes", type=int, default=300, help="episodes to collect (default: 300)")
     p.add_argument("--seed-start", type=int, default=0, help="first seed (default: 0)")
     p.add_argument("--batch-size", type=int, default=16, help="envs generated for at once (default: 16)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="sampling / oracle seed (default: 0)")
-    p.add_argument("--adapter", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default="runs/trajectories.jsonl", help="JSONL file to append to")
     p.add_argument("--resume", action="store_true", help="skip episodes already in --out")
     p.set_defaults(func=cmd_collect)
@@ -238,17 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "tools), bisects its difficulty until the base policy's mean reward is in "
                                    "[0.2, 0.6] with few all-success or all-failure groups, and saves it.")
     p.add_argument("report", help="the JSON written by trace analyze")
-    p.add_argument("--model", default=None, help="the base model to calibrate against")
-    p.add_argument("--policy", choices=["oracle"], default=None, help="calibrate against OraclePolicy instead")
-    p.add_argument("--deficits", type=parse_rates, default={}, metavar="K=V,...",
-                   help="with --policy oracle: capability=rate mistakes to inject")
+    add_policy_args(p, "the base model (HF directory or id) to calibrate against")
     p.add_argument("--target", default=None, help="target env id (default: the report's)")
     p.add_argument("--out", default="runs/specs", help="directory for the spec files (default: runs/specs)")
     p.add_argument("--seeds", type=int, default=8, help="B: seeds per calibration probe (default: 8)")
     p.add_argument("--rollouts", type=int, default=4, help="K: rollouts per seed (default: 4)")
     p.add_argument("--max-probes", type=int, default=6, help="bisection steps at most (default: 6)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="sampling / oracle seed (default: 0)")
     p.set_defaults(func=cmd_synthesize)
     return parser
 
