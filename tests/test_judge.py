@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -24,6 +25,33 @@ class Canned:
     def __call__(self, messages):
         self.prompts.append(messages[-1]["content"])
         return self.replies[(len(self.prompts) - 1) % len(self.replies)]
+
+
+@contextlib.contextmanager
+def fake_endpoint(reply):
+    """A local OpenAI-compatible server answering each request with ``reply(request_json)``; yields (url, seen)."""
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, request))
+            body = json.dumps({"choices": [{"message": {"content": reply(request)}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1", seen
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -75,29 +103,10 @@ def test_judge_drives_the_analysis(records):
 
 
 def test_openai_compatible_endpoint():
-    seen = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            seen.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
-            body = json.dumps({"choices": [{"message": {"content": "LABEL: NA\nEVIDENCE: none"}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        chat = jd.OpenAIChat(f"http://127.0.0.1:{server.server_port}/v1", model="m", api_key="k")
+    with fake_endpoint(lambda request: "LABEL: NA\nEVIDENCE: none") as (url, seen):
+        chat = jd.OpenAIChat(url, model="m", api_key="k")
         assert chat([{"role": "user", "content": "hi"}]).startswith("LABEL: NA")
         assert seen[0][0] == "/v1/chat/completions" and seen[0][1]["model"] == "m"
-    finally:
-        server.shutdown()
-        server.server_close()
     with pytest.raises(RuntimeError, match="failed"):
         jd.OpenAIChat("http://127.0.0.1:9/v1", model="m", timeout=2)([{"role": "user", "content": "x"}])
 
@@ -117,35 +126,18 @@ def test_hf_chat_runs_a_local_model(records):
 def test_analyze_cli_with_a_judge_endpoint(tmp_path, capsys):
     from trace_agents.cli import main
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            text = request["messages"][-1]["content"]
-            if "Propose at most" in text:
-                reply = '[{"name": "check_status_first", "description": "Reads the order before a write."}]'
-            else:
-                reply = "LABEL: LACKING\nEVIDENCE: x" if "outcome: failure" in text else "LABEL: PRESENT"
-            body = json.dumps({"choices": [{"message": {"content": reply}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
+    def reply(request):
+        text = request["messages"][-1]["content"]
+        if "Propose at most" in text:
+            return '[{"name": "check_status_first", "description": "Reads the order before a write."}]'
+        return "LABEL: LACKING\nEVIDENCE: x" if "outcome: failure" in text else "LABEL: PRESENT"
 
     traj = tmp_path / "t.jsonl"
     assert main(["collect", "--policy", "oracle", "--deficits", "precondition_verification=0.6", "--episodes",
                  "30", "--out", str(traj)]) == 0
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        out = tmp_path / "r.json"
-        assert main(["analyze", str(traj), "--out", str(out), "--judge-runs", "1",
-                     "--judge-url", f"http://127.0.0.1:{server.server_port}/v1"]) == 0
-    finally:
-        server.shutdown()
-        server.server_close()
+    out = tmp_path / "r.json"
+    with fake_endpoint(reply) as (url, _):
+        assert main(["analyze", str(traj), "--out", str(out), "--judge-runs", "1", "--judge-url", url]) == 0
     report = json.loads(out.read_text())
     assert report["labeler"] == "JudgeLabeler" and report["selected"] == ["check_status_first"]
     assert "the judge proposed: check_status_first" in capsys.readouterr().out
