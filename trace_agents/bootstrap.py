@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from trace_agents import require_train_extra
+from trace_agents.evaluate import CAPABILITY_ENVS as EVAL_CAPABILITY_ENVS
 
 # Clear, different weaknesses, and one capability without any as a control.
 # With these rates the oracle itself succeeds on about 40% of retail-v0 tasks, so an agent
@@ -36,8 +37,7 @@ DEFAULT_DEFICITS: dict[str, float] = {
     "multi_step_completion": 0.0,
 }
 TARGET = "trace/retail-v0"
-CAPABILITY_ENVS = ("trace/precondition-v0", "trace/structured-data-v0", "trace/tool-calling-v0",
-                   "trace/multi-step-v0")  # one per capability, as in trace_agents.evaluate.CAPABILITY_ENVS
+CAPABILITY_ENVS = tuple(EVAL_CAPABILITY_ENVS.values())  # one env per capability
 
 
 @dataclass

@@ -35,17 +35,11 @@ from typing import Any
 
 import gymnasium as gym
 
+from trace_agents.evaluate import CAPABILITY_ENVS
 from trace_envs.registration import register_spec
 from trace_envs.spec import TraceSpec, load_spec
 from trace_envs.tasks.base import FAMILIES
 
-# The family and the built-in env whose reward design each capability reuses.
-CAPABILITY_FAMILY: dict[str, tuple[str, str]] = {
-    "precondition_verification": ("precondition", "trace/precondition-v0"),
-    "structured_data_reasoning": ("structured_data", "trace/structured-data-v0"),
-    "tool_calling_precision": ("tool_calling", "trace/tool-calling-v0"),
-    "multi_step_completion": ("multi_step", "trace/multi-step-v0"),
-}
 DIFFICULTY_KNOBS = ("noise", "distractor_orders", "distractor_users")
 
 
@@ -68,9 +62,12 @@ def synth_id(capability: str, target_id: str) -> str:
 
 def derive_spec(capability: str, target: TraceSpec, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A spec (JSON data) that trains ``capability`` in the target's domain with the target's tools."""
-    if capability not in CAPABILITY_FAMILY:
-        raise SynthesisError(f"no task family for capability {capability!r}; known: {sorted(CAPABILITY_FAMILY)}")
-    family, reference_id = CAPABILITY_FAMILY[capability]
+    # The capability's built-in env: its task family and reward design are what the new env reuses.
+    if capability not in CAPABILITY_ENVS:
+        raise SynthesisError(f"no task family for capability {capability!r}; known: {sorted(CAPABILITY_ENVS)}")
+    reference_id = CAPABILITY_ENVS[capability]
+    reference = spec_of(reference_id)
+    family = reference.family
     info = FAMILIES[family]
     if target.tools is not None:
         missing = [t for t in info.needs_tools if t not in target.tools]
@@ -78,7 +75,6 @@ def derive_spec(capability: str, target: TraceSpec, params: Mapping[str, Any] | 
             raise SynthesisError(
                 f"target {target.id} lacks the tools the {family!r} family's tasks call: {missing}. "
                 f"Fix: add them to the target spec's domain.tools, or leave {capability} out of the selection")
-    reference = spec_of(reference_id)
     if reference.domain != target.domain:
         raise SynthesisError(f"the {family!r} family runs on the {reference.domain!r} domain, target "
                              f"{target.id} on {target.domain!r}")
@@ -247,5 +243,5 @@ def synthesize(report: Mapping[str, Any], target_id: str, out_dir: str | Path, p
     return results
 
 
-__all__ = ["CAPABILITY_FAMILY", "CalibrationConfig", "SynthesisError", "calibrate", "derive_spec",
+__all__ = ["CalibrationConfig", "SynthesisError", "calibrate", "derive_spec",
            "difficulty_params", "probe_stats", "rollout_probe", "spec_of", "synth_id", "synthesize"]
