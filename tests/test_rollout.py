@@ -171,6 +171,26 @@ def test_bad_arguments_raise_clearly():
         rollout(Short(), IDS[0], 2, batch_size=2, progress=False)
 
 
+def test_pairs_repeats_and_final_infos(tmp_path):
+    """GRPO's groups: explicit (env_id, seed) pairs, K episodes each, with each episode's last info."""
+    pairs = [(IDS[0], 3), (IDS[1], 5)]
+    assert episodes(pairs, None) == pairs
+    result = rollout(OracleBatch(deficits={"precondition_verification": 0.5}), pairs, None, repeats=3,
+                     keep_infos=True, batch_size=4, progress=False)
+    assert [(r["env_id"], r["seed"]) for r in result.records] == [pairs[0]] * 3 + [pairs[1]] * 3
+    assert len(result.final_infos) == 6
+    for record, info in zip(result.records, result.final_infos):
+        assert info["messages"][-1]["role"] in ("assistant", "user", "tool")
+        assert sum(m["role"] == "assistant" for m in info["messages"]) == record["n_steps"]
+    assert rollout(OracleBatch(), pairs, None, progress=False).final_infos is None
+    with pytest.raises(ValueError, match="cannot go to a store"):
+        rollout(OracleBatch(), pairs, None, repeats=2, store=tmp_path / "t.jsonl", progress=False)
+    with pytest.raises(ValueError, match="repeats"):
+        rollout(OracleBatch(), pairs, None, repeats=0, progress=False)
+    with pytest.raises(TypeError, match="pairs"):
+        rollout(OracleBatch(), IDS[0], None, progress=False)
+
+
 def test_resume_skips_stored_episodes(tmp_path):
     path = tmp_path / "r.jsonl"
     first = rollout(OracleBatch(), IDS[:2], 3, store=path, progress=False)

@@ -5,6 +5,7 @@
   trace collect --model M --env ID --episodes N   trajectories for analysis (JSONL, resumable)
   trace analyze TRAJECTORIES.jsonl --out R.json   which capabilities the agent lacks
   trace synthesize R.json --model M --out DIR     one calibrated training env per selected capability
+  trace train --model M --env-ids ID --out DIR    one GRPO LoRA adapter (resumable with --resume)
 
 Every subcommand's flags come with help text: ``trace SUBCOMMAND --help``.
 """
@@ -66,6 +67,14 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     report = run(_config(BootstrapConfig, args))
     print(f"[bootstrap] saved the base agent to {report['model_dir']} "
           f"({report['timings_s']['total']:.0f} s); report: {args.out}/report.md")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from trace_agents.training import GRPOSettings, train_adapter
+
+    summary = train_adapter(_config(GRPOSettings, args), args.model, resume=args.resume)
+    print(f"[train] {summary['steps']} steps, {summary['rollouts_used']} rollouts; adapter: {summary['adapter']}")
     return 0
 
 
@@ -251,6 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollouts", type=int, default=4, help="K: rollouts per seed (default: 4)")
     p.add_argument("--max-probes", type=int, default=6, help="bisection steps at most (default: 6)")
     p.set_defaults(func=cmd_synthesize)
+
+    from trace_agents.training import GRPOSettings
+
+    p = sub.add_parser("train", help="train one LoRA adapter with GRPO on envs",
+                       description="GRPO (TRL's GRPOTrainer) on multi-turn episodes: K rollouts per task, "
+                                   "group-normalized returns, env tokens masked out of the loss. Writes the "
+                                   "adapter, checkpoints and log.jsonl under --out.")
+    p.add_argument("--model", required=True, help="the base model: HF directory or id")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    add_dataclass_args(p, GRPOSettings)
+    p.set_defaults(func=cmd_train)
     return parser
 
 
@@ -263,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, KeyError, OSError, ImportError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
 

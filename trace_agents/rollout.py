@@ -63,6 +63,7 @@ class RolloutResult:
     records: list[Trajectory]
     skipped: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    final_infos: list[dict[str, Any]] | None = None  # with keep_infos=True: each episode's last info
 
     @property
     def n_episodes(self) -> int:
@@ -126,16 +127,23 @@ class _Episode:
     steps: list[Step] = field(default_factory=list)
 
 
-def episodes(env_ids: str | Sequence[str], seeds: Iterable[int] | int) -> list[tuple[str, int]]:
+def episodes(env_ids: str | Sequence[str] | Sequence[tuple[str, int]], seeds: Iterable[int] | int | None
+             ) -> list[tuple[str, int]]:
     """The ``(env_id, seed)`` pairs a rollout runs: ids × seeds (an int ``n`` means seeds ``0..n-1``).
 
+    With ``seeds=None``, ``env_ids`` is the list of ``(env_id, seed)`` pairs itself.
     A pair may appear once: it names one episode (and one record key) per policy.
     """
-    ids = [env_ids] if isinstance(env_ids, str) else list(env_ids)
-    if isinstance(seeds, bool):
-        raise TypeError("seeds must be an int count or an iterable of ints, got a bool")
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    pairs = [(env_id, seed) for env_id in ids for seed in seed_list]
+    if seeds is None:
+        if isinstance(env_ids, str) or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in env_ids):
+            raise TypeError("with seeds=None, pass (env_id, seed) pairs as env_ids")
+        pairs = [(str(e), int(s)) for e, s in env_ids]
+    else:
+        ids = [env_ids] if isinstance(env_ids, str) else list(env_ids)
+        if isinstance(seeds, bool):
+            raise TypeError("seeds must be an int count or an iterable of ints, got a bool")
+        seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+        pairs = [(env_id, seed) for env_id in ids for seed in seed_list]
     if len(set(pairs)) != len(pairs):
         dups = sorted({p for p in pairs if pairs.count(p) > 1})[:3]
         raise ValueError(f"duplicate (env_id, seed) pairs, e.g. {dups}: each pair is one episode with one record "
@@ -152,11 +160,12 @@ def _progress_bar(total: int, progress: bool, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="ep", disable=None if progress else True, dynamic_ncols=True)
 
 
-def rollout(policy: Policy, env_ids: str | Sequence[str], seeds: Iterable[int] | int, *, batch_size: int = 16,
+def rollout(policy: Policy, env_ids: str | Sequence[str] | Sequence[tuple[str, int]], seeds: Iterable[int] | int | None,
+            *, batch_size: int = 16,
             store: TrajectoryStore | str | os.PathLike[str] | None = None, resume: bool = False,
             adapters: AdapterFunc | None = None,
             progress: bool = True, env_kwargs: Mapping[str, Any] | None = None,
-            sequential: bool = False) -> RolloutResult:
+            sequential: bool = False, repeats: int = 1, keep_infos: bool = False) -> RolloutResult:
     """Run one episode per ``(env_id, seed)`` with ``batch_size`` envs stepping together.
 
     ``store`` (a path or store) receives each finished episode; with ``resume=True`` the
@@ -166,17 +175,26 @@ def rollout(policy: Policy, env_ids: str | Sequence[str], seeds: Iterable[int] |
     (seconds): ``wall``, ``env`` (inside ``reset``/``step``), ``policy`` (inside
     ``act_batch`` and ``begin_episode``), ``store``, ``make`` (building envs), their shares of ``wall``, and
     ``steps``, ``act_batch_calls``, ``episodes_per_s``, ``steps_per_s``.
+
+    ``repeats=K`` runs every pair K times in a row (GRPO's group of K rollouts of one
+    task); those episodes share a record key, so they cannot go to a store.
+    ``keep_infos=True`` also returns each episode's last info (the whole conversation in
+    ``"messages"``) in :attr:`RolloutResult.final_infos`.
     """
     t_start = time.perf_counter()
     if sequential:
         batch_size = 1
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+    if repeats > 1 and store is not None:
+        raise ValueError("repeats > 1 runs episodes that share a record key; they cannot go to a store")
     if resume and store is None:
         raise ValueError("resume=True needs a store to resume from; pass store=PATH")
     if isinstance(store, str) or hasattr(store, "__fspath__"):
         store = TrajectoryStore(store)
-    todo = episodes(env_ids, seeds)
+    todo = [pair for pair in episodes(env_ids, seeds) for _ in range(repeats)]
     for env_id in dict.fromkeys(e for e, _ in todo):
         if env_id not in gym.registry:
             trace_envs.make(env_id)  # raises with a did-you-mean
@@ -198,6 +216,7 @@ def rollout(policy: Policy, env_ids: str | Sequence[str], seeds: Iterable[int] |
     timings = dict.fromkeys(("env", "policy", "store", "make"), 0.0)
     calls = steps_total = 0
     records: list[tuple[int, Trajectory]] = []
+    final_infos: dict[int, dict[str, Any]] = {}
     kwargs = dict(env_kwargs or {})
     pool: list[dict[str, gym.Env]] = [{} for _ in range(min(batch_size, max(len(plan), 1)))]
     slots: list[_Episode | None] = [None] * len(pool)
@@ -261,6 +280,8 @@ def rollout(policy: Policy, env_ids: str | Sequence[str], seeds: Iterable[int] |
                     record = from_episode(ep.env, seed=ep.seed, policy=identity, adapter=ep.adapter,
                                           steps=ep.steps, final_info=info, truncated=truncated and not terminated)
                     finished.append((ep.index, record))
+                    if keep_infos:
+                        final_infos[ep.index] = info
                     fill(slot)
             if finished:
                 if store is not None:
@@ -287,7 +308,8 @@ def rollout(policy: Policy, env_ids: str | Sequence[str], seeds: Iterable[int] |
         "episodes_per_s": len(records) / wall if wall else 0.0,
         "steps_per_s": steps_total / wall if wall else 0.0,
     }
-    return RolloutResult(records=[r for _, r in records], skipped=skipped, timings=timings)
+    return RolloutResult(records=[r for _, r in records], skipped=skipped, timings=timings,
+                         final_infos=[final_infos[i] for i, _ in records] if keep_infos else None)
 
 
 def compare_batching(policy: Policy, env_ids: str | Sequence[str], seeds: Iterable[int] | int, *,

