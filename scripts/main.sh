@@ -5,7 +5,7 @@
 # Extra arguments go to `trace bootstrap` (e.g. --demos 300 for a quicker look).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TRACE_EXTRAS=${TRACE_EXTRAS:-dev,train} bash scripts/setup.sh
+TRACE_EXTRAS=${TRACE_EXTRAS:-dev,train,gepa} bash scripts/setup.sh
 .venv/bin/trace bootstrap --out runs/bootstrap "$@"
 .venv/bin/trace evaluate --model runs/bootstrap/model --env trace/retail-v0 --episodes 20 \
   --seed-start 2000000 --batch-size 20 --out runs/bootstrap/evaluate-retail.json

@@ -6,6 +6,7 @@
   trace analyze TRAJECTORIES.jsonl --out R.json   which capabilities the agent lacks
   trace synthesize R.json --model M --out DIR     one calibrated training env per selected capability
   trace train --model M --env-ids ID --out DIR    one GRPO LoRA adapter (resumable with --resume)
+  trace run [--quick] [--model M] [--name N]      the whole loop and the baselines, with a report
 
 Every subcommand's flags come with help text: ``trace SUBCOMMAND --help``.
 """
@@ -51,6 +52,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(flag, type=parse_rates, default=default, help=help_text, metavar="K=V,...")
         elif origin is list:
             parser.add_argument(flag, nargs="+", default=default, help=help_text)
+        elif kind is bool:
+            parser.add_argument(flag, action="store_true", default=default, help=f.metadata.get("help", ""))
         elif kind in (int, float, str):
             parser.add_argument(flag, type=kind, default=default, help=help_text)
         else:  # Optional[str] and friends
@@ -67,6 +70,18 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     report = run(_config(BootstrapConfig, args))
     print(f"[bootstrap] saved the base agent to {report['model_dir']} "
           f"({report['timings_s']['total']:.0f} s); report: {args.out}/report.md")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from trace_agents.run import RunConfig, run
+
+    config = _config(RunConfig, args)
+    results = run(config)
+    for name, r in results["methods"].items():
+        print(f"{name:>15}: success {r['success']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}], "
+              f"{r['rollouts_used']} rollouts")
+    print(f"[run] report: {config.dir / 'report.md'}")
     return 0
 
 
@@ -271,6 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add_dataclass_args(p, GRPOSettings)
     p.set_defaults(func=cmd_train)
+
+    from trace_agents.run import RunConfig
+
+    p = sub.add_parser("run", help="the whole TRACE loop and its baselines at equal rollout budget",
+                       description="Bootstrap (or --model), collect, analyze, synthesize, train one adapter per "
+                                   "capability, route, run the baselines (GRPO on the target, one adapter on "
+                                   "all synthetic envs, GEPA) and evaluate on held-out seeds. Writes "
+                                   "<runs-dir>/<name>/report.md and results.json; rerun to resume.")
+    add_dataclass_args(p, RunConfig)
+    p.set_defaults(func=cmd_run)
     return parser
 
 

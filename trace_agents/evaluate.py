@@ -68,17 +68,35 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate(policy: Any, env_id: str, episodes: int = 100, seed_start: int = 10_000, *,
-             adapter: str | None = None, batch_size: int = 16, store: str | Path | None = None,
-             progress: bool = True, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Roll out ``episodes`` seeds from ``seed_start`` and summarize them."""
-    from trace_agents.rollout import rollout
+             adapter: str | Callable[[str, int], str | None] | None = None, batch_size: int = 16,
+             store: str | Path | None = None, resume: bool = False, progress: bool = True,
+             env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Roll out ``episodes`` seeds from ``seed_start`` and summarize them.
 
-    adapters = (lambda env, seed: adapter) if adapter else None
-    result = rollout(policy, env_id, range(seed_start, seed_start + episodes), batch_size=batch_size,
-                     store=store, adapters=adapters, progress=progress, env_kwargs=dict(env_kwargs or {}))
-    summary = summarize(result.records)
-    summary.update(env_id=env_id, seed_start=seed_start, adapter=adapter, policy=policy.identity(),
-                   timings=result.timings)
+    ``adapter`` is one adapter name for every episode, or a function ``(env_id, seed) ->
+    name or None`` (a router's decisions). With ``store`` and ``resume=True``, episodes
+    already stored are not run again, and the summary covers stored and new ones.
+    """
+    from trace_agents.rollout import rollout
+    from trace_agents.trajectories import TrajectoryStore, policy_key, split_key
+
+    adapters = adapter if callable(adapter) else ((lambda env, seed: adapter) if adapter else None)
+    seeds = range(seed_start, seed_start + episodes)
+    result = rollout(policy, env_id, seeds, batch_size=batch_size, store=store, resume=resume,
+                     adapters=adapters, progress=progress, env_kwargs=dict(env_kwargs or {}))
+    records = result.records
+    if resume and store is not None:  # the stored episodes of this policy, one per seed, in seed order
+        identity = policy.identity()
+        wanted = {seed: policy_key(identity, adapters(env_id, seed) if adapters else None) for seed in seeds}
+        by_seed = {}
+        for record in TrajectoryStore(store).records():
+            env, _task, seed, key = split_key(record["key"])
+            if env == env_id and wanted.get(seed) == key:
+                by_seed[seed] = record
+        records = [by_seed[s] for s in seeds if s in by_seed]
+    summary = summarize(records)
+    summary.update(env_id=env_id, seed_start=seed_start, adapter=None if callable(adapter) else adapter,
+                   policy=policy.identity(), timings=result.timings)
     return summary
 
 

@@ -79,7 +79,7 @@ class HFPolicy:
     def __init__(self, model: Any, tokenizer: Any, obs_format: str = "compact", max_new_tokens: int = 192,
                  temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, max_prompt_tokens: int | None = None,
                  top_k: int = 0, chat_template_kwargs: Mapping[str, Any] | None = None,
-                 name: str | None = None, reuse_cache: bool = True) -> None:
+                 name: str | None = None, reuse_cache: bool = True, system_prompt: str | None = None) -> None:
         require_train_extra("torch")
         if obs_format not in ("compact", "chat"):
             raise ValueError(f"obs_format must be 'compact' or 'chat', got {obs_format!r}")
@@ -105,6 +105,8 @@ class HFPolicy:
                 max_prompt_tokens = limit - max_new_tokens
         self.max_prompt_tokens = max_prompt_tokens
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        # Instructions put before the env's system message (GEPA evolves this text).
+        self.system_prompt = system_prompt
         self.name = name or str(getattr(model, "name_or_path", "") or type(model).__name__)
         self.adapters: dict[str, str] = {}
         # Per-slot KV caches kept across turns (see _batched_past); rows without a "slot" skip it.
@@ -177,6 +179,11 @@ class HFPolicy:
     def prompt(self, info: Mapping[str, Any]) -> str:
         """The chat-template text the model continues for ``info`` (ends with the assistant header)."""
         messages = to_chat(info["messages"], info["tools"], self.obs_format)
+        if self.system_prompt:
+            if messages and messages[0]["role"] == "system":
+                messages[0] = {**messages[0], "content": f"{self.system_prompt}\n\n{messages[0]['content']}"}
+            else:
+                messages.insert(0, {"role": "system", "content": self.system_prompt})
         return self.tokenizer.apply_chat_template(
             messages, tools=template_tools(info["tools"], self.obs_format), add_generation_prompt=True,
             tokenize=False, **self.chat_template_kwargs)
@@ -347,5 +354,6 @@ class HFPolicy:
             "obs_format": self.obs_format, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
             "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed, "max_prompt_tokens": self.max_prompt_tokens,
             "reuse_cache": self.reuse_cache,
+            **({"system_prompt": self.system_prompt} if self.system_prompt else {}),
             **({"chat_template_kwargs": self.chat_template_kwargs} if self.chat_template_kwargs else {}),
         }

@@ -329,6 +329,18 @@ def _log_callback(path: Path, settings: GRPOSettings) -> Any:
     return JSONLLog()
 
 
+def _quiet_progress(trainer: Any) -> None:
+    """Keep the Trainer's progress bar but not its printing of every log dict (log.jsonl has them)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class QuietProgress(ProgressCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            pass
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(QuietProgress())
+
+
 def read_log(out: str | Path) -> list[dict[str, Any]]:
     """The ``log.jsonl`` entries of a training run (torn lines skipped)."""
     path = Path(out) / "log.jsonl"
@@ -405,6 +417,7 @@ def train_adapter(settings: GRPOSettings, model: Any, tokenizer: Any = None, res
         trainer = GRPOTrainer(model=model, reward_funcs=[episode_return], args=args, train_dataset=dataset,
                               processing_class=tokenizer, peft_config=lora, rollout_func=rollouts,
                               callbacks=[_log_callback(out / "log.jsonl", settings)])
+        _quiet_progress(trainer)
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     adapter_dir = out / "adapter"
     trainer.model.save_pretrained(adapter_dir)

@@ -1,0 +1,89 @@
+"""The GEPA baseline: the real gepa library driving our envs through EnvPromptAdapter."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+import torch
+
+from trace_agents import models
+from trace_agents.baselines import COMPONENT, EnvPromptAdapter, LocalReflection, feedback, run_gepa, transcript
+from trace_agents.policy import HFPolicy
+from trace_agents.rollout import OracleBatch, rollout
+
+pytest.importorskip("gepa", reason="the gepa library is not installed (extra 'gepa')")
+
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "intermediate_size": 128, "max_position_embeddings": 4096, "initializer_range": 0.2}
+ENV = "trace/precondition-v0"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return models.build_tokenizer(models.corpus(30), vocab_size=1024)
+
+
+@pytest.fixture(scope="module")
+def base(tok):
+    torch.manual_seed(0)
+    return models.build_model(tok, **TINY)
+
+
+def test_the_candidate_prompt_reaches_the_model(base, tok):
+    policy = HFPolicy(base, tok, system_prompt="Always verify first.")
+    _, info = gym.make(ENV).reset(seed=0)
+    text = policy.prompt(info)
+    assert "Always verify first." in text and text.index("Always verify first.") < text.index("Tools:")
+    assert policy.identity()["system_prompt"] == "Always verify first."
+
+
+def test_feedback_names_what_went_wrong():
+    records = rollout(OracleBatch(deficits={"precondition_verification": 1.0}), ENV, range(4), progress=False).records
+    failed = [r for r in records if not r["success"]]
+    assert failed
+    text = feedback(failed[0])
+    assert "failed" in text and "return" in text
+    assert transcript(failed[0]).startswith("- ")
+
+
+class Scripted:
+    """A reflection LM that always proposes the same instruction, and counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, prompt):
+        self.calls += 1
+        return "```\nCheck the order status before any change.\n```"
+
+
+def test_gepa_optimizes_within_the_episode_budget(base, tok):
+    policy = HFPolicy(base, tok, max_new_tokens=8, temperature=1.0)
+    tasks = [(ENV, s) for s in range(3)]
+    reflect = Scripted()
+    result = run_gepa(policy, tasks, budget=12, reflection_lm=reflect, minibatch=2)
+    assert result["rollouts_used"] == result["metric_calls"]
+    assert 3 <= result["rollouts_used"] <= 12 + 2 * 2  # GEPA checks the budget between iterations
+    assert reflect.calls >= 1 and result["candidates"] >= 1
+    assert isinstance(result["best_prompt"], str) and result["best_prompt"]
+
+
+def test_the_adapter_keeps_the_batch_order_and_repeats(base, tok):
+    adapter = EnvPromptAdapter(HFPolicy(base, tok, max_new_tokens=4))
+    batch = [(ENV, 2), (ENV, 0), (ENV, 2)]
+    out = adapter.evaluate(batch, {COMPONENT: "Be brief."}, capture_traces=True)
+    assert [(t["env_id"], t["seed"]) for t in out.trajectories] == batch
+    assert len(out.scores) == 3 and adapter.rollouts == 3
+    data = adapter.make_reflective_dataset({COMPONENT: "Be brief."}, out, [COMPONENT])
+    assert set(data) == {COMPONENT} and 1 <= len(data[COMPONENT]) <= 3
+    assert {"Inputs", "Generated Outputs", "Feedback"} <= set(data[COMPONENT][0])
+
+
+def test_local_reflection_answers_with_text(base, tok):
+    reflect = LocalReflection(base, tok, max_new_tokens=8)
+    assert isinstance(reflect("Propose a better instruction." * 2000), str) and reflect.calls == 1
+
+
+def test_a_budget_too_small_for_the_seed_prompt_is_refused(base, tok):
+    with pytest.raises(ValueError, match="cannot even score"):
+        run_gepa(HFPolicy(base, tok), [(ENV, s) for s in range(5)], budget=3, reflection_lm=Scripted())

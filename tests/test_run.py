@@ -1,0 +1,121 @@
+"""``trace run``: budget accounting, stage resume, the report, and the CI-sized end-to-end run with a kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trace_agents.run import METHODS, SEEDS, QUICK, Run, RunConfig, baseline_steps, findings, quick, trace_budget
+
+
+def test_seed_ranges_are_disjoint_from_the_heldout_seeds():
+    heldout = SEEDS["heldout"]
+    assert all(start < heldout for name, start in SEEDS.items() if name != "heldout")
+    # Each range is far wider than any configured episode count.
+    starts = sorted(SEEDS.values())
+    assert all(b - a >= 10_000 for a, b in zip(starts, starts[1:]))
+
+
+def test_the_budget_charges_every_trace_episode_and_baselines_get_the_same():
+    budget = trace_budget({"rollouts": 60}, {"rollouts": 96}, {"rollouts": 144})
+    assert budget == 300
+    steps = baseline_steps(budget, 8)
+    assert steps == 37 and budget - 8 < steps * 8 <= budget
+    assert baseline_steps(3, 8) == 1  # a baseline always trains at least one step
+
+
+def test_quick_shrinks_only_what_was_left_at_default():
+    config = quick(RunConfig(eval_episodes=9))
+    assert config.quick and config.eval_episodes == 9 and config.collect_episodes == QUICK["collect_episodes"]
+
+
+def test_bad_settings_are_rejected():
+    for bad in ({"router": "oracle"}, {"top_p": 1.5}, {"num_generations": 1}, {"eval_episodes": 0}):
+        with pytest.raises(ValueError):
+            RunConfig(**bad)
+
+
+def test_a_run_dir_refuses_other_settings_and_skips_finished_stages(tmp_path):
+    run = Run(RunConfig(runs_dir=str(tmp_path), name="x"))
+    calls = []
+    assert run.stage("collect", lambda: calls.append(1) or {"rollouts": 3})["rollouts"] == 3
+    assert run.stage("collect", lambda: calls.append(2) or {"rollouts": 4})["rollouts"] == 3
+    assert calls == [1]
+    Run(RunConfig(runs_dir=str(tmp_path), name="x"))  # same settings: fine
+    with pytest.raises(ValueError, match="collect_episodes"):
+        Run(RunConfig(runs_dir=str(tmp_path), name="x", collect_episodes=5))
+
+
+def _methods(success):
+    return {m: {"success": s, "ci95": [max(0, s - 0.1), min(1, s + 0.1)], "rollouts_used": 10, "mean_return": s,
+                "episodes": 20} for m, s in zip(METHODS, success)}
+
+
+def test_findings_state_the_result_whatever_it_is():
+    stages = {"analyze": {"forced": ["tool_calling_precision"]},
+              "synthesize": {"calibration": {"x": {"status": "too_hard_at_easiest"}}},
+              "route": {"accuracy": {"accuracy": 0.5}}}
+    text = "\n".join(findings({"methods": _methods([0.2, 0.5, 0.3, 0.3, 0.2])}, stages))
+    assert "TRACE is above the base agent" in text and "do not overlap" in text
+    assert "forced" not in text.lower() or "tool_calling_precision" in text
+    assert "too_hard_at_easiest" in text and "0.50" in text
+    text = "\n".join(findings({"methods": _methods([0.3, 0.2, 0.4, 0.3, 0.2])}, stages))
+    assert "TRACE is below the base agent" in text and "below grpo_target" in text
+
+
+# ---------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_quick_run_survives_a_kill_and_writes_the_report(tmp_path):
+    """The CI-sized ``trace run --quick``, from the tiny preset: killed mid-way, then resumed to the end."""
+    env = {**os.environ, "TQDM_DISABLE": "1", "TRACE_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "trace_agents.cli", "run", "--quick", "--name", "ci", "--runs-dir", str(tmp_path)]
+    root = tmp_path / "ci"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None and not (root / "stages" / "train.json").exists():
+        time.sleep(0.2)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (root / "stages" / "base.json").exists()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "done before, skipped" in (root / "run.log").read_text() or not killed
+
+    results = json.loads((root / "results.json").read_text())
+    assert set(results["methods"]) == set(METHODS)
+    lo, hi = results["heldout_seeds"]
+    assert lo >= SEEDS["heldout"] and hi - lo + 1 == QUICK["eval_episodes"]
+    for name, m in results["methods"].items():
+        assert 0 <= m["ci95"][0] <= m["success"] <= m["ci95"][1] <= 1
+        assert m["episodes"] == QUICK["eval_episodes"]
+    # Equal budgets: every method is charged TRACE's total, GRPO within one step of it.
+    budget = results["budget"]["trace"]
+    per_step = QUICK["num_generations"] * QUICK["groups_per_step"]
+    assert results["methods"]["trace"]["rollouts_used"] == budget
+    for name in ("grpo_target", "single_adapter"):
+        assert budget - per_step < results["methods"][name]["rollouts_used"] <= budget
+    assert budget <= results["methods"]["gepa"]["rollouts_used"] <= budget + 2 * QUICK["gepa_minibatch"] + \
+        QUICK["gepa_tasks"]
+    assert results["methods"]["base"]["rollouts_used"] == 0
+    # Evaluation episodes were stored once each, even across the kill.
+    for method in METHODS:
+        lines = (root / "eval" / f"{method}.jsonl").read_text().splitlines()
+        seeds = [json.loads(line)["seed"] for line in lines]
+        assert sorted(seeds) == list(range(lo, hi + 1))
+    report = (root / "report.md").read_text()
+    for needle in ("## Success by method", "## Findings", "budget_curve.png", "routing_confusion.png",
+                   "## Rollout budget"):
+        assert needle in report
+    for png in ("success.png", "budget_curve.png", "routing_confusion.png", "analysis.png"):
+        assert (root / png).stat().st_size > 1000
+    for adapter in (root / "adapters").iterdir():
+        assert (adapter / "adapter" / "adapter_model.safetensors").exists()
