@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -30,3 +34,36 @@ ID_PARAMS = [_param(i) for i in registered_ids()]
 
 # Slow end-to-end tests run in a short configuration unless TRACE_SHORT=0 (scripts/test.sh sets 1).
 SHORT = os.environ.get("TRACE_SHORT", "1") != "0"
+
+
+@contextlib.contextmanager
+def fake_endpoint(reply):
+    """A local OpenAI-compatible server; yields (url, seen).
+
+    ``reply(request_json)`` gives the answer: a string is the message's content, a dict
+    is the whole message (for ``tool_calls``).
+    """
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, request))
+            answer = reply(request)
+            message = answer if isinstance(answer, dict) else {"content": answer}
+            body = json.dumps({"choices": [{"message": message}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1", seen
+    finally:
+        server.shutdown()
+        server.server_close()

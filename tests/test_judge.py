@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from helpers import fake_endpoint
 from trace_agents import analysis as an
 from trace_agents import judge as jd
 from trace_agents.rollout import OracleBatch, rollout
@@ -25,33 +23,6 @@ class Canned:
     def __call__(self, messages):
         self.prompts.append(messages[-1]["content"])
         return self.replies[(len(self.prompts) - 1) % len(self.replies)]
-
-
-@contextlib.contextmanager
-def fake_endpoint(reply):
-    """A local OpenAI-compatible server answering each request with ``reply(request_json)``; yields (url, seen)."""
-    seen = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append((self.path, request))
-            body = json.dumps({"choices": [{"message": {"content": reply(request)}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/v1", seen
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -123,6 +123,8 @@ def test_groups_without_variance_are_dropped(tok):
     assert out["episode_return"] == [0.5, 0.5, 0.2, 1.0]
     with pytest.raises(ValueError, match="appears 3 times"):
         group_samples([a, a, a], played, tok)
+    # Part of a group (the rest on another process) is not judged on its own.
+    assert group_samples([a, a], played[:2], tok, group_size=4)["group_dropped"] == [False, False]
 
 
 def test_settings_are_checked_and_budgeted(tmp_path):

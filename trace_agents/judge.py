@@ -20,10 +20,7 @@ model; :class:`OpenAIChat` calls any OpenAI-compatible ``/chat/completions`` end
 from __future__ import annotations
 
 import json
-import os
 import re
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
@@ -162,24 +159,12 @@ class OpenAIChat:
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, temperature: float = 0.0,
                  max_tokens: int = 256, timeout: float = 60.0) -> None:
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.temperature, self.max_tokens, self.timeout = model, temperature, max_tokens, timeout
-        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
+        self.base_url, self.model, self.api_key = base_url, model, api_key
+        self.temperature, self.max_tokens, self.timeout = temperature, max_tokens, timeout
 
     def __call__(self, messages: list[dict[str, str]]) -> str:
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": self.temperature,
-                           "max_tokens": self.max_tokens}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                data = json.loads(response.read())
-        except (urllib.error.URLError, TimeoutError, ValueError) as exc:
-            raise RuntimeError(f"judge endpoint {self.url} failed: {exc}") from exc
-        try:
-            return str(data["choices"][0]["message"]["content"] or "")
-        except (KeyError, IndexError, TypeError):
-            raise RuntimeError(f"judge endpoint {self.url} returned no choices[0].message.content: "
-                               f"{str(data)[:200]}") from None
+        from trace_agents.endpoint import chat_completion
+
+        body = {"model": self.model, "messages": messages, "temperature": self.temperature,
+                "max_tokens": self.max_tokens}
+        return str(chat_completion(self.base_url, body, self.api_key, self.timeout).get("content") or "")

@@ -54,6 +54,7 @@ import os
 import shutil
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -173,11 +174,14 @@ def episode_sample(info: Mapping[str, Any], tokenizer: Any, obs_format: str = "c
 
 
 def group_samples(tasks: Sequence[tuple[str, int]], episodes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
-                  tokenizer: Any, obs_format: str = "compact", max_length: int = 4096) -> dict[str, list[Any]]:
+                  tokenizer: Any, obs_format: str = "compact", max_length: int = 4096, group_size: int = 0
+                  ) -> dict[str, list[Any]]:
     """The ``rollout_func`` output for ``tasks`` (TRL's row order) from finished ``(record, info)`` episodes.
 
     Each task's episodes are its group; row i takes the next unused episode of task i. A
-    group whose returns are all equal gets an all-zero ``env_mask``: it is dropped.
+    group whose returns are all equal gets an all-zero ``env_mask``: it is dropped. Only
+    whole groups (at least ``group_size`` episodes) are judged: a part of a group that
+    another process holds the rest of may look constant when the group is not.
     """
     by_task: dict[tuple[str, int], list[tuple[Mapping[str, Any], Mapping[str, Any]]]] = {}
     for record, info in episodes:
@@ -193,7 +197,7 @@ def group_samples(tasks: Sequence[tuple[str, int]], episodes: Sequence[tuple[Map
         used[task] = k + 1
         record, info = group[k]
         returns = [r["return"] for r, _ in group]
-        dropped = max(returns) - min(returns) < 1e-9
+        dropped = len(group) >= group_size and max(returns) - min(returns) < 1e-9
         prompt_ids, completion_ids, env_mask = episode_sample(info, tokenizer, obs_format, max_length)
         out["prompt_ids"].append(prompt_ids)
         out["completion_ids"].append(completion_ids)
@@ -242,14 +246,17 @@ class EpisodeRollouts:
     def __call__(self, prompts: Sequence[str], trainer: Any) -> dict[str, Any]:
         s = self.settings
         tasks = [(k["env_id"], int(k["seed"])) for k in map(json.loads, prompts)]
-        distinct = list(dict.fromkeys(tasks))
-        repeats = len(tasks) // len(distinct)
-        if any(tasks.count(t) != repeats for t in distinct):
-            raise ValueError("each task must appear the same number of times in a generation batch")
-        played = self.play(distinct, repeats, trainer.accelerator.unwrap_model(trainer.model),
-                           trainer.state.global_step)
+        counts = Counter(tasks)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        played = []
+        # One process normally holds whole groups (K copies of a task); under several
+        # processes a group may be split, so tasks are played as often as they appear here.
+        for repeats in sorted(set(counts.values())):
+            same = [t for t in counts if counts[t] == repeats]
+            played += self.play(same, repeats, model, trainer.state.global_step)
         self.rollouts += len(played)
-        out: dict[str, Any] = group_samples(tasks, played, self.tokenizer, s.obs_format, s.max_length)
+        out: dict[str, Any] = group_samples(tasks, played, self.tokenizer, s.obs_format, s.max_length,
+                                            group_size=s.num_generations)
         out["logprobs"] = None  # the trainer computes them on these exact ids
         return out
 

@@ -1,0 +1,114 @@
+"""OpenAI-compatible endpoints: the agent as a served model, e.g. vLLM with several LoRA adapters.
+
+>>> # vllm serve runs/base/model --enable-lora \\
+>>> #     --lora-modules precondition_verification=runs/x/adapters/precondition_verification/adapter
+>>> policy = EndpointPolicy("http://localhost:8000/v1", model="runs/base/model")
+>>> rollout(policy, "trace/retail-v0", range(100), adapters=lambda env_id, seed: router_choice[seed])
+
+vLLM serves each LoRA adapter under its own model name, so the adapter of a row is the
+``model`` field of its request; a row without an adapter asks for the base model. The
+requests of one batch go out concurrently (``concurrency`` at a time), and the server
+batches them, continuously. Tool calls come back in OpenAI's ``tool_calls`` form and are
+turned into the ``<tool_call>`` action text the envs parse.
+
+Only the standard library is used (``urllib``): no client package is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from trace_agents.chat import template_tools, to_chat
+
+
+def chat_completion(base_url: str, body: Mapping[str, Any], api_key: str | None = None, timeout: float = 60.0
+                    ) -> dict[str, Any]:
+    """``POST {base_url}/chat/completions`` and return ``choices[0].message``; clear errors otherwise."""
+    url = base_url.rstrip("/") + "/chat/completions"
+    key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data = json.loads(response.read())
+    except (urllib.error.URLError, TimeoutError, ValueError) as exc:
+        raise RuntimeError(f"endpoint {url} failed: {exc}") from exc
+    try:
+        message = data["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError):
+        raise RuntimeError(f"endpoint {url} returned no choices[0].message: {str(data)[:200]}") from None
+    if not isinstance(message, dict):
+        raise RuntimeError(f"endpoint {url} returned a message that is not an object: {str(message)[:200]}")
+    return message
+
+
+def action_text(message: Mapping[str, Any]) -> str:
+    """The env action for a chat-completion message: its first tool call as ``<tool_call>``, else its text."""
+    calls = message.get("tool_calls") or []
+    if calls:
+        fn = calls[0].get("function", {})
+        args = fn.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except ValueError:
+                pass  # malformed arguments go to the env as they are: it reports the format error
+        return "<tool_call>\n" + json.dumps({"name": fn.get("name", ""), "arguments": args}) + "\n</tool_call>"
+    return str(message.get("content") or "")
+
+
+class EndpointPolicy:
+    """A policy served behind an OpenAI-compatible chat endpoint (see the module docstring)."""
+
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, obs_format: str = "chat",
+                 temperature: float = 1.0, top_p: float = 1.0, max_tokens: int = 256, seed: int = 0,
+                 concurrency: int = 16, timeout: float = 120.0, system_prompt: str | None = None) -> None:
+        if obs_format not in ("compact", "chat"):
+            raise ValueError(f"obs_format must be 'compact' or 'chat', got {obs_format!r}")
+        if concurrency < 1 or max_tokens < 1:
+            raise ValueError("concurrency and max_tokens must be >= 1")
+        self.base_url, self.model, self.api_key = base_url, model, api_key
+        self.obs_format, self.temperature, self.top_p = obs_format, float(temperature), float(top_p)
+        self.max_tokens, self.seed, self.concurrency, self.timeout = max_tokens, seed, concurrency, timeout
+        self.system_prompt = system_prompt
+        self._calls = 0
+
+    def request(self, info: Mapping[str, Any], adapter: str | None, row: int) -> dict[str, Any]:
+        """The request body for one row (``adapter`` is the served model name; None is the base model)."""
+        messages = to_chat(info["messages"], info["tools"], self.obs_format)
+        if self.system_prompt:
+            if messages and messages[0]["role"] == "system":
+                messages[0] = {**messages[0], "content": f"{self.system_prompt}\n\n{messages[0]['content']}"}
+            else:
+                messages.insert(0, {"role": "system", "content": self.system_prompt})
+        for m in messages:  # the wire format wants arguments as JSON strings
+            for call in m.get("tool_calls", []):
+                call["function"] = {**call["function"], "arguments": json.dumps(call["function"]["arguments"])}
+        body: dict[str, Any] = {"model": adapter or self.model, "messages": messages, "temperature": self.temperature,
+                                "top_p": self.top_p, "max_tokens": self.max_tokens,
+                                "seed": self.seed + 100_003 * self._calls + row}
+        tools = template_tools(info["tools"], self.obs_format)
+        if tools:
+            body["tools"] = tools
+        return body
+
+    def act_batch(self, infos: list[dict[str, Any]], adapters: list[str | None] | None = None) -> list[str]:
+        if adapters is not None and len(adapters) != len(infos):
+            raise ValueError(f"got {len(adapters)} adapter names for {len(infos)} infos")
+        names = adapters or [None] * len(infos)
+        bodies = [self.request(info, name, i) for i, (info, name) in enumerate(zip(infos, names))]
+        self._calls += 1
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(len(bodies), 1))) as pool:
+            messages = list(pool.map(lambda b: chat_completion(self.base_url, b, self.api_key, self.timeout), bodies))
+        return [action_text(m) for m in messages]
+
+    def identity(self) -> dict[str, Any]:
+        return {"policy": "endpoint", "model": self.model, "base_url": self.base_url, "obs_format": self.obs_format,
+                "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                "seed": self.seed, **({"system_prompt": self.system_prompt} if self.system_prompt else {})}
