@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Set up .venv (with the train extra) and run the main job on the embedded default:
-# build the tiny preset, bootstrap the base agent with its known deficits, and evaluate
-# it on held-out trace/retail-v0 seeds. Artefacts land in runs/bootstrap/.
-# Extra arguments go to `trace bootstrap` (e.g. --demos 300 for a quicker look).
+# Set up .venv (with the train and gepa extras) and run the main job on the embedded
+# default: `trace run` with the tiny preset. It bootstraps the base agent, analyses its
+# failures, synthesizes and calibrates one env per lacking capability, trains one GRPO
+# LoRA adapter per env, routes, runs the baselines at the same rollout budget and
+# evaluates on held-out trace/retail-v0 seeds. Artefacts land in runs/default/
+# (report.md, results.json, plots). Rerun to resume after an interruption.
+# Extra arguments go to `trace run` (e.g. --quick for a few-minute look).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRACE_EXTRAS=${TRACE_EXTRAS:-dev,train,gepa} bash scripts/setup.sh
-.venv/bin/trace bootstrap --out runs/bootstrap "$@"
-.venv/bin/trace evaluate --model runs/bootstrap/model --env trace/retail-v0 --episodes 20 \
-  --seed-start 2000000 --batch-size 20 --out runs/bootstrap/evaluate-retail.json
+.venv/bin/trace run "$@"

@@ -283,3 +283,23 @@ def test_the_policy_protocol_asks_only_for_acting_and_identity():
     from trace_agents.rollout import OracleBatch
 
     assert isinstance(OracleBatch(), Policy), "any act_batch + identity object is a Policy"
+
+
+def test_incremental_prompt_tokens_equal_a_full_encode(base, tok):
+    """Each turn tokenizes only the text after the last shared turn start, and gets the same ids."""
+    policy = HFPolicy(base, tok, max_new_tokens=6, temperature=1.0)
+    calls = []
+    original = policy._encode
+
+    def checked(text, slot):
+        ids = original(text, slot)
+        calls.append(slot)
+        assert ids == tok.encode(text, add_special_tokens=False)
+        return ids
+
+    policy._encode = checked
+    rollout(policy, ["trace/retail-v0", "trace/multi-step-v0"], range(3), batch_size=4, progress=False)
+    assert len(calls) > 8 and None not in calls
+    assert policy._text  # per-slot texts were kept
+    policy.forget()
+    assert not policy._text and not policy._kv

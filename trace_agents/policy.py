@@ -56,6 +56,27 @@ class _SlotCache:
     values: list[Any]
 
 
+@dataclass
+class _SlotText:
+    """One slot's last prompt text, its token ids, and where each turn starts in both."""
+
+    text: str
+    ids: list[int]
+    marks: list[tuple[int, int]]  # (character offset, token index) of every turn-start token
+
+
+def _common_text_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix of two strings (binary search over C-speed slice compares)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two token lists."""
     n = min(len(a), len(b))
@@ -63,6 +84,12 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+def _single_token(tokenizer: Any, text: str) -> tuple[str, int] | None:
+    """``(text, id)`` when ``text`` is one token of ``tokenizer`` (a chat template's turn start), else None."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return (text, ids[0]) if len(ids) == 1 else None
 
 
 class HFPolicy:
@@ -112,6 +139,10 @@ class HFPolicy:
         # Per-slot KV caches kept across turns (see _batched_past); rows without a "slot" skip it.
         self.reuse_cache = reuse_cache
         self._kv: dict[Any, _SlotCache] = {}
+        # Per-slot prompt tokens: a new turn only tokenizes the text after the last turn
+        # start it shares with the previous prompt (turn-start tokens split the tokenizer's input).
+        self._text: dict[Any, _SlotText] = {}
+        self._turn_start = _single_token(tokenizer, "<|im_start|>")
         # A PeftModel handed in runs as given (its active adapter) when no adapters are named;
         # one this policy wraps for load_adapter runs as the base model.
         self._owns_peft = False
@@ -225,7 +256,7 @@ class HFPolicy:
             return []
         t0 = time.perf_counter()
         adapter_names = self._adapter_names(adapters, len(infos))
-        rows = [self.tokenizer.encode(self.prompt(info), add_special_tokens=False) for info in infos]
+        rows = [self._encode(self.prompt(info), info.get("slot")) for info in infos]
         if self.max_prompt_tokens is not None:
             rows = [r[-self.max_prompt_tokens:] for r in rows]  # keep the latest turns
         slots = [info.get("slot") for info in infos]
@@ -286,12 +317,38 @@ class HFPolicy:
         self.stats["seconds"] += time.perf_counter() - t0
         return actions
 
+    def _encode(self, text: str, slot: Any) -> list[int]:
+        """Token ids of ``text``; with a slot, the ids up to the last shared turn start are reused."""
+        encode = lambda t: self.tokenizer.encode(t, add_special_tokens=False)  # noqa: E731
+        if slot is None or self._turn_start is None or not self.reuse_cache:
+            return encode(text)
+        marker, token = self._turn_start
+        entry = self._text.get(slot)
+        ids = None
+        if entry is not None:
+            shared = _common_text_prefix(entry.text, text)
+            cut = next(((c, t) for c, t in reversed(entry.marks) if c <= shared), None)
+            if cut is not None:
+                ids = entry.ids[:cut[1]] + encode(text[cut[0]:])
+        if ids is None:
+            ids = encode(text)
+        offsets, i = [], text.find(marker)
+        while i >= 0:
+            offsets.append(i)
+            i = text.find(marker, i + len(marker))
+        positions = [i for i, t in enumerate(ids) if t == token]
+        marks = list(zip(offsets, positions)) if len(offsets) == len(positions) else []
+        self._text[slot] = _SlotText(text, ids, marks)
+        return ids
+
     def forget(self, slot: Any = None) -> None:
         """Drop the KV cache kept for ``slot`` (all slots when None)."""
         if slot is None:
             self._kv.clear()
+            self._text.clear()
         else:
             self._kv.pop(slot, None)
+            self._text.pop(slot, None)
 
     def _batched_past(self, rows: list[list[int]], slots: list[Any], adapters: list[str | None]
                       ) -> tuple[list[int], Any]:
