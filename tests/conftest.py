@@ -7,7 +7,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from helpers import ID_PARAMS  # also points TAU2_DATA_DIR at ../shared/tau2 when present
+from helpers import ID_PARAMS, TINY  # also points TAU2_DATA_DIR at ../shared/tau2 when present
 
 # Derandomized and bounded, so CI runs the same examples every time and stays fast.
 settings.register_profile(
@@ -29,3 +29,22 @@ ALL_IDS = ID_PARAMS
 def all_ids() -> list[str]:
     """Every id trace_envs registered (built-ins and TRACE_ENV_SPECS)."""
     return list(ALL_IDS)
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """A small tokenizer trained on env text (agent tests; needs the train extra)."""
+    from trace_agents import models
+
+    return models.build_tokenizer(models.corpus(30), vocab_size=1024)
+
+
+@pytest.fixture(scope="session")
+def base(tok):
+    """A tiny random Qwen2 (seeded) on ``tok``. Tests that change it work on a copy."""
+    import torch
+
+    from trace_agents import models
+
+    torch.manual_seed(0)
+    return models.build_model(tok, **TINY)

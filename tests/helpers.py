@@ -32,6 +32,11 @@ def _param(env_id: str):
 # Every registered id as pytest params; ids needing absent data are skipped, with the reason.
 ID_PARAMS = [_param(i) for i in registered_ids()]
 
+# A tiny random Qwen2 for agent tests. A wide init (0.2, not 0.02) so greedy outputs
+# depend on the prompt instead of repeating one token.
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "intermediate_size": 128, "max_position_embeddings": 4096, "initializer_range": 0.2}
+
 # Slow end-to-end tests run in a short configuration unless TRACE_SHORT=0 (scripts/test.sh sets 1).
 SHORT = os.environ.get("TRACE_SHORT", "1") != "0"
 

@@ -4,29 +4,25 @@ from __future__ import annotations
 
 import gymnasium as gym
 import pytest
-import torch
 
-from trace_agents import models
-from trace_agents.baselines import COMPONENT, EnvPromptAdapter, LocalReflection, feedback, run_gepa, transcript
+from trace_agents.baselines import (
+    COMPONENT,
+    EnvPromptAdapter,
+    LocalReflection,
+    feedback,
+    run_gepa,
+    transcript,
+)
 from trace_agents.policy import HFPolicy
 from trace_agents.rollout import OracleBatch, rollout
 
 pytest.importorskip("gepa", reason="the gepa library is not installed (extra 'gepa')")
 
-TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "intermediate_size": 128, "max_position_embeddings": 4096, "initializer_range": 0.2}
 ENV = "trace/precondition-v0"
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return models.build_tokenizer(models.corpus(30), vocab_size=1024)
 
 
-@pytest.fixture(scope="module")
-def base(tok):
-    torch.manual_seed(0)
-    return models.build_model(tok, **TINY)
 
 
 def test_the_candidate_prompt_reaches_the_model(base, tok):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import fake_endpoint
+
 from trace_agents.endpoint import EndpointPolicy, action_text
 from trace_agents.rollout import rollout
 from trace_envs import parse_action

@@ -12,14 +12,13 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
+from helpers import TINY
 from trace_agents import models
 from trace_agents.policy import HFPolicy, Policy
 from trace_agents.rollout import rollout
 from trace_envs import parse_action
 
 # A wide init (0.2, not 0.02) so greedy outputs depend on the prompt instead of repeating one token.
-TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "intermediate_size": 128, "max_position_embeddings": 4096, "initializer_range": 0.2}
 CALL = '<tool_call>\n{"name": "get_order_details", "arguments": {"order_id": "#W0000001"}}\n</tool_call>'
 
 
@@ -37,15 +36,6 @@ def peft_model(base, path, **kw):
     with quiet_peft():
         return PeftModel.from_pretrained(copy.deepcopy(base), path, **kw)
 
-
-@pytest.fixture(scope="module")
-def tok():
-    return models.build_tokenizer(models.corpus(30), vocab_size=1024)
-
-
-@pytest.fixture(scope="module")
-def base(tok):
-    return models.build_model(tok, **TINY)
 
 
 @pytest.fixture(scope="module")

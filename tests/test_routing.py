@@ -9,7 +9,6 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from trace_agents import models
 from trace_agents.routing import (
     CAPABILITY_DESCRIPTIONS,
     NONE,
@@ -24,21 +23,12 @@ from trace_agents.routing import (
     routing_accuracy,
 )
 
-TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "intermediate_size": 128, "max_position_embeddings": 4096, "initializer_range": 0.2}
 ENVS = {"precondition_verification": "trace/precondition-v0", "structured_data_reasoning": "trace/structured-data-v0",
         "multi_step_completion": "trace/multi-step-v0"}
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return models.build_tokenizer(models.corpus(30), vocab_size=1024)
 
 
-@pytest.fixture(scope="module")
-def base(tok):
-    torch.manual_seed(0)
-    return models.build_model(tok, **TINY)
 
 
 def opening(text):

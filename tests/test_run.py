@@ -8,11 +8,20 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from trace_agents.run import METHODS, SEEDS, QUICK, Run, RunConfig, baseline_steps, findings, quick, trace_budget
+from trace_agents.run import (
+    METHODS,
+    QUICK,
+    SEEDS,
+    Run,
+    RunConfig,
+    baseline_steps,
+    findings,
+    quick,
+    trace_budget,
+)
 
 
 def test_seed_ranges_are_disjoint_from_the_heldout_seeds():

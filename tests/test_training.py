@@ -28,21 +28,15 @@ from trace_agents.training import (
 )
 from trace_envs import OraclePolicy
 
-TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "intermediate_size": 128, "max_position_embeddings": 4096, "initializer_range": 0.2}
 ENV = "trace/precondition-v0"
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return models.build_tokenizer(models.corpus(30), vocab_size=1024)
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tok):
+def model_dir(tmp_path_factory, tok, base):
     path = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    models.build_model(tok, **TINY).save_pretrained(path)
+    base.save_pretrained(path)
     tok.save_pretrained(path)
     return path
 

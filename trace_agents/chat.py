@@ -54,3 +54,12 @@ def to_chat(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, 
 def template_tools(tools: Sequence[Mapping[str, Any]], obs_format: str) -> list[Mapping[str, Any]] | None:
     """The ``tools=`` argument for ``apply_chat_template``: full schemas in chat format, none in compact."""
     return list(tools) if obs_format == "chat" else None
+
+
+def with_system_prompt(messages: list[dict[str, Any]], prompt: str | None) -> list[dict[str, Any]]:
+    """``messages`` with ``prompt`` put before the system message (or as one), e.g. a prompt GEPA evolves."""
+    if not prompt:
+        return messages
+    if messages and messages[0]["role"] == "system":
+        return [{**messages[0], "content": f"{prompt}\n\n{messages[0]['content']}"}, *messages[1:]]
+    return [{"role": "system", "content": prompt}, *messages]

@@ -20,11 +20,11 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from trace_agents.chat import template_tools, to_chat
+from trace_agents.chat import template_tools, to_chat, with_system_prompt
 
 
 def chat_completion(base_url: str, body: Mapping[str, Any], api_key: str | None = None, timeout: float = 60.0
@@ -81,12 +81,7 @@ class EndpointPolicy:
 
     def request(self, info: Mapping[str, Any], adapter: str | None, row: int) -> dict[str, Any]:
         """The request body for one row (``adapter`` is the served model name; None is the base model)."""
-        messages = to_chat(info["messages"], info["tools"], self.obs_format)
-        if self.system_prompt:
-            if messages and messages[0]["role"] == "system":
-                messages[0] = {**messages[0], "content": f"{self.system_prompt}\n\n{messages[0]['content']}"}
-            else:
-                messages.insert(0, {"role": "system", "content": self.system_prompt})
+        messages = with_system_prompt(to_chat(info["messages"], info["tools"], self.obs_format), self.system_prompt)
         for m in messages:  # the wire format wants arguments as JSON strings
             for call in m.get("tool_calls", []):
                 call["function"] = {**call["function"], "arguments": json.dumps(call["function"]["arguments"])}

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from trace_agents import require_train_extra
-from trace_agents.chat import template_tools, to_chat
+from trace_agents.chat import template_tools, to_chat, with_system_prompt
 
 BASE = "__base__"  # PEFT's adapter name for "no adapter" in a mixed batch
 TOOL_CLOSE = "</tool_call>"
@@ -209,12 +209,7 @@ class HFPolicy:
     # ------------------------------------------------------------------ acting
     def prompt(self, info: Mapping[str, Any]) -> str:
         """The chat-template text the model continues for ``info`` (ends with the assistant header)."""
-        messages = to_chat(info["messages"], info["tools"], self.obs_format)
-        if self.system_prompt:
-            if messages and messages[0]["role"] == "system":
-                messages[0] = {**messages[0], "content": f"{self.system_prompt}\n\n{messages[0]['content']}"}
-            else:
-                messages.insert(0, {"role": "system", "content": self.system_prompt})
+        messages = with_system_prompt(to_chat(info["messages"], info["tools"], self.obs_format), self.system_prompt)
         return self.tokenizer.apply_chat_template(
             messages, tools=template_tools(info["tools"], self.obs_format), add_generation_prompt=True,
             tokenize=False, **self.chat_template_kwargs)
