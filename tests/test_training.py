@@ -170,6 +170,19 @@ def test_the_base_model_in_memory_is_unchanged(tmp_path, model_dir):
     assert any("lora_" in k for k in model.state_dict())  # the adapter was really attached to this model
 
 
+def test_the_budget_charged_is_the_episodes_played(tmp_path, model_dir):
+    played = []
+
+    def counting(tasks, repeats, model, step):
+        episodes = oracle_play(tasks, repeats, model, step)
+        played.extend(episodes)
+        return episodes
+
+    summary = train_adapter(settings(tmp_path, max_steps=2, num_generations=3), model_dir, progress=False,
+                            play=counting)
+    assert len(played) == summary["rollouts_used"] == summary["rollouts_this_run"] == 2 * 3 * 2
+
+
 def test_the_log_and_summary_count_rollouts(trained):
     summary = trained["pre"]
     assert summary["steps"] == 2 and summary["rollouts_used"] == 2 * 2 * 2 == summary["rollouts_this_run"]
@@ -247,3 +260,20 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, model_dir):
     assert summary["rollouts_this_run"] == (4 - int(killed_at.name.split("-")[1])) * 2
     steps = [e["step"] for e in read_log(out) if "loss" in e]
     assert steps == [1, 2, 3, 4]  # nothing lost, nothing logged twice
+
+
+@pytest.mark.slow
+def test_training_runs_distributed_over_two_processes(tmp_path, model_dir):
+    """The scale-out path as far as CPU goes: torchrun (what `accelerate launch --multi_gpu` runs), DDP over
+    gloo, each process playing its share of the groups."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "trace_agents.cli", "train",
+           "--model", str(model_dir), "--env-ids", ENV, "--out", str(out), "--max-steps", "2",
+           "--num-generations", "2", "--groups-per-step", "2", "--max-new-tokens", "8"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 2 and summary["rollouts_used"] == 8
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    assert [e["step"] for e in read_log(out) if "loss" in e] == [1, 2]

@@ -311,7 +311,7 @@ def _log_callback(path: Path, settings: GRPOSettings) -> Any:
         """Appends each log to ``log.jsonl``; on resume, drops lines past the checkpoint's step."""
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if not path.exists():
+            if not path.exists() or not state.is_world_process_zero:
                 return
             kept = []
             for line in path.read_text(encoding="utf-8").splitlines():
@@ -325,7 +325,7 @@ def _log_callback(path: Path, settings: GRPOSettings) -> Any:
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None,
                    **kw: Any) -> None:
-            if not logs:
+            if not logs or not state.is_world_process_zero:  # one writer under several processes
                 return
             entry = {"step": state.global_step, "rollouts_used": state.global_step * settings.rollouts_per_step,
                      **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
@@ -403,10 +403,17 @@ def train_adapter(settings: GRPOSettings, model: Any, tokenizer: Any = None, res
         targets = [t.strip() for t in targets.split(",") if t.strip()]
     lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
+    # Under `accelerate launch` the groups of a step are shared out over the processes, so a
+    # step plays the same episodes (and is charged the same budget) however many there are.
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
+    if settings.groups_per_step % world:
+        raise ValueError(f"groups_per_step ({settings.groups_per_step}) must be a multiple of the number of "
+                         f"processes ({world})")
     args = GRPOConfig(
         output_dir=str(out), max_steps=settings.max_steps, learning_rate=settings.learning_rate,
         lr_scheduler_type=settings.lr_scheduler, warmup_steps=0, weight_decay=0.0,
-        per_device_train_batch_size=settings.num_generations, gradient_accumulation_steps=settings.groups_per_step,
+        per_device_train_batch_size=settings.num_generations,
+        gradient_accumulation_steps=settings.groups_per_step // world,
         num_generations=settings.num_generations, max_completion_length=settings.max_length,
         temperature=settings.temperature, top_p=settings.top_p, beta=settings.beta, epsilon=settings.epsilon,
         loss_type="dapo", scale_rewards="group", mask_truncated_completions=False,
@@ -427,12 +434,15 @@ def train_adapter(settings: GRPOSettings, model: Any, tokenizer: Any = None, res
         _quiet_progress(trainer)
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     adapter_dir = out / "adapter"
-    trainer.model.save_pretrained(adapter_dir)
+    start = int(checkpoint.name.split("-")[1]) if checkpoint else 0
     summary = {
         "settings": asdict(settings), "model": source, "adapter": str(adapter_dir),
         "steps": result.global_step, "rollouts_used": result.global_step * settings.rollouts_per_step,
-        "rollouts_this_run": rollouts.rollouts, "resumed_from": str(checkpoint) if checkpoint else None,
+        "rollouts_this_run": (result.global_step - start) * settings.rollouts_per_step,
+        "processes": trainer.accelerator.num_processes, "resumed_from": str(checkpoint) if checkpoint else None,
         "train_loss": result.training_loss, "seconds": time.perf_counter() - t0,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if trainer.accelerator.is_main_process:
+        trainer.model.save_pretrained(adapter_dir)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
