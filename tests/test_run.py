@@ -128,3 +128,28 @@ def test_quick_run_survives_a_kill_and_writes_the_report(tmp_path):
         assert (root / png).stat().st_size > 1000
     for adapter in (root / "adapters").iterdir():
         assert (adapter / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_top_p_routing_merges_from_the_stored_probabilities(tmp_path, base):
+    import copy
+    import warnings
+    from types import SimpleNamespace
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from trace_agents.run import _merged_choices
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        torch.manual_seed(2)
+        model = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, target_modules=["q_proj"],
+                                                               init_lora_weights=False), adapter_name="pre")
+        model.add_adapter("data", LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    run = Run(RunConfig(runs_dir=str(tmp_path), name="m", top_p=0.9))
+    route = {"probabilities": {"3000000": {"pre": 0.95, "data": 0.05, "None": 0.0},
+                               "3000001": {"pre": 0.5, "data": 0.45, "None": 0.05},
+                               "3000002": {"pre": 0.1, "data": 0.1, "None": 0.8}}}
+    choices = _merged_choices(run, SimpleNamespace(model=model), {}, route)
+    assert choices == {3000000: "pre", 3000001: "merge:data+pre", 3000002: None}
+    assert "merge:data+pre" in model.peft_config

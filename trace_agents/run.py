@@ -72,7 +72,7 @@ class RunConfig:
     router: str = field(default="embedding", metadata={"help": "embedding (kNN over openings) or label (scoring)"})
     router_examples: int = field(default=16, metadata={"help": "example openings per synthetic env for the router"})
     top_p: float = field(default=0.0, metadata={"help": "merge adapters up to this router mass (0: no merging)"})
-    eval_episodes: int = field(default=50, metadata={"help": "held-out target episodes per method"})
+    eval_episodes: int = field(default=40, metadata={"help": "held-out target episodes per method"})
     curve_points: int = field(default=2, metadata={"help": "intermediate budget points per method on the curve"})
     curve_episodes: int = field(default=20, metadata={"help": "held-out episodes per intermediate curve point"})
     gepa_minibatch: int = field(default=3, metadata={"help": "GEPA reflection minibatch"})
@@ -430,10 +430,11 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
 
     c = run.config
     seed0, n = SEEDS["heldout"], c.curve_episodes
-    base = methods["base"]["success"]
+    base = [methods["base"]["success"], methods["base"]["mean_return"]]
     pre_training = budget - int(train["rollouts"])
+    # Points are [rollouts used, success, mean return].
     curve: dict[str, list[list[float]]] = {
-        "trace": [[float(pre_training), base]], "grpo_target": [[0.0, base]], "gepa": [[0.0, base]]}
+        "trace": [[float(pre_training), *base]], "grpo_target": [[0.0, *base]], "gepa": [[0.0, *base]]}
     evals = run.dir / "eval"
 
     def checkpoints(adapter_dir: str) -> list[tuple[int, Path]]:
@@ -449,7 +450,7 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
             policy.load_adapter(name, d)
         s = ev.evaluate(policy, c.target, n, seed0, adapter=name, batch_size=c.batch_size,
                         store=evals / "curve.jsonl", resume=True, progress=False)
-        curve["grpo_target"].append([float(step * c.rollouts_per_step), s["success"]])
+        curve["grpo_target"].append([float(step * c.rollouts_per_step), s["success"], s["mean_return"]])
     # TRACE: every capability adapter at the same fraction of its steps.
     per_cap = {cap: checkpoints(path) for cap, path in train["adapters"].items()}
     depth = min((len(v) for v in per_cap.values()), default=0)
@@ -464,7 +465,7 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
         s = ev.evaluate(policy, c.target, n, seed0,
                         adapter=lambda env_id, seed, names=names: names.get(routed.get(seed)),
                         batch_size=c.batch_size, store=evals / "curve.jsonl", resume=True, progress=False)
-        curve["trace"].append([float(pre_training + used), s["success"]])
+        curve["trace"].append([float(pre_training + used), s["success"], s["mean_return"]])
     # GEPA: the best prompt discovered within each fraction of the budget.
     gepa = baselines["gepa"]
     counts, scores, prompts = gepa.get("discovery_counts", []), gepa.get("val_scores", []), gepa.get("prompts", [])
@@ -478,10 +479,10 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
         gepa_policy.forget()
         s = ev.evaluate(gepa_policy, c.target, n, seed0, batch_size=c.batch_size, store=evals / "curve-gepa.jsonl",
                         resume=True, progress=False)
-        curve["gepa"].append([float(limit), s["success"]])
+        curve["gepa"].append([float(limit), s["success"], s["mean_return"]])
     gepa_policy.system_prompt = gepa["best_prompt"]
     for m in ("trace", "grpo_target", "gepa"):
-        curve[m].append([float(methods[m]["rollouts_used"]), methods[m]["success"]])
+        curve[m].append([float(methods[m]["rollouts_used"]), methods[m]["success"], methods[m]["mean_return"]])
     return curve
 
 
@@ -537,13 +538,17 @@ def plot_curve(curve: Mapping[str, Sequence[Sequence[float]]], path: Path) -> st
     plt = _plt()
     if plt is None:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, (ax, ax_ret) = plt.subplots(1, 2, figsize=(10, 3.4))
     for name, points in curve.items():
         pts = sorted(points)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        with_return = [p for p in pts if len(p) > 2]
+        ax_ret.plot([p[0] for p in with_return], [p[2] for p in with_return], marker="o", label=name)
     ax.set_xlabel("env rollouts used")
     ax.set_ylabel("held-out success")
     ax.set_ylim(-0.03, 1)
+    ax_ret.set_xlabel("env rollouts used")
+    ax_ret.set_ylabel("held-out mean return")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
