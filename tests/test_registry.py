@@ -394,3 +394,17 @@ def test_check_text_env_reports_a_broken_env() -> None:
 def test_check_text_env_rejects_other_envs() -> None:
     with pytest.raises(TypeError, match="TraceEnv"):
         check_text_env(gym.make("CartPole-v1"))
+
+
+def test_max_turns_override_truncates_and_still_scores() -> None:
+    import trace_envs
+
+    env = trace_envs.make("trace/retail-v0", max_turns=3)
+    env.reset(seed=0)
+    for step in range(1, 4):
+        _, _, terminated, truncated, info = env.step("Hmm, let me think.")
+        assert not terminated
+        assert truncated == (step == 3)
+    assert info["ended_by"] == "max_turns" and "success" in info and "episode_return" in info
+    with pytest.raises(ValueError, match="max_turns"):
+        trace_envs.make("trace/retail-v0", max_turns=0)

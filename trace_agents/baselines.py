@@ -79,10 +79,12 @@ class EnvPromptAdapter:
     # GEPA reads this attribute: None means "use GEPA's own reflective proposer".
     propose_new_texts = None
 
-    def __init__(self, policy: Any, batch_size: int = 16, max_examples: int = 3) -> None:
+    def __init__(self, policy: Any, batch_size: int = 16, max_examples: int = 3,
+                 env_kwargs: Mapping[str, Any] | None = None) -> None:
         if not hasattr(policy, "system_prompt"):
             raise TypeError("the GEPA baseline needs a policy with a system_prompt attribute (HFPolicy)")
         self.policy, self.batch_size, self.max_examples = policy, batch_size, max_examples
+        self.env_kwargs = dict(env_kwargs or {})
         self.rollouts = 0
 
     def evaluate(self, batch: list[tuple[str, int]], candidate: dict[str, str], capture_traces: bool = False) -> Any:
@@ -95,7 +97,8 @@ class EnvPromptAdapter:
         records = []
         # GEPA may ask for one task twice in a batch; each asks for its own episode.
         for chunk in _distinct_chunks(batch):
-            records += rollout(self.policy, chunk, None, batch_size=self.batch_size, progress=False).records
+            records += rollout(self.policy, chunk, None, batch_size=self.batch_size, progress=False,
+                               env_kwargs=self.env_kwargs).records
         self.rollouts += len(records)
         by_pair: dict[tuple[str, int], list[Any]] = {}
         for r in records:
@@ -160,7 +163,8 @@ class LocalReflection:
 
 def run_gepa(policy: Any, tasks: Sequence[tuple[str, int]], budget: int, reflection_lm: Chat, *,
              seed_prompt: str = SEED_PROMPT, minibatch: int = 3, seed: int = 0,
-             batch_size: int = 16, log_path: Any = None) -> dict[str, Any]:
+             batch_size: int = 16, log_path: Any = None, env_kwargs: Mapping[str, Any] | None = None
+             ) -> dict[str, Any]:
     """Evolve the system prompt on ``tasks`` with at most about ``budget`` episodes; returns the result as JSON data.
 
     GEPA's progress lines go to ``log_path`` when given (else they are dropped).
@@ -169,7 +173,7 @@ def run_gepa(policy: Any, tasks: Sequence[tuple[str, int]], budget: int, reflect
     if budget < len(tasks):
         raise ValueError(f"a GEPA budget of {budget} episodes cannot even score the seed prompt on "
                          f"{len(tasks)} tasks; give more budget or fewer tasks")
-    adapter = EnvPromptAdapter(policy, batch_size=batch_size)
+    adapter = EnvPromptAdapter(policy, batch_size=batch_size, env_kwargs=env_kwargs)
     trainset = [(e, int(s)) for e, s in tasks]
     result = gepa.optimize(
         seed_candidate={COMPONENT: seed_prompt}, trainset=trainset, valset=trainset, adapter=adapter,

@@ -77,6 +77,7 @@ class RunConfig:
     curve_episodes: int = field(default=20, metadata={"help": "held-out episodes per intermediate curve point"})
     gepa_minibatch: int = field(default=3, metadata={"help": "GEPA reflection minibatch"})
     gepa_tasks: int = field(default=8, metadata={"help": "GEPA train/val tasks on the target"})
+    max_turns: int = field(default=0, metadata={"help": "override every env's turn limit (0: each spec's own)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the agent"})
     batch_size: int = field(default=16, metadata={"help": "episodes generated for at once"})
     seed: int = field(default=0, metadata={"help": "seed of sampling, training and resampling"})
@@ -103,9 +104,12 @@ class RunConfig:
         return self.num_generations * self.groups_per_step
 
 
-QUICK = dict(collect_episodes=12, calibration_seeds=2, calibration_rollouts=2, calibration_probes=1,
-             max_capabilities=1, steps_per_adapter=1, num_generations=2, groups_per_step=2, max_new_tokens=48,
+# The CI-sized run. Its base agent has had a few SFT steps, so it rambles until the spec's
+# turn limit: short turns (max_new_tokens) and few episodes keep that cheap.
+QUICK = dict(collect_episodes=8, calibration_seeds=2, calibration_rollouts=2, calibration_probes=1,
+             max_capabilities=1, steps_per_adapter=1, num_generations=2, groups_per_step=2, max_new_tokens=16,
              router_examples=4, eval_episodes=6, curve_points=1, curve_episodes=4, gepa_tasks=2, gepa_minibatch=1,
+             max_turns=10,
              batch_size=8)
 
 
@@ -164,6 +168,11 @@ class Run:
         return self.finish(name, result)
 
 
+def _env_kwargs(config: RunConfig) -> dict[str, Any]:
+    """What every env of the run is made with (a turn-limit override, or nothing)."""
+    return {"max_turns": config.max_turns} if config.max_turns else {}
+
+
 def _policy(model: Any, tokenizer: Any, config: RunConfig, **kw: Any) -> Any:
     from trace_agents.policy import HFPolicy
 
@@ -192,7 +201,8 @@ def stage_collect(run: Run, model: Any, tok: Any) -> dict[str, Any]:
     c = run.config
     path = run.dir / "collect.jsonl"
     seeds = range(SEEDS["collect"], SEEDS["collect"] + c.collect_episodes)
-    result = rollout(_policy(model, tok, c), c.target, seeds, batch_size=c.batch_size, store=path, resume=True)
+    result = rollout(_policy(model, tok, c), c.target, seeds, batch_size=c.batch_size, store=path, resume=True,
+                     env_kwargs=_env_kwargs(c))
     records = _stored(path, c.target, seeds)
     return {"trajectories": str(path), "episodes": len(records), "rollouts": len(records),
             "success": sum(r["success"] for r in records) / len(records), "ran_now": result.n_episodes}
@@ -237,7 +247,8 @@ def stage_synthesize(run: Run, analyze: Mapping[str, Any], model: Any, tok: Any)
     config = sy.CalibrationConfig(seeds=c.calibration_seeds, rollouts=c.calibration_rollouts,
                                   max_probes=c.calibration_probes)
     results = sy.synthesize(report, c.target, run.dir / "specs",
-                            probe=sy.rollout_probe(_policy(model, tok, c), batch_size=c.batch_size), config=config)
+                            probe=sy.rollout_probe(_policy(model, tok, c), batch_size=c.batch_size,
+                                                   env_kwargs=_env_kwargs(c)), config=config)
     rollouts = sum((r["calibration"] or {}).get("rollouts_used", 0) for r in results)
     return {"envs": {r["capability"]: r["id"] for r in results}, "paths": {r["capability"]: r["path"] for r in results},
             "calibration": {r["capability"]: r["calibration"] for r in results}, "rollouts": rollouts}
@@ -265,7 +276,7 @@ def _grpo(run: Run, name: str, env_ids: Sequence[str], steps: int, seed_start: i
                             num_generations=c.num_generations, groups_per_step=c.groups_per_step,
                             learning_rate=c.learning_rate, lora_r=c.lora_r, max_new_tokens=c.max_new_tokens,
                             temperature=c.temperature, rollout_batch_size=c.batch_size, save_steps=save_steps,
-                            seed=c.seed)
+                            seed=c.seed, max_turns=c.max_turns)
     run.log(f"train {name}: {steps} GRPO steps on {', '.join(env_ids)}")
     return train_adapter(settings, model_path, resume=(out / "log.jsonl").exists())
 
@@ -349,7 +360,7 @@ def _gepa(run: Run, budget: int, model_path: str) -> dict[str, Any]:
     tasks = [(c.target, SEEDS["gepa"] + i) for i in range(c.gepa_tasks)]
     run.log(f"gepa: budget {budget} episodes on {len(tasks)} target tasks")
     result = run_gepa(_policy(model, tok, c), tasks, budget, LocalReflection(model, tok), minibatch=c.gepa_minibatch,
-                      seed=c.seed, batch_size=c.batch_size, log_path=run.dir / "gepa.log")
+                      seed=c.seed, batch_size=c.batch_size, log_path=run.dir / "gepa.log", env_kwargs=_env_kwargs(c))
     result["rollouts"] = result["rollouts_used"]
     save_json(result, path)
     return result
@@ -380,7 +391,7 @@ def stage_evaluate(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any],
 
     def one(name: str, pol: Any, adapter: Any) -> dict[str, Any]:
         summary = ev.evaluate(pol, c.target, n, seed0, adapter=adapter, batch_size=c.batch_size,
-                              store=evals / f"{name}.jsonl", resume=True)
+                              store=evals / f"{name}.jsonl", resume=True, env_kwargs=_env_kwargs(c))
         run.log(f"evaluate {name}: success {summary['success']:.3f} {summary['ci95']}")
         return summary
 
@@ -399,13 +410,13 @@ def stage_evaluate(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any],
     curve = budget_curve(run, policy, gepa_policy, train, baselines, routed, budget, methods)
     out: dict[str, Any] = {"methods": methods, "heldout_seeds": [seed0, seed0 + n - 1], "curve": curve}
     if os.environ.get("TAU2_DATA_DIR"):  # the real benchmark's tasks, routed by the same router
-        tau_id, tau_n = "trace/tau2-retail-v0", min(n, 20)
+        tau_id, tau_n = "trace/tau2-retail-v0", min(n, 2 if c.quick else 20)
         # gepa_model is still the plain base model (policy's has the LoRA layers injected).
         table = dict(enumerate(build_router(run, synth, gepa_model, gepa_tok).route(_openings(tau_id, 0, tau_n))))
         out["tau2"] = {}
         for name, adapter in (("base", None), ("trace", lambda env_id, seed: table.get(seed))):
             s = ev.evaluate(policy, tau_id, tau_n, 0, adapter=adapter, batch_size=c.batch_size,
-                            store=evals / f"tau2-{name}.jsonl", resume=True)
+                            store=evals / f"tau2-{name}.jsonl", resume=True, env_kwargs=_env_kwargs(c))
             out["tau2"][name] = {"success": s["success"], "ci95": list(s["ci95"]), "episodes": s["episodes"]}
     return out
 
@@ -449,7 +460,7 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
         if name not in policy.adapters:
             policy.load_adapter(name, d)
         s = ev.evaluate(policy, c.target, n, seed0, adapter=name, batch_size=c.batch_size,
-                        store=evals / "curve.jsonl", resume=True, progress=False)
+                        store=evals / "curve.jsonl", resume=True, progress=False, env_kwargs=_env_kwargs(c))
         curve["grpo_target"].append([float(step * c.rollouts_per_step), s["success"], s["mean_return"]])
     # TRACE: every capability adapter at the same fraction of its steps.
     per_cap = {cap: checkpoints(path) for cap, path in train["adapters"].items()}
@@ -464,7 +475,8 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
                 policy.load_adapter(names[cap], d)
         s = ev.evaluate(policy, c.target, n, seed0,
                         adapter=lambda env_id, seed, names=names: names.get(routed.get(seed)),
-                        batch_size=c.batch_size, store=evals / "curve.jsonl", resume=True, progress=False)
+                        batch_size=c.batch_size, store=evals / "curve.jsonl", resume=True, progress=False,
+                        env_kwargs=_env_kwargs(c))
         curve["trace"].append([float(pre_training + used), s["success"], s["mean_return"]])
     # GEPA: the best prompt discovered within each fraction of the budget.
     gepa = baselines["gepa"]
@@ -478,7 +490,7 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
         gepa_policy.system_prompt = prompts[best]
         gepa_policy.forget()
         s = ev.evaluate(gepa_policy, c.target, n, seed0, batch_size=c.batch_size, store=evals / "curve-gepa.jsonl",
-                        resume=True, progress=False)
+                        resume=True, progress=False, env_kwargs=_env_kwargs(c))
         curve["gepa"].append([float(limit), s["success"], s["mean_return"]])
     gepa_policy.system_prompt = gepa["best_prompt"]
     for m in ("trace", "grpo_target", "gepa"):

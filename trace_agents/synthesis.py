@@ -198,7 +198,8 @@ def _too_easy(entry: Mapping[str, Any], config: CalibrationConfig, target: float
     return entry["mean_reward"] > target
 
 
-def rollout_probe(policy: Any, batch_size: int = 16, progress: bool = False) -> Probe:
+def rollout_probe(policy: Any, batch_size: int = 16, progress: bool = False,
+                  env_kwargs: Mapping[str, Any] | None = None) -> Probe:
     """A :data:`Probe` that plays ``policy`` (anything :func:`trace_agents.rollout.rollout` drives).
 
     ``policy`` may also be a function of the rollout index ``k`` that returns a policy, for
@@ -214,7 +215,8 @@ def rollout_probe(policy: Any, batch_size: int = 16, progress: bool = False) -> 
         groups: dict[int, list[tuple[float, bool]]] = {s: [] for s in seeds}
         for i in range(k):
             player = policy(i) if callable(policy) and not hasattr(policy, "act_batch") else policy
-            result = rollout(player, env_id, list(seeds), batch_size=batch_size, progress=progress)
+            result = rollout(player, env_id, list(seeds), batch_size=batch_size, progress=progress,
+                             env_kwargs=env_kwargs)
             for rec in result.records:
                 groups[rec["seed"]].append((float(rec["return"]), bool(rec["success"])))
         return [groups[s] for s in seeds]

@@ -91,6 +91,7 @@ class GRPOSettings:
     max_new_tokens: int = field(default=160, metadata={"help": "longest agent turn in tokens"})
     max_length: int = field(default=4096, metadata={"help": "episodes are cut to this many tokens for the loss"})
     obs_format: str = field(default="compact", metadata={"help": "compact (tiny models) or chat"})
+    max_turns: int = field(default=0, metadata={"help": "override the envs' turn limit (0: each spec's own)"})
     rollout_batch_size: int = field(default=16, metadata={"help": "episodes generated for at once"})
     save_steps: int = field(default=5, metadata={"help": "checkpoint every this many steps"})
     logging_steps: int = field(default=1, metadata={"help": "log every this many steps"})
@@ -240,7 +241,7 @@ class EpisodeRollouts:
                           temperature=s.temperature, top_p=s.top_p, seed=s.seed * 1_000_003 + step * 7919,
                           name="grpo")
         result = rollout(policy, tasks, None, repeats=repeats, batch_size=s.rollout_batch_size, keep_infos=True,
-                         progress=False)
+                         progress=False, env_kwargs={"max_turns": s.max_turns} if s.max_turns else None)
         return list(zip(result.records, result.final_infos or [], strict=True))
 
     def __call__(self, prompts: Sequence[str], trainer: Any) -> dict[str, Any]:

@@ -72,12 +72,17 @@ class TraceEnv(gym.Env[str, str]):
 
     def __init__(self, spec: TraceSpec | Mapping[str, Any] | str | Path, render_mode: str | None = None,
                  obs_format: str | None = None, max_chars: int | None = None,
-                 user_model: UserModel | None = None, **params: Any) -> None:
+                 user_model: UserModel | None = None, max_turns: int | None = None, **params: Any) -> None:
         """Build the env from a spec.
 
         ``user_model`` lets a chat model play the customer (see :data:`trace_envs.user.UserModel`);
-        extra keyword arguments override the task family's params.
+        ``max_turns`` overrides the spec's turn limit (the outcome is still scored on the last
+        step, unlike Gymnasium's ``max_episode_steps``); extra keyword arguments override the
+        task family's params.
         """
+        if max_turns is not None and (not isinstance(max_turns, int) or isinstance(max_turns, bool)
+                                      or max_turns < 1):
+            raise ValueError(f"max_turns must be a positive integer, got {max_turns!r}")
         self.user_model = user_model
         self.trace_spec = spec if isinstance(spec, TraceSpec) else load_spec(spec)
         if params:
@@ -97,6 +102,7 @@ class TraceEnv(gym.Env[str, str]):
         self._tool_list = list(self.tools.values())
         self.family = get_family(s.family)
         self.max_chars = max_chars or s.max_chars
+        self.max_turns = max_turns or s.max_turns
         self.renderer = RENDERERS[obs_format or s.obs_format](self.max_chars)
         self.observation_space = UnicodeText(self.max_chars)
         self.action_space = UnicodeText(MAX_ACTION_CHARS)
@@ -188,7 +194,7 @@ class TraceEnv(gym.Env[str, str]):
         else:
             parse_error = parsed.error
             obs = self._format_error(parsed.text, parsed.error)
-        truncated = not terminated and log.step >= self.trace_spec.max_turns
+        truncated = not terminated and log.step >= self.max_turns
         if truncated:
             log.ended_by = "max_turns"
         components = dict(self._zero)
