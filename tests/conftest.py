@@ -39,9 +39,10 @@ def tok():
     return models.build_tokenizer(models.corpus(30), vocab_size=1024)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def base(tok):
-    """A tiny random Qwen2 (seeded) on ``tok``. Tests that change it work on a copy."""
+    """A tiny random Qwen2 (seeded) on ``tok``, one per test module: loading an adapter into it
+    (``HFPolicy.load_adapter``) changes it in place, and that must not leak into other modules."""
     import torch
 
     from trace_agents import models
