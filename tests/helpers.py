@@ -37,6 +37,24 @@ ID_PARAMS = [_param(i) for i in registered_ids()]
 TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
         "intermediate_size": 128, "max_position_embeddings": 4096, "initializer_range": 0.2}
 
+def two_adapter_model(base, seed=1):
+    """A PeftModel over a copy of ``base`` with two random LoRA adapters on q_proj, "pre" and "data"."""
+    import copy
+    import warnings
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    with warnings.catch_warnings():
+        # PEFT reads transformers' deprecated `is_gradient_checkpointing`; nothing a caller can fix.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        torch.manual_seed(seed)
+        config = dict(r=4, target_modules=["q_proj"], init_lora_weights=False)
+        model = get_peft_model(copy.deepcopy(base), LoraConfig(**config), adapter_name="pre")
+        model.add_adapter("data", LoraConfig(**config))
+    return model
+
+
 # Slow end-to-end tests run in a short configuration unless TRACE_SHORT=0 (scripts/test.sh sets 1).
 SHORT = os.environ.get("TRACE_SHORT", "1") != "0"
 

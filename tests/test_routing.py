@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-import warnings
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 
+from helpers import two_adapter_model
 from trace_agents.routing import (
     CAPABILITY_DESCRIPTIONS,
     NONE,
@@ -141,12 +139,7 @@ class FixedRouter:
 
 
 def test_top_p_merges_the_adapters_that_carry_the_mass(base):
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        torch.manual_seed(1)
-        model = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, target_modules=["q_proj"],
-                                                               init_lora_weights=False), adapter_name="pre")
-        model.add_adapter("data", LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    model = two_adapter_model(base)
     merge = TopPMerge(FixedRouter({"pre": 0.6, "data": 0.35, None: 0.05}), model, top_p=0.9)
     assert merge.choose({"pre": 0.6, "data": 0.35, None: 0.05}) == [("pre", 0.6), ("data", 0.35)]
     assert merge.route([opening("x")]) == ["merge:data+pre"]

@@ -131,21 +131,12 @@ def test_quick_run_survives_a_kill_and_writes_the_report(tmp_path):
 
 
 def test_top_p_routing_merges_from_the_stored_probabilities(tmp_path, base):
-    import copy
-    import warnings
     from types import SimpleNamespace
 
-    import torch
-    from peft import LoraConfig, get_peft_model
-
+    from helpers import two_adapter_model
     from trace_agents.run import _merged_choices
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        torch.manual_seed(2)
-        model = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, target_modules=["q_proj"],
-                                                               init_lora_weights=False), adapter_name="pre")
-        model.add_adapter("data", LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    model = two_adapter_model(base, seed=2)
     run = Run(RunConfig(runs_dir=str(tmp_path), name="m", top_p=0.9))
     route = {"probabilities": {"3000000": {"pre": 0.95, "data": 0.05, "None": 0.0},
                                "3000001": {"pre": 0.5, "data": 0.45, "None": 0.05},
