@@ -134,3 +134,14 @@ def test_to_dataset_round_trips_rows(tmp_path):
     assert set(ds.column_names) == set(FIELDS)
     rows = [decode_row(row) for row in ds]
     assert sorted(rows, key=lambda r: r["key"]) == sorted(store.read(), key=lambda r: r["key"])
+
+
+def test_select_returns_each_seeds_episode_in_seed_order(store):
+    other = {**_record(1), "key": "trace/x-v0|x-1|1|zzz", "return": 99.0}
+    store.append([other, {**_record(5), "key": "trace/y-v0|y-5|5|abc", "env_id": "trace/y-v0"}])
+    assert [r["seed"] for r in store.select("trace/x-v0", [2, 0, 7])] == [2, 0]  # 7 was never stored
+    # Without keys the latest record of a seed wins; with keys only that policy's counts.
+    assert store.select("trace/x-v0", [1])[0]["return"] == 99.0
+    assert store.select("trace/x-v0", [1], keys={1: "abc"})[0]["return"] == 1.0
+    assert store.select("trace/x-v0", [1], keys={1: "nope"}) == []
+    assert [r["env_id"] for r in store.select("trace/y-v0", [5])] == ["trace/y-v0"]

@@ -88,10 +88,9 @@ class EnvPromptAdapter:
         self.rollouts = 0
 
     def evaluate(self, batch: list[tuple[str, int]], candidate: dict[str, str], capture_traces: bool = False) -> Any:
-        gepa = _require_gepa()
+        _require_gepa()
         from gepa.core.adapter import EvaluationBatch
 
-        del gepa
         self.policy.system_prompt = candidate[COMPONENT]
         self.policy.forget()
         records = []

@@ -78,7 +78,7 @@ def evaluate(policy: Any, env_id: str, episodes: int = 100, seed_start: int = 10
     already stored are not run again, and the summary covers stored and new ones.
     """
     from trace_agents.rollout import rollout
-    from trace_agents.trajectories import TrajectoryStore, policy_key, split_key
+    from trace_agents.trajectories import TrajectoryStore, policy_key
 
     adapters = adapter if callable(adapter) else ((lambda env, seed: adapter) if adapter else None)
     seeds = range(seed_start, seed_start + episodes)
@@ -87,13 +87,8 @@ def evaluate(policy: Any, env_id: str, episodes: int = 100, seed_start: int = 10
     records = result.records
     if resume and store is not None:  # the stored episodes of this policy, one per seed, in seed order
         identity = policy.identity()
-        wanted = {seed: policy_key(identity, adapters(env_id, seed) if adapters else None) for seed in seeds}
-        by_seed = {}
-        for record in TrajectoryStore(store).records():
-            env, _task, seed, key = split_key(record["key"])
-            if env == env_id and wanted.get(seed) == key:
-                by_seed[seed] = record
-        records = [by_seed[s] for s in seeds if s in by_seed]
+        keys = {seed: policy_key(identity, adapters(env_id, seed) if adapters else None) for seed in seeds}
+        records = TrajectoryStore(store).select(env_id, seeds, keys)
     summary = summarize(records)
     summary.update(env_id=env_id, seed_start=seed_start, adapter=None if callable(adapter) else adapter,
                    policy=policy.identity(), timings=result.timings)

@@ -72,7 +72,8 @@ class Router(Protocol):
         """Per opening, the most likely choice."""
 
 
-def _argmax(probs: Sequence[Mapping[str | None, float]]) -> list[str | None]:
+def most_likely(probs: Sequence[Mapping[str | None, float]]) -> list[str | None]:
+    """Per opening, the choice with the highest probability (what :meth:`Router.route` returns)."""
     # Ties go to the first choice in order, which puts "no adapter" last.
     return [max(p, key=p.__getitem__) for p in probs]
 
@@ -167,7 +168,7 @@ class LabelScoringRouter:
         return [dict(zip(self.choices, _softmax(row))) for row in scores]
 
     def route(self, openings: Sequence[Mapping[str, Any]]) -> list[str | None]:
-        return _argmax(self.probabilities(openings))
+        return most_likely(self.probabilities(openings))
 
 
 # ---------------------------------------------------------------- embeddings
@@ -318,7 +319,7 @@ class EmbeddingRouter:
         return out
 
     def route(self, openings: Sequence[Mapping[str, Any]]) -> list[str | None]:
-        return _argmax(self.probabilities(openings))
+        return most_likely(self.probabilities(openings))
 
 
 # ---------------------------------------------------------------- merging and accuracy
@@ -349,8 +350,9 @@ class TopPMerge:
     def route(self, openings: Sequence[Mapping[str, Any]]) -> list[str | None]:
         out = []
         for probs in self.router.probabilities(openings):
-            chosen = [(c, p) for c, p in self.choose(probs) if c is not None]
-            if not chosen or self.choose(probs)[0][0] is None:
+            top = self.choose(probs)
+            chosen = [(c, p) for c, p in top if c is not None]
+            if not chosen or top[0][0] is None:
                 out.append(None)  # "no adapter" is the most likely choice
             elif len(chosen) == 1:
                 out.append(chosen[0][0])

@@ -197,34 +197,25 @@ def stage_base(run: Run) -> dict[str, Any]:
 
 def stage_collect(run: Run, model: Any, tok: Any) -> dict[str, Any]:
     from trace_agents.rollout import rollout
+    from trace_agents.trajectories import TrajectoryStore
 
     c = run.config
     path = run.dir / "collect.jsonl"
     seeds = range(SEEDS["collect"], SEEDS["collect"] + c.collect_episodes)
     result = rollout(_policy(model, tok, c), c.target, seeds, batch_size=c.batch_size, store=path, resume=True,
                      env_kwargs=_env_kwargs(c))
-    records = _stored(path, c.target, seeds)
+    records = TrajectoryStore(path).select(c.target, seeds)
     return {"trajectories": str(path), "episodes": len(records), "rollouts": len(records),
             "success": sum(r["success"] for r in records) / len(records), "ran_now": result.n_episodes}
 
 
-def _stored(path: Path, env_id: str, seeds: Sequence[int]) -> list[dict[str, Any]]:
-    from trace_agents.trajectories import TrajectoryStore
-
-    wanted = set(seeds)
-    out = {}
-    for r in TrajectoryStore(path).records():
-        if r["env_id"] == env_id and r["seed"] in wanted:
-            out[r["seed"]] = r
-    return [out[s] for s in seeds if s in out]
-
-
 def stage_analyze(run: Run, collect: Mapping[str, Any]) -> dict[str, Any]:
     from trace_agents import analysis
+    from trace_agents.trajectories import TrajectoryStore
 
     c = run.config
-    records = _stored(Path(collect["trajectories"]), c.target,
-                      range(SEEDS["collect"], SEEDS["collect"] + c.collect_episodes))
+    records = TrajectoryStore(collect["trajectories"]).select(
+        c.target, range(SEEDS["collect"], SEEDS["collect"] + c.collect_episodes))
     report = analysis.analyze(records, thresholds=analysis.Thresholds(seed=c.seed))
     selected = list(report["selected"])[:c.max_capabilities]
     forced = []
@@ -310,15 +301,15 @@ def build_router(run: Run, synth: Mapping[str, Any], model: Any, tok: Any) -> An
 
 
 def stage_route(run: Run, synth: Mapping[str, Any], model: Any, tok: Any) -> dict[str, Any]:
-    from trace_agents.routing import routing_accuracy
+    from trace_agents.routing import most_likely, routing_accuracy
 
     c = run.config
     router = build_router(run, synth, model, tok)
     truth = {cap: _openings(env_id, SEEDS["router_test"], c.router_examples) for cap, env_id in synth["envs"].items()}
     accuracy = routing_accuracy(router, truth)
     heldout = _openings(c.target, SEEDS["heldout"], c.eval_episodes)
-    choices = router.route(heldout)
-    probs = router.probabilities(heldout)
+    probs = router.probabilities(heldout)  # once: the choices are the most likely of these
+    choices = most_likely(probs)
     return {"router": c.router, "embedder": getattr(getattr(router, "embed", None), "name", None),
             "accuracy": accuracy, "choices": {str(SEEDS["heldout"] + i): ch for i, ch in enumerate(choices)},
             "probabilities": {str(SEEDS["heldout"] + i): {str(k): v for k, v in p.items()}

@@ -48,6 +48,7 @@ gets the canonical split; GRPO's ratio is computed on those ids by the trainer i
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -135,12 +136,16 @@ def task_prompt(env_id: str, seed: int) -> str:
     return json.dumps({"env_id": env_id, "seed": seed}, sort_keys=True)
 
 
-def _generation_header(tokenizer: Any) -> list[int]:
-    """The tokens the chat template adds to open an assistant turn (``<|im_start|>assistant\n``)."""
+@functools.lru_cache(maxsize=8)
+def _generation_header(tokenizer: Any) -> tuple[int, ...]:
+    """The tokens the chat template adds to open an assistant turn (``<|im_start|>assistant\n``).
+
+    Rendered once per tokenizer: every episode of every GRPO step needs it.
+    """
     probe = [{"role": "user", "content": "x"}]
     with_header = tokenizer.apply_chat_template(probe, add_generation_prompt=True, tokenize=True, return_dict=False)
     without = tokenizer.apply_chat_template(probe, add_generation_prompt=False, tokenize=True, return_dict=False)
-    return list(with_header[len(without):])
+    return tuple(with_header[len(without):])
 
 
 def episode_sample(info: Mapping[str, Any], tokenizer: Any, obs_format: str = "compact", max_length: int = 4096
@@ -160,10 +165,11 @@ def episode_sample(info: Mapping[str, Any], tokenizer: Any, obs_format: str = "c
     ids, mask = data["input_ids"][0], list(data["assistant_masks"][0])
     # The template may tag part of the assistant header ("\n" after "<|im_start|>assistant")
     # as the agent's; generation starts after the header, so the header is the env's.
-    header = _generation_header(tokenizer)
-    for p in range(len(ids) - len(header) + 1):
-        if ids[p:p + len(header)] == header:
-            mask[p:p + len(header)] = [0] * len(header)
+    header = list(_generation_header(tokenizer))
+    n = len(header)
+    for p in range(len(ids) - n + 1) if n else ():
+        if ids[p] == header[0] and ids[p:p + n] == header:
+            mask[p:p + n] = [0] * n
     first = mask.index(1)
     end = len(mask) - mask[::-1].index(1)
     # The template tags "<|im_end|>\n" as the agent's; end on the end-of-turn token, as

@@ -275,6 +275,21 @@ class TrajectoryStore:
         """The keys of every stored episode (for resuming)."""
         return {r["key"] for r in self.read()}
 
+    def select(self, env_id: str, seeds: Iterable[int], keys: Mapping[int, str] | None = None) -> list[Trajectory]:
+        """The stored episode of each of ``seeds`` of ``env_id``, in seed order (seeds not stored are left out).
+
+        ``keys`` maps a seed to the :func:`policy_key` its record must carry, so one file
+        can hold several policies' episodes; without it any policy's record counts.
+        """
+        seeds = list(seeds)
+        wanted = set(seeds)
+        by_seed: dict[int, Trajectory] = {}
+        for record in self.read():
+            env, _task, seed, key = split_key(record["key"])
+            if env == env_id and seed in wanted and (keys is None or keys.get(seed) == key):
+                by_seed[seed] = record
+        return [by_seed[s] for s in seeds if s in by_seed]
+
     def __len__(self) -> int:
         return sum(1 for _ in self.read())
 
