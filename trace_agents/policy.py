@@ -337,7 +337,7 @@ class HFPolicy:
         return ids
 
     def forget(self, slot: Any = None) -> None:
-        """Drop the KV cache kept for ``slot`` (all slots when None)."""
+        """Drop the KV cache and prompt tokens kept for ``slot`` (all slots when None)."""
         if slot is None:
             self._kv.clear()
             self._text.clear()

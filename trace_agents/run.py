@@ -361,19 +361,17 @@ def stage_evaluate(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any],
                    baselines: Mapping[str, Any], budget: int, model_path: str) -> dict[str, Any]:
     from trace_agents import evaluate as ev
     from trace_agents.models import load
-    from trace_agents.policy import HFPolicy
 
     c = run.config
     model, tok = load(model_path)
-    policy = HFPolicy(model, tok, temperature=c.temperature, max_new_tokens=c.max_new_tokens, seed=c.seed,
-                      name=model_path)
+    policy = _policy(model, tok, c, name=model_path)
     for cap, path in train["adapters"].items():
         policy.load_adapter(cap, path)
     policy.load_adapter("grpo_target", baselines["grpo_target"]["adapter"])
     policy.load_adapter("single_adapter", baselines["single_adapter"]["adapter"])
     routed = {int(seed): choice for seed, choice in route["choices"].items()}
     if c.top_p > 0:
-        routed = _merged_choices(run, policy, synth, route)
+        routed = _merged_choices(run, policy, route)
     gepa_model, gepa_tok = load(model_path)
     gepa_policy = _policy(gepa_model, gepa_tok, c, system_prompt=baselines["gepa"]["best_prompt"])
     evals = run.dir / "eval"
@@ -412,7 +410,7 @@ def stage_evaluate(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any],
     return out
 
 
-def _merged_choices(run: Run, policy: Any, synth: Mapping[str, Any], route: Mapping[str, Any]) -> dict[int, Any]:
+def _merged_choices(run: Run, policy: Any, route: Mapping[str, Any]) -> dict[int, Any]:
     from trace_agents.routing import TopPMerge
 
     class Fixed:  # the stored probabilities of the route stage
@@ -427,8 +425,10 @@ def _merged_choices(run: Run, policy: Any, synth: Mapping[str, Any], route: Mapp
 
 def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, Any], baselines: Mapping[str, Any],
                  routed: Mapping[int, Any], budget: int, methods: Mapping[str, Any]) -> dict[str, list[list[float]]]:
-    """Success against rollouts used: intermediate checkpoints (and GEPA's best prompt so far) plus the ends."""
+    """Success and mean return against rollouts used: intermediate checkpoints (and GEPA's best prompt so
+    far) plus the ends."""
     from trace_agents import evaluate as ev
+    from trace_agents.training import checkpoints as saved
 
     c = run.config
     seed0, n = SEEDS["heldout"], c.curve_episodes
@@ -440,10 +440,10 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
     evals = run.dir / "eval"
 
     def checkpoints(adapter_dir: str) -> list[tuple[int, Path]]:
-        root = Path(adapter_dir).parent
-        found = sorted((int(d.name.split("-")[1]), d) for d in root.glob("checkpoint-*")
+        """The run's checkpoints holding an adapter, oldest first, without the last (the final adapter)."""
+        found = sorted((step, d) for step, d in saved(Path(adapter_dir).parent)
                        if (d / "adapter_model.safetensors").exists())
-        return [(step, d) for step, d in found if step < max(s for s, _ in found)] if found else []
+        return found[:-1]
 
     # GRPO on the target: its checkpoints.
     for step, d in checkpoints(baselines["grpo_target"]["adapter"]):

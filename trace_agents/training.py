@@ -283,10 +283,10 @@ def episode_return(prompts: Sequence[Any], completions: Sequence[Any], episode_r
     return [float(r) for r in episode_return]
 
 
-def _checkpoints(out: Path) -> list[tuple[int, Path]]:
-    """``checkpoint-N`` directories under ``out``, newest first."""
+def checkpoints(out: str | Path) -> list[tuple[int, Path]]:
+    """``(N, path)`` of the ``checkpoint-N`` directories under ``out``, newest first (complete or not)."""
     found = []
-    for d in out.glob("checkpoint-*"):
+    for d in Path(out).glob("checkpoint-*"):
         step = d.name.partition("-")[2]
         if d.is_dir() and step.isdigit():
             found.append((int(step), d))
@@ -308,7 +308,7 @@ def last_checkpoint(out: str | Path) -> Path | None:
     transformers' own ``get_last_checkpoint`` takes the highest N even when a kill cut its
     save short, and resuming from it would fail.
     """
-    return next((d for _, d in _checkpoints(Path(out)) if _complete(d)), None)
+    return next((d for _, d in checkpoints(out) if _complete(d)), None)
 
 
 def _log_callback(path: Path, settings: GRPOSettings) -> Any:
@@ -398,7 +398,7 @@ def train_adapter(settings: GRPOSettings, model: Any, tokenizer: Any = None, res
             raise ValueError("pass the tokenizer with a loaded model")
     checkpoint = last_checkpoint(out) if resume else None
     if resume:
-        for _, d in _checkpoints(out):  # saves a kill cut short: the trainer will write them again
+        for _, d in checkpoints(out):  # saves a kill cut short: the trainer will write them again
             if d != checkpoint and not _complete(d):
                 shutil.rmtree(d)
     if not resume and (out / "log.jsonl").exists():
