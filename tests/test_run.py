@@ -73,7 +73,7 @@ def test_findings_state_the_result_whatever_it_is():
               "route": {"accuracy": {"accuracy": 0.5}}}
     text = "\n".join(findings({"methods": _methods([0.2, 0.5, 0.3, 0.3, 0.2])}, stages))
     assert "TRACE is above the base agent" in text and "do not overlap" in text
-    assert "forced" not in text.lower() or "tool_calling_precision" in text
+    assert "trained the top-ranked" in text and "tool_calling_precision" in text
     assert "too_hard_at_easiest" in text and "0.50" in text
     text = "\n".join(findings({"methods": _methods([0.3, 0.2, 0.4, 0.3, 0.2])}, stages))
     assert "TRACE is below the base agent" in text and "below grpo_target" in text
