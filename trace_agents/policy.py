@@ -6,14 +6,18 @@
 
 :class:`HFPolicy` renders each info's ``messages`` with the tokenizer's chat template
 (through :func:`trace_agents.chat.to_chat`, the conversion training uses too), left-pads
-the batch, generates with the KV cache and returns the new text of every row. Several
+the batch, decodes with the KV cache and returns the new text of every row. Several
 LoRA adapters can be loaded at once; PEFT's mixed-batch inference (``adapter_names``)
-runs each row through its own adapter in a single ``generate``.
+runs each row through its own adapter in one forward pass. A row that ends its turn
+leaves the batch at once, and the cache grows in place, so a batch costs about what its
+rows still decoding cost (see ``benchmarks/bench_rollout.py``).
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 import re
 import time
 import warnings
@@ -92,6 +96,63 @@ def _single_token(tokenizer: Any, text: str) -> tuple[str, int] | None:
     return (text, ids[0]) if len(ids) == 1 else None
 
 
+@functools.cache
+def _roomy_layer() -> type:
+    """``RoomyLayer(layer, room)``: a ``DynamicLayer`` with spare room for ``room`` more tokens.
+
+    ``DynamicLayer.update`` concatenates, copying the whole cache at every decoded token;
+    a layer with room writes each new entry into place instead. (Built on first use:
+    transformers is an optional extra.)
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    class RoomyLayer(DynamicLayer):
+        def __init__(self, layer: Any, room: int) -> None:
+            super().__init__()
+            self.device, self.is_initialized, self.room = layer.keys.device, True, room
+            self._keys, self._values, self._length = layer.keys, layer.values, layer.keys.shape[-2]
+            self._grow(room)
+
+        def _grow(self, extra: int) -> None:
+            def bigger(t: Any) -> Any:
+                out = t.new_empty((*t.shape[:-2], t.shape[-2] + extra, t.shape[-1]))
+                out[..., :self._length, :] = t[..., :self._length, :]
+                return out
+
+            self._keys, self._values = bigger(self._keys), bigger(self._values)
+            self._view()
+
+        def _view(self) -> None:
+            self.keys = self._keys[..., :self._length, :]
+            self.values = self._values[..., :self._length, :]
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            n = key_states.shape[-2]
+            if self._length + n > self._keys.shape[-2]:
+                self._grow(max(n, self.room))
+            self._keys[..., self._length:self._length + n, :] = key_states
+            self._values[..., self._length:self._length + n, :] = value_states
+            self._length += n
+            self._view()
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: Any) -> None:
+            self._keys, self._values = self._keys[indices], self._values[indices]
+            self._view()
+
+    return RoomyLayer
+
+
+def _make_roomy(cache: Any, room: int) -> None:
+    """Give every plain layer of a ``DynamicCache`` room for ``room`` more tokens, in place."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", [])
+    for i, layer in enumerate(layers):
+        if type(layer) is DynamicLayer and layer.is_initialized:
+            layers[i] = _roomy_layer()(layer, room)
+
+
 class HFPolicy:
     """A transformers causal LM with its chat template, optionally carrying LoRA adapters.
 
@@ -154,6 +215,8 @@ class HFPolicy:
             raise ValueError("the tokenizer has neither a pad nor an eos token")
         self._pad = pad
         self._stop_ids, self._stop_strings = self._stops()
+        self._stop_set = frozenset(self._stop_ids)
+        self._logits_kw: dict[str, Any] | None = None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, adapters: Mapping[str, str | Path] | None = None,
@@ -270,40 +333,19 @@ class HFPolicy:
             input_ids[i, width - (len(r) - p):] = torch.tensor(r[p:], dtype=torch.long)
             attention_mask[i, width - (len(r) - p):] = 1
         device = next(self.model.parameters()).device
-        kwargs: dict[str, Any] = {
-            "input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
-            "max_new_tokens": self.max_new_tokens, "eos_token_id": self._stop_ids, "pad_token_id": self._pad,
-            "do_sample": self.temperature > 0, "use_cache": True, "return_dict_in_generate": True}
-        if past is not None:
-            kwargs["cache"] = past
-        if self.temperature > 0:
-            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
-        if self._stop_strings:
-            kwargs.update(stop_strings=self._stop_strings, tokenizer=self.tokenizer)
-        if adapter_names is not None:
-            kwargs["adapter_names"] = adapter_names
         was_training = self.model.training
         self.model.eval()  # no dropout, and PEFT refuses adapter_names in training mode
         fork = [device.index or 0] if device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=fork), torch.inference_mode():
                 torch.manual_seed(self.seed + self._calls)
-                out = self.model.generate(**kwargs)
+                new = self._generate(input_ids.to(device), attention_mask.to(device), reused, past, adapter_names,
+                                     rows, slots if keyed else None, row_adapters)
         finally:
             self.model.train(was_training)
         self._calls += 1
-        new = out.sequences[:, width:].tolist()
-        stops = set(self._stop_ids)
-        generated = 0
-        actions = []
-        lengths = []
-        for row in new:
-            n = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
-            lengths.append(n)
-            generated += n
-            actions.append(self._clean(self.tokenizer.decode(row[:n], skip_special_tokens=True)))
-        if keyed:
-            self._keep_caches(out.cache, attention_mask, rows, new, lengths, slots, row_adapters)
+        generated = sum(len(row) for row in new)
+        actions = [self._clean(self.tokenizer.decode(row, skip_special_tokens=True)) for row in new]
         self.stats["reused_tokens"] += sum(prefix)
         self.stats["calls"] += 1
         self.stats["rows"] += len(rows)
@@ -380,24 +422,103 @@ class HFPolicy:
             cache.update(torch.stack(ks), torch.stack(vs), layer)
         return prefix, cache
 
-    def _keep_caches(self, past: Any, attention_mask: Any, rows: list[list[int]], new: list[list[int]],
-                     lengths: list[int], slots: list[Any], adapters: list[str | None]) -> None:
-        """Store each row's real (unpadded) cache entries and the token ids they stand for."""
+    def _sampling(self) -> Any:
+        """The logits warpers of this policy's sampling settings, or None for greedy decoding."""
+        if self.temperature == 0:
+            return None
+        from transformers.generation.logits_process import (
+            LogitsProcessorList,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        warpers = LogitsProcessorList([TemperatureLogitsWarper(self.temperature)])
+        if self.top_k:
+            warpers.append(TopKLogitsWarper(self.top_k))
+        if self.top_p < 1:
+            warpers.append(TopPLogitsWarper(self.top_p))
+        return warpers
+
+    def _forward_kwargs(self) -> dict[str, Any]:
+        """``logits_to_keep=1`` where the model takes it: only the last position's logits are needed."""
+        if self._logits_kw is None:
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            takes = "logits_to_keep" in inspect.signature(base.forward).parameters
+            self._logits_kw = {"logits_to_keep": 1} if takes else {}
+        return self._logits_kw
+
+    def _stopped(self, ids: list[int]) -> bool:
+        """Whether a row's newest token ends its turn."""
+        if ids[-1] in self._stop_set or len(ids) >= self.max_new_tokens:
+            return True
+        if not self._stop_strings:
+            return False
+        tail = self.tokenizer.decode(ids[-16:], skip_special_tokens=False)
+        return any(tail.endswith(s) for s in self._stop_strings)
+
+    def _generate(self, input_ids: Any, attention_mask: Any, reused: int, past: Any,
+                  adapter_names: list[str] | None, rows: list[list[int]], slots: list[Any] | None,
+                  row_adapters: list[str | None]) -> list[list[int]]:
+        """Each row's new tokens, up to and including the one that ends its turn.
+
+        A plain decode loop rather than ``model.generate``: a row that ends its turn leaves
+        the batch at once, so the rows still talking do not pay for the finished ones
+        (batched decoding of a small model is bound by reading every row's KV cache). With
+        ``slots``, a finished row's cache is kept for its slot's next turn.
+        """
         import torch
 
-        if past is None or not hasattr(past, "layers"):
+        warpers = self._sampling()
+        adapters = list(adapter_names) if adapter_names is not None else None
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        logits_kw = self._forward_kwargs()
+
+        def forward(ids: Any, mask: Any, pos: Any, cache: Any) -> Any:
+            extra = {} if adapters is None else {"adapter_names": adapters}
+            return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
+                              use_cache=True, **logits_kw, **extra)
+
+        out = forward(input_ids[:, reused:], attention_mask, positions[:, reused:], past)
+        cache, logits = out.cache, out.logits[:, -1, :]
+        _make_roomy(cache, self.max_new_tokens)
+        live = list(range(len(rows)))  # the batch's rows, as indices into ``rows``
+        new: list[list[int]] = [[] for _ in rows]
+        mask, last = attention_mask, positions[:, -1]
+        while True:
+            if warpers is None:
+                tokens = logits.argmax(-1)
+            else:
+                probs = torch.softmax(warpers(None, logits.float()), dim=-1)
+                tokens = torch.multinomial(probs, 1).squeeze(1)
+            keep = []
+            for j, (i, token) in enumerate(zip(live, tokens.tolist())):
+                new[i].append(token)
+                if not self._stopped(new[i]):
+                    keep.append(j)
+                elif slots is not None:  # the cache holds every new token but this last one
+                    self._keep_row(cache, j, mask[j], rows[i] + new[i][:-1], slots[i], row_adapters[i])
+            if not keep:
+                return new
+            if len(keep) < len(live):
+                index = torch.tensor(keep, device=mask.device)
+                cache.batch_select_indices(index)
+                mask, last, tokens = mask[index], last[index], tokens[index]
+                live = [live[j] for j in keep]
+                if adapters is not None:
+                    adapters = [adapters[j] for j in keep]
+            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
+            last = last + 1
+            logits = forward(tokens[:, None], mask, last[:, None], cache).logits[:, -1, :]
+
+    def _keep_row(self, cache: Any, j: int, mask: Any, ids: list[int], slot: Any, adapter: str | None) -> None:
+        """Store batch row ``j``'s real (unpadded) cache entries and the token ids they stand for."""
+        if not hasattr(cache, "layers"):
             return
-        total = past.get_seq_length()
-        width = attention_mask.shape[1]
-        for i, slot in enumerate(slots):
-            # The cache holds every generated token but the last one of the batch.
-            kept = min(lengths[i], total - width)
-            index = torch.cat([attention_mask[i].nonzero().flatten(), torch.arange(width, width + kept)])
-            index = index.to(past.layers[0].keys.device)
-            self._kv[slot] = _SlotCache(
-                ids=rows[i] + new[i][:kept], adapter=adapters[i],
-                keys=[layer.keys[i].index_select(1, index) for layer in past.layers],
-                values=[layer.values[i].index_select(1, index) for layer in past.layers])
+        index = mask.nonzero().flatten().to(cache.layers[0].keys.device)
+        self._kv[slot] = _SlotCache(ids=ids, adapter=adapter,
+                                    keys=[layer.keys[j].index_select(1, index) for layer in cache.layers],
+                                    values=[layer.values[j].index_select(1, index) for layer in cache.layers])
 
     def identity(self) -> dict[str, Any]:
         """Model, loaded adapters and sampling settings (JSON-able)."""
@@ -409,3 +530,4 @@ class HFPolicy:
             **({"system_prompt": self.system_prompt} if self.system_prompt else {}),
             **({"chat_template_kwargs": self.chat_template_kwargs} if self.chat_template_kwargs else {}),
         }
+
