@@ -14,7 +14,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from helpers import TINY
 from trace_agents import models
-from trace_agents.policy import HFPolicy, Policy
+from trace_agents.policy import HFPolicy, Policy, _merged_cache, _prefill_groups
 from trace_agents.rollout import rollout
 from trace_envs import parse_action
 
@@ -248,6 +248,51 @@ def test_reused_kv_caches_play_the_same_episodes(base, tok):
     cached, cached_stats = play(True)
     assert cached == plain
     assert plain_stats["reused_tokens"] == 0 and cached_stats["reused_tokens"] > cached_stats["prompt_tokens"] / 2
+
+
+def test_prefill_groups_split_off_long_rows_only_when_it_saves_work():
+    assert _prefill_groups([300, 12, 20, 9]) == [[1, 2, 3], [0]]
+    assert _prefill_groups([30, 32, 28, 31]) == [[0, 1, 2, 3]]  # even rows: one pass
+    assert _prefill_groups([40, 60], overhead=64) == [[0, 1]]  # too small to pay for a second pass
+    assert _prefill_groups([5]) == [[0]]
+
+
+def test_rows_prefilled_apart_decode_as_when_alone(base, tok, infos):
+    """A long row is prefilled in its own group; every row still decodes as it would alone."""
+    policy = HFPolicy(base, tok, max_new_tokens=12)
+    long_info = dict(infos[3], messages=infos[3]["messages"] + [
+        {"role": "user", "content": "Here is my whole order history again. " * 40}])
+    batch = [dict(infos[0], slot=0), dict(long_info, slot=1), dict(infos[1], slot=2)]
+    lengths = [len(tok.encode(policy.prompt(i))) for i in batch]
+    assert len(_prefill_groups(lengths)) == 2
+    alone = [HFPolicy(base, tok, max_new_tokens=12).act_batch([info])[0] for info in batch]
+    assert policy.act_batch(batch) == alone
+    # Next turn: reused caches of different lengths, merged again.
+    nxt = [dict(i, messages=i["messages"] + [{"role": "user", "content": "ok"}]) for i in batch]
+    again = [HFPolicy(base, tok, max_new_tokens=12, reuse_cache=False).act_batch([info])[0] for info in nxt]
+    assert policy.act_batch(nxt) == again
+    assert policy.stats["reused_tokens"] > 0
+
+
+def test_merged_cache_right_aligns_groups_and_grows_in_place():
+    from transformers import DynamicCache
+
+    def cache(rows, length, fill):
+        c = DynamicCache()
+        c.update(torch.full((rows, 2, length, 4), fill), torch.full((rows, 2, length, 4), -fill), 0)
+        return c, torch.ones((rows, length), dtype=torch.long)
+
+    merged, mask = _merged_cache([cache(1, 3, 1.0), cache(2, 5, 2.0)], room=2)
+    layer = merged.layers[0]
+    assert layer.keys.shape == (3, 2, 5, 4) and mask.tolist()[0] == [0, 0, 1, 1, 1]
+    assert layer.keys[0, :, :2].abs().sum() == 0 and (layer.keys[0, :, 2:] == 1).all()
+    assert (layer.values[1:] == -2).all()
+    for step in range(4):  # past the room: the layer grows and keeps what it held
+        keys, _ = layer.update(torch.full((3, 2, 1, 4), 9.0), torch.zeros((3, 2, 1, 4)))
+        assert keys.shape[2] == 6 + step
+    assert (layer.keys[:, :, 5:] == 9).all() and (layer.keys[1:, :, :5] == 2).all()
+    layer.batch_select_indices(torch.tensor([2]))
+    assert layer.keys.shape == (1, 2, 9, 4) and merged.get_seq_length() == 9
 
 
 def test_cache_is_not_reused_across_adapters_or_without_slots(base, tok, infos, adapter_dirs):

@@ -107,11 +107,13 @@ def _roomy_layer() -> type:
     from transformers.cache_utils import DynamicLayer
 
     class RoomyLayer(DynamicLayer):
-        def __init__(self, layer: Any, room: int) -> None:
+        def __init__(self, keys: Any, values: Any, length: int, room: int) -> None:
             super().__init__()
-            self.device, self.is_initialized, self.room = layer.keys.device, True, room
-            self._keys, self._values, self._length = layer.keys, layer.values, layer.keys.shape[-2]
-            self._grow(room)
+            self.device, self.is_initialized, self.room = keys.device, True, room
+            self._keys, self._values, self._length = keys, values, length
+            if keys.shape[-2] < length + room:
+                self._grow(length + room - keys.shape[-2])
+            self._view()
 
         def _grow(self, extra: int) -> None:
             def bigger(t: Any) -> Any:
@@ -143,14 +145,57 @@ def _roomy_layer() -> type:
     return RoomyLayer
 
 
-def _make_roomy(cache: Any, room: int) -> None:
-    """Give every plain layer of a ``DynamicCache`` room for ``room`` more tokens, in place."""
+def _merged_cache(parts: list[tuple[Any, Any]], room: int) -> tuple[Any, Any]:
+    """One cache and mask from the ``(cache, mask)`` of row groups prefilled apart, with room to grow.
+
+    Each group's rows are right-aligned in the merged layout (positions before a row's
+    own start are masked out), and every layer gets room for ``room`` more tokens, so
+    decoding writes in place (one copy per call, not one per token).
+    """
+    import torch
+    from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
-    layers = getattr(cache, "layers", [])
-    for i, layer in enumerate(layers):
-        if type(layer) is DynamicLayer and layer.is_initialized:
-            layers[i] = _roomy_layer()(layer, room)
+    width = max(mask.shape[1] for _, mask in parts)
+    mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for _, m in parts])
+    layers = []
+    for depth in range(len(parts[0][0].layers)):
+        group = [cache.layers[depth] for cache, _ in parts]
+        if any(type(layer) is not DynamicLayer for layer in group):  # sliding windows, ...: leave as built
+            if len(parts) > 1:
+                raise ValueError("row groups can only be merged for full-attention caches")
+            layers.append(group[0])
+            continue
+        buffers = []
+        for states in ([layer.keys for layer in group], [layer.values for layer in group]):
+            head = states[0]
+            out = head.new_zeros((sum(t.shape[0] for t in states), *head.shape[1:-2], width + room, head.shape[-1]))
+            row = 0
+            for t in states:
+                out[row:row + t.shape[0], ..., width - t.shape[-2]:width, :] = t
+                row += t.shape[0]
+            buffers.append(out)
+        layers.append(_roomy_layer()(*buffers, width, room))
+    cache = DynamicCache()
+    cache.layers = layers
+    return cache, mask
+
+
+def _prefill_groups(lengths: list[int], overhead: int = 64) -> list[list[int]]:
+    """Rows split in at most two groups by how many new tokens they prefill, when that saves work.
+
+    A batch prefills as wide as its longest row: one tool result of 300 tokens would pad
+    every other row to 300. Splitting off the long rows costs one more forward pass,
+    counted as ``overhead`` token positions.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    n, longest = len(order), lengths[order[-1]] if order else 0
+    best, cut = n * longest, n
+    for k in range(1, n):
+        cost = k * lengths[order[k - 1]] + (n - k) * longest + overhead
+        if cost < best:
+            best, cut = cost, k
+    return [sorted(order[:cut]), sorted(order[cut:])] if cut < n else [list(range(n))]
 
 
 class HFPolicy:
@@ -320,18 +365,11 @@ class HFPolicy:
         slots = [info.get("slot") for info in infos]
         keyed = self.reuse_cache and None not in slots and len(set(slots)) == len(slots)
         row_adapters = adapter_names or [None] * len(rows)
-        prefix, past = self._batched_past(rows, slots, row_adapters) if keyed else ([0] * len(rows), None)
-        # Row layout: [pad][reused prefix][pad][new tokens]. Positions come from the mask's
-        # cumulative sum, so a row's tokens keep the positions its cached keys were made with.
-        reused = max(prefix)
-        width = reused + max(len(r) - p for r, p in zip(rows, prefix))
-        input_ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (r, p) in enumerate(zip(rows, prefix)):
-            input_ids[i, reused - p:reused] = torch.tensor(r[:p], dtype=torch.long)
-            attention_mask[i, reused - p:reused] = 1
-            input_ids[i, width - (len(r) - p):] = torch.tensor(r[p:], dtype=torch.long)
-            attention_mask[i, width - (len(r) - p):] = 1
+        prefix = self._reusable(rows, slots, row_adapters) if keyed else [0] * len(rows)
+        full_attention = self._plain_cache()
+        groups = _prefill_groups([len(r) - p for r, p in zip(rows, prefix)]) if full_attention else [
+            list(range(len(rows)))]
+        parts = [self._layout([rows[i] for i in g], [prefix[i] for i in g], [slots[i] for i in g]) for g in groups]
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()  # no dropout, and PEFT refuses adapter_names in training mode
@@ -339,8 +377,8 @@ class HFPolicy:
         try:
             with torch.random.fork_rng(devices=fork), torch.inference_mode():
                 torch.manual_seed(self.seed + self._calls)
-                new = self._generate(input_ids.to(device), attention_mask.to(device), reused, past, adapter_names,
-                                     rows, slots if keyed else None, row_adapters)
+                new = self._generate(groups, parts, device, adapter_names, rows, slots if keyed else None,
+                                     row_adapters)
         finally:
             self.model.train(was_training)
         self._calls += 1
@@ -387,40 +425,65 @@ class HFPolicy:
             self._kv.pop(slot, None)
             self._text.pop(slot, None)
 
-    def _batched_past(self, rows: list[list[int]], slots: list[Any], adapters: list[str | None]
-                      ) -> tuple[list[int], Any]:
-        """How many leading tokens of each row its slot's cache already holds, and those caches left-padded.
+    def _reusable(self, rows: list[list[int]], slots: list[Any], adapters: list[str | None]) -> list[int]:
+        """How many leading tokens of each row its slot's cache already holds.
 
         A row reuses the longest common prefix of its new prompt and what its slot saw last
         turn (prompt plus generated tokens), always leaving one token to feed. A changed
         adapter, or a conversation that starts over, reuses nothing it should not.
         """
-        import torch
-        from transformers import DynamicCache
-
         prefix = []
         for r, slot, adapter in zip(rows, slots, adapters):
             entry = self._kv.get(slot)
             prefix.append(0 if entry is None or entry.adapter != adapter else _common_prefix(entry.ids, r[:-1]))
+        return prefix
+
+    def _batched_past(self, slots: list[Any], prefix: list[int]) -> Any:
+        """The slots' cached prefixes, left-padded into one ``DynamicCache`` (None when nothing is reused)."""
+        import torch
+        from transformers import DynamicCache
+
         longest = max(prefix)
         if longest == 0:
-            return prefix, None
-        n_layers = len(next(self._kv[s] for s, p in zip(slots, prefix) if p).keys)
+            return None
+        donor = next(self._kv[s] for s, p in zip(slots, prefix) if p)  # shape of an empty row
         cache = DynamicCache()
-        for layer in range(n_layers):
+        for layer in range(len(donor.keys)):
             ks, vs = [], []
             for slot, p in zip(slots, prefix):
-                entry = self._kv.get(slot)
-                if p:
-                    k, v = entry.keys[layer][:, :p], entry.values[layer][:, :p]
-                else:  # shape donor: any cached row; every position is masked out
-                    donor = next(self._kv[s] for s, q in zip(slots, prefix) if q)
-                    k, v = donor.keys[layer][:, :0], donor.values[layer][:, :0]
-                pad = longest - p
-                ks.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
-                vs.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
+                entry = self._kv[slot] if p else donor
+                pad = longest - p  # every padded position is masked out
+                ks.append(torch.nn.functional.pad(entry.keys[layer][:, :p], (0, 0, pad, 0)))
+                vs.append(torch.nn.functional.pad(entry.values[layer][:, :p], (0, 0, pad, 0)))
             cache.update(torch.stack(ks), torch.stack(vs), layer)
-        return prefix, cache
+        return cache
+
+    def _layout(self, rows: list[list[int]], prefix: list[int], slots: list[Any]) -> tuple[Any, Any, int, Any]:
+        """``(input_ids, attention_mask, reused, past)`` of a group of rows.
+
+        Row layout: [pad][reused prefix][pad][new tokens]; ``past`` holds the first
+        ``reused`` columns. Positions come from the mask's cumulative sum, so a row's
+        tokens keep the positions its cached keys were made with.
+        """
+        import torch
+
+        reused = max(prefix)
+        width = reused + max(len(r) - p for r, p in zip(rows, prefix))
+        input_ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (r, p) in enumerate(zip(rows, prefix)):
+            input_ids[i, reused - p:reused] = torch.tensor(r[:p], dtype=torch.long)
+            attention_mask[i, reused - p:reused] = 1
+            input_ids[i, width - (len(r) - p):] = torch.tensor(r[p:], dtype=torch.long)
+            attention_mask[i, width - (len(r) - p):] = 1
+        return input_ids, attention_mask, reused, self._batched_past(slots, prefix)
+
+    def _plain_cache(self) -> bool:
+        """Whether every layer attends to the whole context (no sliding windows): row groups can merge."""
+        config = getattr(self.model, "config", None)
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        types = getattr(text, "layer_types", None) or ["full_attention"]
+        return all(t == "full_attention" for t in types)
 
     def _sampling(self) -> Any:
         """The logits warpers of this policy's sampling settings, or None for greedy decoding."""
@@ -457,34 +520,47 @@ class HFPolicy:
         tail = self.tokenizer.decode(ids[-16:], skip_special_tokens=False)
         return any(tail.endswith(s) for s in self._stop_strings)
 
-    def _generate(self, input_ids: Any, attention_mask: Any, reused: int, past: Any,
+    def _generate(self, groups: list[list[int]], parts: list[tuple[Any, Any, int, Any]], device: Any,
                   adapter_names: list[str] | None, rows: list[list[int]], slots: list[Any] | None,
                   row_adapters: list[str | None]) -> list[list[int]]:
         """Each row's new tokens, up to and including the one that ends its turn.
 
-        A plain decode loop rather than ``model.generate``: a row that ends its turn leaves
-        the batch at once, so the rows still talking do not pay for the finished ones
-        (batched decoding of a small model is bound by reading every row's KV cache). With
-        ``slots``, a finished row's cache is kept for its slot's next turn.
+        ``parts`` are the :meth:`_layout` of each group of rows (``groups`` lists their
+        indices into ``rows``): each group is prefilled alone, then all rows decode as one
+        batch. A plain decode loop rather than ``model.generate``: a row that ends its turn
+        leaves the batch at once, so the rows still talking do not pay for the finished
+        ones (batched decoding of a small model is bound by reading every row's KV cache).
+        With ``slots``, a finished row's cache is kept for its slot's next turn.
         """
         import torch
 
         warpers = self._sampling()
-        adapters = list(adapter_names) if adapter_names is not None else None
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         logits_kw = self._forward_kwargs()
 
-        def forward(ids: Any, mask: Any, pos: Any, cache: Any) -> Any:
+        def forward(ids: Any, mask: Any, pos: Any, cache: Any, adapters: list[str] | None) -> Any:
             extra = {} if adapters is None else {"adapter_names": adapters}
             return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
                               use_cache=True, **logits_kw, **extra)
 
-        out = forward(input_ids[:, reused:], attention_mask, positions[:, reused:], past)
-        cache, logits = out.cache, out.logits[:, -1, :]
-        _make_roomy(cache, self.max_new_tokens)
-        live = list(range(len(rows)))  # the batch's rows, as indices into ``rows``
+        prefilled, logits, lasts = [], [], []
+        for group, (input_ids, attention_mask, reused, past) in zip(groups, parts):
+            input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+            positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            adapters = None if adapter_names is None else [adapter_names[i] for i in group]
+            out = forward(input_ids[:, reused:], attention_mask, positions[:, reused:], past, adapters)
+            prefilled.append((out.cache, attention_mask))
+            logits.append(out.logits[:, -1, :])
+            lasts.append(positions[:, -1])
+        cache, mask = _merged_cache(prefilled, self.max_new_tokens)
+        logits, last = torch.cat(logits), torch.cat(lasts)
+        live = [i for group in groups for i in group]  # the batch's rows, as indices into ``rows``
+        adapters = None if adapter_names is None else [adapter_names[i] for i in live]
         new: list[list[int]] = [[] for _ in rows]
-        mask, last = attention_mask, positions[:, -1]
+        # The decode mask is passed 4-D ([rows, 1, 1, length], True = attend), so the model
+        # uses it as is instead of building one per token; it has room like the cache.
+        length = mask.shape[1]
+        attend = torch.zeros((len(live), length + self.max_new_tokens), dtype=torch.bool, device=mask.device)
+        attend[:, :length] = mask.bool()
         while True:
             if warpers is None:
                 tokens = logits.argmax(-1)
@@ -497,19 +573,21 @@ class HFPolicy:
                 if not self._stopped(new[i]):
                     keep.append(j)
                 elif slots is not None:  # the cache holds every new token but this last one
-                    self._keep_row(cache, j, mask[j], rows[i] + new[i][:-1], slots[i], row_adapters[i])
+                    self._keep_row(cache, j, attend[j, :length], rows[i] + new[i][:-1], slots[i], row_adapters[i])
             if not keep:
                 return new
             if len(keep) < len(live):
-                index = torch.tensor(keep, device=mask.device)
+                index = torch.tensor(keep, device=attend.device)
                 cache.batch_select_indices(index)
-                mask, last, tokens = mask[index], last[index], tokens[index]
+                attend, last, tokens = attend[index], last[index], tokens[index]
                 live = [live[j] for j in keep]
                 if adapters is not None:
                     adapters = [adapters[j] for j in keep]
-            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
+            attend[:, length] = True
+            length += 1
             last = last + 1
-            logits = forward(tokens[:, None], mask, last[:, None], cache).logits[:, -1, :]
+            logits = forward(tokens[:, None], attend[:, None, None, :length], last[:, None], cache,
+                             adapters).logits[:, -1, :]
 
     def _keep_row(self, cache: Any, j: int, mask: Any, ids: list[int], slot: Any, adapter: str | None) -> None:
         """Store batch row ``j``'s real (unpadded) cache entries and the token ids they stand for."""
