@@ -1,8 +1,9 @@
 """Rollout throughput: batched vs sequential generation with the same model and seeds.
 
-Runs the same ``--episodes`` seeds of ``--env`` twice in one process, with a batch of one
-env and with ``--batch-size`` envs generated for at once, using greedy decoding so both
-runs play the same episodes. Reports episodes/s for each, their ratio, the env's share
+Runs the same ``--episodes`` seeds of ``--env`` in one process, with a batch of one env
+and with ``--batch-size`` envs generated for at once, ``--repeats`` pairs in turn, using
+greedy decoding so both runs play the same episodes. Reports the medians of episodes/s
+for each and of their ratio (and every pair's ratio), the env's share
 of rollout wall time (reset + step), and whether the records matched exactly (batched
 left-padded generation can differ in the last float bits; the share that matched is
 reported, not asserted). Writes ``results/rollout.{json,md}``. Numbers are reported,
@@ -27,25 +28,42 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 def run_benchmark(model: str | None = None, env_id: str = "trace/retail-v0", episodes: int = 16,
                   batch_size: int = 16, seed_start: int = 2_000_000, max_new_tokens: int = 96,
-                  out_dir: str | Path = DEFAULT_OUT) -> dict[str, Any]:
-    """Measure and write the JSON and markdown results."""
+                  out_dir: str | Path = DEFAULT_OUT, repeats: int = 3) -> dict[str, Any]:
+    """Measure ``repeats`` sequential/batched pairs, one after the other, and write the results.
+
+    The headline numbers are the medians over the pairs: a noisy machine moves single
+    runs by several percent either way.
+    """
+    import statistics
+
     import torch
 
     from trace_agents.models import tiny_preset
     from trace_agents.policy import HFPolicy
     from trace_agents.rollout import compare_batching
 
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     torch.set_num_threads(torch.get_num_threads())
     source = model or str(tiny_preset())
     policy = HFPolicy.from_pretrained(source, temperature=0.0, max_new_tokens=max_new_tokens)
-    result = compare_batching(policy, env_id, range(seed_start, seed_start + episodes), batch_size=batch_size)
-    seq, bat = result["sequential"], result["batched"]
+    results = []
+    for _ in range(repeats):
+        policy.forget()
+        results.append(compare_batching(policy, env_id, range(seed_start, seed_start + episodes),
+                                        batch_size=batch_size))
+    pairs = [(r["sequential"], r["batched"]) for r in results]
+    median = statistics.median
     out = {
-        "model": source, "env_id": env_id, "episodes": episodes, "batch_size": batch_size,
-        "sequential_episodes_per_s": seq["episodes_per_s"], "batched_episodes_per_s": bat["episodes_per_s"],
-        "speedup": result["speedup"], "env_share_batched": bat["env_share"], "env_share_sequential": seq["env_share"],
-        "policy_share_batched": bat["policy_share"], "same_records": result["same_records"],
-        "timings": {"sequential": seq, "batched": bat}, "torch_threads": torch.get_num_threads(),
+        "model": source, "env_id": env_id, "episodes": episodes, "batch_size": batch_size, "repeats": repeats,
+        "sequential_episodes_per_s": median(s["episodes_per_s"] for s, _ in pairs),
+        "batched_episodes_per_s": median(b["episodes_per_s"] for _, b in pairs),
+        "speedup": median(r["speedup"] for r in results), "speedups": [r["speedup"] for r in results],
+        "env_share_batched": median(b["env_share"] for _, b in pairs),
+        "env_share_sequential": median(s["env_share"] for s, _ in pairs),
+        "policy_share_batched": median(b["policy_share"] for _, b in pairs),
+        "same_records": all(r["same_records"] for r in results),
+        "timings": [{"sequential": s, "batched": b} for s, b in pairs], "torch_threads": torch.get_num_threads(),
         "machine": machine_info(), "git_commit": git_commit(),
     }
     out_dir = Path(out_dir)
@@ -59,13 +77,15 @@ def markdown(r: dict[str, Any]) -> str:
     """The results as a markdown table with the machine line."""
     m = r["machine"]
     return (
-        f"Model `{r['model']}` on `{r['env_id']}`, {r['episodes']} episodes, greedy; "
+        f"Model `{r['model']}` on `{r['env_id']}`, {r['episodes']} episodes, greedy, medians of "
+        f"{r['repeats']} sequential/batched pairs; "
         f"{m.get('cpu_model')}, {m.get('cpu_count')} CPUs, torch threads {r['torch_threads']}; "
         f"commit `{r['git_commit']}`.\n\n"
         "| run | episodes/s | env share of wall time |\n|---|---:|---:|\n"
         f"| sequential (batch 1) | {r['sequential_episodes_per_s']:.3f} | {r['env_share_sequential']:.2%} |\n"
         f"| batched (batch {r['batch_size']}) | {r['batched_episodes_per_s']:.3f} | {r['env_share_batched']:.2%} |\n"
-        f"\nSpeedup {r['speedup']:.2f}x; identical records: {r['same_records']}.\n"
+        f"\nSpeedup {r['speedup']:.2f}x (pairs: {', '.join(f'{x:.2f}x' for x in r['speedups'])}); "
+        f"identical records: {r['same_records']}.\n"
     )
 
 
@@ -78,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16, help="batched run's batch size (default: 16)")
     p.add_argument("--seed-start", type=int, default=2_000_000, help="first seed (default: 2000000)")
     p.add_argument("--max-new-tokens", type=int, default=96, help="generation cap per turn (default: 96)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="sequential/batched pairs measured; medians are reported (default: 3)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory")
     a = p.parse_args(argv)
-    r = run_benchmark(a.model, a.env, a.episodes, a.batch_size, a.seed_start, a.max_new_tokens, a.out)
+    r = run_benchmark(a.model, a.env, a.episodes, a.batch_size, a.seed_start, a.max_new_tokens, a.out, a.repeats)
     print(markdown(r), end="")
     return 0
 

@@ -98,7 +98,8 @@ def _single_token(tokenizer: Any, text: str) -> tuple[str, int] | None:
 
 @functools.cache
 def _roomy_layer() -> type:
-    """``RoomyLayer(layer, room)``: a ``DynamicLayer`` with spare room for ``room`` more tokens.
+    """``RoomyLayer(keys, values, length, room)``: a ``DynamicLayer`` whose buffers hold ``length``
+    entries and room for ``room`` more (they grow by ``room`` when full).
 
     ``DynamicLayer.update`` concatenates, copying the whole cache at every decoded token;
     a layer with room writes each new entry into place instead. (Built on first use:
@@ -156,12 +157,15 @@ def _merged_cache(parts: list[tuple[Any, Any]], room: int) -> tuple[Any, Any]:
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
+    roomy = _roomy_layer()
+    if len(parts) == 1 and all(isinstance(layer, roomy) for layer in parts[0][0].layers):
+        return parts[0]  # built with room by _batched_past
     width = max(mask.shape[1] for _, mask in parts)
     mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for _, m in parts])
     layers = []
     for depth in range(len(parts[0][0].layers)):
         group = [cache.layers[depth] for cache, _ in parts]
-        if any(type(layer) is not DynamicLayer for layer in group):  # sliding windows, ...: leave as built
+        if any(type(layer) not in (DynamicLayer, roomy) for layer in group):  # sliding windows, ...: as built
             if len(parts) > 1:
                 raise ValueError("row groups can only be merged for full-attention caches")
             layers.append(group[0])
@@ -175,7 +179,7 @@ def _merged_cache(parts: list[tuple[Any, Any]], room: int) -> tuple[Any, Any]:
                 out[row:row + t.shape[0], ..., width - t.shape[-2]:width, :] = t
                 row += t.shape[0]
             buffers.append(out)
-        layers.append(_roomy_layer()(*buffers, width, room))
+        layers.append(roomy(*buffers, width, room))
     cache = DynamicCache()
     cache.layers = layers
     return cache, mask
@@ -438,24 +442,30 @@ class HFPolicy:
             prefix.append(0 if entry is None or entry.adapter != adapter else _common_prefix(entry.ids, r[:-1]))
         return prefix
 
-    def _batched_past(self, slots: list[Any], prefix: list[int]) -> Any:
-        """The slots' cached prefixes, left-padded into one ``DynamicCache`` (None when nothing is reused)."""
-        import torch
+    def _batched_past(self, slots: list[Any], prefix: list[int], room: int) -> Any:
+        """The slots' cached prefixes, left-padded into one cache with room for ``room`` more tokens.
+
+        None when no row reuses anything. The rows are copied once, straight into place.
+        """
         from transformers import DynamicCache
 
         longest = max(prefix)
         if longest == 0:
             return None
         donor = next(self._kv[s] for s, p in zip(slots, prefix) if p)  # shape of an empty row
-        cache = DynamicCache()
+        layers = []
         for layer in range(len(donor.keys)):
-            ks, vs = [], []
-            for slot, p in zip(slots, prefix):
-                entry = self._kv[slot] if p else donor
-                pad = longest - p  # every padded position is masked out
-                ks.append(torch.nn.functional.pad(entry.keys[layer][:, :p], (0, 0, pad, 0)))
-                vs.append(torch.nn.functional.pad(entry.values[layer][:, :p], (0, 0, pad, 0)))
-            cache.update(torch.stack(ks), torch.stack(vs), layer)
+            buffers = []
+            for states in ("keys", "values"):
+                head = getattr(donor, states)[layer]
+                out = head.new_zeros((len(slots), *head.shape[:-2], longest + room, head.shape[-1]))
+                for row, (slot, p) in enumerate(zip(slots, prefix)):
+                    if p:  # right-aligned; the padding before it is masked out
+                        out[row, ..., longest - p:longest, :] = getattr(self._kv[slot], states)[layer][..., :p, :]
+                buffers.append(out)
+            layers.append(_roomy_layer()(*buffers, longest, room))
+        cache = DynamicCache()
+        cache.layers = layers
         return cache
 
     def _layout(self, rows: list[list[int]], prefix: list[int], slots: list[Any]) -> tuple[Any, Any, int, Any]:
@@ -476,7 +486,8 @@ class HFPolicy:
             attention_mask[i, reused - p:reused] = 1
             input_ids[i, width - (len(r) - p):] = torch.tensor(r[p:], dtype=torch.long)
             attention_mask[i, width - (len(r) - p):] = 1
-        return input_ids, attention_mask, reused, self._batched_past(slots, prefix)
+        room = width - reused + self.max_new_tokens
+        return input_ids, attention_mask, reused, self._batched_past(slots, prefix, room)
 
     def _plain_cache(self) -> bool:
         """Whether every layer attends to the whole context (no sliding windows): row groups can merge."""

@@ -1,0 +1,31 @@
+"""benchmarks/bench_rollout.py on a tiny random model: the files it writes and what they say."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_rollout.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_rollout", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rollout_benchmark_reports_medians_of_pairs(tmp_path, base, tok):
+    base.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    bench = _load_bench()
+    result = bench.run_benchmark(str(tmp_path / "model"), "trace/precondition-v0", episodes=2, batch_size=2,
+                                 max_new_tokens=4, out_dir=tmp_path / "out", repeats=3)
+    data = json.loads((tmp_path / "out" / "rollout.json").read_text(encoding="utf-8"))
+    assert data == json.loads(json.dumps(result))
+    assert len(data["speedups"]) == len(data["timings"]) == 3
+    assert data["speedup"] == sorted(data["speedups"])[1]  # the median pair
+    assert data["same_records"] is True  # greedy: batching changes no episode
+    table = (tmp_path / "out" / "rollout.md").read_text(encoding="utf-8")
+    assert "medians of 3 sequential/batched pairs" in table and "| batched (batch 2) |" in table
