@@ -211,6 +211,9 @@ class HFPolicy:
     end-of-turn token(s) and right after ``</tool_call>``, so one turn is one action.
     Prompts longer than the model's context (``max_prompt_tokens``, by default its
     ``max_position_embeddings`` minus ``max_new_tokens``) keep their latest tokens.
+    Decoding uses exactly these settings (all in :meth:`identity`): a model's own
+    ``generation_config`` extras, such as Qwen2.5-Instruct's ``repetition_penalty``, are
+    not applied.
     """
 
     def __init__(self, model: Any, tokenizer: Any, obs_format: str = "compact", max_new_tokens: int = 192,
