@@ -195,7 +195,7 @@ def test_build_tokenizer_rejects_a_vocab_too_small():
 
 def test_tiny_preset_builds_once_and_reloads(tmp_path, monkeypatch):
     path = models.tiny_preset(cache=tmp_path, n_episodes=10)
-    assert path == tmp_path / "presets" / "tiny-v1"
+    assert path == tmp_path / "presets" / f"tiny-{models.PRESET_VERSION}"
     assert (path / ".complete").exists() and (path / "model.safetensors").exists()
     model, tok = models.load(path)
     assert model.config.vocab_size == len(tok) and tok.padding_side == "left"

@@ -294,6 +294,25 @@ def test_oracle_succeeds_with_the_declared_max(env_id: str) -> None:
     assert not off_max, f"{env_id}: oracle returns differ from the declared max {spec.range[1]}: {off_max[:5]}"
 
 
+@pytest.mark.parametrize("env_id", ["trace/retail-v0", "trace/structured-data-v0"], ids=str)
+def test_oracle_reads_only_product_ids_the_conversation_showed(env_id: str) -> None:
+    """Demonstrations teach what an agent can do: an id it passes must have been said or returned before."""
+    env = gym.make(env_id)
+    oracle = OraclePolicy()
+    checked = 0
+    for seed in range(60):
+        _, _, info, _ = _play(env, seed, oracle)
+        seen = ""
+        for message in info["messages"]:
+            for call in message.get("tool_calls") or []:
+                if call["function"]["name"] == "get_product_details":
+                    checked += 1
+                    product_id = json.loads(call["function"]["arguments"])["product_id"]
+                    assert product_id in seen, f"seed {seed}: {call} before the id was shown"
+            seen += json.dumps(message)
+    assert checked >= 5
+
+
 @pytest.mark.parametrize("env_id", CAPABILITY_IDS, ids=str)
 def test_full_deficit_fails_the_capability(env_id: str) -> None:
     env = gym.make(env_id)

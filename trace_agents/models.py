@@ -26,7 +26,7 @@ from trace_agents import require_train_extra
 PAD, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 # Non-special added tokens: one id each, and they survive skip_special_tokens=True decoding.
 TOOL_TOKENS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
-PRESET_VERSION = "v1"
+PRESET_VERSION = "v2"  # v2: the corpus lists product types before reading a product
 # Qwen2's pre-tokenizer split (transformers' qwen2 PRETOKENIZE_REGEX): "\p{N}" is one digit per pre-token.
 _SPLIT_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")

@@ -102,9 +102,14 @@ class OraclePolicy:
             return self._benchmark_plan(task)
         plan = [say(ASK_IDENTITY), *self._authenticate(task)]
         stop_early = len(task.requests) > 1 and self._roll(rng, MULTI)
+        listed = False  # product ids the conversation has not shown come from list_all_product_types
         for i, req in enumerate(task.requests):
             if stop_early and i == 1:
                 break
+            if not listed and req.answer is not None and any(
+                    c.name == "get_product_details" for c in req.required_reads):
+                plan.append(tool_call("list_all_product_types"))
+                listed = True
             skip = PRE in req.capabilities and self._roll(rng, PRE)
             wrong_record = DATA in req.capabilities and self._roll(rng, DATA) and req.wrong_record is not None
             wrong_format = TOOLS in req.capabilities and self._roll(rng, TOOLS) and req.wrong_format is not None
