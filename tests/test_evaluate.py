@@ -9,7 +9,7 @@ import pytest
 from trace_agents import evaluate as ev
 from trace_agents.cli import main, parse_rates
 from trace_agents.rollout import OracleBatch
-from trace_agents.stats import summarize_annotations, wilson
+from trace_agents.stats import paired_difference, summarize_annotations, wilson
 
 
 @pytest.mark.parametrize(("k", "n", "lo", "hi"), [(0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (5, 10, 0.2366, 0.7634),
@@ -21,6 +21,24 @@ def test_wilson_matches_reference_values(k: int, n: int, lo: float, hi: float) -
 
 def test_wilson_of_nothing_is_the_unit_interval() -> None:
     assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_paired_difference_uses_only_shared_seeds_and_removes_their_spread() -> None:
+    base = {"1": 0.1, "2": 0.5, "3": 0.9, "9": 5.0}
+    other = {"1": 0.2, "2": 0.6, "3": 1.1}  # +0.1, +0.1, +0.2 on very different seeds
+    out = paired_difference(other, base)
+    assert out["pairs"] == 3 and out["mean"] == pytest.approx(0.4 / 3)
+    half = 1.959964 * (((0.1 - 0.4 / 3) ** 2 * 2 + (0.2 - 0.4 / 3) ** 2) / 2 / 3) ** 0.5
+    assert out["ci95"] == pytest.approx([0.4 / 3 - half, 0.4 / 3 + half])
+    assert out["ci95"][0] > 0  # unpaired, the seed spread (0.1..0.9) would swamp it
+    assert paired_difference({"1": 1.0}, {"1": 0.5}) == {"mean": 0.5, "ci95": None, "pairs": 1}
+    assert paired_difference({}, base)["pairs"] == 0
+
+
+def test_summaries_keep_each_seeds_return() -> None:
+    summary = ev.evaluate(OracleBatch(), "trace/precondition-v0", 3, 10, progress=False)
+    assert set(summary["returns"]) == {"10", "11", "12"}
+    assert sum(summary["returns"].values()) / 3 == pytest.approx(summary["mean_return"])
 
 
 def test_summarize_annotations_averages_bools_and_numbers_and_skips_none() -> None:

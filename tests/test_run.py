@@ -77,6 +77,10 @@ def test_findings_state_the_result_whatever_it_is():
     assert "too_hard_at_easiest" in text and "0.50" in text
     text = "\n".join(findings({"methods": _methods([0.3, 0.2, 0.4, 0.3, 0.2])}, stages))
     assert "TRACE is below the base agent" in text and "below grpo_target" in text
+    methods = _methods([0.0] * 5)
+    methods["trace"]["return_vs_base"] = {"mean": 0.053, "ci95": [0.027, 0.078], "pairs": 40}
+    text = "\n".join(findings({"methods": methods}, stages))
+    assert "paired on the same seeds (95% CI): trace +0.053 [+0.027, +0.078]." in text
 
 
 # ---------------------------------------------------------------- end to end
@@ -106,6 +110,8 @@ def test_quick_run_survives_a_kill_and_writes_the_report(tmp_path):
     for name, m in results["methods"].items():
         assert 0 <= m["ci95"][0] <= m["success"] <= m["ci95"][1] <= 1
         assert m["episodes"] == QUICK["eval_episodes"]
+        if name != "base":  # every method is compared with the base agent on the same seeds
+            assert m["return_vs_base"]["pairs"] == QUICK["eval_episodes"]
     # Equal budgets: every method is charged TRACE's total, GRPO within one step of it.
     budget = results["budget"]["trace"]
     per_step = QUICK["num_generations"] * QUICK["groups_per_step"]

@@ -60,6 +60,8 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "success": wins / n if n else 0.0,
         "ci95": [lo, hi],
         "mean_return": sum(r["return"] for r in records) / n if n else 0.0,
+        # Per seed (JSON keys are strings), for paired comparisons of methods on the same seeds.
+        "returns": {str(r["seed"]): r["return"] for r in records},
         "well_formed_rate": 1.0 - fmt / steps if steps else 0.0,
         "components": comps,
         "annotations": summarize_annotations(r["annotations"] for r in records),

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from trace_agents import require_train_extra
+from trace_agents.stats import paired_difference
 
 SEEDS = {"collect": 10_000, "train": 100_000, "grpo_target": 200_000, "gepa": 300_000, "router_fit": 400_000,
          "router_test": 450_000, "heldout": 3_000_000}
@@ -396,6 +397,9 @@ def stage_evaluate(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any],
     methods = {m: {"success": s["success"], "ci95": list(s["ci95"]), "episodes": s["episodes"],
                    "rollouts_used": rollouts[m], "mean_return": s["mean_return"],
                    "well_formed_rate": s["well_formed_rate"]} for m, s in summaries.items()}
+    for m, s in summaries.items():
+        if m != "base":  # paired on the same held-out seeds
+            methods[m]["return_vs_base"] = paired_difference(s["returns"], summaries["base"]["returns"])
     curve = budget_curve(run, policy, gepa_policy, train, baselines, routed, budget, methods)
     out: dict[str, Any] = {"methods": methods, "heldout_seeds": [seed0, seed0 + n - 1], "curve": curve}
     if os.environ.get("TAU2_DATA_DIR"):  # the real benchmark's tasks, routed by the same router
@@ -586,6 +590,12 @@ def _overlap(a: Sequence[float], b: Sequence[float]) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
 
+def _signed(diff: Mapping[str, Any]) -> str:
+    """``+0.053 [+0.027, +0.079]`` from a :func:`~trace_agents.stats.paired_difference`."""
+    ci = diff.get("ci95")
+    return f"{diff['mean']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+
+
 def findings(results: Mapping[str, Any], stages: Mapping[str, Any]) -> list[str]:
     """Plain statements of what the numbers show (no tuning happens on these seeds)."""
     m = results["methods"]
@@ -602,6 +612,9 @@ def findings(results: Mapping[str, Any], stages: Mapping[str, Any]) -> list[str]
                    f"{'CIs overlap' if _overlap(t['ci95'], o['ci95']) else 'CIs do not overlap'}).")
     returns = ", ".join(f"{k} {v['mean_return']:.3f}" for k, v in m.items())
     out.append(f"Mean return (the dense signal GRPO optimizes): {returns}.")
+    paired = [f"{k} {_signed(v['return_vs_base'])}" for k, v in m.items() if v.get("return_vs_base")]
+    if paired:
+        out.append("Mean return minus the base agent's, paired on the same seeds (95% CI): " + ", ".join(paired) + ".")
     analyze = stages["analyze"]
     if analyze.get("forced"):
         out.append(f"No capability (or too few) passed selection; trained the top-ranked by ER- minus ER+ instead: "
@@ -627,11 +640,14 @@ def format_report(run: Run, stages: Mapping[str, Any], results: Mapping[str, Any
              f"({c.eval_episodes} episodes per method); base model `{stages['base']['model']}`"
              + (" (quick CI configuration)" if c.quick else "") + ".", "",
              "## Success by method", "",
-             "| method | success | 95% CI | mean return | well-formed | episodes | rollouts used |",
-             "|---|---|---|---|---|---|---|"]
+             "| method | success | 95% CI | mean return | vs base (paired, 95% CI) | well-formed | episodes "
+             "| rollouts used |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in m.items():
+        vs = _signed(r["return_vs_base"]) if r.get("return_vs_base") else "–"
         lines.append(f"| {name} | {r['success']:.3f} | [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
-                     f"{r['mean_return']:.3f} | {r['well_formed_rate']:.3f} | {r['episodes']} | {r['rollouts_used']} |")
+                     f"{r['mean_return']:.3f} | {vs} | {r['well_formed_rate']:.3f} | {r['episodes']} | "
+                     f"{r['rollouts_used']} |")
     if plots.get("success"):
         lines += ["", f"![success by method]({plots['success']})"]
     lines += ["", "## Findings", ""] + [f"- {f}" for f in findings(results, stages)]

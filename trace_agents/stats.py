@@ -1,4 +1,4 @@
-"""Small statistics used in reports: Wilson intervals and annotation summaries."""
+"""Small statistics used in reports: Wilson intervals, paired differences and annotation summaries."""
 
 from __future__ import annotations
 
@@ -16,6 +16,23 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def paired_difference(a: Mapping[str, float], b: Mapping[str, float], z: float = 1.959964) -> dict[str, Any]:
+    """Mean of ``a[k] - b[k]`` over the keys both have (the same seeds), with a normal 95% interval.
+
+    Pairing removes the seed-to-seed spread both methods share, so it separates methods
+    that unpaired intervals cannot. ``ci95`` is None with fewer than two pairs.
+    """
+    diffs = [a[k] - b[k] for k in a.keys() & b.keys()]
+    n = len(diffs)
+    if n == 0:
+        return {"mean": 0.0, "ci95": None, "pairs": 0}
+    mean = sum(diffs) / n
+    if n < 2:
+        return {"mean": mean, "ci95": None, "pairs": n}
+    half = z * math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
+    return {"mean": mean, "ci95": [mean - half, mean + half], "pairs": n}
 
 
 def summarize_annotations(annotations: Iterable[Mapping[str, Any]]) -> dict[str, float]:
