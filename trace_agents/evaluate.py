@@ -61,7 +61,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "ci95": [lo, hi],
         "mean_return": sum(r["return"] for r in records) / n if n else 0.0,
         # Per seed (JSON keys are strings), for paired comparisons of methods on the same seeds.
-        "returns": {str(r["seed"]): r["return"] for r in records},
+        "returns": {str(r["seed"]): r["return"] for r in records if "seed" in r},
         "well_formed_rate": 1.0 - fmt / steps if steps else 0.0,
         "components": comps,
         "annotations": summarize_annotations(r["annotations"] for r in records),
