@@ -214,6 +214,23 @@ def test_tiny_preset_builds_once_and_reloads(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("presets/*.tmp-*"))
 
 
+def test_concurrent_builders_all_get_a_complete_preset(tmp_path):
+    """Processes that ask for the same preset at once (test workers, torchrun ranks) build it once."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from trace_agents import models; "
+            "p = models.tiny_preset(cache=sys.argv[1], n_episodes=6); "
+            "m, t = models.load(p); print('ok', m.config.vocab_size == len(t))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert all(out.strip().endswith("ok True") for out, _ in outs)
+    assert sum("building the tiny preset" in err for _, err in outs) == 1
+    assert not list(tmp_path.glob("presets/*.tmp-*"))
+
+
 def test_tiny_preset_rejects_unknown_presets(tmp_path):
     with pytest.raises(ValueError, match="unknown preset"):
         models.tiny_preset("huge", cache=tmp_path)

@@ -201,6 +201,21 @@ def tiny_preset(preset: str = "tiny", cache: str | Path | None = None, rebuild: 
     path = preset_path(preset, cache)
     if (path / _MARKER).exists() and not rebuild:
         return path
+    require_train_extra("filelock")
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time (parallel test workers, torchrun ranks): the others wait, then
+    # find the finished build. Without the lock, a late builder would delete a directory an
+    # early one had just returned.
+    with FileLock(str(path) + ".lock"):
+        if (path / _MARKER).exists() and not rebuild:
+            return path
+        _build_preset(preset, path, n_episodes)
+    return path
+
+
+def _build_preset(preset: str, path: Path, n_episodes: int) -> None:
     t0 = time.perf_counter()
     print(f"[models] building the {preset} preset in {path} ({n_episodes} corpus episodes) ...", file=sys.stderr)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -213,17 +228,9 @@ def tiny_preset(preset: str = "tiny", cache: str | Path | None = None, rebuild: 
     # The marker is written last: a directory without it is a crashed build and is rebuilt.
     (tmp / _MARKER).write_text(f"{preset} {PRESET_VERSION} params={n_params} vocab={len(tokenizer)}\n")
     shutil.rmtree(path, ignore_errors=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, path)
-    except OSError:  # another process finished the same build first: keep its copy
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (path / _MARKER).exists():
-            raise
-        return path
+    os.replace(tmp, path)
     print(f"[models] built {preset}: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return path
 
 
 def load(path_or_id: str | Path, device: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
