@@ -99,7 +99,7 @@ def _single_token(tokenizer: Any, text: str) -> tuple[str, int] | None:
 @functools.cache
 def _roomy_layer() -> type:
     """``RoomyLayer(keys, values, length, room)``: a ``DynamicLayer`` whose buffers hold ``length``
-    entries and room for ``room`` more (they grow by ``room`` when full).
+    entries and spare room after them (they grow by ``room`` when full).
 
     ``DynamicLayer.update`` concatenates, copying the whole cache at every decoded token;
     a layer with room writes each new entry into place instead. (Built on first use:
@@ -112,8 +112,6 @@ def _roomy_layer() -> type:
             super().__init__()
             self.device, self.is_initialized, self.room = keys.device, True, room
             self._keys, self._values, self._length = keys, values, length
-            if keys.shape[-2] < length + room:
-                self._grow(length + room - keys.shape[-2])
             self._view()
 
         def _grow(self, extra: int) -> None:
@@ -146,6 +144,33 @@ def _roomy_layer() -> type:
     return RoomyLayer
 
 
+def _right_aligned(keys: list[Any], values: list[Any], width: int, room: int) -> Any:
+    """A :func:`_roomy_layer` layer from row blocks (``[rows, ..., length, dim]`` each, stacked in order).
+
+    Each block is right-aligned at ``width``: positions before its start are zeros, masked
+    out. ``room`` more positions follow, so decoding writes in place.
+    """
+    def stacked(blocks: list[Any]) -> Any:
+        head = blocks[0]
+        out = head.new_zeros((sum(b.shape[0] for b in blocks), *head.shape[1:-2], width + room, head.shape[-1]))
+        row = 0
+        for b in blocks:
+            out[row:row + b.shape[0], ..., width - b.shape[-2]:width, :] = b
+            row += b.shape[0]
+        return out
+
+    return _roomy_layer()(stacked(keys), stacked(values), width, room)
+
+
+def _cache_of(layers: list[Any]) -> Any:
+    """A ``DynamicCache`` holding ``layers``."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    cache.layers = layers
+    return cache
+
+
 def _merged_cache(parts: list[tuple[Any, Any]], room: int) -> tuple[Any, Any]:
     """One cache and mask from the ``(cache, mask)`` of row groups prefilled apart, with room to grow.
 
@@ -154,7 +179,6 @@ def _merged_cache(parts: list[tuple[Any, Any]], room: int) -> tuple[Any, Any]:
     decoding writes in place (one copy per call, not one per token).
     """
     import torch
-    from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
     roomy = _roomy_layer()
@@ -169,20 +193,9 @@ def _merged_cache(parts: list[tuple[Any, Any]], room: int) -> tuple[Any, Any]:
             if len(parts) > 1:
                 raise ValueError("row groups can only be merged for full-attention caches")
             layers.append(group[0])
-            continue
-        buffers = []
-        for states in ([layer.keys for layer in group], [layer.values for layer in group]):
-            head = states[0]
-            out = head.new_zeros((sum(t.shape[0] for t in states), *head.shape[1:-2], width + room, head.shape[-1]))
-            row = 0
-            for t in states:
-                out[row:row + t.shape[0], ..., width - t.shape[-2]:width, :] = t
-                row += t.shape[0]
-            buffers.append(out)
-        layers.append(roomy(*buffers, width, room))
-    cache = DynamicCache()
-    cache.layers = layers
-    return cache, mask
+        else:
+            layers.append(_right_aligned([la.keys for la in group], [la.values for la in group], width, room))
+    return _cache_of(layers), mask
 
 
 def _prefill_groups(lengths: list[int], overhead: int = 64) -> list[list[int]]:
@@ -450,26 +463,15 @@ class HFPolicy:
 
         None when no row reuses anything. The rows are copied once, straight into place.
         """
-        from transformers import DynamicCache
-
         longest = max(prefix)
         if longest == 0:
             return None
         donor = next(self._kv[s] for s, p in zip(slots, prefix) if p)  # shape of an empty row
-        layers = []
-        for layer in range(len(donor.keys)):
-            buffers = []
-            for states in ("keys", "values"):
-                head = getattr(donor, states)[layer]
-                out = head.new_zeros((len(slots), *head.shape[:-2], longest + room, head.shape[-1]))
-                for row, (slot, p) in enumerate(zip(slots, prefix)):
-                    if p:  # right-aligned; the padding before it is masked out
-                        out[row, ..., longest - p:longest, :] = getattr(self._kv[slot], states)[layer][..., :p, :]
-                buffers.append(out)
-            layers.append(_roomy_layer()(*buffers, longest, room))
-        cache = DynamicCache()
-        cache.layers = layers
-        return cache
+        entries = [self._kv[s] if p else donor for s, p in zip(slots, prefix)]
+        return _cache_of([_right_aligned([e.keys[layer][None, ..., :p, :] for e, p in zip(entries, prefix)],
+                                         [e.values[layer][None, ..., :p, :] for e, p in zip(entries, prefix)],
+                                         longest, room)
+                          for layer in range(len(donor.keys))])
 
     def _layout(self, rows: list[list[int]], prefix: list[int], slots: list[Any]) -> tuple[Any, Any, int, Any]:
         """``(input_ids, attention_mask, reused, past)`` of a group of rows.
