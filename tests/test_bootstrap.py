@@ -83,13 +83,56 @@ def test_long_demos_are_cut_not_dropped(tok) -> None:
 
 
 @pytest.mark.slow
+class _Predictor:
+    """A stand-in language model whose greedy guess at each position is ``guess(ids, t)``."""
+
+    def __init__(self, vocab: int, guess) -> None:
+        import torch
+
+        self.vocab, self.guess, self.training = vocab, guess, False
+        self._weight = torch.nn.Parameter(torch.zeros(1))
+
+    def parameters(self):
+        return iter([self._weight])
+
+    def eval(self):
+        self.training = False
+
+    def train(self, mode: bool = True):
+        self.training = mode
+
+    def __call__(self, input_ids):
+        import torch
+
+        ids = input_ids[0].tolist()
+        logits = torch.zeros(1, len(ids), self.vocab)
+        for t in range(len(ids)):
+            logits[0, t, self.guess(ids, t)] = 1.0
+        return type("Out", (), {"logits": logits})()
+
+
+def test_copy_probe_separates_a_copier_from_a_guesser(tok) -> None:
+    vocab = len(tok)
+    seer = _Predictor(vocab, lambda ids, t: ids[t + 1] if t + 1 < len(ids) else 0)  # always the true next token
+    zero = tok.convert_tokens_to_ids("0")
+    fixed = _Predictor(vocab, lambda ids, t: zero)  # always "0"
+    perfect = bs.copy_probe(seer, tok, episodes=3, seed_start=7)
+    assert perfect["continuation_tokens"] > 20 and perfect["runs"] > 5
+    assert perfect["continuation_accuracy"] == 1.0 and perfect["runs_exact"] == 1.0
+    guessing = bs.copy_probe(fixed, tok, episodes=3, seed_start=7)
+    assert guessing["continuation_tokens"] == perfect["continuation_tokens"]
+    assert guessing["continuation_accuracy"] < 0.3 and guessing["runs_exact"] < 0.5
+    assert "whole digit runs right 1.000" in bs.format_probe(perfect)
+    assert bs.format_probe(None) == ""
+
+
 def test_bootstrap_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("TRACE_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "run"
     argv = ["bootstrap", "--out", str(out)]
     if SHORT:  # CI-sized: the same path, minutes of compute shrunk to seconds
         argv += ["--demos", "12", "--max-steps", "3", "--batch-size", "2", "--eval-episodes", "2",
-                 "--max-new-tokens", "24", "--eval-envs", "trace/retail-v0", "trace/precondition-v0",
+                 "--max-new-tokens", "24", "--probe-episodes", "2", "--eval-envs", "trace/retail-v0", "trace/precondition-v0",
                  "trace/tool-calling-v0"]
     t0 = time.perf_counter()
     assert main(argv) == 0
@@ -99,6 +142,8 @@ def test_bootstrap_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys) -> 
     assert report["steps"] == (3 if SHORT else report["steps"]) and report["train_loss"] > 0
     assert [s["env_id"] for s in report["evaluation"]] == report["config"]["eval_envs"]
     assert set(report["checks"]) >= {"target_success_in_band", "well_formed"}
+    probe = report["copy_probe"]
+    assert probe["runs"] > 0 and 0 <= probe["continuation_accuracy"] <= 1
     assert "saved the base agent" in capsys.readouterr().out
 
     from trace_agents.policy import HFPolicy

@@ -62,6 +62,8 @@ class BootstrapConfig:
     eval_seed_start: int = field(default=1_000_000, metadata={"help": "first held-out seed (demos use 0..)"})
     eval_envs: list[str] = field(default_factory=lambda: [TARGET, *CAPABILITY_ENVS],
                                  metadata={"help": "envs to evaluate on"})
+    probe_episodes: int = field(default=10, metadata={
+        "help": "held-out oracle target episodes on which to measure how well the agent copies ids (0: skip)"})
     eval_batch_size: int = field(default=20, metadata={"help": "episodes generated for at once in evaluation"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the saved agent"})
     max_new_tokens: int = field(default=160, metadata={"help": "longest generated turn in tokens"})
@@ -86,28 +88,33 @@ class BootstrapConfig:
 def demonstrations(deficits: dict[str, float], n: int, target_share: float, seed: int = 0
                    ) -> list[dict[str, Any]]:
     """Oracle conversations: the target gets ``target_share``, the capability envs the rest."""
-    import gymnasium as gym
-
-    from trace_agents.trajectories import NOT_ANNOTATIONS
     from trace_envs import OraclePolicy
 
     per_cap = round(n * (1 - target_share) / len(CAPABILITY_ENVS))
     plan = [(TARGET, n - per_cap * len(CAPABILITY_ENVS))] + [(e, per_cap) for e in CAPABILITY_ENVS]
     oracle = OraclePolicy(deficits=deficits, seed=seed)
+    return [demo for env_id, count in plan for demo in _play(oracle, env_id, range(count))]
+
+
+def _play(oracle: Any, env_id: str, seeds: range) -> list[dict[str, Any]]:
+    """One oracle conversation per seed, with its outcome and the oracle's mistakes."""
+    import gymnasium as gym
+
+    from trace_agents.trajectories import NOT_ANNOTATIONS
+
+    env = gym.make(env_id)
     out = []
-    for env_id, count in plan:
-        env = gym.make(env_id)
-        for s in range(count):
-            obs, info = env.reset(seed=s)
-            oracle.reset(env)
-            done = False
-            while not done:
-                obs, _, terminated, truncated, info = env.step(oracle.act(obs, info))
-                done = terminated or truncated
-            out.append({"env_id": env_id, "seed": s, "messages": info["messages"], "tools": info["tools"],
-                        "success": info["success"], "mistakes": dict(oracle.mistakes),
-                        "annotations": {k: v for k, v in info.items() if k not in NOT_ANNOTATIONS}})
-        env.close()
+    for s in seeds:
+        obs, info = env.reset(seed=s)
+        oracle.reset(env)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(oracle.act(obs, info))
+            done = terminated or truncated
+        out.append({"env_id": env_id, "seed": s, "messages": info["messages"], "tools": info["tools"],
+                    "success": info["success"], "mistakes": dict(oracle.mistakes),
+                    "annotations": {k: v for k, v in info.items() if k not in NOT_ANNOTATIONS}})
+    env.close()
     return out
 
 
@@ -136,6 +143,59 @@ def tokenize_demos(demos: list[dict[str, Any]], tokenizer: Any, max_length: int,
         ids.append(list(out["input_ids"][:max_length]))
         masks.append(list(out["assistant_masks"][:max_length]))
     return {"input_ids": ids, "assistant_masks": masks}, cut
+
+
+def copy_probe(model: Any, tokenizer: Any, episodes: int = 10, seed_start: int = 1_000_000,
+               max_length: int = 4096) -> dict[str, Any]:
+    """How well ``model`` copies the digit strings its turns need, teacher-forced on oracle episodes.
+
+    A retail agent copies order, item and user ids from the conversation into its tool
+    calls; the oracle never makes one up. The probe plays ``episodes`` target seeds with a
+    mistake-free oracle and reads the model's greedy prediction at each digit token of an
+    assistant turn, given the true text before it:
+
+    - ``continuation_accuracy``: digits after the first of a run (the first picks *which*
+      id; the rest only copy it). Chance is about 0.1 with one-digit tokens.
+    - ``runs_exact``: digit runs with every token right.
+
+    An agent near chance here cannot succeed on the target whatever else it learned.
+    """
+    import torch
+
+    from trace_envs import OraclePolicy
+
+    data, _ = tokenize_demos(_play(OraclePolicy(), TARGET, range(seed_start, seed_start + episodes)),
+                             tokenizer, max_length)
+    is_digit: dict[int, bool] = {}
+
+    def digit(token: int) -> bool:
+        if token not in is_digit:
+            is_digit[token] = tokenizer.decode([token]).strip().isdigit()
+        return is_digit[token]
+
+    right = total = runs = exact = 0
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for ids, mask in zip(data["input_ids"], data["assistant_masks"]):
+                logits = model(torch.tensor([ids], device=device)).logits[0, :-1]
+                hits = (logits.argmax(-1).cpu() == torch.tensor(ids[1:])).tolist()
+                run: list[bool] = []  # hits of the digit run being read
+                for t in range(1, len(ids) + 1):
+                    if t < len(ids) and mask[t] and digit(ids[t]):
+                        run.append(hits[t - 1])
+                        continue
+                    if run:
+                        runs, exact = runs + 1, exact + all(run)
+                        right, total = right + sum(run[1:]), total + len(run) - 1
+                        run = []
+    finally:
+        model.train(was_training)
+    return {"episodes": len(data["input_ids"]), "continuation_tokens": total,
+            "continuation_accuracy": right / total if total else None,
+            "runs": runs, "runs_exact": exact / runs if runs else None}
 
 
 def run(config: BootstrapConfig) -> dict[str, Any]:
@@ -196,6 +256,10 @@ def run(config: BootstrapConfig) -> dict[str, Any]:
                              batch_size=config.eval_batch_size)
                  for env_id in config.eval_envs]
     timings["evaluate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    probe = copy_probe(trainer.model, tokenizer, config.probe_episodes, config.eval_seed_start,
+                       config.max_length) if config.probe_episodes else None
+    timings["probe"] = time.perf_counter() - t
     profile = ev.profile_agreement(config.deficits, summaries)
     checks = acceptance(summaries, profile)
     timings["total"] = time.perf_counter() - t0
@@ -203,12 +267,12 @@ def run(config: BootstrapConfig) -> dict[str, Any]:
         "config": asdict(config), "source": source, "model_dir": str(model_dir),
         "train_loss": train_out.training_loss, "steps": train_out.global_step,
         "sequences": len(data["input_ids"]), "cut_to_max_length": cut,
-        "evaluation": summaries, "profile": profile, "checks": checks,
+        "evaluation": summaries, "profile": profile, "checks": checks, "copy_probe": probe,
         "timings_s": timings,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(format_report(report))
-    print(ev.format_table(summaries) + format_checks(checks))
+    print(ev.format_table(summaries) + format_checks(checks) + format_probe(probe))
     return report
 
 
@@ -255,4 +319,21 @@ def format_report(report: dict[str, Any]) -> str:
             f"final train loss {report['train_loss']:.3f}.\n\n"
             f"Injected deficits: {json.dumps(report['config']['deficits'])}\n\n"
             + ev.format_table(report["evaluation"]) + "\n## Checks\n\n" + format_checks(report["checks"])
-            + f"\nTimings (s): {timings}\n")
+            + format_probe(report.get("copy_probe")) + f"\nTimings (s): {timings}\n")
+
+
+def format_probe(probe: dict[str, Any] | None) -> str:
+    """The copy probe as a markdown section ('' when it was skipped)."""
+    if not probe or not probe["runs"]:
+        return ""
+
+    def share(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    return ("\n## Copying ids\n\n"
+            f"Teacher-forced on {probe['episodes']} held-out oracle episodes of `{TARGET}`: "
+            f"digits after the first of a run right {share(probe['continuation_accuracy'])} "
+            f"(n={probe['continuation_tokens']}; chance about 0.1 with one-digit tokens), "
+            f"whole digit runs right {share(probe['runs_exact'])} (n={probe['runs']}). "
+            "The agent's tool calls need ids copied from the conversation; near chance here, it cannot "
+            "succeed on the target.\n")
