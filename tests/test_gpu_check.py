@@ -1,0 +1,42 @@
+"""scripts/gpu_check.sh, the one-call GPU check, dry-run on CPU.
+
+The GPU machine has no network and a short lease, so the script must not fail on
+anything a CPU can catch first: flags that do not exist, paths, the time box, packing
+what comes back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl", reason="the train extra is not installed (pip install -e '.[train]')")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_dry_run_bootstraps_and_time_boxes_the_run(tmp_path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "GPU_CHECK_DRY": "1", "OUT": str(out), "PYTHON": sys.executable,
+           "GPU_CHECK_WORK": str(tmp_path / "work"), "TRACE_CACHE_DIR": str(tmp_path / "cache"),
+           "RUN_S": "2"}  # the run stage is cut short on purpose: a stage past its box must not sink the rest
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode != 0  # the script exits with the last stage's status: the cut run
+    device = (out / "device.txt").read_text()
+    assert "torch" in device and "bootstrap: exit 0" in device, device + done.stderr
+    assert "run: exit 124" in device
+    report = json.loads((out / "bootstrap.json").read_text())
+    assert report["config"]["preset"] == "tiny" and report["copy_probe"]["runs"] > 0
+    assert (out / "bootstrap.md").read_text().startswith("# Bootstrap")
+    assert (out / "run.log").exists()
+    if (out / "run.tar.gz").exists():  # the run may not have made its directory within 2 s
+        with tarfile.open(out / "run.tar.gz") as tar:
+            assert not [n for n in tar.getnames() if n.endswith((".safetensors", ".bin", ".pt"))]
+    assert len(list(out.iterdir())) <= 8  # what a device call brings back
