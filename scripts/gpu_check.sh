@@ -12,7 +12,7 @@
 # bootstrap.{log,md,json}, run.log and run.tar.gz (report, results, plots; no weights).
 #
 # Stage sizes can be changed without editing: BOOT_ARGS, RUN_ARGS, BOOT_S, RUN_S.
-# GPU_CHECK_DRY=1 runs the same path CI-sized on CPU (what tests/test_scripts.py does).
+# GPU_CHECK_DRY=1 runs the same path CI-sized on CPU (what tests/test_gpu_check.py does).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
