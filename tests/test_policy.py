@@ -338,3 +338,44 @@ def test_incremental_prompt_tokens_equal_a_full_encode(base, tok):
     assert policy._text  # per-slot texts were kept
     policy.forget()
     assert not policy._text and not policy._kv
+
+
+def test_eager_attention_batches_padded_rows_like_single_rows(base, tok, infos):
+    """Eager attention adds its mask to the scores: a bool decode mask would let pads in."""
+    model = copy.deepcopy(base)
+    model.set_attn_implementation("eager")
+    alone = [HFPolicy(model, tok, max_new_tokens=12).act_batch([info])[0] for info in infos]
+    assert HFPolicy(model, tok, max_new_tokens=12).act_batch(infos) == alone
+
+
+def test_sliding_window_models_decode_and_keep_no_slot_cache(tok, infos):
+    torch.manual_seed(0)
+    model = models.build_model(tok, **{**TINY, "use_sliding_window": True, "sliding_window": 32,
+                                       "max_window_layers": 0})
+    assert set(model.config.layer_types) == {"sliding_attention"}
+    policy = HFPolicy(model, tok, max_new_tokens=8)
+    alone = [HFPolicy(model, tok, max_new_tokens=8).act_batch([info])[0] for info in infos]
+    slotted = [dict(info, slot=k) for k, info in enumerate(infos)]
+    assert policy.act_batch(slotted) == alone
+    assert policy.act_batch(slotted) == alone and policy.stats["reused_tokens"] == 0 and not policy._kv
+
+
+def test_cache_reuse_leaves_sampled_actions_alone(base, tok, infos):
+    """Reuse changes how rows are grouped for prefill; each row still draws the same sample."""
+    long_info = dict(infos[3], messages=infos[3]["messages"] + [
+        {"role": "user", "content": "Here is my whole order history again. " * 40}])
+    batch = [dict(infos[0], slot=0), dict(long_info, slot=1), dict(infos[1], slot=2), dict(infos[2], slot=3)]
+    settings = dict(max_new_tokens=8, temperature=1.0, top_k=50, top_p=0.9, seed=3)
+    cached, plain = HFPolicy(base, tok, **settings), HFPolicy(base, tok, reuse_cache=False, **settings)
+    for turn in range(3):
+        assert cached.act_batch(batch) == plain.act_batch(batch), f"turn {turn}"
+    assert cached.stats["reused_tokens"] > 0
+
+
+def test_prompt_tokens_are_not_reused_across_a_turn_start_that_changed(base, tok):
+    """Only a turn start the new text keeps whole is a safe place to cut the old ids."""
+    policy = HFPolicy(base, tok)
+    old = "<|im_start|>user\nhello<|im_start|>assistant\nok"
+    new = "<|im_start|>user\nhellothere"  # differs where the second turn start was: "hellothere" is one word
+    policy._encode(old, 0)
+    assert policy._encode(new, 0) == tok.encode(new, add_special_tokens=False)

@@ -21,7 +21,7 @@ import inspect
 import re
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -196,6 +196,14 @@ def _merged_cache(parts: list[tuple[Any, Any]], room: int) -> tuple[Any, Any]:
         else:
             layers.append(_right_aligned([la.keys for la in group], [la.values for la in group], width, room))
     return _cache_of(layers), mask
+
+
+def _row_order(live: list[int], device: Any) -> Any:
+    """Batch positions sorted by row index, as a tensor; None when the batch is already in row order."""
+    import torch
+
+    order = sorted(range(len(live)), key=live.__getitem__)
+    return None if order == list(range(len(live))) else torch.tensor(order, device=device)
 
 
 def _prefill_groups(lengths: list[int], overhead: int = 64) -> list[list[int]]:
@@ -383,10 +391,12 @@ class HFPolicy:
         if self.max_prompt_tokens is not None:
             rows = [r[-self.max_prompt_tokens:] for r in rows]  # keep the latest turns
         slots = [info.get("slot") for info in infos]
-        keyed = self.reuse_cache and None not in slots and len(set(slots)) == len(slots)
+        full_attention = self._plain_cache()
+        # Slot caches are kept for full-attention models only: a sliding-window layer holds
+        # just its window, which a later turn could not extend.
+        keyed = self.reuse_cache and full_attention and None not in slots and len(set(slots)) == len(slots)
         row_adapters = adapter_names or [None] * len(rows)
         prefix = self._reusable(rows, slots, row_adapters) if keyed else [0] * len(rows)
-        full_attention = self._plain_cache()
         groups = _prefill_groups([len(r) - p for r, p in zip(rows, prefix)]) if full_attention else [
             list(range(len(rows)))]
         parts = [self._layout([rows[i] for i in g], [prefix[i] for i in g], [slots[i] for i in g]) for g in groups]
@@ -422,7 +432,9 @@ class HFPolicy:
         ids = None
         if entry is not None:
             shared = _common_text_prefix(entry.text, text)
-            cut = next(((c, t) for c, t in reversed(entry.marks) if c <= shared), None)
+            # Cut at a turn start the new text still has whole: special tokens split the text,
+            # so the ids before it do not depend on what follows.
+            cut = next(((c, t) for c, t in reversed(entry.marks) if c + len(marker) <= shared), None)
             if cut is not None:
                 ids = entry.ids[:cut[1]] + encode(text[cut[0]:])
         if ids is None:
@@ -501,6 +513,26 @@ class HFPolicy:
         types = getattr(text, "layer_types", None) or ["full_attention"]
         return all(t == "full_attention" for t in types)
 
+    def _decode_mask(self, dtype: Any) -> Callable[[Any], Any]:
+        """How a decode step's ``[rows, length]`` bool mask (True = attend) is handed to the model.
+
+        SDPA takes a 4-D bool mask as is; eager attention adds its mask to the scores, so it
+        gets a 4-D additive one. Anything else (flash attention, sliding windows) gets the
+        2-D mask and builds its own, as in ``generate``.
+        """
+        import torch
+
+        config = getattr(self.model, "config", None)
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        kind = getattr(text, "_attn_implementation", None)
+        if not self._plain_cache() or kind not in ("sdpa", "eager"):
+            return lambda attend: attend.long()
+        if kind == "sdpa":
+            return lambda attend: attend[:, None, None, :]
+        low = torch.finfo(dtype).min
+        return lambda attend: torch.zeros(attend.shape, dtype=dtype, device=attend.device).masked_fill_(
+            ~attend, low)[:, None, None, :]
+
     def _sampling(self) -> Any:
         """The logits warpers of this policy's sampling settings, or None for greedy decoding."""
         if self.temperature == 0:
@@ -572,17 +604,25 @@ class HFPolicy:
         live = [i for group in groups for i in group]  # the batch's rows, as indices into ``rows``
         adapters = None if adapter_names is None else [adapter_names[i] for i in live]
         new: list[list[int]] = [[] for _ in rows]
-        # The decode mask is passed 4-D ([rows, 1, 1, length], True = attend), so the model
-        # uses it as is instead of building one per token; it has room like the cache.
+        # The decode mask has room like the cache. It goes in 4-D ([rows, 1, 1, length]) where
+        # the model takes it as is instead of building one per token (see _decode_mask).
         length = mask.shape[1]
         attend = torch.zeros((len(live), length + self.max_new_tokens), dtype=torch.bool, device=mask.device)
         attend[:, :length] = mask.bool()
+        decode_mask = self._decode_mask(next(self.model.parameters()).dtype)
+        # Rows draw their samples in row order, whatever group they were prefilled in, so a
+        # row's sample does not depend on the grouping (which cache reuse changes).
+        order = _row_order(live, attend.device)
         while True:
             if warpers is None:
                 tokens = logits.argmax(-1)
             else:
                 probs = torch.softmax(warpers(None, logits.float()), dim=-1)
-                tokens = torch.multinomial(probs, 1).squeeze(1)
+                if order is None:
+                    tokens = torch.multinomial(probs, 1).squeeze(1)
+                else:
+                    tokens = torch.empty(len(live), dtype=torch.long, device=probs.device)
+                    tokens[order] = torch.multinomial(probs[order], 1).squeeze(1)
             keep = []
             for j, (i, token) in enumerate(zip(live, tokens.tolist())):
                 new[i].append(token)
@@ -597,12 +637,13 @@ class HFPolicy:
                 cache.batch_select_indices(index)
                 attend, last, tokens = attend[index], last[index], tokens[index]
                 live = [live[j] for j in keep]
+                order = _row_order(live, attend.device)
                 if adapters is not None:
                     adapters = [adapters[j] for j in keep]
             attend[:, length] = True
             length += 1
             last = last + 1
-            logits = forward(tokens[:, None], attend[:, None, None, :length], last[:, None], cache,
+            logits = forward(tokens[:, None], decode_mask(attend[:, :length]), last[:, None], cache,
                              adapters).logits[:, -1, :]
 
     def _keep_row(self, cache: Any, j: int, mask: Any, ids: list[int], slot: Any, adapter: str | None) -> None:
