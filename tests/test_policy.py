@@ -379,3 +379,27 @@ def test_prompt_tokens_are_not_reused_across_a_turn_start_that_changed(base, tok
     new = "<|im_start|>user\nhellothere"  # differs where the second turn start was: "hellothere" is one word
     policy._encode(old, 0)
     assert policy._encode(new, 0) == tok.encode(new, add_special_tokens=False)
+
+
+def test_a_switched_active_adapter_does_not_reuse_the_old_cache(tok, infos, adapter_dirs):
+    torch.manual_seed(0)  # a fresh base: earlier tests may have added adapters to the shared one
+    with quiet_peft():
+        model = PeftModel.from_pretrained(models.build_model(tok, **TINY), adapter_dirs["A"], adapter_name="A")
+        model.load_adapter(str(adapter_dirs["B"]), adapter_name="B")
+    policy = HFPolicy(model, tok, max_new_tokens=12)
+    slotted = [dict(info, slot=k) for k, info in enumerate(infos[:2])]
+    policy.act_batch(slotted)
+    model.set_adapter("B")
+    reused = policy.stats["reused_tokens"]
+    assert policy.act_batch(slotted) == HFPolicy(model, tok, max_new_tokens=12, reuse_cache=False).act_batch(slotted)
+    assert policy.stats["reused_tokens"] == reused
+
+
+def test_caches_kept_before_a_dtype_change_are_dropped(base, tok, infos):
+    model = copy.deepcopy(base)
+    policy = HFPolicy(model, tok, max_new_tokens=8)
+    slotted = [dict(info, slot=k) for k, info in enumerate(infos[:2])]
+    policy.act_batch(slotted)
+    model.double()
+    assert policy.act_batch(slotted) == HFPolicy(model, tok, max_new_tokens=8).act_batch(slotted)
+    assert all(e.keys[0].dtype == torch.float64 for e in policy._kv.values())

@@ -138,6 +138,7 @@ def _roomy_layer() -> type:
             return self.keys, self.values
 
         def batch_select_indices(self, indices: Any) -> None:
+            indices = indices.to(self._keys.device)  # layers of a sharded model sit on several devices
             self._keys, self._values = self._keys[indices], self._values[indices]
             self._view()
 
@@ -281,6 +282,7 @@ class HFPolicy:
         # one this policy wraps for load_adapter runs as the base model.
         self._owns_peft = False
         self._calls = 0
+        self._kv_where: tuple[Any, Any] | None = None  # device and dtype the kept caches were made on
         self.stats = {"calls": 0, "rows": 0, "prompt_tokens": 0, "reused_tokens": 0, "generated_tokens": 0,
                       "seconds": 0.0}
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -392,10 +394,15 @@ class HFPolicy:
             rows = [r[-self.max_prompt_tokens:] for r in rows]  # keep the latest turns
         slots = [info.get("slot") for info in infos]
         full_attention = self._plain_cache()
+        param = next(self.model.parameters())
+        if self._kv and self._kv_where != (param.device, param.dtype):
+            self._kv.clear()  # the model moved or changed dtype since those caches were made
+        self._kv_where = (param.device, param.dtype)
         # Slot caches are kept for full-attention models only: a sliding-window layer holds
         # just its window, which a later turn could not extend.
         keyed = self.reuse_cache and full_attention and None not in slots and len(set(slots)) == len(slots)
-        row_adapters = adapter_names or [None] * len(rows)
+        # A PeftModel handed in runs its active adapter: a cache made under another must not be reused.
+        row_adapters = adapter_names or [getattr(self.model, "active_adapter", None)] * len(rows)
         prefix = self._reusable(rows, slots, row_adapters) if keyed else [0] * len(rows)
         groups = _prefill_groups([len(r) - p for r, p in zip(rows, prefix)]) if full_attention else [
             list(range(len(rows)))]
@@ -403,12 +410,10 @@ class HFPolicy:
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()  # no dropout, and PEFT refuses adapter_names in training mode
-        fork = [device.index or 0] if device.type == "cuda" else []
         try:
-            with torch.random.fork_rng(devices=fork), torch.inference_mode():
-                torch.manual_seed(self.seed + self._calls)
+            with torch.inference_mode():
                 new = self._generate(groups, parts, device, adapter_names, rows, slots if keyed else None,
-                                     row_adapters)
+                                     row_adapters, seed=self.seed + self._calls)
         finally:
             self.model.train(was_training)
         self._calls += 1
@@ -570,7 +575,7 @@ class HFPolicy:
 
     def _generate(self, groups: list[list[int]], parts: list[tuple[Any, Any, int, Any]], device: Any,
                   adapter_names: list[str] | None, rows: list[list[int]], slots: list[Any] | None,
-                  row_adapters: list[str | None]) -> list[list[int]]:
+                  row_adapters: list[str | None], seed: int = 0) -> list[list[int]]:
         """Each row's new tokens, up to and including the one that ends its turn.
 
         ``parts`` are the :meth:`_layout` of each group of rows (``groups`` lists their
@@ -578,7 +583,8 @@ class HFPolicy:
         batch. A plain decode loop rather than ``model.generate``: a row that ends its turn
         leaves the batch at once, so the rows still talking do not pay for the finished
         ones (batched decoding of a small model is bound by reading every row's KV cache).
-        With ``slots``, a finished row's cache is kept for its slot's next turn.
+        With ``slots``, a finished row's cache is kept for its slot's next turn. Samples come
+        from a generator seeded with ``seed``; the global RNG is left alone.
         """
         import torch
 
@@ -612,17 +618,18 @@ class HFPolicy:
         decode_mask = self._decode_mask(next(self.model.parameters()).dtype)
         # Rows draw their samples in row order, whatever group they were prefilled in, so a
         # row's sample does not depend on the grouping (which cache reuse changes).
-        order = _row_order(live, attend.device)
+        order = _row_order(live, logits.device)
+        generator = None if warpers is None else torch.Generator(device=logits.device).manual_seed(seed)
         while True:
             if warpers is None:
                 tokens = logits.argmax(-1)
             else:
                 probs = torch.softmax(warpers(None, logits.float()), dim=-1)
                 if order is None:
-                    tokens = torch.multinomial(probs, 1).squeeze(1)
+                    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
                 else:
                     tokens = torch.empty(len(live), dtype=torch.long, device=probs.device)
-                    tokens[order] = torch.multinomial(probs[order], 1).squeeze(1)
+                    tokens[order] = torch.multinomial(probs[order], 1, generator=generator).squeeze(1)
             keep = []
             for j, (i, token) in enumerate(zip(live, tokens.tolist())):
                 new[i].append(token)
@@ -635,9 +642,10 @@ class HFPolicy:
             if len(keep) < len(live):
                 index = torch.tensor(keep, device=attend.device)
                 cache.batch_select_indices(index)
-                attend, last, tokens = attend[index], last[index], tokens[index]
+                attend, last = attend[index], last[index]
+                tokens = tokens[index.to(tokens.device)]  # logits sit on the last device of a sharded model
                 live = [live[j] for j in keep]
-                order = _row_order(live, attend.device)
+                order = _row_order(live, tokens.device)
                 if adapters is not None:
                     adapters = [adapters[j] for j in keep]
             attend[:, length] = True
@@ -650,10 +658,12 @@ class HFPolicy:
         """Store batch row ``j``'s real (unpadded) cache entries and the token ids they stand for."""
         if not hasattr(cache, "layers"):
             return
-        index = mask.nonzero().flatten().to(cache.layers[0].keys.device)
-        self._kv[slot] = _SlotCache(ids=ids, adapter=adapter,
-                                    keys=[layer.keys[j].index_select(1, index) for layer in cache.layers],
-                                    values=[layer.values[j].index_select(1, index) for layer in cache.layers])
+        index = mask.nonzero().flatten()
+        # Each layer's own device: a sharded model spreads its layers over several.
+        self._kv[slot] = _SlotCache(
+            ids=ids, adapter=adapter,
+            keys=[layer.keys[j].index_select(1, index.to(layer.keys.device)) for layer in cache.layers],
+            values=[layer.values[j].index_select(1, index.to(layer.values.device)) for layer in cache.layers])
 
     def identity(self) -> dict[str, Any]:
         """Model, loaded adapters and sampling settings (JSON-able)."""
