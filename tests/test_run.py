@@ -81,6 +81,9 @@ def test_findings_state_the_result_whatever_it_is():
     methods["trace"]["return_vs_base"] = {"mean": 0.053, "ci95": [0.027, 0.078], "pairs": 40}
     text = "\n".join(findings({"methods": methods}, stages))
     assert "paired on the same seeds (95% CI): trace +0.053 [+0.027, +0.078]." in text
+    assert "never succeeds" in text and "copy probe" not in text
+    stages["base"] = {"copy_probe": {"continuation_accuracy": 0.101, "runs": 176}}
+    assert "copy probe (bootstrap report) gets 0.101 of the digits" in "\n".join(findings({"methods": methods}, stages))
 
 
 # ---------------------------------------------------------------- end to end

@@ -193,7 +193,8 @@ def stage_base(run: Run) -> dict[str, Any]:
     if c.quick:
         kw.update(demos=40, max_steps=12, eval_episodes=2, eval_envs=[c.target], max_new_tokens=c.max_new_tokens)
     report = bootstrap(BootstrapConfig(**kw))
-    return {"model": report["model_dir"], "bootstrapped": True, "bootstrap_checks": report["checks"]}
+    return {"model": report["model_dir"], "bootstrapped": True, "bootstrap_checks": report["checks"],
+            "copy_probe": report.get("copy_probe")}
 
 
 def stage_collect(run: Run, model: Any, tok: Any) -> dict[str, Any]:
@@ -596,6 +597,15 @@ def _signed(diff: Mapping[str, Any]) -> str:
     return f"{diff['mean']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
 
 
+def _copy_note(probe: Mapping[str, Any] | None) -> str:
+    """What the bootstrap's copy probe says about a base agent that never succeeds ('' without one)."""
+    if not probe or probe.get("continuation_accuracy") is None:
+        return ""
+    return (f" Its copy probe (bootstrap report) gets {probe['continuation_accuracy']:.3f} of the digits after an "
+            "id's first right, where chance is about 0.1: an agent that cannot copy the ids its tool calls need "
+            "cannot succeed.")
+
+
 def findings(results: Mapping[str, Any], stages: Mapping[str, Any]) -> list[str]:
     """Plain statements of what the numbers show (no tuning happens on these seeds)."""
     m = results["methods"]
@@ -627,7 +637,7 @@ def findings(results: Mapping[str, Any], stages: Mapping[str, Any]) -> list[str]
     out.append(f"Routing accuracy on held-out synthetic openings: {acc:.2f}.")
     if b["success"] == 0 and t["success"] == 0:
         out.append("The base agent never succeeds on the target, so success cannot separate the methods; compare "
-                   "mean returns, and see the issue notes on the tiny preset.")
+                   "mean returns." + _copy_note(stages.get("base", {}).get("copy_probe")))
     return out
 
 
