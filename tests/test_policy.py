@@ -389,10 +389,22 @@ def test_a_switched_active_adapter_does_not_reuse_the_old_cache(tok, infos, adap
     policy = HFPolicy(model, tok, max_new_tokens=12)
     slotted = [dict(info, slot=k) for k, info in enumerate(infos[:2])]
     policy.act_batch(slotted)
-    model.set_adapter("B")
-    reused = policy.stats["reused_tokens"]
+
+    def switched(switch) -> None:
+        """After ``switch``, the policy reuses nothing and acts like one without caches."""
+        switch()
+        reused = policy.stats["reused_tokens"]
+        fresh = HFPolicy(model, tok, max_new_tokens=12, reuse_cache=False).act_batch(slotted)
+        assert policy.act_batch(slotted) == fresh
+        assert policy.stats["reused_tokens"] == reused
+
+    switched(lambda: model.set_adapter("B"))
+    switched(lambda: model.base_model.set_adapter("A"))  # past the PeftModel's own bookkeeping
+    with model.disable_adapter():
+        switched(lambda: None)
+    switched(lambda: None)  # adapters back on: A again, whose caches were replaced meanwhile
     assert policy.act_batch(slotted) == HFPolicy(model, tok, max_new_tokens=12, reuse_cache=False).act_batch(slotted)
-    assert policy.stats["reused_tokens"] == reused
+    assert policy.stats["reused_tokens"] > 0  # unchanged adapters: reused
 
 
 def test_caches_kept_before_a_dtype_change_are_dropped(base, tok, infos):

@@ -283,6 +283,7 @@ class HFPolicy:
         self._owns_peft = False
         self._calls = 0
         self._kv_where: tuple[Any, Any] | None = None  # device and dtype the kept caches were made on
+        self._tuner_layer: Any = None  # a LoRA layer of the model, read for its active adapters (False: none)
         self.stats = {"calls": 0, "rows": 0, "prompt_tokens": 0, "reused_tokens": 0, "generated_tokens": 0,
                       "seconds": 0.0}
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -343,6 +344,7 @@ class HFPolicy:
                 self._owns_peft = True
         self.model.eval()
         self.adapters[name] = str(path)
+        self._tuner_layer = None  # the model now has LoRA layers to read
 
     # ------------------------------------------------------------------ acting
     def prompt(self, info: Mapping[str, Any]) -> str:
@@ -351,6 +353,22 @@ class HFPolicy:
         return self.tokenizer.apply_chat_template(
             messages, tools=template_tools(info["tools"], self.obs_format), add_generation_prompt=True,
             tokenize=False, **self.chat_template_kwargs)
+
+    def _adapter_state(self) -> Any:
+        """The adapters a model run as given applies now: ``(active adapters, disabled)``, None without any.
+
+        Read from a LoRA layer, which every way of switching adapters updates (``set_adapter``
+        on the PeftModel or its tuner, ``disable_adapter()``, transformers' PEFT integration).
+        """
+        if not hasattr(self.model, "peft_config"):
+            return None
+        if self._tuner_layer is None:
+            from peft.tuners.tuners_utils import BaseTunerLayer
+
+            self._tuner_layer = next((m for m in self.model.modules() if isinstance(m, BaseTunerLayer)), False)
+        if self._tuner_layer is False:
+            return None
+        return tuple(self._tuner_layer.active_adapters), bool(self._tuner_layer.disable_adapters)
 
     def _adapter_names(self, adapters: Sequence[str | None] | None, n: int) -> list[str] | None:
         """PEFT ``adapter_names`` for the batch, or None to run the model as it is."""
@@ -401,8 +419,8 @@ class HFPolicy:
         # Slot caches are kept for full-attention models only: a sliding-window layer holds
         # just its window, which a later turn could not extend.
         keyed = self.reuse_cache and full_attention and None not in slots and len(set(slots)) == len(slots)
-        # A PeftModel handed in runs its active adapter: a cache made under another must not be reused.
-        row_adapters = adapter_names or [getattr(self.model, "active_adapter", None)] * len(rows)
+        # A model run as given runs whatever adapters are active now: a cache made under others must not be reused.
+        row_adapters = adapter_names or [self._adapter_state()] * len(rows)
         prefix = self._reusable(rows, slots, row_adapters) if keyed else [0] * len(rows)
         groups = _prefill_groups([len(r) - p for r, p in zip(rows, prefix)]) if full_attention else [
             list(range(len(rows)))]
