@@ -82,7 +82,6 @@ def test_long_demos_are_cut_not_dropped(tok) -> None:
     assert tiny["input_ids"] == [], "cut before any assistant turn: left out"
 
 
-@pytest.mark.slow
 class _Predictor:
     """A stand-in language model whose greedy guess at each position is ``guess(ids, t)``."""
 
@@ -111,21 +110,53 @@ class _Predictor:
         return type("Out", (), {"logits": logits})()
 
 
-def test_copy_probe_separates_a_copier_from_a_guesser(tok) -> None:
+def _assistant_digit_runs(tok, seed_start: int, episodes: int) -> list[str]:
+    """Digit runs in the assistant turns of the probe's episodes, found by regex, not by the probe's loop."""
+    import re
+
+    from trace_envs import OraclePolicy
+
+    data, _ = bs.tokenize_demos(bs._play(OraclePolicy(), bs.TARGET, range(seed_start, seed_start + episodes)),
+                                tok, 4096)
+    runs = []
+    for ids, mask in zip(data["input_ids"], data["assistant_masks"]):
+        segment: list[int] = []
+        for token, m in zip([*ids, None], [*mask, 0]):
+            if m:
+                segment.append(token)
+            elif segment:
+                runs += re.findall(r"\d+", tok.decode(segment, skip_special_tokens=False))
+                segment = []
+    return runs
+
+
+def test_copy_probe_scores_exactly_the_copied_digits_of_assistant_turns(tok) -> None:
     vocab = len(tok)
-    seer = _Predictor(vocab, lambda ids, t: ids[t + 1] if t + 1 < len(ids) else 0)  # always the true next token
+    digit = {i for i in range(vocab) if tok.decode([i]).strip().isdigit()}
     zero = tok.convert_tokens_to_ids("0")
-    fixed = _Predictor(vocab, lambda ids, t: zero)  # always "0"
+    runs = _assistant_digit_runs(tok, 7, 3)
+    assert len(runs) > 5 and all(len(tok.encode(r, add_special_tokens=False)) == len(r) for r in runs)
+
+    seer = _Predictor(vocab, lambda ids, t: ids[t + 1] if t + 1 < len(ids) else 0)  # always the true next token
     perfect = bs.copy_probe(seer, tok, episodes=3, seed_start=7)
-    assert perfect["continuation_tokens"] > 20 and perfect["runs"] > 5
+    assert perfect["runs"] == len(runs) and perfect["continuation_tokens"] == sum(len(r) - 1 for r in runs)
     assert perfect["continuation_accuracy"] == 1.0 and perfect["runs_exact"] == 1.0
-    guessing = bs.copy_probe(fixed, tok, episodes=3, seed_start=7)
-    assert guessing["continuation_tokens"] == perfect["continuation_tokens"]
+
+    # Right only where a digit follows a digit: every continuation, and no run's first digit.
+    def copier(ids, t):
+        return ids[t + 1] if t + 1 < len(ids) and ids[t] in digit and ids[t + 1] in digit else zero
+
+    copying = bs.copy_probe(_Predictor(vocab, copier), tok, episodes=3, seed_start=7)
+    starts_with_zero = sum(r[0] == "0" for r in runs)  # the only runs it gets wholly right
+    assert copying["continuation_accuracy"] == 1.0 and copying["runs_exact"] == starts_with_zero / len(runs)
+
+    guessing = bs.copy_probe(_Predictor(vocab, lambda ids, t: zero), tok, episodes=3, seed_start=7)
     assert guessing["continuation_accuracy"] < 0.3 and guessing["runs_exact"] < 0.5
     assert "whole digit runs right 1.000" in bs.format_probe(perfect)
     assert bs.format_probe(None) == ""
 
 
+@pytest.mark.slow
 def test_bootstrap_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("TRACE_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "run"
