@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYVER=${DEVICE_PYTHON:-3.12}
 NAMES=(transformers trl peft gymnasium farama-notifications pettingzoo jsonschema jsonschema-specifications
-       referencing rpds-py datasets dill multiprocess gepa)
+       referencing rpds-py datasets dill multiprocess regex gepa)
 mkdir -p .whl
 for name in "${NAMES[@]}"; do
   version=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('$name'))")

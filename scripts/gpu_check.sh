@@ -11,6 +11,8 @@
 # cut short still leaves its log, and the script exits with the first failed stage's status. At most 8 files come back from $OUT: device.txt,
 # bootstrap.{log,md,json}, run.log and run.tar.gz (report, results, plots; no weights).
 #
+# Each call starts from an empty work folder ($GPU_CHECK_WORK, named *gpu-check*), so a warm
+# machine never reports or resumes the last call's files.
 # Stage sizes can be changed without editing: BOOT_ARGS, RUN_ARGS, BOOT_S, RUN_S.
 # GPU_CHECK_DRY=1 runs the same path CI-sized on CPU (what tests/test_gpu_check.py does).
 set -uo pipefail
@@ -18,6 +20,11 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DEST=${OUT:-runs/gpu-check}
 WORK=${GPU_CHECK_WORK:-/tmp/gpu-check}
+case "$(basename "$WORK")" in
+  *gpu-check*) ;;
+  *) echo "[gpu-check] GPU_CHECK_WORK must name a folder called *gpu-check* (it is emptied first)" >&2; exit 2;;
+esac
+rm -rf "$WORK"  # a warm machine keeps the last call's files: never report or resume those
 mkdir -p "$DEST" "$WORK"
 DEST=$(cd "$DEST" && pwd)
 if [ -d .whl ] && [ -z "${GPU_CHECK_DRY:-}" ]; then
@@ -27,6 +34,14 @@ if [ -d .whl ] && [ -z "${GPU_CHECK_DRY:-}" ]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export TRACE_CACHE_DIR=${TRACE_CACHE_DIR:-$WORK/cache}
+# Fail in seconds, not minutes into a stage, when a package is missing or too old.
+if ! "$PY" -c "import trace_agents, trace_envs, trl, peft, transformers, datasets, gymnasium, pettingzoo, jsonschema" \
+    2> "$DEST/imports.log"; then
+  cat "$DEST/imports.log" >&2
+  echo "[gpu-check] imports failed: carry the missing wheels (scripts/device_wheels.sh)" >&2
+  exit 1
+fi
+rm -f "$DEST/imports.log"
 if [ -n "${GPU_CHECK_DRY:-}" ]; then
   BOOT_ARGS=${BOOT_ARGS:---preset tiny --demos 12 --max-steps 2 --batch-size 2 --eval-episodes 2 --max-new-tokens 16 --probe-episodes 2 --eval-envs trace/retail-v0}
   RUN_ARGS=${RUN_ARGS:---quick}
@@ -47,7 +62,7 @@ stage() {  # stage NAME SECONDS COMMAND...: run it time-boxed, log it, and recor
   local name=$1 limit=$2 start rc
   shift 2
   start=$(date +%s)
-  timeout "$limit" "$@" > "$DEST/$name.log" 2>&1
+  timeout -k 10 "$limit" "$@" > "$DEST/$name.log" 2>&1
   rc=$?
   echo "[gpu-check] $name: exit $rc after $(( $(date +%s) - start )) s (limit $limit s)" | tee -a "$DEST/device.txt"
   return $rc
@@ -56,13 +71,16 @@ stage() {  # stage NAME SECONDS COMMAND...: run it time-boxed, log it, and recor
 status=0  # the first failed stage's exit status
 # shellcheck disable=SC2086  # the *_ARGS are word lists on purpose
 stage bootstrap "${BOOT_S:-240}" "$PY" -m trace_agents.cli bootstrap --out "$WORK/bootstrap" $BOOT_ARGS || status=$?
-cp "$WORK/bootstrap/report.md" "$DEST/bootstrap.md" 2>/dev/null
-cp "$WORK/bootstrap/report.json" "$DEST/bootstrap.json" 2>/dev/null
-if [ -d "$WORK/bootstrap/model" ]; then
+if [ "$status" -eq 0 ]; then
+  cp "$WORK/bootstrap/report.md" "$DEST/bootstrap.md"
+  cp "$WORK/bootstrap/report.json" "$DEST/bootstrap.json"
   # shellcheck disable=SC2086
   stage run "${RUN_S:-300}" "$PY" -m trace_agents.cli run --model "$WORK/bootstrap/model" \
     --runs-dir "$WORK/runs" --name gpu $RUN_ARGS || { rc=$?; [ "$status" -ne 0 ] || status=$rc; }
-  (cd "$WORK/runs" 2>/dev/null && tar czf "$DEST/run.tar.gz" --exclude='*.safetensors' --exclude='*.bin' \
-    --exclude='*.pt' gpu) || echo "[gpu-check] no run directory to pack" | tee -a "$DEST/device.txt"
+  if [ -d "$WORK/runs/gpu" ]; then
+    tar czf "$DEST/run.tar.gz" -C "$WORK/runs" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' gpu
+  else
+    echo "[gpu-check] the run made no directory to pack" | tee -a "$DEST/device.txt"
+  fi
 fi
 exit "$status"
