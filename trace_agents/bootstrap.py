@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trace_agents import require_train_extra
+from trace_agents import eval_mode, require_train_extra
 from trace_agents.evaluate import CAPABILITY_ENVS as EVAL_CAPABILITY_ENVS
 
 # Clear, different weaknesses, and one capability without any as a control.
@@ -175,24 +175,19 @@ def copy_probe(model: Any, tokenizer: Any, episodes: int = 10, seed_start: int =
 
     right = total = runs = exact = 0
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for ids, mask in zip(data["input_ids"], data["assistant_masks"]):
-                logits = model(torch.tensor([ids], device=device)).logits[0, :-1]
-                hits = (logits.argmax(-1).cpu() == torch.tensor(ids[1:])).tolist()
-                run: list[bool] = []  # hits of the digit run being read
-                for t in range(1, len(ids) + 1):
-                    if t < len(ids) and mask[t] and digit(ids[t]):
-                        run.append(hits[t - 1])
-                        continue
-                    if run:
-                        runs, exact = runs + 1, exact + all(run)
-                        right, total = right + sum(run[1:]), total + len(run) - 1
-                        run = []
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        for ids, mask in zip(data["input_ids"], data["assistant_masks"]):
+            logits = model(torch.tensor([ids], device=device)).logits[0, :-1]
+            hits = (logits.argmax(-1).cpu() == torch.tensor(ids[1:])).tolist()
+            run: list[bool] = []  # hits of the digit run being read
+            for t in range(1, len(ids) + 1):
+                if t < len(ids) and mask[t] and digit(ids[t]):
+                    run.append(hits[t - 1])
+                    continue
+                if run:
+                    runs, exact = runs + 1, exact + all(run)
+                    right, total = right + sum(run[1:]), total + len(run) - 1
+                    run = []
     return {"episodes": len(data["input_ids"]), "continuation_tokens": total,
             "continuation_accuracy": right / total if total else None,
             "runs": runs, "runs_exact": exact / runs if runs else None}

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from trace_agents import require_train_extra
+from trace_agents import eval_mode, require_train_extra
 from trace_agents.chat import template_tools, to_chat, with_system_prompt
 
 BASE = "__base__"  # PEFT's adapter name for "no adapter" in a mixed batch
@@ -425,15 +425,10 @@ class HFPolicy:
         groups = _prefill_groups([len(r) - p for r, p in zip(rows, prefix)]) if full_attention else [
             list(range(len(rows)))]
         parts = [self._layout([rows[i] for i in g], [prefix[i] for i in g], [slots[i] for i in g]) for g in groups]
-        device = next(self.model.parameters()).device
-        was_training = self.model.training
-        self.model.eval()  # no dropout, and PEFT refuses adapter_names in training mode
-        try:
-            with torch.inference_mode():
-                new = self._generate(groups, parts, device, adapter_names, rows, slots if keyed else None,
-                                     row_adapters, seed=self.seed + self._calls)
-        finally:
-            self.model.train(was_training)
+        # Eval mode: no dropout, and PEFT refuses adapter_names in training mode.
+        with eval_mode(self.model), torch.inference_mode():
+            new = self._generate(groups, parts, param.device, adapter_names, rows, slots if keyed else None,
+                                 row_adapters, seed=self.seed + self._calls)
         self._calls += 1
         generated = sum(len(row) for row in new)
         actions = [self._clean(self.tokenizer.decode(row, skip_special_tokens=True)) for row in new]
@@ -529,11 +524,14 @@ class HFPolicy:
         room = width - reused + self.max_new_tokens
         return input_ids, attention_mask, reused, self._batched_past(slots, prefix, room)
 
+    def _text_config(self) -> Any:
+        """The model's config, or its text part for a multimodal one (None without a config)."""
+        config = getattr(self.model, "config", None)
+        return config.get_text_config() if hasattr(config, "get_text_config") else config
+
     def _plain_cache(self) -> bool:
         """Whether every layer attends to the whole context (no sliding windows): row groups can merge."""
-        config = getattr(self.model, "config", None)
-        text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        types = getattr(text, "layer_types", None) or ["full_attention"]
+        types = getattr(self._text_config(), "layer_types", None) or ["full_attention"]
         return all(t == "full_attention" for t in types)
 
     def _decode_mask(self, dtype: Any) -> Callable[[Any], Any]:
@@ -545,9 +543,7 @@ class HFPolicy:
         """
         import torch
 
-        config = getattr(self.model, "config", None)
-        text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        kind = getattr(text, "_attn_implementation", None)
+        kind = getattr(self._text_config(), "_attn_implementation", None)
         if not self._plain_cache() or kind not in ("sdpa", "eager"):
             return lambda attend: attend.long()
         if kind == "sdpa":

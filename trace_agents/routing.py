@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from trace_agents import require_train_extra
+from trace_agents import eval_mode, require_train_extra
 
 NONE = "none"  # the label of "no adapter"
 
@@ -137,9 +137,7 @@ class LabelScoringRouter:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         device = next(self.model.parameters()).device
         scores: list[float] = []
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             for start in range(0, len(rows), self.batch_size):
                 chunk, chunk_spans = rows[start:start + self.batch_size], spans[start:start + self.batch_size]
                 width = max(map(len, chunk))
@@ -154,8 +152,6 @@ class LabelScoringRouter:
                 for i, (p, n) in enumerate(chunk_spans):
                     targets = ids[i, p:p + n].to(device)
                     scores.append(float(logp[i, p - 1:p - 1 + n].gather(-1, targets[:, None]).sum()))
-        finally:
-            self.model.train(was_training)
         k = len(self.labels)
         return [scores[i:i + k] for i in range(0, len(scores), k)]
 
@@ -187,9 +183,7 @@ class HiddenStateEmbedder:
         device = next(base.parameters()).device
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         out = []
-        was_training = base.training
-        base.eval()
-        try:
+        with eval_mode(base):
             for start in range(0, len(texts), self.batch_size):
                 rows = [self.tokenizer.encode(t, add_special_tokens=False)[:self.max_tokens] or [pad]
                         for t in texts[start:start + self.batch_size]]
@@ -204,8 +198,6 @@ class HiddenStateEmbedder:
                                   output_hidden_states=True).hidden_states[-1].float()
                 m = mask.to(device).unsqueeze(-1).float()
                 out.append((hidden * m).sum(1) / m.sum(1))
-        finally:
-            base.train(was_training)
         return torch.cat(out)
 
 
