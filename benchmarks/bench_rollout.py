@@ -63,6 +63,10 @@ def run_benchmark(model: str | None = None, env_id: str = "trace/retail-v0", epi
         "env_share_sequential": median(s["env_share"] for s, _ in pairs),
         "policy_share_batched": median(b["policy_share"] for _, b in pairs),
         "same_records": all(r["same_records"] for r in results),
+        # Why the speedup is what it is: how full the batched forward passes were, and how
+        # long the prompts (the KV cache every decode step reads) were.
+        "batched_tokens_per_forward": median(_tokens_per_forward(b) for _, b in pairs),
+        "mean_prompt_tokens": median(_mean_prompt(b) for _, b in pairs),
         "timings": [{"sequential": s, "batched": b} for s, b in pairs], "torch_threads": torch.get_num_threads(),
         "machine": machine_info(), "git_commit": git_commit(),
     }
@@ -71,6 +75,19 @@ def run_benchmark(model: str | None = None, env_id: str = "trace/retail-v0", epi
     (out_dir / "rollout.json").write_text(json.dumps(out, indent=2) + "\n")
     (out_dir / "rollout.md").write_text(markdown(out))
     return out
+
+
+def _tokens_per_forward(timings: dict[str, Any]) -> float:
+    """Generated tokens per token-producing forward pass (each call's prefill, then its decode steps)."""
+    g = timings["policy_stats"]
+    passes = g["calls"] + g["decode_steps"]
+    return g["generated_tokens"] / passes if passes else 0.0
+
+
+def _mean_prompt(timings: dict[str, Any]) -> float:
+    """Prompt tokens per row and call: the context each decode step attends to."""
+    g = timings["policy_stats"]
+    return g["prompt_tokens"] / g["rows"] if g["rows"] else 0.0
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -86,6 +103,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"| batched (batch {r['batch_size']}) | {r['batched_episodes_per_s']:.3f} | {r['env_share_batched']:.2%} |\n"
         f"\nSpeedup {r['speedup']:.2f}x (pairs: {', '.join(f'{x:.2f}x' for x in r['speedups'])}); "
         f"identical records: {r['same_records']}.\n"
+        f"\nBatched decoding produced {r['batched_tokens_per_forward']:.1f} tokens per forward pass "
+        f"(batch {r['batch_size']}: a batch decodes until its longest row ends its turn), over prompts of "
+        f"{r['mean_prompt_tokens']:.0f} tokens on average (the KV cache each decode step reads).\n"
     )
 
 

@@ -29,3 +29,8 @@ def test_rollout_benchmark_reports_medians_of_pairs(tmp_path, base, tok):
     assert data["same_records"] is True  # greedy: batching changes no episode
     table = (tmp_path / "out" / "rollout.md").read_text(encoding="utf-8")
     assert "medians of 3 sequential/batched pairs" in table and "| batched (batch 2) |" in table
+    for pair in data["timings"]:  # sequential runs make one token per forward pass; batch 2 at most two
+        assert bench._tokens_per_forward(pair["sequential"]) == 1.0
+        assert 1.0 <= bench._tokens_per_forward(pair["batched"]) <= 2.0
+    assert 1.0 <= data["batched_tokens_per_forward"] <= 2.0 and data["mean_prompt_tokens"] > 50
+    assert f"{data['batched_tokens_per_forward']:.1f} tokens per forward pass" in table

@@ -69,6 +69,8 @@ def test_one_string_per_info(base, tok, infos):
     assert policy.act_batch([]) == []
     assert isinstance(policy, Policy)
     assert policy.stats["rows"] == len(infos) and policy.stats["generated_tokens"] <= 12 * len(infos)
+    steps = policy.stats["decode_steps"]  # one batch: it decodes until its longest row ends
+    assert steps + 1 <= 12 and policy.stats["generated_tokens"] <= (steps + 1) * len(infos)
 
 
 def test_greedy_batch_equals_each_row_alone(base, tok, infos):
@@ -141,6 +143,7 @@ def test_generation_stops_after_the_tool_call(tool_caller, tok, infos):
     action = policy.act_batch([infos[0]])[0]
     assert action == CALL
     assert policy.stats["generated_tokens"] == len(tok.encode(CALL))  # stopped there, not cut afterwards
+    assert policy.stats["decode_steps"] == len(tok.encode(CALL)) - 1  # the first token came from the prefill
     parsed = parse_action(action)
     assert (parsed.kind, parsed.name, parsed.arguments) == ("tool", "get_order_details", {"order_id": "#W0000001"})
     env = gym.make("trace/retail-v0")

@@ -117,6 +117,29 @@ def test_sequential_and_compare_batching():
     assert report["same_records"] is True and report["episodes"] == 8
     assert report["sequential"]["act_batch_calls"] > report["batched"]["act_batch_calls"]
     assert report["speedup"] > 0
+    assert "policy_stats" not in report["batched"]  # the oracle keeps no stats
+
+
+class WithStats(OracleBatch):
+    """The oracle with an HFPolicy-style ``stats`` dict that counts rows and calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stats = {"rows": 0, "calls": 0}
+
+    def act_batch(self, infos, adapters=None):
+        self.stats["rows"] += len(infos)
+        self.stats["calls"] += 1
+        return super().act_batch(infos, adapters)
+
+
+def test_compare_batching_reports_each_runs_policy_stats():
+    policy = WithStats()
+    report = compare_batching(policy, IDS[:2], 3, batch_size=3)
+    seq, bat = report["sequential"], report["batched"]
+    assert seq["policy_stats"]["rows"] == bat["policy_stats"]["rows"] == seq["steps"]  # one row per step, each run
+    assert seq["policy_stats"]["calls"] == seq["act_batch_calls"] and bat["policy_stats"]["calls"] == bat["act_batch_calls"]
+    assert policy.stats["rows"] == 2 * seq["steps"]  # deltas, not running totals
 
 
 def test_precondition_deficit_shows_in_annotations():

@@ -284,8 +284,10 @@ class HFPolicy:
         self._calls = 0
         self._kv_where: tuple[Any, Any] | None = None  # device and dtype the kept caches were made on
         self._tuner_layer: Any = None  # a LoRA layer of the model, read for its active adapters (False: none)
+        # decode_steps: forward passes after the prefill; generated_tokens / decode_steps is how
+        # full the decode batch was (a batch decodes until its longest row ends its turn).
         self.stats = {"calls": 0, "rows": 0, "prompt_tokens": 0, "reused_tokens": 0, "generated_tokens": 0,
-                      "seconds": 0.0}
+                      "decode_steps": 0, "seconds": 0.0}
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError("the tokenizer has neither a pad nor an eos token")
@@ -664,6 +666,7 @@ class HFPolicy:
                     adapters = [adapters[j] for j in keep]
             attend[:, length] = True
             length += 1
+            self.stats["decode_steps"] += 1
             last = last + 1
             logits = forward(tokens[:, None], decode_mask(attend[:, :length]), last[:, None], cache,
                              adapters).logits[:, -1, :]

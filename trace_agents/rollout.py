@@ -317,13 +317,23 @@ def compare_batching(policy: Policy, env_ids: str | Sequence[str], seeds: Iterab
     """Run the same episodes sequentially and batched; returns both timings and the speedup.
 
     Nothing is stored. The two runs' records are compared too (``same_records``): with a
-    deterministic policy batching must not change any episode.
+    deterministic policy batching must not change any episode. A policy with a numeric
+    ``stats`` dict (:class:`~trace_agents.policy.HFPolicy`) has each run's change in it
+    added to that run's timings under ``"policy_stats"``.
     """
     pairs = episodes(env_ids, seeds)
     ids = list(dict.fromkeys(e for e, _ in pairs))
     seed_list = list(dict.fromkeys(s for _, s in pairs))
-    seq = rollout(policy, ids, seed_list, sequential=True, progress=False, env_kwargs=env_kwargs)
-    bat = rollout(policy, ids, seed_list, batch_size=batch_size, progress=False, env_kwargs=env_kwargs)
+
+    def run(**kw: Any) -> RolloutResult:
+        before = dict(getattr(policy, "stats", {}))
+        result = rollout(policy, ids, seed_list, progress=False, env_kwargs=env_kwargs, **kw)
+        if before:
+            result.timings["policy_stats"] = {k: policy.stats[k] - v for k, v in before.items()}
+        return result
+
+    seq = run(sequential=True)
+    bat = run(batch_size=batch_size)
     strip = ("created",)
     same = [{k: v for k, v in r.items() if k not in strip} for r in seq.records] == \
            [{k: v for k, v in r.items() if k not in strip} for r in bat.records]
