@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import threading
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -37,17 +38,22 @@ ID_PARAMS = [_param(i) for i in registered_ids()]
 TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
         "intermediate_size": 128, "max_position_embeddings": 4096, "initializer_range": 0.2}
 
+@contextlib.contextmanager
+def quiet_peft():
+    """PEFT's constructor reads transformers' deprecated `is_gradient_checkpointing`: ignore exactly that."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def two_adapter_model(base, seed=1):
     """A PeftModel over a copy of ``base`` with two random LoRA adapters on q_proj, "pre" and "data"."""
     import copy
-    import warnings
 
     import torch
     from peft import LoraConfig, get_peft_model
 
-    with warnings.catch_warnings():
-        # PEFT reads transformers' deprecated `is_gradient_checkpointing`; nothing a caller can fix.
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    with quiet_peft():
         torch.manual_seed(seed)
         config = dict(r=4, target_modules=["q_proj"], init_lora_weights=False)
         model = get_peft_model(copy.deepcopy(base), LoraConfig(**config), adapter_name="pre")

@@ -59,7 +59,8 @@ def test_gepa_optimizes_within_the_episode_budget(base, tok):
     reflect = Scripted()
     result = run_gepa(policy, tasks, budget=12, reflection_lm=reflect, minibatch=2)
     assert result["rollouts_used"] == result["metric_calls"]
-    assert 3 <= result["rollouts_used"] <= 12 + 2 * 2  # GEPA checks the budget between iterations
+    # GEPA checks the budget between iterations; the last may score two minibatches and the valset.
+    assert 3 <= result["rollouts_used"] <= 12 - 1 + 2 * 2 + len(tasks)
     assert reflect.calls >= 1 and result["candidates"] >= 1
     assert isinstance(result["best_prompt"], str) and result["best_prompt"]
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import warnings
 
 import gymnasium as gym
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from helpers import TINY
+from helpers import TINY, quiet_peft
 from trace_agents import models
 from trace_agents.policy import HFPolicy, Policy, _merged_cache, _prefill_groups
 from trace_agents.rollout import rollout
@@ -20,15 +18,6 @@ from trace_envs import parse_action
 
 # A wide init (0.2, not 0.02) so greedy outputs depend on the prompt instead of repeating one token.
 CALL = '<tool_call>\n{"name": "get_order_details", "arguments": {"order_id": "#W0000001"}}\n</tool_call>'
-
-
-@contextlib.contextmanager
-def quiet_peft():
-    """PEFT's constructor reads transformers' deprecated `is_gradient_checkpointing`: ignore exactly that."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
-                                category=FutureWarning)
-        yield
 
 
 def peft_model(base, path, **kw):
@@ -144,6 +133,7 @@ def test_generation_stops_after_the_tool_call(tool_caller, tok, infos):
     assert action == CALL
     assert policy.stats["generated_tokens"] == len(tok.encode(CALL))  # stopped there, not cut afterwards
     assert policy.stats["decode_steps"] == len(tok.encode(CALL)) - 1  # the first token came from the prefill
+    assert policy.stats["prefills"] == 1
     parsed = parse_action(action)
     assert (parsed.kind, parsed.name, parsed.arguments) == ("tool", "get_order_details", {"order_id": "#W0000001"})
     env = gym.make("trace/retail-v0")

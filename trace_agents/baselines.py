@@ -13,8 +13,10 @@ format errors, requests left unaddressed).
 
 Budget: GEPA counts *metric calls*, one per evaluated task, which here is one env
 episode. ``max_metric_calls`` is set to the rollout budget, and the adapter counts the
-episodes it really ran (GEPA checks the budget between iterations, so it may overshoot
-by one minibatch); that count is what the comparison charges.
+episodes it really ran; that count is what the comparison charges. GEPA checks the budget
+only between iterations, and an iteration scores two minibatches (the current prompt and
+the proposed one) plus, when the proposal wins, every validation task: a run may end up
+to ``2 * minibatch + len(tasks) - 1`` episodes past the budget.
 
 The reflection LM is any ``messages -> text`` callable: :class:`LocalReflection` runs the
 same local model (a tiny model cannot reflect usefully: its proposals are rarely better
