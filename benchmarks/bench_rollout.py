@@ -1,11 +1,9 @@
 """Rollout throughput: batched vs sequential generation with the same model and seeds.
 
 Runs the same ``--episodes`` seeds of ``--env`` in one process, with a batch of one env
-and with ``--batch-size`` envs generated for at once, ``--repeats`` sets in turn, using
-greedy decoding so all runs play the same episodes. The batched run decodes continuously
-(``HFPolicy.act_stream``); a third run batches in rounds of ``act_batch``, where every
-row waits for the round's longest turn. Reports the medians of episodes/s
-for each and of their ratios (and every set's ratio), the env's share
+and with ``--batch-size`` envs generated for at once, ``--repeats`` pairs in turn, using
+greedy decoding so both runs play the same episodes. Reports the medians of episodes/s
+for each and of their ratio (and every pair's ratio), the env's share
 of rollout wall time (reset + step), and whether the records matched exactly (batched
 left-padded generation can differ in the last float bits; the share that matched is
 reported, not asserted). Writes ``results/rollout.{json,md}``. Numbers are reported,
@@ -56,15 +54,11 @@ def run_benchmark(model: str | None = None, env_id: str = "trace/retail-v0", epi
                                         batch_size=batch_size))
     pairs = [(r["sequential"], r["batched"]) for r in results]
     median = statistics.median
-    rounds = [r["rounds"] for r in results]
     out = {
         "model": source, "env_id": env_id, "episodes": episodes, "batch_size": batch_size, "repeats": repeats,
         "sequential_episodes_per_s": median(s["episodes_per_s"] for s, _ in pairs),
         "batched_episodes_per_s": median(b["episodes_per_s"] for _, b in pairs),
-        "rounds_episodes_per_s": median(r["episodes_per_s"] for r in rounds),
         "speedup": median(r["speedup"] for r in results), "speedups": [r["speedup"] for r in results],
-        "speedup_rounds": median(r["speedup_rounds"] for r in results),
-        "speedups_rounds": [r["speedup_rounds"] for r in results],
         "env_share_batched": median(b["env_share"] for _, b in pairs),
         "env_share_sequential": median(s["env_share"] for s, _ in pairs),
         "policy_share_batched": median(b["policy_share"] for _, b in pairs),
@@ -72,10 +66,8 @@ def run_benchmark(model: str | None = None, env_id: str = "trace/retail-v0", epi
         # Why the speedup is what it is: how full the batched forward passes were, and how
         # long the prompts (the KV cache every decode step reads) were.
         "batched_tokens_per_forward": median(_tokens_per_forward(b) for _, b in pairs),
-        "rounds_tokens_per_forward": median(_tokens_per_forward(r) for r in rounds),
         "mean_prompt_tokens": median(_mean_prompt(b) for _, b in pairs),
-        "timings": [{"sequential": r["sequential"], "batched": r["batched"], "rounds": r["rounds"]} for r in results],
-        "torch_threads": torch.get_num_threads(),
+        "timings": [{"sequential": s, "batched": b} for s, b in pairs], "torch_threads": torch.get_num_threads(),
         "machine": machine_info(), "git_commit": git_commit(),
     }
     out_dir = Path(out_dir)
@@ -101,26 +93,19 @@ def _mean_prompt(timings: dict[str, Any]) -> float:
 def markdown(r: dict[str, Any]) -> str:
     """The results as a markdown table with the machine line."""
     m = r["machine"]
-    b = r["batch_size"]
     return (
         f"Model `{r['model']}` on `{r['env_id']}`, {r['episodes']} episodes, greedy, medians of "
-        f"{r['repeats']} sets of runs; "
+        f"{r['repeats']} sequential/batched pairs; "
         f"{m.get('cpu_model')}, {m.get('cpu_count')} CPUs, torch threads {r['torch_threads']}; "
         f"commit `{r['git_commit']}`.\n\n"
-        "| run | episodes/s | speedup | tokens per forward pass | env share of wall time |\n"
-        "|---|---:|---:|---:|---:|\n"
-        f"| sequential (batch 1) | {r['sequential_episodes_per_s']:.3f} | 1.00x | 1.0 | "
-        f"{r['env_share_sequential']:.2%} |\n"
-        f"| batched in rounds (batch {b}) | {r['rounds_episodes_per_s']:.3f} | {r['speedup_rounds']:.2f}x | "
-        f"{r['rounds_tokens_per_forward']:.1f} | |\n"
-        f"| batched, continuous (batch {b}) | {r['batched_episodes_per_s']:.3f} | {r['speedup']:.2f}x | "
-        f"{r['batched_tokens_per_forward']:.1f} | {r['env_share_batched']:.2%} |\n"
-        f"\nContinuous speedups per set: {', '.join(f'{x:.2f}x' for x in r['speedups'])}; in rounds: "
-        f"{', '.join(f'{x:.2f}x' for x in r['speedups_rounds'])}. Identical records: {r['same_records']}.\n"
-        f"\nTokens per forward pass: generated tokens per token-producing forward pass, of at most {b}. "
-        f"In rounds a batch decodes until its longest row ends its turn; continuously, a row's next turn "
-        f"joins the running batch. Prompts averaged {r['mean_prompt_tokens']:.0f} tokens: every decode step "
-        f"reads that much KV cache per row.\n"
+        "| run | episodes/s | env share of wall time |\n|---|---:|---:|\n"
+        f"| sequential (batch 1) | {r['sequential_episodes_per_s']:.3f} | {r['env_share_sequential']:.2%} |\n"
+        f"| batched (batch {r['batch_size']}) | {r['batched_episodes_per_s']:.3f} | {r['env_share_batched']:.2%} |\n"
+        f"\nSpeedup {r['speedup']:.2f}x (pairs: {', '.join(f'{x:.2f}x' for x in r['speedups'])}); "
+        f"identical records: {r['same_records']}.\n"
+        f"\nBatched decoding produced {r['batched_tokens_per_forward']:.1f} tokens per forward pass "
+        f"(batch {r['batch_size']}: a batch decodes until its longest row ends its turn), over prompts of "
+        f"{r['mean_prompt_tokens']:.0f} tokens on average (the KV cache each decode step reads).\n"
     )
 
 

@@ -134,6 +134,8 @@ def test_generation_stops_after_the_tool_call(tool_caller, tok, infos):
     assert policy.stats["generated_tokens"] == len(tok.encode(CALL))  # stopped there, not cut afterwards
     assert policy.stats["decode_steps"] == len(tok.encode(CALL)) - 1  # the first token came from the prefill
     assert policy.stats["prefills"] == 1
+    prompt = len(tok.encode(policy.prompt(infos[0])))  # step k attends over the prompt and k new tokens
+    assert policy.stats["kv_reads"] == sum(prompt + k for k in range(1, len(tok.encode(CALL))))
     parsed = parse_action(action)
     assert (parsed.kind, parsed.name, parsed.arguments) == ("tool", "get_order_details", {"order_id": "#W0000001"})
     env = gym.make("trace/retail-v0")

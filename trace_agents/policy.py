@@ -48,8 +48,6 @@ class Policy(Protocol):
 
 
 BatchPolicy = Policy
-# act_stream's callback: (the row's info, its action) -> (next info, adapter), or None when its slot is done.
-OnAction = Callable[[dict[str, Any], str], "tuple[dict[str, Any], str | None] | None"]
 
 
 @dataclass
@@ -291,10 +289,10 @@ class HFPolicy:
         self._kv_where: tuple[Any, Any] | None = None  # device and dtype the kept caches were made on
         self._tuner_layer: Any = None  # a LoRA layer of the model, read for its active adapters (False: none)
         # prefills and decode_steps count forward passes; generated_tokens over their sum is how
-        # many rows a pass served on average. joins: rows that joined a batch still decoding (act_stream).
-        # seconds: wall time inside act_batch / act_stream (act_stream's includes its on_action calls).
+        # many rows a pass served on average (a batch decodes until its longest row ends its turn).
+        # kv_reads: cache positions (padding included) the decode steps attended over, summed over rows.
         self.stats = {"calls": 0, "rows": 0, "prompt_tokens": 0, "reused_tokens": 0, "generated_tokens": 0,
-                      "prefills": 0, "decode_steps": 0, "joins": 0, "seconds": 0.0}
+                      "prefills": 0, "decode_steps": 0, "kv_reads": 0, "seconds": 0.0}
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError("the tokenizer has neither a pad nor an eos token")
@@ -410,91 +408,44 @@ class HFPolicy:
         base model when the adapters were added with :meth:`load_adapter`). A list names
         each row's adapter, None for the base model.
         """
-        if not infos:
-            return []
-        new = self._run(infos, adapters)
-        return [self._clean(self.tokenizer.decode(row, skip_special_tokens=True)) for row in new]
-
-    def act_stream(self, infos: list[dict[str, Any]], on_action: OnAction,
-                   adapters: list[str | None] | None = None) -> None:
-        """Decode continuously: each row's action goes to ``on_action`` as soon as its turn ends.
-
-        ``on_action(info, action)`` returns the row's next ``(info, adapter)`` (its env
-        stepped, or a new episode started in its slot) or None when the slot is done. The
-        next info joins the running batch, so rows never wait for the longest turn of a
-        round (continuous batching, as serving engines do); new rows are prefilled together
-        once a quarter of the batch waits, or at once when no row is decoding. Infos need
-        distinct ``"slot"`` keys. Models whose row groups cannot merge (sliding windows)
-        run round by round instead (:func:`trace_agents.rollout.stream_by_rounds`).
-        """
-        if not infos:
-            return
-        if not self._plain_cache():
-            from trace_agents.rollout import stream_by_rounds
-
-            stream_by_rounds(self, infos, on_action, adapters)
-            return
-        slots = [info.get("slot") for info in infos]
-        if None in slots or len(set(slots)) != len(slots):
-            raise ValueError("act_stream needs infos with distinct 'slot' keys (the rows' env slots)")
-        self._run(infos, adapters, on_action)
-
-    def _run(self, infos: list[dict[str, Any]], adapters: list[str | None] | None,
-             on_action: OnAction | None = None) -> list[list[int]]:
-        """Every row's generated token ids (rows admitted by ``on_action`` included, after the given ones)."""
         import torch
 
+        if not infos:
+            return []
         t0 = time.perf_counter()
-        given = adapters is not None
         adapter_names = self._adapter_names(adapters, len(infos))
+        rows = [self._encode(self.prompt(info), info.get("slot")) for info in infos]
+        if self.max_prompt_tokens is not None:
+            rows = [r[-self.max_prompt_tokens:] for r in rows]  # keep the latest turns
+        slots = [info.get("slot") for info in infos]
         full_attention = self._plain_cache()
         param = next(self.model.parameters())
         if self._kv and self._kv_where != (param.device, param.dtype):
             self._kv.clear()  # the model moved or changed dtype since those caches were made
         self._kv_where = (param.device, param.dtype)
-        slots = [info.get("slot") for info in infos]
         # Slot caches are kept for full-attention models only: a sliding-window layer holds
         # just its window, which a later turn could not extend.
         keyed = self.reuse_cache and full_attention and None not in slots and len(set(slots)) == len(slots)
-        rows = [self._row(info) for info in infos]
         # A model run as given runs whatever adapters are active now: a cache made under others must not be reused.
-        row_adapters = list(adapter_names or [self._adapter_state()] * len(rows))
-        names = None if adapter_names is None else list(adapter_names)
-        infos = list(infos)
-
-        def admit(i: int, ids: list[int]) -> int | None:
-            """Hand row ``i``'s action to ``on_action``; append the next row it returns, and give its index."""
-            nxt = on_action(infos[i], self._clean(self.tokenizer.decode(ids, skip_special_tokens=True)))
-            if nxt is None:
-                return None
-            info, adapter = nxt
-            name = self._adapter_names([adapter] if given else None, 1)
-            if (name is None) != (names is None):
-                raise ValueError("a row admitted by on_action asks for an adapter the batch cannot run with")
-            infos.append(info)
-            slots.append(info.get("slot"))
-            rows.append(self._row(info))
-            row_adapters.append(name[0] if name else self._adapter_state())
-            if names is not None:
-                names.append(name[0])
-            return len(rows) - 1
-
+        row_adapters = adapter_names or [self._adapter_state()] * len(rows)
+        prefix = self._reusable(rows, slots, row_adapters) if keyed else [0] * len(rows)
+        groups = _prefill_groups([len(r) - p for r, p in zip(rows, prefix)]) if full_attention else [
+            list(range(len(rows)))]
+        parts = [self._layout([rows[i] for i in g], [prefix[i] for i in g], [slots[i] for i in g]) for g in groups]
         # Eval mode: no dropout, and PEFT refuses adapter_names in training mode.
         with eval_mode(self.model), torch.inference_mode():
-            new = self._generate(rows, slots, names, row_adapters, param.device, keyed, full_attention,
-                                 seed=self.seed + self._calls, on_done=None if on_action is None else admit)
+            new = self._generate(groups, parts, param.device, adapter_names, rows, slots if keyed else None,
+                                 row_adapters, seed=self.seed + self._calls)
         self._calls += 1
+        generated = sum(len(row) for row in new)
+        actions = [self._clean(self.tokenizer.decode(row, skip_special_tokens=True)) for row in new]
+        self.stats["reused_tokens"] += sum(prefix)
         self.stats["calls"] += 1
         self.stats["rows"] += len(rows)
         self.stats["prompt_tokens"] += sum(len(r) for r in rows)
-        self.stats["generated_tokens"] += sum(len(row) for row in new)
+        self.stats["generated_tokens"] += generated
         self.stats["seconds"] += time.perf_counter() - t0
-        return new
-
-    def _row(self, info: Mapping[str, Any]) -> list[int]:
-        """The prompt token ids of one info (its latest ``max_prompt_tokens``)."""
-        row = self._encode(self.prompt(info), info.get("slot"))
-        return row[-self.max_prompt_tokens:] if self.max_prompt_tokens is not None else row
+        return actions
 
     def _encode(self, text: str, slot: Any) -> list[int]:
         """Token ids of ``text``; with a slot, the ids up to the last shared turn start are reused."""
@@ -643,51 +594,18 @@ class HFPolicy:
         tail = self.tokenizer.decode(ids[-16:], skip_special_tokens=False)
         return any(tail.endswith(s) for s in self._stop_strings)
 
-    def _prefill(self, batch: list[int], rows: list[list[int]], slots: list[Any], names: list[str] | None,
-                 row_adapters: list[Any], device: Any, keyed: bool, full_attention: bool, forward: Callable[..., Any]
-                 ) -> tuple[list[int], list[tuple[Any, Any]], Any, Any]:
-        """Prefill the rows ``batch`` (indices into ``rows``): their order, ``(cache, mask)`` parts, logits, positions.
-
-        Each row reuses what its slot's cache holds (with ``keyed``); rows are prefilled in
-        at most two groups by how much they add (:func:`_prefill_groups`).
-        """
-        import torch
-
-        prefix = self._reusable([rows[i] for i in batch], [slots[i] for i in batch],
-                                [row_adapters[i] for i in batch]) if keyed else [0] * len(batch)
-        fresh = [len(rows[i]) - p for i, p in zip(batch, prefix)]
-        groups = _prefill_groups(fresh) if full_attention else [list(range(len(batch)))]
-        order, parts, logits, lasts = [], [], [], []
-        for group in groups:
-            members = [batch[g] for g in group]
-            input_ids, attention_mask, reused, past = self._layout(
-                [rows[i] for i in members], [prefix[g] for g in group], [slots[i] for i in members])
-            input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-            positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-            adapters = None if names is None else [names[i] for i in members]
-            out = forward(input_ids[:, reused:], attention_mask, positions[:, reused:], past, adapters)
-            self.stats["prefills"] += 1
-            order += members
-            parts.append((out.cache, attention_mask))
-            logits.append(out.logits[:, -1, :])
-            lasts.append(positions[:, -1])
-        self.stats["reused_tokens"] += sum(prefix)
-        return order, parts, torch.cat(logits), torch.cat(lasts)
-
-    def _generate(self, rows: list[list[int]], slots: list[Any], names: list[str] | None, row_adapters: list[Any],
-                  device: Any, keyed: bool, full_attention: bool, seed: int = 0,
-                  on_done: Callable[[int, list[int]], int | None] | None = None) -> list[list[int]]:
+    def _generate(self, groups: list[list[int]], parts: list[tuple[Any, Any, int, Any]], device: Any,
+                  adapter_names: list[str] | None, rows: list[list[int]], slots: list[Any] | None,
+                  row_adapters: list[str | None], seed: int = 0) -> list[list[int]]:
         """Each row's new tokens, up to and including the one that ends its turn.
 
-        Rows are prefilled (:meth:`_prefill`), then decode as one batch. A plain decode loop
-        rather than ``model.generate``: a row that ends its turn leaves the batch at once, so
-        the rows still talking do not pay for the finished ones (batched decoding of a small
-        model is bound by reading every row's KV cache). With ``keyed``, a finished row's
-        cache is kept for its slot's next turn. ``on_done(i, ids)``, called when row ``i``
-        ends its turn, may append a row to ``rows`` (and the lists beside it) and return its
-        index: it joins the batch at the next admission, when a quarter of the batch waits or
-        nothing else decodes. Samples come from a generator seeded with ``seed``, drawn in
-        row order; the global RNG is left alone.
+        ``parts`` are the :meth:`_layout` of each group of rows (``groups`` lists their
+        indices into ``rows``): each group is prefilled alone, then all rows decode as one
+        batch. A plain decode loop rather than ``model.generate``: a row that ends its turn
+        leaves the batch at once, so the rows still talking do not pay for the finished
+        ones (batched decoding of a small model is bound by reading every row's KV cache).
+        With ``slots``, a finished row's cache is kept for its slot's next turn. Samples come
+        from a generator seeded with ``seed``; the global RNG is left alone.
         """
         import torch
 
@@ -699,44 +617,36 @@ class HFPolicy:
             return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
                               use_cache=True, **logits_kw, **extra)
 
+        prefilled, logits, lasts = [], [], []
+        for group, (input_ids, attention_mask, reused, past) in zip(groups, parts):
+            input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+            positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            adapters = None if adapter_names is None else [adapter_names[i] for i in group]
+            out = forward(input_ids[:, reused:], attention_mask, positions[:, reused:], past, adapters)
+            self.stats["prefills"] += 1
+            prefilled.append((out.cache, attention_mask))
+            logits.append(out.logits[:, -1, :])
+            lasts.append(positions[:, -1])
+        cache, mask = _merged_cache(prefilled, self.max_new_tokens)
+        logits, last = torch.cat(logits), torch.cat(lasts)
+        live = [i for group in groups for i in group]  # the batch's rows, as indices into ``rows``
+        adapters = None if adapter_names is None else [adapter_names[i] for i in live]
         new: list[list[int]] = [[] for _ in rows]
         # The decode mask has room like the cache. It goes in 4-D ([rows, 1, 1, length]) where
         # the model takes it as is instead of building one per token (see _decode_mask).
+        length = mask.shape[1]
+        attend = torch.zeros((len(live), length + self.max_new_tokens), dtype=torch.bool, device=mask.device)
+        attend[:, :length] = mask.bool()
         decode_mask = self._decode_mask(next(self.model.parameters()).dtype)
-        generator = None  # made on the logits' device at the first sample
-        live: list[int] = []  # the batch's rows, as indices into ``rows``
-        waiting = list(range(len(rows)))
-        capacity = len(rows)
-        cache = attend = last = logits = adapters = order = None
-        length = 0
+        # Rows draw their samples in row order, whatever group they were prefilled in, so a
+        # row's sample does not depend on the grouping (which cache reuse changes).
+        order = _row_order(live, logits.device)
+        generator = None if warpers is None else torch.Generator(device=logits.device).manual_seed(seed)
         while True:
-            if waiting and (not live or 4 * len(waiting) >= capacity):
-                if keyed and len({slots[i] for i in live + waiting}) < len(live) + len(waiting):
-                    raise ValueError("a row joined the batch with the slot of a row still decoding or waiting")
-                members, parts, new_logits, new_last = self._prefill(
-                    waiting, rows, slots, names, row_adapters, device, keyed, full_attention, forward)
-                if live:  # the decoding rows' cache is one more part, right-aligned at its length
-                    self.stats["joins"] += len(members)
-                    parts.insert(0, (cache, attend[:, :length].long()))
-                    new_logits, new_last = torch.cat([logits, new_logits]), torch.cat([last, new_last])
-                cache, mask = _merged_cache(parts, self.max_new_tokens)
-                length = mask.shape[1]
-                attend = torch.zeros((mask.shape[0], length + self.max_new_tokens), dtype=torch.bool,
-                                     device=mask.device)
-                attend[:, :length] = mask.bool()
-                live, waiting, logits, last = live + members, [], new_logits, new_last
-                adapters = None if names is None else [names[i] for i in live]
-                # Rows draw their samples in row order, whatever group they were prefilled in, so a
-                # row's sample does not depend on the grouping (which cache reuse changes).
-                order = _row_order(live, logits.device)
-            if not live:
-                return new
             if warpers is None:
                 tokens = logits.argmax(-1)
             else:
                 probs = torch.softmax(warpers(None, logits.float()), dim=-1)
-                if generator is None:
-                    generator = torch.Generator(device=probs.device).manual_seed(seed)
                 if order is None:
                     tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
                 else:
@@ -747,17 +657,11 @@ class HFPolicy:
                 new[i].append(token)
                 if not self._stopped(new[i]):
                     keep.append(j)
-                    continue
-                if keyed:  # the cache holds every new token but this last one
+                elif slots is not None:  # the cache holds every new token but this last one
                     self._keep_row(cache, j, attend[j, :length], rows[i] + new[i][:-1], slots[i], row_adapters[i])
-                nxt = None if on_done is None else on_done(i, new[i])
-                if nxt is not None:
-                    new.append([])
-                    waiting.append(nxt)
+            if not keep:
+                return new
             if len(keep) < len(live):
-                if not keep:
-                    live = []
-                    continue
                 index = torch.tensor(keep, device=attend.device)
                 cache.batch_select_indices(index)
                 attend, last = attend[index], last[index]
@@ -769,6 +673,7 @@ class HFPolicy:
             attend[:, length] = True
             length += 1
             self.stats["decode_steps"] += 1
+            self.stats["kv_reads"] += len(live) * length
             last = last + 1
             logits = forward(tokens[:, None], decode_mask(attend[:, :length]), last[:, None], cache,
                              adapters).logits[:, -1, :]

@@ -7,11 +7,8 @@
 
 Every step round asks the policy for the next action of every active slot at once
 (``policy.act_batch``), steps each env, and refills a slot with the next ``(env_id,
-seed)`` as soon as its episode ends, so the batch stays full. A policy with
-``act_stream`` is instead handed a callback that steps a row's env the moment its action
-is complete, so no row waits for the longest turn of a round (continuous batching).
-Finished episodes go to the
-:class:`~trace_agents.trajectories.TrajectoryStore` after each round (or, streaming, each episode) that finished any;
+seed)`` as soon as its episode ends, so the batch stays full. Finished episodes go to the
+:class:`~trace_agents.trajectories.TrajectoryStore` after each round that finished any;
 ``resume=True`` skips the episodes already stored, so a rerun after a crash neither loses
 nor duplicates one.
 
@@ -23,11 +20,6 @@ nor duplicates one.
 - ``identity() -> dict``: JSON-able; hashed into each record's key.
 - optional ``begin_episode(slot, env)``: called after ``env.reset`` when ``slot`` starts
   an episode.
-- optional ``act_stream(infos, on_action, adapters=None)``: decode continuously;
-  ``on_action(info, action)`` steps that row's env and returns its next ``(info,
-  adapter)``, or None when its slot has no episode left (see
-  :meth:`trace_agents.policy.HFPolicy.act_stream`; :func:`stream_by_rounds` is the same
-  contract over ``act_batch``).
 """
 
 from __future__ import annotations
@@ -173,17 +165,13 @@ def rollout(policy: Policy, env_ids: str | Sequence[str] | Sequence[tuple[str, i
             store: TrajectoryStore | str | os.PathLike[str] | None = None, resume: bool = False,
             adapters: AdapterFunc | None = None,
             progress: bool = True, env_kwargs: Mapping[str, Any] | None = None,
-            sequential: bool = False, repeats: int = 1, keep_infos: bool = False,
-            continuous: bool = True) -> RolloutResult:
+            sequential: bool = False, repeats: int = 1, keep_infos: bool = False) -> RolloutResult:
     """Run one episode per ``(env_id, seed)`` with ``batch_size`` envs stepping together.
 
     ``store`` (a path or store) receives each finished episode; with ``resume=True`` the
     episodes already in it are skipped. ``adapters(env_id, seed)`` picks each episode's
     adapter. ``sequential=True`` runs one env at a time (``batch_size=1``), the baseline
-    for measuring what batching gains. A policy with ``act_stream`` (``HFPolicy``) is
-    driven continuously: a row's env steps as soon as its turn ends and its next turn
-    joins the running batch; ``continuous=False`` runs it in rounds of ``act_batch``
-    instead, every row waiting for the round's longest turn. Returns the records in episode order and timings
+    for measuring what batching gains. Returns the records in episode order and timings
     (seconds): ``wall``, ``env`` (inside ``reset``/``step``), ``policy`` (inside
     ``act_batch`` and ``begin_episode``), ``store``, ``make`` (building envs), their shares of ``wall``, and
     ``steps``, ``act_batch_calls``, ``episodes_per_s``, ``steps_per_s``.
@@ -256,68 +244,10 @@ def rollout(policy: Policy, env_ids: str | Sequence[str] | Sequence[tuple[str, i
             timings["policy"] += time.perf_counter() - t
         slots[slot] = _Episode(index, env_id, seed, adapter, env, obs, info)
 
-    def advance(slot: int, action: str) -> None:
-        """Step ``slot``'s env with ``action``, record it, and store and replace a finished episode."""
-        nonlocal steps_total
-        ep = slots[slot]
-        if not isinstance(action, str):
-            raise TypeError(f"the policy must return str actions, got {type(action).__name__} for slot {slot}")
-        t = time.perf_counter()
-        obs, reward, terminated, truncated, info = ep.env.step(action)
-        timings["env"] += time.perf_counter() - t
-        steps_total += 1
-        ep.steps.append({"obs": ep.obs, "action": action, "reward": float(reward),
-                         "components": dict(info.get("reward_components", {})),
-                         "parse_error": info.get("parse_error")})
-        ep.obs, ep.info = obs, info
-        if not (terminated or truncated):
-            return
-        record = from_episode(ep.env, seed=ep.seed, policy=identity, adapter=ep.adapter,
-                              steps=ep.steps, final_info=info, truncated=truncated and not terminated)
-        finished.append((ep.index, record))
-        if keep_infos:
-            final_infos[ep.index] = info
-        fill(slot)
-
-    def flush() -> None:
-        """Store the episodes finished since the last flush."""
-        if not finished:
-            return
-        if store is not None:
-            t = time.perf_counter()
-            store.append(r for _, r in finished)
-            timings["store"] += time.perf_counter() - t
-        records.extend(finished)
-        if bar is not None:
-            bar.update(len(finished))
-        finished.clear()
-
-    def request(slot: int) -> tuple[dict[str, Any], str | None] | None:
-        """What the policy sees of ``slot`` next: its info and adapter, or None when it is done."""
-        ep = slots[slot]
-        return None if ep is None else (dict(ep.info, slot=slot), ep.adapter)
-
-    def on_action(info: dict[str, Any], action: str) -> tuple[dict[str, Any], str | None] | None:
-        slot = info["slot"]
-        advance(slot, action)
-        flush()  # a streaming policy finishes episodes one at a time: store each at once
-        return request(slot)
-
-    finished: list[tuple[int, Trajectory]] = []
-    stream = getattr(policy, "act_stream", None) if continuous and not sequential else None
     try:
         for slot in range(len(slots)):
             fill(slot)
-        if stream is not None:
-            first = [r for r in map(request, range(len(slots))) if r is not None]
-            outside = timings["env"] + timings["store"]
-            t = time.perf_counter()
-            if first:
-                calls += 1
-                stream([i for i, _ in first], on_action, None if adapters is None else [a for _, a in first])
-            # policy time: the call's wall time less what the callbacks spent in envs and the store
-            timings["policy"] += time.perf_counter() - t - (timings["env"] + timings["store"] - outside)
-        while stream is None:
+        while True:
             active = [i for i, ep in enumerate(slots) if ep is not None]
             if not active:
                 break
@@ -332,9 +262,35 @@ def rollout(policy: Policy, env_ids: str | Sequence[str] | Sequence[tuple[str, i
             if len(actions) != len(infos):
                 raise ValueError(f"policy.act_batch returned {len(actions)} actions for {len(infos)} infos; "
                                  f"it must return one per info")
+            finished: list[tuple[int, Trajectory]] = []
             for slot, action in zip(active, actions, strict=True):
-                advance(slot, action)
-            flush()
+                ep = slots[slot]
+                if not isinstance(action, str):
+                    raise TypeError(f"policy.act_batch must return str actions, got {type(action).__name__} "
+                                    f"for slot {slot}")
+                t = time.perf_counter()
+                obs, reward, terminated, truncated, info = ep.env.step(action)
+                timings["env"] += time.perf_counter() - t
+                steps_total += 1
+                ep.steps.append({"obs": ep.obs, "action": action, "reward": float(reward),
+                                 "components": dict(info.get("reward_components", {})),
+                                 "parse_error": info.get("parse_error")})
+                ep.obs, ep.info = obs, info
+                if terminated or truncated:
+                    record = from_episode(ep.env, seed=ep.seed, policy=identity, adapter=ep.adapter,
+                                          steps=ep.steps, final_info=info, truncated=truncated and not terminated)
+                    finished.append((ep.index, record))
+                    if keep_infos:
+                        final_infos[ep.index] = info
+                    fill(slot)
+            if finished:
+                if store is not None:
+                    t = time.perf_counter()
+                    store.append(r for _, r in finished)
+                    timings["store"] += time.perf_counter() - t
+                records.extend(finished)
+                if bar is not None:
+                    bar.update(len(finished))
     finally:
         if bar is not None:
             bar.close()
@@ -356,29 +312,11 @@ def rollout(policy: Policy, env_ids: str | Sequence[str] | Sequence[tuple[str, i
                          final_infos=[final_infos[i] for i, _ in records] if keep_infos else None)
 
 
-def stream_by_rounds(policy: Policy, infos: list[dict[str, Any]], on_action: Callable[..., Any],
-                     adapters: list[str | None] | None = None) -> None:
-    """``act_stream`` for a policy that only has ``act_batch``: every row acts, then all get their next info.
-
-    ``on_action(info, action)`` returns the row's next ``(info, adapter)`` or None when it is done.
-    """
-    rows = [(info, adapter) for info, adapter in zip(infos, adapters or [None] * len(infos))]
-    while rows:
-        batch = [info for info, _ in rows]
-        actions = policy.act_batch(batch) if adapters is None else policy.act_batch(batch, [a for _, a in rows])
-        if len(actions) != len(batch):
-            raise ValueError(f"policy.act_batch returned {len(actions)} actions for {len(batch)} infos; "
-                             f"it must return one per info")
-        rows = [nxt for info, action in zip(batch, actions) if (nxt := on_action(info, action)) is not None]
-
-
 def compare_batching(policy: Policy, env_ids: str | Sequence[str], seeds: Iterable[int] | int, *,
                      batch_size: int = 16, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run the same episodes sequentially and batched; returns both timings and the speedup.
 
-    A policy with ``act_stream`` is batched continuously, and also in rounds of
-    ``act_batch`` (``"rounds"``, ``"speedup_rounds"``), so one call shows what each gains.
-    Nothing is stored. The runs' records are compared too (``same_records``): with a
+    Nothing is stored. The two runs' records are compared too (``same_records``): with a
     deterministic policy batching must not change any episode. A policy with a numeric
     ``stats`` dict (:class:`~trace_agents.policy.HFPolicy`) has each run's change in it
     added to that run's timings under ``"policy_stats"``.
@@ -397,19 +335,10 @@ def compare_batching(policy: Policy, env_ids: str | Sequence[str], seeds: Iterab
     seq = run(sequential=True)
     bat = run(batch_size=batch_size)
     strip = ("created",)
-
-    def same(a: RolloutResult, b: RolloutResult) -> bool:
-        return [{k: v for k, v in r.items() if k not in strip} for r in a.records] == \
-               [{k: v for k, v in r.items() if k not in strip} for r in b.records]
-
-    out = {
+    same = [{k: v for k, v in r.items() if k not in strip} for r in seq.records] == \
+           [{k: v for k, v in r.items() if k not in strip} for r in bat.records]
+    return {
         "episodes": len(pairs), "batch_size": batch_size, "sequential": seq.timings, "batched": bat.timings,
         "speedup": seq.timings["wall"] / bat.timings["wall"] if bat.timings["wall"] else 0.0,
-        "same_records": same(seq, bat),
+        "same_records": same,
     }
-    if hasattr(policy, "act_stream"):  # the batched run streamed: measure rounds of act_batch too
-        rounds = run(batch_size=batch_size, continuous=False)
-        out["rounds"] = rounds.timings
-        out["speedup_rounds"] = seq.timings["wall"] / rounds.timings["wall"] if rounds.timings["wall"] else 0.0
-        out["same_records"] = out["same_records"] and same(seq, rounds)
-    return out
