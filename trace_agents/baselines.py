@@ -16,7 +16,8 @@ episode. ``max_metric_calls`` is set to the rollout budget, and the adapter coun
 episodes it really ran; that count is what the comparison charges. GEPA checks the budget
 only between iterations, and an iteration scores two minibatches (the current prompt and
 the proposed one) plus, when the proposal wins, every validation task: a run may end up
-to ``2 * minibatch + len(tasks) - 1`` episodes past the budget.
+to ``2 * minibatch + len(tasks) - 1`` episodes past the budget (as :func:`run_gepa` runs it:
+one proposal per iteration, no merges).
 
 The reflection LM is any ``messages -> text`` callable: :class:`LocalReflection` runs the
 same local model (a tiny model cannot reflect usefully: its proposals are rarely better
