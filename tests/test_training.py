@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers import fake_endpoint
 from trace_agents import models
 from trace_agents.rollout import OracleBatch, rollout
 from trace_agents.training import (
@@ -277,3 +278,41 @@ def test_training_runs_distributed_over_two_processes(tmp_path, model_dir):
     assert summary["processes"] == 2 and summary["steps"] == 2 and summary["rollouts_used"] == 8
     assert (out / "adapter" / "adapter_model.safetensors").exists()
     assert [e["step"] for e in read_log(out) if "loss" in e] == [1, 2]
+
+
+# ---------------------------------------------------------------- rollouts on a vLLM server
+def test_rollouts_can_be_generated_on_a_served_model(tmp_path, model_dir):
+    """With vllm_url, every step's adapter is loaded into the server, played with, and unloaded."""
+    loaded = {}  # adapter name -> whether its files were there when the server was asked to load it
+
+    def server(request):
+        if "lora_path" in request:
+            path = Path(request["lora_path"])
+            loaded[request["lora_name"]] = (path / "adapter_model.safetensors").exists() and \
+                (path / "adapter_config.json").exists()
+            return "ok"
+        if "lora_name" in request:
+            return "ok"
+        return "Thank you for contacting us. Have a great day, goodbye!"
+
+    with fake_endpoint(server) as (url, seen):
+        s = settings(tmp_path, vllm_url=url, served_model="base")
+        summary = train_adapter(s, model_dir, progress=False)
+    assert summary["steps"] == 2 and summary["rollouts_used"] == 8
+    assert loaded == {"grpo-step-0": True, "grpo-step-1": True}
+    paths = [p for p, _ in seen]
+    chats = [r for p, r in seen if p.endswith("/chat/completions")]
+    assert paths[0].endswith("/load_lora_adapter") and paths[-1].endswith("/unload_lora_adapter")
+    assert [r["lora_name"] for p, r in seen if p.endswith("/unload_lora_adapter")] == ["grpo-step-0", "grpo-step-1"]
+    assert len(chats) >= 8 and {r["model"] for r in chats} == {"grpo-step-0", "grpo-step-1"}
+    # Each step's requests went to that step's adapter, between its load and its unload.
+    step_of = [int(r["model"].rsplit("-", 1)[1]) for r in chats]
+    assert step_of == sorted(step_of)
+    assert not any((Path(s.out) / "served").iterdir())  # the saved copies are cleaned up
+
+
+def test_a_server_without_runtime_lora_loading_is_a_clear_error():
+    from trace_agents.endpoint import load_lora_adapter
+
+    with pytest.raises(RuntimeError, match="VLLM_ALLOW_RUNTIME_LORA_UPDATING"):
+        load_lora_adapter("http://127.0.0.1:9/v1", "x", "/nonexistent", timeout=2)

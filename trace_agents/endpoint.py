@@ -11,7 +11,10 @@ requests of one batch go out concurrently (``concurrency`` at a time), and the s
 batches them, continuously. Tool calls come back in OpenAI's ``tool_calls`` form and are
 turned into the ``<tool_call>`` action text the envs parse.
 
-Only the standard library is used (``urllib``): no client package is needed.
+:func:`load_lora_adapter` and :func:`unload_lora_adapter` swap adapters on a running
+server, which is how GRPO training can generate its rollouts there
+(:class:`trace_agents.training.ServedRollouts`). Only the standard library is used
+(``urllib``): no client package is needed.
 """
 
 from __future__ import annotations
@@ -27,18 +30,30 @@ from typing import Any
 from trace_agents.chat import template_tools, to_chat, with_system_prompt
 
 
-def chat_completion(base_url: str, body: Mapping[str, Any], api_key: str | None = None, timeout: float = 60.0
-                    ) -> dict[str, Any]:
-    """``POST {base_url}/chat/completions`` and return ``choices[0].message``; clear errors otherwise."""
-    url = base_url.rstrip("/") + "/chat/completions"
+def _post(url: str, body: Mapping[str, Any], api_key: str | None, timeout: float) -> bytes:
+    """POST ``body`` as JSON to ``url`` (bearer key from ``api_key`` or ``OPENAI_API_KEY``); the response body."""
     key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            data = json.loads(response.read())
-    except (urllib.error.URLError, TimeoutError, ValueError) as exc:
+            return response.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:300]
+        raise RuntimeError(f"endpoint {url} failed: HTTP {exc.code} {detail}") from exc
+    except (urllib.error.URLError, TimeoutError) as exc:
         raise RuntimeError(f"endpoint {url} failed: {exc}") from exc
+
+
+def chat_completion(base_url: str, body: Mapping[str, Any], api_key: str | None = None, timeout: float = 60.0
+                    ) -> dict[str, Any]:
+    """``POST {base_url}/chat/completions`` and return ``choices[0].message``; clear errors otherwise."""
+    url = base_url.rstrip("/") + "/chat/completions"
+    raw = _post(url, body, api_key, timeout)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"endpoint {url} failed: the response is not JSON ({exc})") from exc
     try:
         message = data["choices"][0]["message"]
     except (KeyError, IndexError, TypeError):
@@ -46,6 +61,26 @@ def chat_completion(base_url: str, body: Mapping[str, Any], api_key: str | None 
     if not isinstance(message, dict):
         raise RuntimeError(f"endpoint {url} returned a message that is not an object: {str(message)[:200]}")
     return message
+
+
+def load_lora_adapter(base_url: str, name: str, path: str | os.PathLike[str], api_key: str | None = None,
+                      timeout: float = 120.0) -> None:
+    """Have a vLLM server load the PEFT adapter at ``path`` (a path the server can read) as model ``name``.
+
+    The server must run with ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``
+    (``POST /v1/load_lora_adapter``); the adapter's rank must fit its ``--max-lora-rank``.
+    """
+    url = base_url.rstrip("/") + "/load_lora_adapter"
+    try:
+        _post(url, {"lora_name": name, "lora_path": str(path)}, api_key, timeout)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}. Runtime LoRA loading needs a vLLM server started with --enable-lora "
+                           f"and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True") from exc
+
+
+def unload_lora_adapter(base_url: str, name: str, api_key: str | None = None, timeout: float = 60.0) -> None:
+    """Have a vLLM server drop the adapter served as ``name`` (``POST /v1/unload_lora_adapter``)."""
+    _post(base_url.rstrip("/") + "/unload_lora_adapter", {"lora_name": name}, api_key, timeout)
 
 
 def action_text(message: Mapping[str, Any]) -> str:

@@ -34,7 +34,9 @@ that normalizes it (``loss_type="dapo"``), instead of diluting the other groups.
 
 The conversation is re-tokenized from its text, so a token the sampler split differently
 gets the canonical split; GRPO's ratio is computed on those ids by the trainer itself
-(``logprobs`` are not passed), so it stays exact.
+(``logprobs`` are not passed), so it stays exact. That is also what lets the episodes be
+generated elsewhere: with ``vllm_url`` (``trace train --vllm-url``), :class:`ServedRollouts`
+loads each step's adapter into a vLLM server and plays the episodes there.
 
 ## Artefacts (``out/``)
 - ``adapter/``: the LoRA adapter, PEFT's standard layout (``adapter_config.json`` +
@@ -97,6 +99,12 @@ class GRPOSettings:
     save_steps: int = field(default=5, metadata={"help": "checkpoint every this many steps"})
     logging_steps: int = field(default=1, metadata={"help": "log every this many steps"})
     seed: int = field(default=0, metadata={"help": "seed of the LoRA init, the task order and sampling"})
+    vllm_url: str = field(default="", metadata={
+        "help": "generate rollouts on this OpenAI-compatible vLLM server (e.g. http://host:8000/v1), started "
+                "with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True; the adapter is loaded into it "
+                "at every step (empty: generate in-process)"})
+    served_model: str = field(default="", metadata={
+        "help": "the base model's name on --vllm-url (default: the --model given to training)"})
 
     def __post_init__(self) -> None:
         if isinstance(self.env_ids, str):
@@ -220,6 +228,61 @@ def group_samples(tasks: Sequence[tuple[str, int]], episodes: Sequence[tuple[Map
 PlayFunc = Callable[[list[tuple[str, int]], int, Any, int], list[tuple[dict[str, Any], dict[str, Any]]]]
 
 
+def step_seed(settings: GRPOSettings, step: int) -> int:
+    """The sampling seed of a step's rollouts: it follows the step, so a resumed run samples what it would have."""
+    return settings.seed * 1_000_003 + step * 7919
+
+
+def play_episodes(policy: Any, tasks: list[tuple[str, int]], repeats: int, settings: GRPOSettings,
+                  adapter: str | None = None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``repeats`` episodes of every task with ``policy``: (record, last info) pairs."""
+    from trace_agents.rollout import rollout
+
+    result = rollout(policy, tasks, None, repeats=repeats, batch_size=settings.rollout_batch_size, keep_infos=True,
+                     progress=False, adapters=(lambda env_id, seed: adapter) if adapter else None,
+                     env_kwargs={"max_turns": settings.max_turns} if settings.max_turns else None)
+    return list(zip(result.records, result.final_infos or [], strict=True))
+
+
+class ServedRollouts:
+    """A :data:`PlayFunc` that generates GRPO's rollouts on a vLLM server instead of in-process.
+
+    At every step the trained LoRA adapter is saved under ``root`` and loaded into the
+    server under a name of its own (``grpo-step-N``, with the process rank under several
+    processes), the step's episodes are played through
+    :class:`~trace_agents.endpoint.EndpointPolicy` with that adapter, and the adapter is
+    unloaded again. The server samples from the weights being trained, so the rollouts
+    stay on-policy; the trainer still computes the log-probs on the re-tokenized
+    episodes. ``root`` must be a path the server can read (a shared disk when it runs
+    elsewhere).
+    """
+
+    def __init__(self, settings: GRPOSettings, served_model: str, root: str | os.PathLike[str],
+                 api_key: str | None = None, concurrency: int = 64) -> None:
+        if not settings.vllm_url:
+            raise ValueError("ServedRollouts needs settings.vllm_url, the server's OpenAI-compatible base URL")
+        self.settings, self.served_model, self.root = settings, served_model, Path(root)
+        self.api_key, self.concurrency = api_key, concurrency
+
+    def __call__(self, tasks: list[tuple[str, int]], repeats: int, model: Any, step: int
+                 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        from trace_agents.endpoint import EndpointPolicy, load_lora_adapter, unload_lora_adapter
+
+        s = self.settings
+        name = f"grpo-step-{step}" + (f"-rank{os.environ['RANK']}" if "RANK" in os.environ else "")
+        path = (self.root / name).resolve()
+        model.save_pretrained(path)  # a PeftModel saves its adapter alone
+        load_lora_adapter(s.vllm_url, name, path, self.api_key)
+        try:
+            policy = EndpointPolicy(s.vllm_url, self.served_model, api_key=self.api_key, obs_format=s.obs_format,
+                                    temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
+                                    seed=step_seed(s, step), concurrency=self.concurrency)
+            return play_episodes(policy, tasks, repeats, s, adapter=name)
+        finally:
+            unload_lora_adapter(s.vllm_url, name, self.api_key)
+            shutil.rmtree(path, ignore_errors=True)
+
+
 class EpisodeRollouts:
     """TRL's ``rollout_func``: plays each prompt's task with the model being trained.
 
@@ -238,17 +301,13 @@ class EpisodeRollouts:
                        ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """``repeats`` episodes of every task with :class:`~trace_agents.policy.HFPolicy` over ``model``."""
         from trace_agents.policy import HFPolicy
-        from trace_agents.rollout import rollout
 
         s = self.settings
         # A fresh policy per step: no KV cache made with older weights survives an update,
         # and the sampling seed follows the step, so a resumed run samples what it would have.
         policy = HFPolicy(model, self.tokenizer, obs_format=s.obs_format, max_new_tokens=s.max_new_tokens,
-                          temperature=s.temperature, top_p=s.top_p, seed=s.seed * 1_000_003 + step * 7919,
-                          name="grpo")
-        result = rollout(policy, tasks, None, repeats=repeats, batch_size=s.rollout_batch_size, keep_infos=True,
-                         progress=False, env_kwargs={"max_turns": s.max_turns} if s.max_turns else None)
-        return list(zip(result.records, result.final_infos or [], strict=True))
+                          temperature=s.temperature, top_p=s.top_p, seed=step_seed(s, step), name="grpo")
+        return play_episodes(policy, tasks, repeats, s)
 
     def __call__(self, prompts: Sequence[str], trainer: Any) -> dict[str, Any]:
         s = self.settings
@@ -430,6 +489,8 @@ def train_adapter(settings: GRPOSettings, model: Any, tokenizer: Any = None, res
         disable_tqdm=not progress, log_completions=False, save_only_model=False,
     )
     dataset = Dataset.from_dict({"prompt": [task_prompt(e, s) for e, s in settings.tasks()]})
+    if play is None and settings.vllm_url:
+        play = ServedRollouts(settings, settings.served_model or source, out / "served")
     rollouts = EpisodeRollouts(settings, tokenizer, play)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
