@@ -45,6 +45,17 @@ def test_quick_shrinks_only_what_was_left_at_default():
     assert config.quick and config.eval_episodes == 9 and config.collect_episodes == QUICK["collect_episodes"]
 
 
+def test_training_stages_pass_the_vllm_server_on(tmp_path, monkeypatch):
+    import trace_agents.training as training
+    from trace_agents.run import _grpo
+
+    seen = []
+    monkeypatch.setattr(training, "train_adapter", lambda settings, model, resume: seen.append(settings) or {})
+    run = Run(RunConfig(runs_dir=str(tmp_path), name="v", vllm_url="http://gpu:8000/v1"))
+    _grpo(run, "grpo_target", ["trace/retail-v0"], 2, 200_000, "runs/base/model")
+    assert seen[0].vllm_url == "http://gpu:8000/v1" and seen[0].max_steps == 2
+
+
 def test_bad_settings_are_rejected():
     for bad in ({"router": "oracle"}, {"top_p": 1.5}, {"num_generations": 1}, {"eval_episodes": 0}):
         with pytest.raises(ValueError):

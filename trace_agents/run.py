@@ -83,6 +83,9 @@ class RunConfig:
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the agent"})
     batch_size: int = field(default=16, metadata={"help": "episodes generated for at once"})
     seed: int = field(default=0, metadata={"help": "seed of sampling, training and resampling"})
+    vllm_url: str = field(default="", metadata={
+        "help": "generate the GRPO rollouts of every training stage on this vLLM server, which serves the base "
+                "model under its --model path (see trace train --vllm-url; empty: in-process)"})
     quick: bool = field(default=False, metadata={"help": "the CI-sized run (a few minutes on 2 CPU cores)"})
 
     def __post_init__(self) -> None:
@@ -270,7 +273,7 @@ def _grpo(run: Run, name: str, env_ids: Sequence[str], steps: int, seed_start: i
                             num_generations=c.num_generations, groups_per_step=c.groups_per_step,
                             learning_rate=c.learning_rate, lora_r=c.lora_r, max_new_tokens=c.max_new_tokens,
                             temperature=c.temperature, rollout_batch_size=c.batch_size, save_steps=save_steps,
-                            seed=c.seed, max_turns=c.max_turns)
+                            seed=c.seed, max_turns=c.max_turns, vllm_url=c.vllm_url)
     run.log(f"train {name}: {steps} GRPO steps on {', '.join(env_ids)}")
     return train_adapter(settings, model_path, resume=(out / "log.jsonl").exists())
 
