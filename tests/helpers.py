@@ -70,7 +70,8 @@ def fake_endpoint(reply):
     """A local OpenAI-compatible server; yields (url, seen).
 
     ``reply(request_json)`` gives the answer: a string is the message's content, a dict
-    is the whole message (for ``tool_calls``).
+    is the whole message (for ``tool_calls``), and ``(status, body)`` is sent as it is
+    (a JSON body with that HTTP status, as a server's errors are).
     """
     seen = []
 
@@ -79,9 +80,13 @@ def fake_endpoint(reply):
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append((self.path, request))
             answer = reply(request)
-            message = answer if isinstance(answer, dict) else {"content": answer}
-            body = json.dumps({"choices": [{"message": message}]}).encode()
-            self.send_response(200)
+            status = 200
+            if isinstance(answer, tuple):
+                status, payload = answer
+            else:
+                payload = {"choices": [{"message": answer if isinstance(answer, dict) else {"content": answer}}]}
+            body = json.dumps(payload).encode()
+            self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

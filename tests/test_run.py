@@ -54,6 +54,9 @@ def test_training_stages_pass_the_vllm_server_on(tmp_path, monkeypatch):
     run = Run(RunConfig(runs_dir=str(tmp_path), name="v", vllm_url="http://gpu:8000/v1"))
     _grpo(run, "grpo_target", ["trace/retail-v0"], 2, 200_000, "runs/base/model")
     assert seen[0].vllm_url == "http://gpu:8000/v1" and seen[0].max_steps == 2
+    Run(RunConfig(runs_dir=str(tmp_path), name="v", vllm_url="http://other:8000/v1"))  # where it runs may change
+    with pytest.raises(ValueError, match="seed"):
+        Run(RunConfig(runs_dir=str(tmp_path), name="v", seed=1))  # what it computes may not
 
 
 def test_bad_settings_are_rejected():

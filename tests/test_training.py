@@ -281,38 +281,107 @@ def test_training_runs_distributed_over_two_processes(tmp_path, model_dir):
 
 
 # ---------------------------------------------------------------- rollouts on a vLLM server
-def test_rollouts_can_be_generated_on_a_served_model(tmp_path, model_dir):
-    """With vllm_url, every step's adapter is loaded into the server, played with, and unloaded."""
-    loaded = {}  # adapter name -> whether its files were there when the server was asked to load it
+class StandInVLLM:
+    """Answers like a vLLM server with runtime LoRA loading: a name loads once, and only loaded names unload."""
 
-    def server(request):
+    def __init__(self, chat=None):
+        self.loaded = {}  # name -> hash of the adapter's weights when it was loaded
+        self.log = []
+        self.chat = chat
+
+    def __call__(self, request):
+        import hashlib
+
         if "lora_path" in request:
-            path = Path(request["lora_path"])
-            loaded[request["lora_name"]] = (path / "adapter_model.safetensors").exists() and \
-                (path / "adapter_config.json").exists()
-            return "ok"
+            name, path = request["lora_name"], Path(request["lora_path"])
+            if name in self.loaded:
+                return 400, {"message": f"The lora adapter '{name}' has already been loaded."}
+            weights = path / "adapter_model.safetensors"
+            if not (weights.exists() and (path / "adapter_config.json").exists()):
+                return 404, {"message": f"No adapter found for {path}"}
+            self.loaded[name] = hashlib.sha1(weights.read_bytes()).hexdigest()
+            self.log.append(("load", name))
+            return 200, {}
         if "lora_name" in request:
-            return "ok"
-        return "Thank you for contacting us. Have a great day, goodbye!"
+            if self.loaded.pop(request["lora_name"], None) is None:
+                return 404, {"message": f"The lora adapter '{request['lora_name']}' cannot be found."}
+            self.log.append(("unload", request["lora_name"]))
+            return 200, {}
+        self.log.append(("chat", request["model"]))
+        if self.chat is not None:
+            return self.chat(request)
+        if request["seed"] % 2:  # two behaviours, so a group's returns differ and the adapter learns
+            return "Thank you for contacting us. Have a great day, goodbye!"
+        return '<tool_call>\n{"name": oops\n</tool_call>'  # a format error costs return
 
-    with fake_endpoint(server) as (url, seen):
-        s = settings(tmp_path, vllm_url=url, served_model="base")
-        summary = train_adapter(s, model_dir, progress=False)
+
+def test_rollouts_can_be_generated_on_a_served_model(tmp_path, model_dir, monkeypatch):
+    """With vllm_url, every step's adapter is loaded into the server, played with, and unloaded."""
+    from trace_agents.training import ServedRollouts
+
+    monkeypatch.delenv("RANK", raising=False)
+    s = settings(tmp_path)
+    run_id = ServedRollouts(GRPOSettings(out=s.out, vllm_url="x"), Path(s.out) / "served").run_id
+    names = [f"grpo-{run_id}-step-{k}-rank0" for k in range(2)]
+    server = StandInVLLM()
+    server.loaded[names[0]] = "left by a killed run"
+    with fake_endpoint(server) as (url, _):
+        summary = train_adapter(settings(tmp_path, vllm_url=url), model_dir, progress=False)
     assert summary["steps"] == 2 and summary["rollouts_used"] == 8
-    assert loaded == {"grpo-step-0": True, "grpo-step-1": True}
-    paths = [p for p, _ in seen]
-    chats = [r for p, r in seen if p.endswith("/chat/completions")]
-    assert paths[0].endswith("/load_lora_adapter") and paths[-1].endswith("/unload_lora_adapter")
-    assert [r["lora_name"] for p, r in seen if p.endswith("/unload_lora_adapter")] == ["grpo-step-0", "grpo-step-1"]
-    assert len(chats) >= 8 and {r["model"] for r in chats} == {"grpo-step-0", "grpo-step-1"}
-    # Each step's requests went to that step's adapter, between its load and its unload.
-    step_of = [int(r["model"].rsplit("-", 1)[1]) for r in chats]
-    assert step_of == sorted(step_of)
-    assert not any((Path(s.out) / "served").iterdir())  # the saved copies are cleaned up
+    events = server.log
+    chats = [name for kind, name in events if kind == "chat"]
+    assert len(chats) >= 8 and set(chats) == set(names)
+    # Per step: (the stale name unloaded,) load, that step's requests, unload; nothing stays loaded.
+    assert [e for e in events if e[0] != "chat"] == [("unload", names[0]), ("load", names[0]), ("unload", names[0]),
+                                                    ("load", names[1]), ("unload", names[1])]
+    assert [name for kind, name in events if kind == "chat"] == sorted(chats)
+    assert not server.loaded and not any((Path(s.out) / "served").iterdir())
 
 
-def test_a_server_without_runtime_lora_loading_is_a_clear_error():
-    from trace_agents.endpoint import load_lora_adapter
+def test_the_served_adapter_is_the_one_being_trained(tmp_path, model_dir, monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    hashes = []
 
-    with pytest.raises(RuntimeError, match="VLLM_ALLOW_RUNTIME_LORA_UPDATING"):
-        load_lora_adapter("http://127.0.0.1:9/v1", "x", "/nonexistent", timeout=2)
+    class Recording(StandInVLLM):
+        def __call__(self, request):
+            answer = super().__call__(request)
+            if "lora_path" in request:
+                hashes.append(self.loaded[request["lora_name"]])
+            return answer
+
+    with fake_endpoint(Recording()) as (url, _):
+        train_adapter(settings(tmp_path, vllm_url=url), model_dir, progress=False)
+    assert len(hashes) == 2 and hashes[0] != hashes[1]  # step 1 serves the weights step 0 updated
+
+
+def test_a_failed_step_still_unloads_its_adapter(tmp_path, base, monkeypatch):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from helpers import quiet_peft
+    from trace_agents.endpoint import EndpointError
+    from trace_agents.training import ServedRollouts
+
+    monkeypatch.delenv("RANK", raising=False)
+    with quiet_peft():
+        model = get_peft_model(copy.deepcopy(base), LoraConfig(r=2, target_modules=["q_proj"]))
+    server = StandInVLLM(chat=lambda request: (500, {"message": "out of memory"}))
+    with fake_endpoint(server) as (url, _):
+        play = ServedRollouts(settings(tmp_path, vllm_url=url), tmp_path / "served")
+        with pytest.raises(EndpointError, match="out of memory"):
+            play([(ENV, 0)], 2, model, step=3)
+    assert [kind for kind, _ in server.log if kind != "chat"] == ["load", "unload"] and not server.loaded
+    assert not any((tmp_path / "served").iterdir())
+
+
+def test_a_server_without_runtime_lora_loading_gets_a_hint(tmp_path):
+    from trace_agents.endpoint import EndpointError, load_lora_adapter
+
+    with fake_endpoint(lambda request: (404, {"detail": "Not Found"})) as (url, _):
+        with pytest.raises(EndpointError, match="VLLM_ALLOW_RUNTIME_LORA_UPDATING"):
+            load_lora_adapter(url, "x", tmp_path)
+    with fake_endpoint(lambda request: (400, {"message": "rank 64 exceeds --max-lora-rank 16"})) as (url, _):
+        with pytest.raises(EndpointError, match="max-lora-rank") as info:
+            load_lora_adapter(url, "x", tmp_path)
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in str(info.value)  # another cause: no misleading hint

@@ -30,6 +30,14 @@ from typing import Any
 from trace_agents.chat import template_tools, to_chat, with_system_prompt
 
 
+class EndpointError(RuntimeError):
+    """A request to an endpoint failed; ``status`` is the HTTP status (None: no answer) and ``detail`` its body."""
+
+    def __init__(self, message: str, status: int | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.status, self.detail = status, detail
+
+
 def _post(url: str, body: Mapping[str, Any], api_key: str | None, timeout: float) -> bytes:
     """POST ``body`` as JSON to ``url`` (bearer key from ``api_key`` or ``OPENAI_API_KEY``); the response body."""
     key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
@@ -40,9 +48,9 @@ def _post(url: str, body: Mapping[str, Any], api_key: str | None, timeout: float
             return response.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")[:300]
-        raise RuntimeError(f"endpoint {url} failed: HTTP {exc.code} {detail}") from exc
+        raise EndpointError(f"endpoint {url} failed: HTTP {exc.code} {detail}", exc.code, detail) from exc
     except (urllib.error.URLError, TimeoutError) as exc:
-        raise RuntimeError(f"endpoint {url} failed: {exc}") from exc
+        raise EndpointError(f"endpoint {url} failed: {exc}") from exc
 
 
 def chat_completion(base_url: str, body: Mapping[str, Any], api_key: str | None = None, timeout: float = 60.0
@@ -73,9 +81,11 @@ def load_lora_adapter(base_url: str, name: str, path: str | os.PathLike[str], ap
     url = base_url.rstrip("/") + "/load_lora_adapter"
     try:
         _post(url, {"lora_name": name, "lora_path": str(path)}, api_key, timeout)
-    except RuntimeError as exc:
-        raise RuntimeError(f"{exc}. Runtime LoRA loading needs a vLLM server started with --enable-lora "
-                           f"and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True") from exc
+    except EndpointError as exc:
+        if exc.status == 404 and '"Not Found"' in exc.detail:  # the route itself is missing
+            raise EndpointError(f"{exc}. Runtime LoRA loading needs a vLLM server started with --enable-lora "
+                                f"and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True", exc.status, exc.detail) from exc
+        raise
 
 
 def unload_lora_adapter(base_url: str, name: str, api_key: str | None = None, timeout: float = 60.0) -> None:

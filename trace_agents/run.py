@@ -84,8 +84,8 @@ class RunConfig:
     batch_size: int = field(default=16, metadata={"help": "episodes generated for at once"})
     seed: int = field(default=0, metadata={"help": "seed of sampling, training and resampling"})
     vllm_url: str = field(default="", metadata={
-        "help": "generate the GRPO rollouts of every training stage on this vLLM server, which serves the base "
-                "model under its --model path (see trace train --vllm-url; empty: in-process)"})
+        "help": "generate the GRPO rollouts of every training stage on this vLLM server (see trace train "
+                "--vllm-url; empty: in-process); a run may resume with another"})
     quick: bool = field(default=False, metadata={"help": "the CI-sized run (a few minutes on 2 CPU cores)"})
 
     def __post_init__(self) -> None:
@@ -126,6 +126,10 @@ def quick(config: RunConfig) -> RunConfig:
 
 
 # ---------------------------------------------------------------- plumbing
+# Settings that say where work runs, not what it computes: a run may resume with others.
+_TRANSPORT = frozenset({"vllm_url"})
+
+
 class Run:
     """One run directory: stage markers, JSON artefacts and the log."""
 
@@ -137,7 +141,7 @@ class Run:
         mine = asdict(config)
         if saved.exists():
             before = json.loads(saved.read_text(encoding="utf-8"))
-            changed = sorted(k for k in mine if k in before and before[k] != mine[k])
+            changed = sorted(k for k in mine if k in before and before[k] != mine[k] and k not in _TRANSPORT)
             if changed:
                 raise ValueError(f"{self.dir} holds a run with other settings ({', '.join(changed)}); resume it "
                                  f"with the same flags or choose another --name")

@@ -100,11 +100,9 @@ class GRPOSettings:
     logging_steps: int = field(default=1, metadata={"help": "log every this many steps"})
     seed: int = field(default=0, metadata={"help": "seed of the LoRA init, the task order and sampling"})
     vllm_url: str = field(default="", metadata={
-        "help": "generate rollouts on this OpenAI-compatible vLLM server (e.g. http://host:8000/v1), started "
-                "with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True; the adapter is loaded into it "
-                "at every step (empty: generate in-process)"})
-    served_model: str = field(default="", metadata={
-        "help": "the base model's name on --vllm-url (default: the --model given to training)"})
+        "help": "generate rollouts on this OpenAI-compatible vLLM server (e.g. http://host:8000/v1) serving the "
+                "same base model, started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True; the "
+                "adapter is loaded into it at every step (empty: generate in-process)"})
 
     def __post_init__(self) -> None:
         if isinstance(self.env_ids, str):
@@ -248,38 +246,50 @@ class ServedRollouts:
     """A :data:`PlayFunc` that generates GRPO's rollouts on a vLLM server instead of in-process.
 
     At every step the trained LoRA adapter is saved under ``root`` and loaded into the
-    server under a name of its own (``grpo-step-N``, with the process rank under several
-    processes), the step's episodes are played through
-    :class:`~trace_agents.endpoint.EndpointPolicy` with that adapter, and the adapter is
-    unloaded again. The server samples from the weights being trained, so the rollouts
-    stay on-policy; the trainer still computes the log-probs on the re-tokenized
-    episodes. ``root`` must be a path the server can read (a shared disk when it runs
-    elsewhere).
+    server under a name of its own (the run, the step and the process rank), the step's
+    episodes are played through :class:`~trace_agents.endpoint.EndpointPolicy` with that
+    adapter, and the adapter is unloaded again. The server samples from the weights being
+    trained, so the rollouts stay on-policy; the trainer still computes the log-probs on
+    the re-tokenized episodes. ``root`` must be a path the server can read (a shared disk
+    when it runs elsewhere). A name a killed run left loaded is unloaded first, so a
+    resumed run can load its step again.
     """
 
-    def __init__(self, settings: GRPOSettings, served_model: str, root: str | os.PathLike[str],
-                 api_key: str | None = None, concurrency: int = 64) -> None:
+    def __init__(self, settings: GRPOSettings, root: str | os.PathLike[str], api_key: str | None = None,
+                 concurrency: int = 64) -> None:
+        import hashlib
+
         if not settings.vllm_url:
             raise ValueError("ServedRollouts needs settings.vllm_url, the server's OpenAI-compatible base URL")
-        self.settings, self.served_model, self.root = settings, served_model, Path(root)
+        self.settings, self.root = settings, Path(root).resolve()
         self.api_key, self.concurrency = api_key, concurrency
+        self.run_id = hashlib.sha1(str(self.root).encode()).hexdigest()[:8]  # runs sharing a server differ
 
     def __call__(self, tasks: list[tuple[str, int]], repeats: int, model: Any, step: int
                  ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        from trace_agents.endpoint import EndpointPolicy, load_lora_adapter, unload_lora_adapter
+        from trace_agents.endpoint import EndpointError, EndpointPolicy, load_lora_adapter, unload_lora_adapter
 
         s = self.settings
-        name = f"grpo-step-{step}" + (f"-rank{os.environ['RANK']}" if "RANK" in os.environ else "")
-        path = (self.root / name).resolve()
+        rank = int(os.environ.get("RANK", "0"))
+        name = f"grpo-{self.run_id}-step-{step}-rank{rank}"
+        path = self.root / name
         model.save_pretrained(path)  # a PeftModel saves its adapter alone
+        try:
+            unload_lora_adapter(s.vllm_url, name, self.api_key)  # left loaded by a killed run
+        except EndpointError:
+            pass  # not loaded: the usual case
         load_lora_adapter(s.vllm_url, name, path, self.api_key)
         try:
-            policy = EndpointPolicy(s.vllm_url, self.served_model, api_key=self.api_key, obs_format=s.obs_format,
+            # Each rank samples with its own seeds: a group split over ranks must not repeat itself.
+            policy = EndpointPolicy(s.vllm_url, name, api_key=self.api_key, obs_format=s.obs_format,
                                     temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
-                                    seed=step_seed(s, step), concurrency=self.concurrency)
+                                    seed=step_seed(s, step) + 10_000_019 * rank, concurrency=self.concurrency)
             return play_episodes(policy, tasks, repeats, s, adapter=name)
         finally:
-            unload_lora_adapter(s.vllm_url, name, self.api_key)
+            try:
+                unload_lora_adapter(s.vllm_url, name, self.api_key)
+            except EndpointError as exc:  # must not hide why playing failed
+                warnings.warn(f"could not unload adapter {name!r} from {s.vllm_url}: {exc}", stacklevel=2)
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -490,7 +500,7 @@ def train_adapter(settings: GRPOSettings, model: Any, tokenizer: Any = None, res
     )
     dataset = Dataset.from_dict({"prompt": [task_prompt(e, s) for e, s in settings.tasks()]})
     if play is None and settings.vllm_url:
-        play = ServedRollouts(settings, settings.served_model or source, out / "served")
+        play = ServedRollouts(settings, out / "served")
     rollouts = EpisodeRollouts(settings, tokenizer, play)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
