@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from trace_agents.rollout import OracleBatch, compare_batching, episodes, rollout
+from trace_agents.rollout import OracleBatch, compare_batching, episodes, rollout, turn_limit
 from trace_agents.trajectories import FIELDS, TrajectoryStore, policy_key
 from trace_envs import RegistrationError, say
 
@@ -275,3 +275,9 @@ def test_kill_9_then_resume_completes_the_set(tmp_path):
         want = clean[r["key"]]
         assert (r["success"], r["return"], r["steps"], r["annotations"]) == \
                (want["success"], want["return"], want["steps"], want["annotations"])
+
+
+def test_turn_limit_overrides_every_env_or_nothing():
+    assert turn_limit(0) == {}
+    result = rollout(Hello(), "trace/precondition-v0", 2, batch_size=2, progress=False, env_kwargs=turn_limit(2))
+    assert all(r["n_steps"] <= 2 and r["truncated"] for r in result.records)

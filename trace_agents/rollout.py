@@ -127,6 +127,11 @@ class _Episode:
     steps: list[Step] = field(default_factory=list)
 
 
+def turn_limit(max_turns: int) -> dict[str, Any]:
+    """Env kwargs that override every env's turn limit; none for 0 (each spec keeps its own)."""
+    return {"max_turns": max_turns} if max_turns else {}
+
+
 def episodes(env_ids: str | Sequence[str] | Sequence[tuple[str, int]], seeds: Iterable[int] | int | None
              ) -> list[tuple[str, int]]:
     """The ``(env_id, seed)`` pairs a rollout runs: ids × seeds (an int ``n`` means seeds ``0..n-1``).

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from trace_agents import require_train_extra
+from trace_agents.rollout import turn_limit
 from trace_agents.stats import paired_difference
 
 SEEDS = {"collect": 10_000, "train": 100_000, "grpo_target": 200_000, "gepa": 300_000, "router_fit": 400_000,
@@ -177,11 +178,6 @@ class Run:
         return self.finish(name, result)
 
 
-def _env_kwargs(config: RunConfig) -> dict[str, Any]:
-    """What every env of the run is made with (a turn-limit override, or nothing)."""
-    return {"max_turns": config.max_turns} if config.max_turns else {}
-
-
 def _policy(model: Any, tokenizer: Any, config: RunConfig, **kw: Any) -> Any:
     from trace_agents.policy import HFPolicy
 
@@ -213,7 +209,7 @@ def stage_collect(run: Run, model: Any, tok: Any) -> dict[str, Any]:
     path = run.dir / "collect.jsonl"
     seeds = range(SEEDS["collect"], SEEDS["collect"] + c.collect_episodes)
     result = rollout(_policy(model, tok, c), c.target, seeds, batch_size=c.batch_size, store=path, resume=True,
-                     env_kwargs=_env_kwargs(c))
+                     env_kwargs=turn_limit(c.max_turns))
     records = TrajectoryStore(path).select(c.target, seeds)
     return {"trajectories": str(path), "episodes": len(records), "rollouts": len(records),
             "success": sum(r["success"] for r in records) / len(records), "ran_now": result.n_episodes}
@@ -249,7 +245,7 @@ def stage_synthesize(run: Run, analyze: Mapping[str, Any], model: Any, tok: Any)
                                   max_probes=c.calibration_probes)
     results = sy.synthesize(report, c.target, run.dir / "specs",
                             probe=sy.rollout_probe(_policy(model, tok, c), batch_size=c.batch_size,
-                                                   env_kwargs=_env_kwargs(c)), config=config)
+                                                   env_kwargs=turn_limit(c.max_turns)), config=config)
     rollouts = sum((r["calibration"] or {}).get("rollouts_used", 0) for r in results)
     return {"envs": {r["capability"]: r["id"] for r in results}, "paths": {r["capability"]: r["path"] for r in results},
             "calibration": {r["capability"]: r["calibration"] for r in results}, "rollouts": rollouts}
@@ -361,7 +357,8 @@ def _gepa(run: Run, budget: int, model_path: str) -> dict[str, Any]:
     tasks = [(c.target, SEEDS["gepa"] + i) for i in range(c.gepa_tasks)]
     run.log(f"gepa: budget {budget} episodes on {len(tasks)} target tasks")
     result = run_gepa(_policy(model, tok, c), tasks, budget, LocalReflection(model, tok), minibatch=c.gepa_minibatch,
-                      seed=c.seed, batch_size=c.batch_size, log_path=run.dir / "gepa.log", env_kwargs=_env_kwargs(c))
+                      seed=c.seed, batch_size=c.batch_size, log_path=run.dir / "gepa.log",
+                      env_kwargs=turn_limit(c.max_turns))
     result["rollouts"] = result["rollouts_used"]
     save_json(result, path)
     return result
@@ -390,7 +387,7 @@ def stage_evaluate(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any],
 
     def one(name: str, pol: Any, adapter: Any) -> dict[str, Any]:
         summary = ev.evaluate(pol, c.target, n, seed0, adapter=adapter, batch_size=c.batch_size,
-                              store=evals / f"{name}.jsonl", resume=True, env_kwargs=_env_kwargs(c))
+                              store=evals / f"{name}.jsonl", resume=True, env_kwargs=turn_limit(c.max_turns))
         run.log(f"evaluate {name}: success {summary['success']:.3f} {summary['ci95']}")
         return summary
 
@@ -418,7 +415,7 @@ def stage_evaluate(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any],
         out["tau2"] = {}
         for name, adapter in (("base", None), ("trace", lambda env_id, seed: table.get(seed))):
             s = ev.evaluate(policy, tau_id, tau_n, 0, adapter=adapter, batch_size=c.batch_size,
-                            store=evals / f"tau2-{name}.jsonl", resume=True, env_kwargs=_env_kwargs(c))
+                            store=evals / f"tau2-{name}.jsonl", resume=True, env_kwargs=turn_limit(c.max_turns))
             out["tau2"][name] = {"success": s["success"], "ci95": list(s["ci95"]), "episodes": s["episodes"]}
     return out
 
@@ -464,7 +461,7 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
         if name not in policy.adapters:
             policy.load_adapter(name, d)
         s = ev.evaluate(policy, c.target, n, seed0, adapter=name, batch_size=c.batch_size,
-                        store=evals / "curve.jsonl", resume=True, progress=False, env_kwargs=_env_kwargs(c))
+                        store=evals / "curve.jsonl", resume=True, progress=False, env_kwargs=turn_limit(c.max_turns))
         curve["grpo_target"].append([float(step * c.rollouts_per_step), s["success"], s["mean_return"]])
     # TRACE: every capability adapter at the same fraction of its steps.
     per_cap = {cap: checkpoints(path) for cap, path in train["adapters"].items()}
@@ -480,7 +477,7 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
         s = ev.evaluate(policy, c.target, n, seed0,
                         adapter=lambda env_id, seed, names=names: names.get(routed.get(seed)),
                         batch_size=c.batch_size, store=evals / "curve.jsonl", resume=True, progress=False,
-                        env_kwargs=_env_kwargs(c))
+                        env_kwargs=turn_limit(c.max_turns))
         curve["trace"].append([float(pre_training + used), s["success"], s["mean_return"]])
     # GEPA: the best prompt discovered within each fraction of the budget.
     gepa = baselines["gepa"]
@@ -494,7 +491,7 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
         gepa_policy.system_prompt = prompts[best]
         gepa_policy.forget()
         s = ev.evaluate(gepa_policy, c.target, n, seed0, batch_size=c.batch_size, store=evals / "curve-gepa.jsonl",
-                        resume=True, progress=False, env_kwargs=_env_kwargs(c))
+                        resume=True, progress=False, env_kwargs=turn_limit(c.max_turns))
         curve["gepa"].append([float(limit), s["success"], s["mean_return"]])
     gepa_policy.system_prompt = gepa["best_prompt"]
     for m in ("trace", "grpo_target", "gepa"):

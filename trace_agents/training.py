@@ -234,11 +234,11 @@ def step_seed(settings: GRPOSettings, step: int) -> int:
 def play_episodes(policy: Any, tasks: list[tuple[str, int]], repeats: int, settings: GRPOSettings,
                   adapter: str | None = None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """``repeats`` episodes of every task with ``policy``: (record, last info) pairs."""
-    from trace_agents.rollout import rollout
+    from trace_agents.rollout import rollout, turn_limit
 
     result = rollout(policy, tasks, None, repeats=repeats, batch_size=settings.rollout_batch_size, keep_infos=True,
                      progress=False, adapters=(lambda env_id, seed: adapter) if adapter else None,
-                     env_kwargs={"max_turns": settings.max_turns} if settings.max_turns else None)
+                     env_kwargs=turn_limit(settings.max_turns))
     return list(zip(result.records, result.final_infos or [], strict=True))
 
 
