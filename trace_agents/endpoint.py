@@ -61,13 +61,13 @@ def chat_completion(base_url: str, body: Mapping[str, Any], api_key: str | None 
     try:
         data = json.loads(raw)
     except ValueError as exc:
-        raise RuntimeError(f"endpoint {url} failed: the response is not JSON ({exc})") from exc
+        raise EndpointError(f"endpoint {url} failed: the response is not JSON ({exc})") from exc
     try:
         message = data["choices"][0]["message"]
     except (KeyError, IndexError, TypeError):
-        raise RuntimeError(f"endpoint {url} returned no choices[0].message: {str(data)[:200]}") from None
+        raise EndpointError(f"endpoint {url} returned no choices[0].message: {str(data)[:200]}") from None
     if not isinstance(message, dict):
-        raise RuntimeError(f"endpoint {url} returned a message that is not an object: {str(message)[:200]}")
+        raise EndpointError(f"endpoint {url} returned a message that is not an object: {str(message)[:200]}")
     return message
 
 
