@@ -66,30 +66,36 @@ SHORT = os.environ.get("TRACE_SHORT", "1") != "0"
 
 
 @contextlib.contextmanager
-def fake_endpoint(reply):
+def fake_endpoint(reply, get=None):
     """A local OpenAI-compatible server; yields (url, seen).
 
-    ``reply(request_json)`` gives the answer: a string is the message's content, a dict
-    is the whole message (for ``tool_calls``), and ``(status, body)`` is sent as it is
-    (a JSON body with that HTTP status, as a server's errors are).
+    ``reply(request_json)`` gives the answer to a POST: a string is the message's content,
+    a dict is the whole message (for ``tool_calls``), and ``(status, body)`` is sent as it
+    is (a JSON body with that HTTP status, as a server's errors are). ``get(path)`` answers
+    a GET with ``(status, body)``; without it a GET is a 404.
     """
     seen = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append((self.path, request))
-            answer = reply(request)
-            status = 200
-            if isinstance(answer, tuple):
-                status, payload = answer
-            else:
-                payload = {"choices": [{"message": answer if isinstance(answer, dict) else {"content": answer}}]}
+        def send(self, status, payload):
             body = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def do_POST(self):  # noqa: N802
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, request))
+            answer = reply(request)
+            if isinstance(answer, tuple):
+                self.send(*answer)
+            else:
+                self.send(200, {"choices": [{"message": answer if isinstance(answer, dict) else {"content": answer}}]})
+
+        def do_GET(self):  # noqa: N802
+            seen.append((self.path, None))
+            self.send(*(get(self.path) if get else (404, {"detail": "Not Found"})))
 
         def log_message(self, *args):
             pass
@@ -101,3 +107,56 @@ def fake_endpoint(reply):
     finally:
         server.shutdown()
         server.server_close()
+
+
+class StandInVLLM:
+    """Answers like a vLLM server with runtime LoRA loading: a name loads once, only loaded
+    names unload, and ``GET /v1/models`` lists the base model (``root`` its path) and the
+    loaded adapters (``parent`` the base). Use it as ``fake_endpoint(server, server.get)``.
+
+    Chat requests are logged as ``("chat", model)`` and answered by ``chat(request)``.
+    """
+
+    def __init__(self, chat, base="base", root="/models/base"):
+        self.loaded = {}  # name -> hash of the adapter's weights when it was loaded
+        self.log = []
+        self.chat, self.base, self.root = chat, base, root
+
+    def get(self, path):
+        if path.rstrip("/").endswith("/models"):
+            adapters = [{"id": name, "object": "model", "root": name, "parent": self.base} for name in self.loaded]
+            return 200, {"object": "list", "data": [{"id": self.base, "object": "model", "root": self.root,
+                                                     "parent": None}, *adapters]}
+        return 404, {"detail": "Not Found"}
+
+    def __call__(self, request):
+        import hashlib
+
+        if "lora_path" in request:
+            name, path = request["lora_name"], Path(request["lora_path"])
+            if name in self.loaded:
+                return 400, {"message": f"The lora adapter '{name}' has already been loaded."}
+            weights = path / "adapter_model.safetensors"
+            if not (weights.exists() and (path / "adapter_config.json").exists()):
+                return 404, {"message": f"No adapter found for {path}"}
+            self.loaded[name] = hashlib.sha1(weights.read_bytes()).hexdigest()
+            self.log.append(("load", name))
+            return 200, {}
+        if "lora_name" in request:
+            if self.loaded.pop(request["lora_name"], None) is None:
+                return 404, {"message": f"The lora adapter '{request['lora_name']}' cannot be found."}
+            self.log.append(("unload", request["lora_name"]))
+            return 200, {}
+        if request["model"] != self.base and request["model"] not in self.loaded:
+            return 404, {"message": f"The model `{request['model']}` does not exist."}
+        self.log.append(("chat", request["model"]))
+        return self.chat(request)
+
+
+def fake_adapter(path, content=b"weights"):
+    """A directory that looks like a saved PEFT adapter to :class:`StandInVLLM`."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (path / "adapter_model.safetensors").write_bytes(content)
+    return path

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import fake_endpoint
+from helpers import StandInVLLM, fake_adapter, fake_endpoint
 
-from trace_agents.endpoint import EndpointPolicy, action_text
+from trace_agents.endpoint import EndpointError, EndpointPolicy, action_text, served_base_model
 from trace_agents.rollout import rollout
 from trace_envs import parse_action
 
@@ -59,3 +59,77 @@ def test_a_dead_endpoint_is_a_clear_error():
         policy.act_batch([info])
     with pytest.raises(ValueError, match="obs_format"):
         EndpointPolicy("http://x", model="m", obs_format="xml")
+
+
+def test_local_adapters_are_loaded_into_the_server_and_rows_ask_for_them_by_name(tmp_path):
+    server = StandInVLLM(lambda request: f"Goodbye from {request['model']}.")
+    server.loaded["run1:pre"] = "left by a killed run"  # vLLM refuses to load a name twice
+    with fake_endpoint(server, server.get) as (url, _):
+        policy = EndpointPolicy(url, "base", adapter_prefix="run1:", max_tokens=8)
+        policy.load_adapter("pre", fake_adapter(tmp_path / "pre"))
+        result = rollout(policy, ENV, range(4), batch_size=4, progress=False,
+                         adapters=lambda env_id, seed: "pre" if seed % 2 else None)
+        assert policy.identity()["adapters"] == {"pre": str((tmp_path / "pre").resolve())}
+        policy.close()
+    assert [e for e in server.log if e[0] != "chat"] == [("unload", "run1:pre"), ("load", "run1:pre"),
+                                                        ("unload", "run1:pre")]
+    assert {name for kind, name in server.log if kind == "chat"} == {"base", "run1:pre"}
+    assert {r["seed"]: r["adapter"] for r in result.records} == {0: None, 1: "pre", 2: None, 3: "pre"}
+    assert not server.loaded and not policy.adapters
+
+
+def test_closing_warns_about_an_adapter_that_would_not_unload_and_unloads_the_rest(tmp_path):
+    server = StandInVLLM(lambda request: "Goodbye.")
+    with fake_endpoint(server, server.get) as (url, _):
+        policy = EndpointPolicy(url, "base", adapter_prefix="r:")
+        for name in ("a", "b"):
+            policy.load_adapter(name, fake_adapter(tmp_path / name))
+        del server.loaded["r:a"]  # the server lost it (restarted, say)
+        with pytest.warns(UserWarning, match="could not unload adapter 'r:a'"):
+            policy.close()
+    assert not server.loaded and not policy.adapters
+
+
+def test_the_served_base_model_is_the_one_listed_without_a_parent(tmp_path):
+    server = StandInVLLM(lambda request: "", base="Qwen/Qwen3-8B", root="/models/qwen3")
+    server.loaded["some-adapter"] = "..."
+    with fake_endpoint(server, server.get) as (url, _):
+        assert served_base_model(url) == {"id": "Qwen/Qwen3-8B", "object": "model", "root": "/models/qwen3",
+                                          "parent": None}
+    two = lambda path: (200, {"data": [{"id": "a"}, {"id": "b", "parent": None}]})  # noqa: E731
+    with fake_endpoint(server, two) as (url, _):
+        with pytest.raises(EndpointError, match=r"serves 2 base models \(a, b\); expected exactly one"):
+            served_base_model(url)
+    with fake_endpoint(server, lambda path: (200, {"models": []})) as (url, _):
+        with pytest.raises(EndpointError, match="did not list models as OpenAI's API does"):
+            served_base_model(url)
+    with fake_endpoint(server) as (url, _):  # no GET route at all
+        with pytest.raises(EndpointError, match="HTTP 404"):
+            served_base_model(url)
+
+
+def test_trace_evaluate_and_collect_can_generate_on_a_server(tmp_path, capsys):
+    from trace_agents.cli import main
+    from trace_agents.trajectories import TrajectoryStore
+
+    server = StandInVLLM(lambda request: f"Goodbye from {request['model']}.")
+    adapter = fake_adapter(tmp_path / "adapter")
+    with fake_endpoint(server, server.get) as (url, seen):
+        code = main(["evaluate", "--endpoint", url, "--model", "base", "--adapter", str(adapter), "--env", ENV,
+                     "--episodes", "2", "--obs-format", "compact", "--out", str(tmp_path / "eval.json")])
+        assert code == 0
+        served = {name for kind, name in server.log if kind == "chat"}
+        assert len(served) == 1 and served.pop().endswith(str(adapter))  # the local adapter, loaded there
+        assert not server.loaded, "evaluate unloads what it loaded"
+        assert "tools" not in seen[-1][1], "compact: the tools are in the text, not the request"
+        out = tmp_path / "c.jsonl"
+        assert main(["collect", "--endpoint", url, "--model", "base", "--env", ENV, "--episodes", "3",
+                     "--out", str(out)]) == 0
+        assert server.log[-1] == ("chat", "base") and "tools" in seen[-1][1]  # chat format by default there
+        assert main(["evaluate", "--endpoint", url, "--model", "oracle", "--episodes", "1"]) == 2
+    assert len(list(TrajectoryStore(out).records())) == 3
+    assert "the oracle runs here" in capsys.readouterr().err
+    with fake_endpoint(server, server.get) as (url, _):  # an adapter the server does not have: a clear error
+        assert main(["evaluate", "--endpoint", url, "--model", "base", "--adapter", "missing", "--env", ENV,
+                     "--episodes", "1", "--out", str(tmp_path / "e.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err

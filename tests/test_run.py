@@ -59,10 +59,47 @@ def test_training_stages_pass_the_vllm_server_on(tmp_path, monkeypatch):
         Run(RunConfig(runs_dir=str(tmp_path), name="v", seed=1))  # what it computes may not
 
 
+def test_collection_and_evaluation_generate_on_the_server_and_load_no_model_here(tmp_path, monkeypatch):
+    """With vllm_url, every method's episodes go to the server; adapters (curve checkpoints too) are
+    loaded there under the run's prefix and unloaded at the end."""
+    import trace_agents.models as models
+    from helpers import StandInVLLM, fake_adapter, fake_endpoint
+    from trace_agents.run import stage_collect, stage_evaluate
+
+    monkeypatch.delenv("TAU2_DATA_DIR", raising=False)
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("a model was loaded in-process"))
+    server = StandInVLLM(lambda request: "Thank you, goodbye!")
+    ad = tmp_path / "adapters"
+    for step in (1, 2):  # the curve evaluates every checkpoint but the last
+        fake_adapter(ad / "grpo_target" / f"checkpoint-{step}", bytes([step]))
+    train = {"adapters": {"pre": str(fake_adapter(ad / "pre" / "adapter"))}, "rollouts": 8}
+    baselines = {"grpo_target": {"adapter": str(fake_adapter(ad / "grpo_target" / "adapter")), "rollouts": 8},
+                 "single_adapter": {"adapter": str(fake_adapter(ad / "single" / "adapter")), "rollouts": 8},
+                 "gepa": {"best_prompt": "Be brief.", "rollouts": 8}}
+    route = {"choices": {str(SEEDS["heldout"]): "pre", str(SEEDS["heldout"] + 1): None}}
+    with fake_endpoint(server, server.get) as (url, seen):
+        run = Run(RunConfig(runs_dir=str(tmp_path), name="v", vllm_url=url, collect_episodes=2, eval_episodes=2,
+                            curve_episodes=1, batch_size=2, max_turns=3))
+        collect = stage_collect(run, None, None)
+        out = stage_evaluate(run, {}, train, route, baselines, budget=16, model_path="/models/base")
+    assert collect["episodes"] == 2 and set(out["methods"]) == set(METHODS)
+    chats = [name for kind, name in server.log if kind == "chat"]
+    prefix = next(name for name in chats if name != "base").partition(":")[0] + ":"
+    assert set(chats) == {"base", *(prefix + a for a in ("pre", "grpo_target", "single_adapter", "grpo_target@1"))}
+    assert sorted(name for kind, name in server.log if kind == "load") == sorted(
+        prefix + a for a in ("pre", "grpo_target", "single_adapter", "grpo_target@1"))
+    assert not server.loaded, "the evaluate stage unloads the run's adapters"
+    prompted = [r for path, r in seen if r and "messages" in r and r["messages"][0]["content"].startswith("Be brief.\n\n")]
+    assert prompted and {r["model"] for r in prompted} == {"base"}  # GEPA's prompt, on the base model only
+    assert all(r["max_tokens"] == run.config.max_new_tokens for path, r in seen if r and "messages" in r)
+
+
 def test_bad_settings_are_rejected():
     for bad in ({"router": "oracle"}, {"top_p": 1.5}, {"num_generations": 1}, {"eval_episodes": 0}):
         with pytest.raises(ValueError):
             RunConfig(**bad)
+    with pytest.raises(ValueError, match="does not go with --vllm-url"):
+        RunConfig(top_p=0.5, vllm_url="http://gpu:8000/v1")
 
 
 def test_a_run_dir_refuses_other_settings_and_skips_finished_stages(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import fake_endpoint
+from helpers import StandInVLLM, fake_endpoint
 from trace_agents import models
 from trace_agents.rollout import OracleBatch, rollout
 from trace_agents.training import (
@@ -281,38 +281,11 @@ def test_training_runs_distributed_over_two_processes(tmp_path, model_dir):
 
 
 # ---------------------------------------------------------------- rollouts on a vLLM server
-class StandInVLLM:
-    """Answers like a vLLM server with runtime LoRA loading: a name loads once, and only loaded names unload."""
-
-    def __init__(self, chat=None):
-        self.loaded = {}  # name -> hash of the adapter's weights when it was loaded
-        self.log = []
-        self.chat = chat
-
-    def __call__(self, request):
-        import hashlib
-
-        if "lora_path" in request:
-            name, path = request["lora_name"], Path(request["lora_path"])
-            if name in self.loaded:
-                return 400, {"message": f"The lora adapter '{name}' has already been loaded."}
-            weights = path / "adapter_model.safetensors"
-            if not (weights.exists() and (path / "adapter_config.json").exists()):
-                return 404, {"message": f"No adapter found for {path}"}
-            self.loaded[name] = hashlib.sha1(weights.read_bytes()).hexdigest()
-            self.log.append(("load", name))
-            return 200, {}
-        if "lora_name" in request:
-            if self.loaded.pop(request["lora_name"], None) is None:
-                return 404, {"message": f"The lora adapter '{request['lora_name']}' cannot be found."}
-            self.log.append(("unload", request["lora_name"]))
-            return 200, {}
-        self.log.append(("chat", request["model"]))
-        if self.chat is not None:
-            return self.chat(request)
-        if request["seed"] % 2:  # two behaviours, so a group's returns differ and the adapter learns
-            return "Thank you for contacting us. Have a great day, goodbye!"
-        return '<tool_call>\n{"name": oops\n</tool_call>'  # a format error costs return
+def training_chat(request):
+    """Two behaviours, so a group's returns differ and the adapter learns."""
+    if request["seed"] % 2:
+        return "Thank you for contacting us. Have a great day, goodbye!"
+    return '<tool_call>\n{"name": oops\n</tool_call>'  # a format error costs return
 
 
 def test_rollouts_can_be_generated_on_a_served_model(tmp_path, model_dir, monkeypatch):
@@ -323,7 +296,7 @@ def test_rollouts_can_be_generated_on_a_served_model(tmp_path, model_dir, monkey
     s = settings(tmp_path)
     run_id = ServedRollouts(GRPOSettings(out=s.out, vllm_url="x"), Path(s.out) / "served").run_id
     names = [f"grpo-{run_id}-step-{k}-rank0" for k in range(2)]
-    server = StandInVLLM()
+    server = StandInVLLM(training_chat)
     server.loaded[names[0]] = "left by a killed run"
     with fake_endpoint(server) as (url, _):
         summary = train_adapter(settings(tmp_path, vllm_url=url), model_dir, progress=False)
@@ -349,7 +322,7 @@ def test_the_served_adapter_is_the_one_being_trained(tmp_path, model_dir, monkey
                 hashes.append(self.loaded[request["lora_name"]])
             return answer
 
-    with fake_endpoint(Recording()) as (url, _):
+    with fake_endpoint(Recording(training_chat)) as (url, _):
         train_adapter(settings(tmp_path, vllm_url=url), model_dir, progress=False)
     assert len(hashes) == 2 and hashes[0] != hashes[1]  # step 1 serves the weights step 0 updated
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -94,17 +95,41 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _policy(args: argparse.Namespace, seed_offset: int = 0):
-    """The policy the flags name: ``--model oracle`` / ``--policy oracle``, or an HF model (with ``--adapter``)."""
+    """The policy the flags name: ``--model oracle`` / ``--policy oracle``, a model served at
+    ``--endpoint``, or an HF model loaded here (with ``--adapter``)."""
     seed = args.seed + seed_offset
-    if args.model == "oracle" or getattr(args, "policy", None) == "oracle":
+    oracle = args.model == "oracle" or getattr(args, "policy", None) == "oracle"
+    if oracle and args.endpoint:
+        raise ValueError("--endpoint serves a model; the oracle runs here (drop one of them)")
+    if oracle:
         from trace_agents.rollout import OracleBatch
 
         return OracleBatch(deficits=args.deficits, seed=seed)
+    fmt = {"obs_format": args.obs_format} if args.obs_format else {}
+    adapter = getattr(args, "adapter", None)
+    if args.endpoint:
+        from trace_agents.endpoint import EndpointPolicy
+
+        policy = EndpointPolicy(args.endpoint, args.model, temperature=args.temperature, seed=seed,
+                                adapter_prefix=f"trace-cli-{os.getpid()}:", **fmt)
+        if adapter and (Path(adapter) / "adapter_config.json").exists():  # a local adapter: load it there
+            policy.load_adapter(adapter, adapter)
+        return policy  # otherwise --adapter names an adapter the server already serves
     from trace_agents.policy import HFPolicy
 
-    adapter = getattr(args, "adapter", None)
     adapters = {adapter: adapter} if adapter else None
-    return HFPolicy.from_pretrained(args.model, adapters=adapters, temperature=args.temperature, seed=seed)
+    return HFPolicy.from_pretrained(args.model, adapters=adapters, temperature=args.temperature, seed=seed, **fmt)
+
+
+def add_serving_args(parser: argparse.ArgumentParser) -> None:
+    """``--endpoint`` and ``--obs-format``: where the model generates, and what it reads."""
+    parser.add_argument("--endpoint", default=None, metavar="URL",
+                        help="generate on this OpenAI-compatible server instead of loading the model here, e.g. "
+                             "vLLM at http://localhost:8000/v1; --model is then the served model's name "
+                             "(and --adapter a served LoRA adapter's name)")
+    parser.add_argument("--obs-format", choices=["compact", "chat"], default=None,
+                        help="how the agent sees the conversation: compact (tiny models) or chat (tools in "
+                             "the request); default: compact here, chat on an --endpoint")
 
 
 def _check_policy_choice(args: argparse.Namespace) -> None:
@@ -124,14 +149,19 @@ def add_policy_args(parser: argparse.ArgumentParser, model_help: str) -> None:
                         help="with --policy oracle: capability=rate mistakes to inject")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="sampling / oracle seed (default: 0)")
+    add_serving_args(parser)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from trace_agents import evaluate as ev
 
     policy = _policy(args)
-    summaries = [ev.evaluate(policy, env_id, args.episodes, args.seed_start, adapter=args.adapter,
-                             batch_size=args.batch_size, store=args.trajectories) for env_id in args.env]
+    try:
+        summaries = [ev.evaluate(policy, env_id, args.episodes, args.seed_start, adapter=args.adapter,
+                                 batch_size=args.batch_size, store=args.trajectories) for env_id in args.env]
+    finally:
+        if hasattr(policy, "close"):  # adapters it loaded into a server
+            policy.close()
     print(ev.format_table(summaries), end="")
     path = ev.save(summaries, args.out)
     print(f"wrote {path}")
@@ -219,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Success with a 95%% Wilson interval, mean return, component means and "
                                    "per-capability mistake rates; prints a table and writes JSON.")
     p.add_argument("--model", required=True, help="HF model directory or id, or 'oracle'")
-    p.add_argument("--adapter", default=None, help="a PEFT LoRA adapter directory to apply")
+    p.add_argument("--adapter", default=None,
+                   help="a PEFT LoRA adapter directory to apply (with --endpoint it is loaded into the server; "
+                        "a name that is not a directory is an adapter the server already serves)")
     p.add_argument("--env", nargs="+", default=["trace/retail-v0"], help="env ids (default: trace/retail-v0)")
     p.add_argument("--episodes", type=int, default=100, help="episodes per env (default: 100)")
     p.add_argument("--seed-start", type=int, default=1_000_000,
@@ -231,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --model oracle: capability=rate mistakes to inject")
     p.add_argument("--trajectories", default=None, help="also store the episodes in this JSONL file")
     p.add_argument("--out", default="runs/evaluate.json", help="where to write the JSON summary")
+    add_serving_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("collect", help="roll out a model (or the oracle) and store trajectories",
@@ -306,9 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    from trace_agents.endpoint import EndpointError  # standard library only: cheap to import
+
     try:
         return args.func(args)
-    except (ValueError, KeyError, OSError, ImportError) as exc:
+    except (ValueError, KeyError, OSError, ImportError, EndpointError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
 

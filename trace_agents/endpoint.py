@@ -93,6 +93,38 @@ def unload_lora_adapter(base_url: str, name: str, api_key: str | None = None, ti
     _post(base_url.rstrip("/") + "/unload_lora_adapter", {"lora_name": name}, api_key, timeout)
 
 
+def load_fresh(base_url: str, name: str, path: str | os.PathLike[str], api_key: str | None = None) -> None:
+    """:func:`load_lora_adapter`, after unloading ``name`` if a killed run left it loaded (vLLM refuses
+    to load a name twice)."""
+    try:
+        unload_lora_adapter(base_url, name, api_key)
+    except EndpointError:
+        pass  # not loaded: the usual case
+    load_lora_adapter(base_url, name, path, api_key)
+
+
+def served_base_model(base_url: str, api_key: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+    """The one base model a server lists at ``GET {base_url}/models`` (vLLM lists LoRA adapters there
+    too, with their base as ``parent``); its entry, with ``id`` and, from vLLM, ``root``."""
+    url = base_url.rstrip("/") + "/models"
+    key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data = json.loads(response.read())["data"]
+    except urllib.error.HTTPError as exc:
+        raise EndpointError(f"endpoint {url} failed: HTTP {exc.code}", exc.code) from exc
+    except (urllib.error.URLError, TimeoutError) as exc:
+        raise EndpointError(f"endpoint {url} failed: {exc}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EndpointError(f"endpoint {url} did not list models as OpenAI's API does ({exc!r})") from exc
+    bases = [m for m in data if isinstance(m, dict) and "id" in m and not m.get("parent")]
+    if len(bases) != 1:
+        raise EndpointError(f"endpoint {url} serves {len(bases)} base models "
+                            f"({', '.join(str(m['id']) for m in bases) or 'none'}); expected exactly one")
+    return bases[0]
+
+
 def action_text(message: Mapping[str, Any]) -> str:
     """The env action for a chat-completion message: its first tool call as ``<tool_call>``, else its text."""
     calls = message.get("tool_calls") or []
@@ -109,11 +141,18 @@ def action_text(message: Mapping[str, Any]) -> str:
 
 
 class EndpointPolicy:
-    """A policy served behind an OpenAI-compatible chat endpoint (see the module docstring)."""
+    """A policy served behind an OpenAI-compatible chat endpoint (see the module docstring).
+
+    A row's adapter is a served model name. :meth:`load_adapter` also loads a local PEFT
+    adapter into the server (vLLM's runtime LoRA loading) under ``adapter_prefix`` + its
+    name, and rows then ask for it by the local name, as with :class:`HFPolicy`;
+    :meth:`close` unloads what it loaded.
+    """
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, obs_format: str = "chat",
                  temperature: float = 1.0, top_p: float = 1.0, max_tokens: int = 256, seed: int = 0,
-                 concurrency: int = 16, timeout: float = 120.0, system_prompt: str | None = None) -> None:
+                 concurrency: int = 16, timeout: float = 120.0, system_prompt: str | None = None,
+                 adapter_prefix: str = "") -> None:
         if obs_format not in ("compact", "chat"):
             raise ValueError(f"obs_format must be 'compact' or 'chat', got {obs_format!r}")
         if concurrency < 1 or max_tokens < 1:
@@ -121,17 +160,48 @@ class EndpointPolicy:
         self.base_url, self.model, self.api_key = base_url, model, api_key
         self.obs_format, self.temperature, self.top_p = obs_format, float(temperature), float(top_p)
         self.max_tokens, self.seed, self.concurrency, self.timeout = max_tokens, seed, concurrency, timeout
-        self.system_prompt = system_prompt
+        self.system_prompt, self.adapter_prefix = system_prompt, adapter_prefix
+        self.adapters: dict[str, str] = {}  # local name -> the adapter directory loaded under it
         self._calls = 0
 
+    def served_name(self, adapter: str) -> str:
+        """The model name a row with ``adapter`` asks for: a loaded adapter's served name, else ``adapter``."""
+        return self.adapter_prefix + adapter if adapter in self.adapters else adapter
+
+    def load_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
+        """Load the PEFT adapter at ``path`` into the server as ``adapter_prefix + name``.
+
+        ``path`` is resolved here, so the server must see the same filesystem (or a shared
+        disk at the same path).
+        """
+        from pathlib import Path
+
+        resolved = Path(path).resolve()
+        load_fresh(self.base_url, self.adapter_prefix + name, resolved, self.api_key)
+        self.adapters[name] = str(resolved)
+
+    def close(self) -> None:
+        """Unload every adapter :meth:`load_adapter` loaded (a failure warns; the rest still unload)."""
+        import warnings
+
+        for name in list(self.adapters):
+            try:
+                unload_lora_adapter(self.base_url, self.served_name(name), self.api_key)
+            except EndpointError as exc:
+                warnings.warn(f"could not unload adapter {self.served_name(name)!r}: {exc}", stacklevel=2)
+            del self.adapters[name]
+
+    def forget(self, slot: Any = None) -> None:
+        """Nothing to drop: the server keeps no per-episode state of ours (as :meth:`HFPolicy.forget`)."""
+
     def request(self, info: Mapping[str, Any], adapter: str | None, row: int) -> dict[str, Any]:
-        """The request body for one row (``adapter`` is the served model name; None is the base model)."""
+        """The request body for one row (``adapter``: see :meth:`served_name`; None is the base model)."""
         messages = with_system_prompt(to_chat(info["messages"], info["tools"], self.obs_format), self.system_prompt)
         for m in messages:  # the wire format wants arguments as JSON strings
             for call in m.get("tool_calls", []):
                 call["function"] = {**call["function"], "arguments": json.dumps(call["function"]["arguments"])}
-        body: dict[str, Any] = {"model": adapter or self.model, "messages": messages, "temperature": self.temperature,
-                                "top_p": self.top_p, "max_tokens": self.max_tokens,
+        body: dict[str, Any] = {"model": self.served_name(adapter) if adapter else self.model, "messages": messages,
+                                "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
                                 "seed": self.seed + 100_003 * self._calls + row}
         tools = template_tools(info["tools"], self.obs_format)
         if tools:
@@ -151,4 +221,5 @@ class EndpointPolicy:
     def identity(self) -> dict[str, Any]:
         return {"policy": "endpoint", "model": self.model, "base_url": self.base_url, "obs_format": self.obs_format,
                 "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
-                "seed": self.seed, **({"system_prompt": self.system_prompt} if self.system_prompt else {})}
+                "seed": self.seed, **({"adapters": dict(sorted(self.adapters.items()))} if self.adapters else {}),
+                **({"system_prompt": self.system_prompt} if self.system_prompt else {})}

@@ -85,8 +85,9 @@ class RunConfig:
     batch_size: int = field(default=16, metadata={"help": "episodes generated for at once"})
     seed: int = field(default=0, metadata={"help": "seed of sampling, training and resampling"})
     vllm_url: str = field(default="", metadata={
-        "help": "generate the GRPO rollouts of every training stage on this vLLM server (see trace train "
-                "--vllm-url; empty: in-process); a run may resume with another"})
+        "help": "play every episode on this vLLM server serving --model (collection, calibration, GRPO "
+                "rollouts, GEPA, evaluation; the router and GEPA's reflection stay here; empty: all "
+                "in-process); a run may resume with another"})
     quick: bool = field(default=False, metadata={"help": "the CI-sized run (a few minutes on 2 CPU cores)"})
 
     def __post_init__(self) -> None:
@@ -100,6 +101,9 @@ class RunConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_generations < 2:
             raise ValueError("num_generations must be >= 2")
+        if self.vllm_url and self.top_p > 0:
+            raise ValueError("--top-p merging builds the merged adapters in-process; it does not go with "
+                             "--vllm-url (use --top-p 0)")
 
     @property
     def dir(self) -> Path:
@@ -178,11 +182,35 @@ class Run:
         return self.finish(name, result)
 
 
-def _policy(model: Any, tokenizer: Any, config: RunConfig, **kw: Any) -> Any:
+def _policy(model: Any, tokenizer: Any, config: RunConfig, *, system_prompt: str | None = None,
+            model_path: str | None = None) -> Any:
+    """The agent every stage plays with: ``model`` in-process, or the same model on ``config.vllm_url``
+    (``model`` may then be None, with ``model_path`` naming it)."""
+    if config.vllm_url:
+        return _served_policy(config, model_path or str(getattr(model, "name_or_path", "")), system_prompt)
     from trace_agents.policy import HFPolicy
 
     return HFPolicy(model, tokenizer, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
-                    seed=config.seed, **kw)
+                    seed=config.seed, system_prompt=system_prompt)
+
+
+def _served_policy(config: RunConfig, model_path: str, system_prompt: str | None) -> Any:
+    """An :class:`~trace_agents.endpoint.EndpointPolicy` on the base model the server lists, with this
+    run's adapters loaded under names of its own (runs sharing a server do not collide)."""
+    import hashlib
+    import warnings
+
+    from trace_agents.endpoint import EndpointPolicy, served_base_model
+
+    base = served_base_model(config.vllm_url)
+    root = Path(str(base.get("root") or base["id"]))
+    if model_path and root.exists() and Path(model_path).exists() and root.resolve() != Path(model_path).resolve():
+        warnings.warn(f"the server at {config.vllm_url} serves {root}, but this run's base model is {model_path}",
+                      stacklevel=2)
+    run_id = hashlib.sha1(str(config.dir.resolve()).encode()).hexdigest()[:8]
+    return EndpointPolicy(config.vllm_url, str(base["id"]), obs_format="compact", temperature=config.temperature,
+                          max_tokens=config.max_new_tokens, seed=config.seed, system_prompt=system_prompt,
+                          adapter_prefix=f"trace-{run_id}:")
 
 
 # ---------------------------------------------------------------- stages
@@ -366,12 +394,31 @@ def _gepa(run: Run, budget: int, model_path: str) -> dict[str, Any]:
 
 def stage_evaluate(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any], route: Mapping[str, Any],
                    baselines: Mapping[str, Any], budget: int, model_path: str) -> dict[str, Any]:
+    from trace_agents.models import load
+
+    c = run.config
+
+    def own_model() -> tuple[Any, Any]:
+        """In-process, each policy has a model of its own (the first gets LoRA layers injected);
+        on a server, the adapters are loaded there and nothing is loaded here."""
+        return (None, None) if c.vllm_url else load(model_path)
+
+    policy = _policy(*own_model(), c, model_path=model_path)
+    gepa_policy = _policy(*own_model(), c, model_path=model_path, system_prompt=baselines["gepa"]["best_prompt"])
+    try:
+        return _evaluate_methods(run, synth, train, route, baselines, budget, model_path, policy, gepa_policy)
+    finally:
+        if c.vllm_url:
+            policy.close()
+
+
+def _evaluate_methods(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any], route: Mapping[str, Any],
+                      baselines: Mapping[str, Any], budget: int, model_path: str, policy: Any, gepa_policy: Any
+                      ) -> dict[str, Any]:
     from trace_agents import evaluate as ev
     from trace_agents.models import load
 
     c = run.config
-    model, tok = load(model_path)
-    policy = _policy(model, tok, c, name=model_path)
     for cap, path in train["adapters"].items():
         policy.load_adapter(cap, path)
     policy.load_adapter("grpo_target", baselines["grpo_target"]["adapter"])
@@ -379,8 +426,6 @@ def stage_evaluate(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any],
     routed = {int(seed): choice for seed, choice in route["choices"].items()}
     if c.top_p > 0:
         routed = _merged_choices(run, policy, route)
-    gepa_model, gepa_tok = load(model_path)
-    gepa_policy = _policy(gepa_model, gepa_tok, c, system_prompt=baselines["gepa"]["best_prompt"])
     evals = run.dir / "eval"
     evals.mkdir(exist_ok=True)
     seed0, n = SEEDS["heldout"], c.eval_episodes
@@ -410,8 +455,8 @@ def stage_evaluate(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any],
     out: dict[str, Any] = {"methods": methods, "heldout_seeds": [seed0, seed0 + n - 1], "curve": curve}
     if os.environ.get("TAU2_DATA_DIR"):  # the real benchmark's tasks, routed by the same router
         tau_id, tau_n = "trace/tau2-retail-v0", min(n, 2 if c.quick else 20)
-        # gepa_model is still the plain base model (policy's has the LoRA layers injected).
-        table = dict(enumerate(build_router(run, synth, gepa_model, gepa_tok).route(_openings(tau_id, 0, tau_n))))
+        plain = load(model_path)  # the router's base model, without the LoRA layers the policy's has
+        table = dict(enumerate(build_router(run, synth, *plain).route(_openings(tau_id, 0, tau_n))))
         out["tau2"] = {}
         for name, adapter in (("base", None), ("trace", lambda env_id, seed: table.get(seed))):
             s = ev.evaluate(policy, tau_id, tau_n, 0, adapter=adapter, batch_size=c.batch_size,

@@ -267,18 +267,14 @@ class ServedRollouts:
 
     def __call__(self, tasks: list[tuple[str, int]], repeats: int, model: Any, step: int
                  ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        from trace_agents.endpoint import EndpointError, EndpointPolicy, load_lora_adapter, unload_lora_adapter
+        from trace_agents.endpoint import EndpointError, EndpointPolicy, load_fresh, unload_lora_adapter
 
         s = self.settings
         rank = int(os.environ.get("RANK", "0"))
         name = f"grpo-{self.run_id}-step-{step}-rank{rank}"
         path = self.root / name
         model.save_pretrained(path)  # a PeftModel saves its adapter alone
-        try:
-            unload_lora_adapter(s.vllm_url, name, self.api_key)  # left loaded by a killed run
-        except EndpointError:
-            pass  # not loaded: the usual case
-        load_lora_adapter(s.vllm_url, name, path, self.api_key)
+        load_fresh(s.vllm_url, name, path, self.api_key)
         try:
             # Each rank samples with its own seeds: a group split over ranks must not repeat itself.
             policy = EndpointPolicy(s.vllm_url, name, api_key=self.api_key, obs_format=s.obs_format,
