@@ -7,7 +7,13 @@ import json
 import pytest
 from helpers import StandInVLLM, fake_adapter, fake_endpoint
 
-from trace_agents.endpoint import EndpointError, EndpointPolicy, action_text, served_base_model
+from trace_agents.endpoint import (
+    EndpointError,
+    EndpointPolicy,
+    action_text,
+    served_base_model,
+    without_older_turns,
+)
 from trace_agents.rollout import rollout
 from trace_envs import parse_action
 
@@ -133,3 +139,54 @@ def test_trace_evaluate_and_collect_can_generate_on_a_server(tmp_path, capsys):
         assert main(["evaluate", "--endpoint", url, "--model", "base", "--adapter", "missing", "--env", ENV,
                      "--episodes", "1", "--out", str(tmp_path / "e.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+CONTEXT = ("This model's maximum context length is 512 tokens. However, you requested 700 tokens "
+           "(444 in the messages, 256 in the completion). Please reduce the length of the messages or completion.")
+
+
+def conversation(exchanges):
+    """System, the task, then ``exchanges`` of: assistant tool call, tool result, assistant text, user reply."""
+    messages = [{"role": "system", "content": "tools"}, {"role": "user", "content": "the task"}]
+    for i in range(exchanges):
+        messages += [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": f"read{i}"}}]},
+                     {"role": "tool", "content": f"result {i}"},
+                     {"role": "assistant", "content": f"answer {i}"},
+                     {"role": "user", "content": f"reply {i}"}]
+    return messages
+
+
+def test_older_turns_go_first_and_the_opening_and_tool_pairs_stay():
+    messages = conversation(5)
+    shorter = without_older_turns(messages)
+    assert shorter[:2] == messages[:2] and shorter[2:] == messages[-4 * 3:]  # 2 of 4 cuts dropped: 3 exchanges left
+    while (next_one := without_older_turns(shorter)) is not None:
+        shorter = next_one
+        roles = [m["role"] for m in shorter]
+        assert shorter[:2] == messages[:2] and roles[2] == "assistant"
+        assert all(roles[k - 1] == "assistant" for k, r in enumerate(roles) if r == "tool")
+    assert shorter == messages[:2] + messages[-4:]  # the opening and the latest exchange
+    assert without_older_turns(messages[:2]) is None
+
+
+def test_a_prompt_past_the_context_is_resent_without_older_turns():
+    def reply(request):
+        if len(request["messages"]) > 8:
+            return 400, {"object": "error", "message": CONTEXT, "type": "BadRequestError", "code": 400}
+        return f"kept {len(request['messages'])}"
+
+    with fake_endpoint(reply) as (url, seen):
+        policy = EndpointPolicy(url, "base")
+        [action] = policy.act_batch([{"messages": conversation(6), "tools": []}])
+        assert action == "kept 6" and policy.shortened == 3  # 26 -> 14 -> 10 -> 6 messages
+        assert seen[-1][1]["messages"][1] == {"role": "user", "content": "the task"}
+        with pytest.raises(EndpointError, match="longer --max-model-len"):  # nothing left to drop
+            EndpointPolicy(url, "base").act_batch([{"messages": conversation(1)[:2] + [
+                {"role": "user", "content": "x" * 10}] * 8, "tools": []}])
+
+
+def test_other_refusals_are_not_retried():
+    with fake_endpoint(lambda request: (400, {"message": "temperature must be >= 0"})) as (url, seen):
+        with pytest.raises(EndpointError, match="temperature must be"):
+            EndpointPolicy(url, "base").act_batch([{"messages": conversation(3), "tools": []}])
+    assert len(seen) == 1

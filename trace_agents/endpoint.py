@@ -9,7 +9,8 @@ vLLM serves each LoRA adapter under its own model name, so the adapter of a row 
 ``model`` field of its request; a row without an adapter asks for the base model. The
 requests of one batch go out concurrently (``concurrency`` at a time), and the server
 batches them, continuously. Tool calls come back in OpenAI's ``tool_calls`` form and are
-turned into the ``<tool_call>`` action text the envs parse.
+turned into the ``<tool_call>`` action text the envs parse. A prompt past the model's
+context is resent without older turns (:meth:`EndpointPolicy.complete`).
 
 :func:`load_lora_adapter` and :func:`unload_lora_adapter` swap adapters on a running
 server, which is how GRPO training can generate its rollouts there
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -125,6 +127,32 @@ def served_base_model(base_url: str, api_key: str | None = None, timeout: float 
     return bases[0]
 
 
+def past_context(exc: EndpointError) -> bool:
+    """Whether a server refused a request because its prompt does not fit the model's context
+    (vLLM: HTTP 400, "maximum context length" or "maximum model length")."""
+    text = exc.detail.lower()
+    return exc.status == 400 and ("maximum context length" in text or "maximum model length" in text)
+
+
+def without_older_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """``messages`` without about half of the turns between the opening and the latest; None when
+    only the opening (system messages and first user message) and one exchange are left.
+
+    The cut is made before an assistant message that answers a user message, so every tool
+    result keeps its call and roles still alternate after the opening.
+    """
+    head = 0
+    while head < len(messages) and messages[head]["role"] == "system":
+        head += 1
+    if head < len(messages) and messages[head]["role"] == "user":
+        head += 1  # the task: the user's first message is always kept
+    rest = messages[head:]
+    cuts = [k for k in range(1, len(rest)) if rest[k]["role"] == "assistant" and rest[k - 1]["role"] == "user"]
+    if not cuts:
+        return None
+    return messages[:head] + rest[cuts[(len(cuts) - 1) // 2]:]
+
+
 def action_text(message: Mapping[str, Any]) -> str:
     """The env action for a chat-completion message: its first tool call as ``<tool_call>``, else its text."""
     calls = message.get("tool_calls") or []
@@ -163,6 +191,8 @@ class EndpointPolicy:
         self.system_prompt, self.adapter_prefix = system_prompt, adapter_prefix
         self.adapters: dict[str, str] = {}  # local name -> the adapter directory loaded under it
         self._calls = 0
+        self.shortened = 0  # requests resent without older turns (see complete)
+        self._lock = threading.Lock()
 
     def served_name(self, adapter: str) -> str:
         """The model name a row with ``adapter`` asks for: a loaded adapter's served name, else ``adapter``."""
@@ -215,8 +245,27 @@ class EndpointPolicy:
         bodies = [self.request(info, name, i) for i, (info, name) in enumerate(zip(infos, names))]
         self._calls += 1
         with ThreadPoolExecutor(max_workers=min(self.concurrency, max(len(bodies), 1))) as pool:
-            messages = list(pool.map(lambda b: chat_completion(self.base_url, b, self.api_key, self.timeout), bodies))
+            messages = list(pool.map(self.complete, bodies))
         return [action_text(m) for m in messages]
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The server's message for ``body``. A prompt past the model's context is resent without
+        older turns (:func:`without_older_turns`; the opening stays), as :class:`HFPolicy` keeps the
+        latest tokens, instead of failing the whole batch."""
+        while True:
+            try:
+                return chat_completion(self.base_url, body, self.api_key, self.timeout)
+            except EndpointError as exc:
+                shorter = without_older_turns(body["messages"]) if past_context(exc) else None
+                if shorter is None:
+                    if past_context(exc):
+                        raise EndpointError(f"{exc} (even with only the opening and the latest exchange: "
+                                            f"serve the model with a longer --max-model-len)",
+                                            exc.status, exc.detail) from exc
+                    raise
+                body = {**body, "messages": shorter}
+                with self._lock:  # rows run in the pool's threads
+                    self.shortened += 1
 
     def identity(self) -> dict[str, Any]:
         return {"policy": "endpoint", "model": self.model, "base_url": self.base_url, "obs_format": self.obs_format,
