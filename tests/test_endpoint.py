@@ -35,6 +35,8 @@ def test_tool_calls_become_env_actions():
     parsed = parse_action(text)
     assert parsed.kind == "tool" and parsed.name == "get_order_details" and parsed.arguments == {"order_id": "#W1"}
     assert action_text({"content": "Hello"}) == "Hello"
+    call = '<tool_call>\n{"name": "get_order_details", "arguments": {}}\n</tool_call>'
+    assert action_text({"content": call + " and more"}) == call  # one action, as in-process
     bad = action_text({"tool_calls": [{"function": {"name": "x", "arguments": "{not json"}}]})
     assert "{not json" in bad  # the env reports the format error; nothing crashes here
 
@@ -75,7 +77,8 @@ def test_local_adapters_are_loaded_into_the_server_and_rows_ask_for_them_by_name
         policy.load_adapter("pre", fake_adapter(tmp_path / "pre"))
         result = rollout(policy, ENV, range(4), batch_size=4, progress=False,
                          adapters=lambda env_id, seed: "pre" if seed % 2 else None)
-        assert policy.identity()["adapters"] == {"pre": str((tmp_path / "pre").resolve())}
+        assert policy.identity()["adapters"] == {"pre": str(tmp_path / "pre")}
+        assert url not in json.dumps(policy.identity())  # where it runs is not who it is: resume keys stay
         policy.close()
     assert [e for e in server.log if e[0] != "chat"] == [("unload", "run1:pre"), ("load", "run1:pre"),
                                                         ("unload", "run1:pre")]
@@ -102,6 +105,9 @@ def test_the_served_base_model_is_the_one_listed_without_a_parent(tmp_path):
     with fake_endpoint(server, server.get) as (url, _):
         assert served_base_model(url) == {"id": "Qwen/Qwen3-8B", "object": "model", "root": "/models/qwen3",
                                           "parent": None}
+    aliases = lambda path: (200, {"data": [{"id": "a", "root": "/m"}, {"id": "b", "root": "/m"}]})  # noqa: E731
+    with fake_endpoint(server, aliases) as (url, _):  # one model under two --served-model-name aliases
+        assert served_base_model(url)["id"] == "a"
     two = lambda path: (200, {"data": [{"id": "a"}, {"id": "b", "parent": None}]})  # noqa: E731
     with fake_endpoint(server, two) as (url, _):
         with pytest.raises(EndpointError, match=r"serves 2 base models \(a, b\); expected exactly one"):

@@ -144,11 +144,12 @@ def test_generation_stops_after_the_tool_call(tool_caller, tok, infos):
     assert "parse_error" not in info
 
 
-def test_clean_keeps_one_action(base, tok):
-    policy = HFPolicy(base, tok)
-    assert policy._clean("  Hello there.\n") == "Hello there."
-    assert policy._clean("<think>hmm</think>\n" + CALL + "\nmore") == CALL
-    assert policy._clean("Sure.<|im_end|>junk") == "Sure."
+def test_one_action_is_kept_from_generated_text():
+    from trace_agents.chat import one_action
+
+    assert one_action("  Hello there.\n") == "Hello there."
+    assert one_action("<think>hmm</think>\n" + CALL + "\nmore") == CALL
+    assert one_action("Sure.<|im_end|>junk") == "Sure."
 
 
 def test_identity_is_json_and_names_the_settings(base, tok, adapter_dirs):

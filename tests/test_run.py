@@ -51,10 +51,11 @@ def test_training_stages_pass_the_vllm_server_on(tmp_path, monkeypatch):
 
     seen = []
     monkeypatch.setattr(training, "train_adapter", lambda settings, model, resume: seen.append(settings) or {})
-    run = Run(RunConfig(runs_dir=str(tmp_path), name="v", vllm_url="http://gpu:8000/v1"))
+    run = Run(RunConfig(runs_dir=str(tmp_path), name="v", model="runs/base/model", vllm_url="http://gpu:8000/v1"))
     _grpo(run, "grpo_target", ["trace/retail-v0"], 2, 200_000, "runs/base/model")
     assert seen[0].vllm_url == "http://gpu:8000/v1" and seen[0].max_steps == 2
-    Run(RunConfig(runs_dir=str(tmp_path), name="v", vllm_url="http://other:8000/v1"))  # where it runs may change
+    # Where it runs may change.
+    Run(RunConfig(runs_dir=str(tmp_path), name="v", model="runs/base/model", vllm_url="http://other:8000/v1"))
     with pytest.raises(ValueError, match="seed"):
         Run(RunConfig(runs_dir=str(tmp_path), name="v", seed=1))  # what it computes may not
 
@@ -77,21 +78,61 @@ def test_collection_and_evaluation_generate_on_the_server_and_load_no_model_here
                  "single_adapter": {"adapter": str(fake_adapter(ad / "single" / "adapter")), "rollouts": 8},
                  "gepa": {"best_prompt": "Be brief.", "rollouts": 8}}
     route = {"choices": {str(SEEDS["heldout"]): "pre", str(SEEDS["heldout"] + 1): None}}
+    settings = dict(runs_dir=str(tmp_path), name="v", model="/models/base", collect_episodes=2, eval_episodes=2,
+                    curve_episodes=1, batch_size=2, max_turns=3)
     with fake_endpoint(server, server.get) as (url, seen):
-        run = Run(RunConfig(runs_dir=str(tmp_path), name="v", vllm_url=url, collect_episodes=2, eval_episodes=2,
-                            curve_episodes=1, batch_size=2, max_turns=3))
+        run = Run(RunConfig(vllm_url=url, **settings))
         collect = stage_collect(run, None, None)
         out = stage_evaluate(run, {}, train, route, baselines, budget=16, model_path="/models/base")
     assert collect["episodes"] == 2 and set(out["methods"]) == set(METHODS)
+    with fake_endpoint(server, server.get) as (url, _):  # resumed on another server: nothing is played again
+        assert stage_collect(Run(RunConfig(vllm_url=url, **settings)), None, None)["ran_now"] == 0
     chats = [name for kind, name in server.log if kind == "chat"]
     prefix = next(name for name in chats if name != "base").partition(":")[0] + ":"
     assert set(chats) == {"base", *(prefix + a for a in ("pre", "grpo_target", "single_adapter", "grpo_target@1"))}
     assert sorted(name for kind, name in server.log if kind == "load") == sorted(
         prefix + a for a in ("pre", "grpo_target", "single_adapter", "grpo_target@1"))
     assert not server.loaded, "the evaluate stage unloads the run's adapters"
-    prompted = [r for path, r in seen if r and "messages" in r and r["messages"][0]["content"].startswith("Be brief.\n\n")]
+    chats = [r for path, r in seen if r and "messages" in r]
+    prompted = [r for r in chats if r["messages"][0]["content"].startswith("Be brief.\n\n")]
     assert prompted and {r["model"] for r in prompted} == {"base"}  # GEPA's prompt, on the base model only
-    assert all(r["max_tokens"] == run.config.max_new_tokens for path, r in seen if r and "messages" in r)
+    # What GRPO trained on: compact observations (tools in the text), the run's turn length.
+    assert all("tools" not in r and r["max_tokens"] == run.config.max_new_tokens for r in chats)
+
+
+def test_a_failed_served_evaluation_still_unloads_the_runs_adapters(tmp_path, monkeypatch):
+    from helpers import StandInVLLM, fake_adapter, fake_endpoint
+    from trace_agents.endpoint import EndpointError
+    from trace_agents.run import stage_evaluate
+
+    monkeypatch.delenv("TAU2_DATA_DIR", raising=False)
+
+    def chat(request):
+        return (500, {"message": "engine died"}) if ":" in request["model"] else "Thank you, goodbye!"
+
+    server = StandInVLLM(chat)
+    adapter = str(fake_adapter(tmp_path / "a"))
+    baselines = {"grpo_target": {"adapter": adapter, "rollouts": 1}, "single_adapter": {"adapter": adapter,
+                 "rollouts": 1}, "gepa": {"best_prompt": "", "rollouts": 1}}
+    with fake_endpoint(server, server.get) as (url, _):
+        run = Run(RunConfig(runs_dir=str(tmp_path), name="f", model="/models/base", vllm_url=url, eval_episodes=1,
+                            batch_size=1, max_turns=2))
+        with pytest.raises(EndpointError, match="engine died"):
+            stage_evaluate(run, {}, {"adapters": {"pre": adapter}, "rollouts": 1},
+                           {"choices": {str(SEEDS["heldout"]): "pre"}}, baselines, budget=3, model_path="/models/base")
+    assert len([kind for kind, _ in server.log if kind == "load"]) == 3 and not server.loaded
+
+
+def test_a_server_serving_another_base_model_is_refused(tmp_path):
+    from helpers import StandInVLLM, fake_endpoint
+    from trace_agents.run import stage_collect
+
+    server = StandInVLLM(lambda request: "Goodbye.", base="other", root="/models/other")
+    with fake_endpoint(server, server.get) as (url, _):
+        run = Run(RunConfig(runs_dir=str(tmp_path), name="w", model="/models/base", vllm_url=url))
+        with pytest.raises(ValueError, match="serves /models/other, but this run's base model is /models/base"):
+            stage_collect(run, None, None)
+    assert not [kind for kind, _ in server.log if kind == "chat"]
 
 
 def test_bad_settings_are_rejected():
@@ -99,7 +140,9 @@ def test_bad_settings_are_rejected():
         with pytest.raises(ValueError):
             RunConfig(**bad)
     with pytest.raises(ValueError, match="does not go with --vllm-url"):
-        RunConfig(top_p=0.5, vllm_url="http://gpu:8000/v1")
+        RunConfig(top_p=0.5, vllm_url="http://gpu:8000/v1", model="m")
+    with pytest.raises(ValueError, match="--vllm-url needs --model"):
+        RunConfig(vllm_url="http://gpu:8000/v1")
 
 
 def test_a_run_dir_refuses_other_settings_and_skips_finished_stages(tmp_path):

@@ -9,8 +9,22 @@ replaced by one line per tool signature, which keeps prompts short.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+
+TOOL_CLOSE = "</tool_call>"
+_THINK = re.compile(r"^\s*<think>.*?</think>", re.DOTALL)
+
+
+def one_action(text: str) -> str:
+    """One action from generated text: up to the end of the first tool call, no think block."""
+    text = text.split("<|im_end|>", 1)[0]
+    end = text.find(TOOL_CLOSE)
+    if end >= 0:
+        text = text[:end + len(TOOL_CLOSE)]
+    return _THINK.sub("", text, count=1).strip()
 
 
 def compact_tools(tools: Sequence[Mapping[str, Any]]) -> str:

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from trace_agents.chat import template_tools, to_chat, with_system_prompt
+from trace_agents.chat import one_action, template_tools, to_chat, with_system_prompt
 
 
 class EndpointError(RuntimeError):
@@ -121,6 +121,8 @@ def served_base_model(base_url: str, api_key: str | None = None, timeout: float 
     except (ValueError, KeyError, TypeError) as exc:
         raise EndpointError(f"endpoint {url} did not list models as OpenAI's API does ({exc!r})") from exc
     bases = [m for m in data if isinstance(m, dict) and "id" in m and not m.get("parent")]
+    if len({m.get("root") or m["id"] for m in bases}) == 1:
+        return bases[0]  # one model, perhaps under several --served-model-name aliases
     if len(bases) != 1:
         raise EndpointError(f"endpoint {url} serves {len(bases)} base models "
                             f"({', '.join(str(m['id']) for m in bases) or 'none'}); expected exactly one")
@@ -165,7 +167,7 @@ def action_text(message: Mapping[str, Any]) -> str:
             except ValueError:
                 pass  # malformed arguments go to the env as they are: it reports the format error
         return "<tool_call>\n" + json.dumps({"name": fn.get("name", ""), "arguments": args}) + "\n</tool_call>"
-    return str(message.get("content") or "")
+    return one_action(str(message.get("content") or ""))  # text past a first tool call is dropped, as in-process
 
 
 class EndpointPolicy:
@@ -180,7 +182,7 @@ class EndpointPolicy:
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, obs_format: str = "chat",
                  temperature: float = 1.0, top_p: float = 1.0, max_tokens: int = 256, seed: int = 0,
                  concurrency: int = 16, timeout: float = 120.0, system_prompt: str | None = None,
-                 adapter_prefix: str = "") -> None:
+                 adapter_prefix: str = "", name: str | None = None) -> None:
         if obs_format not in ("compact", "chat"):
             raise ValueError(f"obs_format must be 'compact' or 'chat', got {obs_format!r}")
         if concurrency < 1 or max_tokens < 1:
@@ -189,6 +191,7 @@ class EndpointPolicy:
         self.obs_format, self.temperature, self.top_p = obs_format, float(temperature), float(top_p)
         self.max_tokens, self.seed, self.concurrency, self.timeout = max_tokens, seed, concurrency, timeout
         self.system_prompt, self.adapter_prefix = system_prompt, adapter_prefix
+        self.name = name or model  # the model in identity(): stored episodes are keyed by it
         self.adapters: dict[str, str] = {}  # local name -> the adapter directory loaded under it
         self._calls = 0
         self.shortened = 0  # requests resent without older turns (see complete)
@@ -206,9 +209,8 @@ class EndpointPolicy:
         """
         from pathlib import Path
 
-        resolved = Path(path).resolve()
-        load_fresh(self.base_url, self.adapter_prefix + name, resolved, self.api_key)
-        self.adapters[name] = str(resolved)
+        load_fresh(self.base_url, self.adapter_prefix + name, Path(path).resolve(), self.api_key)
+        self.adapters[name] = str(path)
 
     def close(self) -> None:
         """Unload every adapter :meth:`load_adapter` loaded (a failure warns; the rest still unload)."""
@@ -268,7 +270,9 @@ class EndpointPolicy:
                     self.shortened += 1
 
     def identity(self) -> dict[str, Any]:
-        return {"policy": "endpoint", "model": self.model, "base_url": self.base_url, "obs_format": self.obs_format,
+        """What generates (the model, its adapters, the sampling settings), not where: a run resumed on
+        another server finds its stored episodes."""
+        return {"policy": "endpoint", "model": self.name, "obs_format": self.obs_format,
                 "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
                 "seed": self.seed, **({"adapters": dict(sorted(self.adapters.items()))} if self.adapters else {}),
                 **({"system_prompt": self.system_prompt} if self.system_prompt else {})}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
-import re
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -27,11 +26,9 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from trace_agents import eval_mode, require_train_extra
-from trace_agents.chat import template_tools, to_chat, with_system_prompt
+from trace_agents.chat import TOOL_CLOSE, one_action, template_tools, to_chat, with_system_prompt
 
 BASE = "__base__"  # PEFT's adapter name for "no adapter" in a mixed batch
-TOOL_CLOSE = "</tool_call>"
-_THINK = re.compile(r"^\s*<think>.*?</think>", re.DOTALL)
 
 
 @runtime_checkable
@@ -393,14 +390,6 @@ class HFPolicy:
             return None
         return [BASE if a is None else a for a in adapters]
 
-    def _clean(self, text: str) -> str:
-        """One action from generated text: up to the end of the first tool call, no think block."""
-        text = text.split("<|im_end|>", 1)[0]
-        end = text.find(TOOL_CLOSE)
-        if end >= 0:
-            text = text[:end + len(TOOL_CLOSE)]
-        return _THINK.sub("", text, count=1).strip()
-
     def act_batch(self, infos: list[dict[str, Any]], adapters: list[str | None] | None = None) -> list[str]:
         """Generate one action per info in one left-padded batch.
 
@@ -438,7 +427,7 @@ class HFPolicy:
                                  row_adapters, seed=self.seed + self._calls)
         self._calls += 1
         generated = sum(len(row) for row in new)
-        actions = [self._clean(self.tokenizer.decode(row, skip_special_tokens=True)) for row in new]
+        actions = [one_action(self.tokenizer.decode(row, skip_special_tokens=True)) for row in new]
         self.stats["reused_tokens"] += sum(prefix)
         self.stats["calls"] += 1
         self.stats["rows"] += len(rows)

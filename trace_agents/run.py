@@ -101,6 +101,9 @@ class RunConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_generations < 2:
             raise ValueError("num_generations must be >= 2")
+        if self.vllm_url and not self.model:
+            raise ValueError("--vllm-url needs --model, the base model the server already serves (a run cannot "
+                             "serve the model it bootstraps: run trace bootstrap first)")
         if self.vllm_url and self.top_p > 0:
             raise ValueError("--top-p merging builds the merged adapters in-process; it does not go with "
                              "--vllm-url (use --top-p 0)")
@@ -182,12 +185,11 @@ class Run:
         return self.finish(name, result)
 
 
-def _policy(model: Any, tokenizer: Any, config: RunConfig, *, system_prompt: str | None = None,
-            model_path: str | None = None) -> Any:
-    """The agent every stage plays with: ``model`` in-process, or the same model on ``config.vllm_url``
-    (``model`` may then be None, with ``model_path`` naming it)."""
+def _policy(model: Any, tokenizer: Any, config: RunConfig, *, system_prompt: str | None = None) -> Any:
+    """The agent every stage plays with: ``model`` in-process, or ``config.model`` on ``config.vllm_url``
+    (``model`` may then be None)."""
     if config.vllm_url:
-        return _served_policy(config, model_path or str(getattr(model, "name_or_path", "")), system_prompt)
+        return _served_policy(config, str(config.model), system_prompt)
     from trace_agents.policy import HFPolicy
 
     return HFPolicy(model, tokenizer, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
@@ -203,14 +205,18 @@ def _served_policy(config: RunConfig, model_path: str, system_prompt: str | None
     from trace_agents.endpoint import EndpointPolicy, served_base_model
 
     base = served_base_model(config.vllm_url)
-    root = Path(str(base.get("root") or base["id"]))
-    if model_path and root.exists() and Path(model_path).exists() and root.resolve() != Path(model_path).resolve():
-        warnings.warn(f"the server at {config.vllm_url} serves {root}, but this run's base model is {model_path}",
-                      stacklevel=2)
+    served, ours = str(base.get("root") or base["id"]), model_path
+    local = Path(served).exists(), Path(ours).exists()
+    if all(local) and Path(served).resolve() != Path(ours).resolve() or not any(local) and served != ours:
+        raise ValueError(f"the server at {config.vllm_url} serves {served}, but this run's base model is {ours}: "
+                         f"serve {ours} there (the adapters are trained on it)")
+    if any(local) and not all(local):
+        warnings.warn(f"cannot tell whether {served}, served at {config.vllm_url}, is this run's base model {ours} "
+                      f"(one is a local path, the other is not)", stacklevel=2)
     run_id = hashlib.sha1(str(config.dir.resolve()).encode()).hexdigest()[:8]
     return EndpointPolicy(config.vllm_url, str(base["id"]), obs_format="compact", temperature=config.temperature,
                           max_tokens=config.max_new_tokens, seed=config.seed, system_prompt=system_prompt,
-                          adapter_prefix=f"trace-{run_id}:")
+                          adapter_prefix=f"trace-{run_id}:", name=ours)
 
 
 # ---------------------------------------------------------------- stages
@@ -403,18 +409,21 @@ def stage_evaluate(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any],
         on a server, the adapters are loaded there and nothing is loaded here."""
         return (None, None) if c.vllm_url else load(model_path)
 
-    policy = _policy(*own_model(), c, model_path=model_path)
-    gepa_policy = _policy(*own_model(), c, model_path=model_path, system_prompt=baselines["gepa"]["best_prompt"])
+    policy = _policy(*own_model(), c)
+    gepa_model, gepa_tok = own_model()
+    gepa_policy = _policy(gepa_model, gepa_tok, c, system_prompt=baselines["gepa"]["best_prompt"])
     try:
-        return _evaluate_methods(run, synth, train, route, baselines, budget, model_path, policy, gepa_policy)
+        return _evaluate_methods(run, synth, train, route, baselines, budget, model_path, policy, gepa_policy,
+                                 plain=(gepa_model, gepa_tok))
     finally:
         if c.vllm_url:
             policy.close()
 
 
 def _evaluate_methods(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any], route: Mapping[str, Any],
-                      baselines: Mapping[str, Any], budget: int, model_path: str, policy: Any, gepa_policy: Any
-                      ) -> dict[str, Any]:
+                      baselines: Mapping[str, Any], budget: int, model_path: str, policy: Any, gepa_policy: Any,
+                      plain: tuple[Any, Any]) -> dict[str, Any]:
+    """``plain``: the base model without LoRA layers (GEPA's, in-process), or (None, None)."""
     from trace_agents import evaluate as ev
     from trace_agents.models import load
 
@@ -455,7 +464,8 @@ def _evaluate_methods(run: Run, synth: Mapping[str, Any], train: Mapping[str, An
     out: dict[str, Any] = {"methods": methods, "heldout_seeds": [seed0, seed0 + n - 1], "curve": curve}
     if os.environ.get("TAU2_DATA_DIR"):  # the real benchmark's tasks, routed by the same router
         tau_id, tau_n = "trace/tau2-retail-v0", min(n, 2 if c.quick else 20)
-        plain = load(model_path)  # the router's base model, without the LoRA layers the policy's has
+        if plain[0] is None:  # on a server: the router still needs the base model here
+            plain = load(model_path)
         table = dict(enumerate(build_router(run, synth, *plain).route(_openings(tau_id, 0, tau_n))))
         out["tau2"] = {}
         for name, adapter in (("base", None), ("trace", lambda env_id, seed: table.get(seed))):
