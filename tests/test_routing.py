@@ -141,12 +141,15 @@ def test_top_p_merges_the_adapters_that_carry_the_mass(base):
     model = two_adapter_model(base)
     merge = TopPMerge(FixedRouter({"pre": 0.6, "data": 0.35, None: 0.05}), model, top_p=0.9)
     assert merge.choose({"pre": 0.6, "data": 0.35, None: 0.05}) == [("pre", 0.6), ("data", 0.35)]
-    assert merge.route([opening("x")]) == ["merge:data+pre"]
-    assert "merge:data+pre" in model.peft_config
-    # The merged update is the probability-weighted sum of the two updates.
+    assert merge.route([opening("x")]) == ["merge:data@37+pre@63"]
+    assert "merge:data@37+pre@63" in model.peft_config
+    # The merged update is the probability-weighted sum of the two updates (weights to 0.01).
     layer = model.base_model.model.model.layers[0].self_attn.q_proj
     delta = lambda n: (layer.lora_B[n].weight @ layer.lora_A[n].weight) * layer.scaling[n]  # noqa: E731
-    wa, wb = 0.6 / 0.95, 0.35 / 0.95
-    assert torch.allclose(delta("merge:data+pre"), wa * delta("pre") + wb * delta("data"), atol=1e-5)
+    assert torch.allclose(delta("merge:data@37+pre@63"), 0.63 * delta("pre") + 0.37 * delta("data"), atol=1e-5)
+    # The same two adapters with other probabilities: a merge of its own, with its own weights.
+    other = TopPMerge(FixedRouter({"pre": 0.15, "data": 0.8, None: 0.05}), model, top_p=0.9)
+    assert other.route([opening("y")]) == ["merge:data@84+pre@16"]
+    assert torch.allclose(delta("merge:data@84+pre@16"), 0.16 * delta("pre") + 0.84 * delta("data"), atol=1e-5)
     assert TopPMerge(FixedRouter({"pre": 0.95, "data": 0.05}), model, 0.9).route([opening("x")]) == ["pre"]
     assert TopPMerge(FixedRouter({None: 0.7, "pre": 0.3}), model, 0.9).route([opening("x")]) == [None]

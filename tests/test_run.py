@@ -245,5 +245,5 @@ def test_top_p_routing_merges_from_the_stored_probabilities(tmp_path, base):
                                "3000001": {"pre": 0.5, "data": 0.45, "None": 0.05},
                                "3000002": {"pre": 0.1, "data": 0.1, "None": 0.8}}}
     choices = _merged_choices(run, SimpleNamespace(model=model), route)
-    assert choices == {3000000: "pre", 3000001: "merge:data+pre", 3000002: None}
-    assert "merge:data+pre" in model.peft_config
+    assert choices == {3000000: "pre", 3000001: "merge:data@47+pre@53", 3000002: None}
+    assert "merge:data@47+pre@53" in model.peft_config

@@ -320,7 +320,9 @@ class TopPMerge:
 
     Merges are PEFT ``add_weighted_adapter`` with ``combination_type="cat"`` (the weighted
     sum of the adapters' updates, exactly), weights proportional to the router's
-    probabilities, made once per set and kept in ``model`` under ``merge:<a>+<b>``.
+    probabilities rounded to 0.01. Each set of weights is made once and kept in ``model``
+    under a name that holds them in percent, ``merge:<a>@<wa>+<b>@<wb>``: tasks routed to
+    the same adapters with other probabilities get merges of their own.
     """
 
     def __init__(self, router: Router, model: Any, top_p: float = 0.9) -> None:
@@ -353,12 +355,12 @@ class TopPMerge:
         return out
 
     def _merged(self, chosen: Sequence[tuple[str, float]]) -> str:
-        names = sorted(c for c, _ in chosen)
-        name = "merge:" + "+".join(names)
+        total = sum(p for _, p in chosen)
+        weights = sorted((c, round(p / total, 2)) for c, p in chosen)
+        name = "merge:" + "+".join(f"{c}@{round(100 * w)}" for c, w in weights)  # PEFT names take no "."
         if name not in self.model.peft_config:
-            total = sum(p for _, p in chosen)
-            weights = {c: p / total for c, p in chosen}
-            self.model.add_weighted_adapter(names, [weights[n] for n in names], name, combination_type="cat")
+            self.model.add_weighted_adapter([c for c, _ in weights], [w for _, w in weights], name,
+                                            combination_type="cat")
         return name
 
 
