@@ -51,8 +51,44 @@ def test_stats_and_thresholds() -> None:
 def test_no_failures_or_no_successes(ok) -> None:
     labels = [{"c": L, "d": N}] * 6
     rep = an.select(labels, ok, ["c", "d"])
-    assert rep["capabilities"]["d"]["er_minus"] == rep["capabilities"]["d"]["coverage"] == 0.0
+    d = rep["capabilities"]["d"]
+    assert d["er_minus"] is None and d["er_plus"] is None and d["coverage"] == 0.0  # undefined, not zero
+    # Without a success there is nothing to contrast with: ER- alone decides, and the report says so.
     assert rep["selected"] == ([] if all(ok) else ["c"])
+    assert rep["capabilities"]["c"]["contrasted"] is all(ok)
+    if not all(ok):
+        assert rep["capabilities"]["c"]["gap"] == 1.0 and "ER+ is undefined" in an.format_table(rep)
+
+
+def test_a_resample_that_loses_the_only_applicable_success_does_not_vote() -> None:
+    # One success shows the mistake and half the failures do: the gap is negative on the whole
+    # sample. A resample without that success must not pass on ER- alone (it did, 37% of the time).
+    labels = [{"c": L}] + [{"c": L}, {"c": P}] * 10
+    ok = [True] + [False] * 20
+    rep = an.select(labels, ok, ["c"], an.Thresholds(R=200, s=100))
+    row = rep["capabilities"]["c"]
+    assert row["contrasted"] and row["gap"] == pytest.approx(-0.5) and row["votes"] == 0
+
+
+def test_a_capability_the_agent_never_exercised_is_not_present() -> None:
+    did_nothing = {"annotations": {
+        "capabilities": list(CAPABILITIES), "requests_handled": 0, "request_writes": 0, "imprecise_calls": 0,
+        "preconditions_checked": True, "args_exact": True, "record_choice_correct": None,
+        "requests_unaddressed": 2, "requests_completed": 0, "requests_total": 2}}
+    lab = an.RuleLabeler()
+    got = {c: lab.label(did_nothing, c) for c in CAPABILITIES}
+    assert {c: label for c, (label, _) in got.items()} == {
+        "precondition_verification": N, "structured_data_reasoning": N, "tool_calling_precision": N,
+        "multi_step_completion": L}
+    assert "never exercised" in got["precondition_verification"][1]
+    acted = {**did_nothing["annotations"], "requests_handled": 1, "request_writes": 1}
+    assert lab.label({"annotations": acted}, "precondition_verification")[0] is P
+    assert lab.label({"annotations": acted}, "tool_calling_precision")[0] is P
+
+
+def test_plain_string_labels_count_as_labels() -> None:
+    s = an.capability_stats([{"c": "LACKING"}, {"c": "NA"}, {"c": "PRESENT"}], [False, False, False], "c")
+    assert s["applicable_failures"] == 2 and s["lacking_in_failures"] == 1
 
 
 def test_analyze_rejects_nothing() -> None:

@@ -1,8 +1,8 @@
 """Stage 2 of TRACE: which capabilities does an agent lack on a target env?
 
 Each (trajectory, capability) pair gets a label: ``NA`` when the task did not need the
-capability, ``PRESENT`` when it showed, ``LACKING`` when its typical mistake showed.
-From the labels, per capability:
+capability or the agent never exercised it, ``PRESENT`` when it showed, ``LACKING`` when
+its typical mistake showed. From the labels, per capability:
 
 - ER+ is the share of *successful* applicable trajectories where it is LACKING;
 - ER- is the same share among *failed* ones;
@@ -12,6 +12,11 @@ A capability is selected when coverage >= rho and ER- - ER+ >= delta in at least
 of ``R`` bootstrap resamples of the trajectories. A deficit that causes failures has a
 high ER- and a low ER+. A mistake that is just as common in successes does not explain
 failures, so it is not selected.
+
+ER+ is undefined (None) without an applicable success. When the whole sample has none
+(an agent that never succeeds), there is nothing to contrast with: the rule falls back
+to ER- alone and the report marks the capability ``contrasted: false``. When the sample
+has some but a resample draws none, that resample cannot contrast and does not vote.
 
 >>> records = list(TrajectoryStore("runs/x/trajectories.jsonl"))
 >>> report = analyze(records)                     # rule-based labels from the env annotations
@@ -58,12 +63,24 @@ _EVIDENCE: dict[str, tuple[str, ...]] = {
 }
 
 
+# Whether the agent exercised a capability at all. A missing field (an episode recorded
+# before the env annotated it) counts as exercised.
+_EXERCISED: dict[str, Any] = {
+    "precondition_verification": lambda a: a.get("requests_handled", 1) > 0,
+    "structured_data_reasoning": lambda a: a["record_choice_correct"] is not None,
+    "tool_calling_precision": lambda a: a.get("request_writes", 1) > 0 or a.get("imprecise_calls", 0) > 0,
+    "multi_step_completion": lambda a: True,  # stopping early is this capability's own mistake
+}
+
+
 class RuleLabeler:
     """Labels from the env's annotations (``trace_envs.reward.annotate``); every built-in env has them.
 
     A capability is applicable when the task lists it in ``capabilities`` (τ²-bench tasks
-    derive that list from their gold actions), and LACKING when its typical mistake shows
-    (:data:`trace_agents.evaluate.MISTAKES`).
+    derive that list from their gold actions) and the agent exercised it (it acted on a
+    request, wrote for one, or picked a record), and LACKING when its typical mistake shows
+    (:data:`trace_agents.evaluate.MISTAKES`). An agent that did nothing has shown no
+    precondition checks or precise arguments, so those are NA, not PRESENT.
     """
 
     def label(self, trajectory: Mapping[str, Any], capability: str) -> tuple[Label, str]:
@@ -76,6 +93,8 @@ class RuleLabeler:
         if capability not in ann["capabilities"]:
             return Label.NA, "the task does not need it"
         evidence = ", ".join(f"{k}={json.dumps(ann.get(k))}" for k in _EVIDENCE[capability] if k in ann)
+        if not _EXERCISED[capability](ann):
+            return Label.NA, f"the agent never exercised it ({evidence})"
         return (Label.LACKING if MISTAKES[capability](ann) else Label.PRESENT), evidence
 
 
@@ -108,32 +127,44 @@ def label_all(records: Sequence[Mapping[str, Any]], labeler: Labeler | None = No
 
 
 def capability_stats(labels: Sequence[Mapping[str, Label]], successes: Sequence[bool],
-                     capability: str) -> dict[str, float | int]:
-    """ER+, ER-, coverage and the counts behind them, for one capability."""
+                     capability: str) -> dict[str, Any]:
+    """ER+, ER-, coverage and the counts behind them, for one capability (ER+ and ER- are
+    None without an applicable success or failure)."""
     lack_pos = app_pos = lack_neg = app_neg = 0
     failures = 0
     for lab, ok in zip(labels, successes):
-        label = lab[capability]
+        label = lab[capability]  # == rather than "is": a labeller may return plain strings
         failures += not ok
-        if label is Label.NA:
+        if label == Label.NA:
             continue
         if ok:
             app_pos += 1
-            lack_pos += label is Label.LACKING
+            lack_pos += label == Label.LACKING
         else:
             app_neg += 1
-            lack_neg += label is Label.LACKING
+            lack_neg += label == Label.LACKING
     return {
-        "er_plus": lack_pos / app_pos if app_pos else 0.0,
-        "er_minus": lack_neg / app_neg if app_neg else 0.0,
+        "er_plus": lack_pos / app_pos if app_pos else None,
+        "er_minus": lack_neg / app_neg if app_neg else None,
         "coverage": lack_neg / failures if failures else 0.0,
         "applicable_successes": app_pos, "applicable_failures": app_neg, "failures": failures,
         "lacking_in_failures": lack_neg,
     }
 
 
-def _passes(stats: Mapping[str, float | int], t: Thresholds) -> bool:
-    return stats["coverage"] >= t.rho and stats["er_minus"] - stats["er_plus"] >= t.delta
+def _gap(stats: Mapping[str, Any], contrasted: bool) -> float | None:
+    """ER- - ER+; ER- alone where the sample has no applicable success (``contrasted`` False);
+    None where it cannot be told (no applicable failure, or a resample that lost the contrast)."""
+    if stats["er_minus"] is None:
+        return None
+    if stats["er_plus"] is None:
+        return None if contrasted else stats["er_minus"]
+    return stats["er_minus"] - stats["er_plus"]
+
+
+def _passes(stats: Mapping[str, Any], t: Thresholds, contrasted: bool) -> bool:
+    gap = _gap(stats, contrasted)
+    return gap is not None and stats["coverage"] >= t.rho and gap >= t.delta
 
 
 def select(labels: Sequence[Mapping[str, Label]], successes: Sequence[bool], capabilities: Iterable[str],
@@ -143,6 +174,8 @@ def select(labels: Sequence[Mapping[str, Label]], successes: Sequence[bool], cap
         raise ValueError(f"{len(labels)} label rows for {len(successes)} outcomes")
     caps = list(capabilities)
     n = len(labels)
+    full = {c: capability_stats(labels, successes, c) for c in caps}
+    contrasted = {c: full[c]["applicable_successes"] > 0 for c in caps}
     rng = random.Random(thresholds.seed)
     votes = dict.fromkeys(caps, 0)
     for _ in range(thresholds.R if n else 0):
@@ -150,13 +183,10 @@ def select(labels: Sequence[Mapping[str, Label]], successes: Sequence[bool], cap
         lab = [labels[i] for i in idx]
         ok = [successes[i] for i in idx]
         for c in caps:
-            votes[c] += _passes(capability_stats(lab, ok, c), thresholds)
-    rows = {}
-    for c in caps:
-        stats = capability_stats(labels, successes, c)
-        rows[c] = {**stats, "gap": stats["er_minus"] - stats["er_plus"], "votes": votes[c],
-                   "selected": votes[c] >= thresholds.s}
-    ranked = sorted(caps, key=lambda c: (-rows[c]["selected"], -rows[c]["gap"] * rows[c]["coverage"], c))
+            votes[c] += _passes(capability_stats(lab, ok, c), thresholds, contrasted[c])
+    rows = {c: {**full[c], "gap": _gap(full[c], contrasted[c]), "contrasted": contrasted[c], "votes": votes[c],
+                "selected": votes[c] >= thresholds.s} for c in caps}
+    ranked = sorted(caps, key=lambda c: (-rows[c]["selected"], -(rows[c]["gap"] or 0.0) * rows[c]["coverage"], c))
     return {
         "episodes": n, "successes": sum(map(bool, successes)), "thresholds": asdict(thresholds),
         "capabilities": {c: rows[c] for c in ranked},
@@ -185,9 +215,16 @@ def format_table(report: Mapping[str, Any]) -> str:
              f"{t['rho']} and ER- - ER+ >= {t['delta']} in >= {t['s']} of {t['R']} resamples.", "",
              "| capability | ER+ | ER- | ER- - ER+ | coverage | votes | selected |",
              "|---|---:|---:|---:|---:|---:|:---:|"]
+    def num(x: float | None, sign: str = "") -> str:
+        return "n/a" if x is None else f"{x:{sign}.3f}"
+
     for cap, r in report["capabilities"].items():
-        lines.append(f"| {cap} | {r['er_plus']:.3f} | {r['er_minus']:.3f} | {r['gap']:+.3f} | {r['coverage']:.3f} "
-                     f"| {r['votes']}/{t['R']} | {'yes' if r['selected'] else 'no'} |")
+        lines.append(f"| {cap} | {num(r['er_plus'])} | {num(r['er_minus'])} | {num(r['gap'], '+')} "
+                     f"| {r['coverage']:.3f} | {r['votes']}/{t['R']} | {'yes' if r['selected'] else 'no'} |")
+    alone = [cap for cap, r in report["capabilities"].items() if not r.get("contrasted", True) and r["er_minus"]]
+    if alone:
+        lines += ["", f"No successful episode needed {', '.join(alone)}: ER+ is undefined, so the gap there is "
+                      f"ER- alone (nothing to contrast with)."]
     return "\n".join(lines) + "\n"
 
 
@@ -203,8 +240,12 @@ def plot(report: Mapping[str, Any], path: str | Path) -> Path | None:
     caps = list(report["capabilities"])
     xs = range(len(caps))
     fig, ax = plt.subplots(figsize=(1.8 * len(caps) + 2, 3.6))
-    ax.bar([x - 0.2 for x in xs], [report["capabilities"][c]["er_plus"] for c in caps], 0.4, label="ER+ (successes)")
-    ax.bar([x + 0.2 for x in xs], [report["capabilities"][c]["er_minus"] for c in caps], 0.4, label="ER- (failures)")
+    rates = {k: [report["capabilities"][c][k] for c in caps] for k in ("er_plus", "er_minus")}
+    ax.bar([x - 0.2 for x in xs], [r or 0.0 for r in rates["er_plus"]], 0.4, label="ER+ (successes)")
+    ax.bar([x + 0.2 for x in xs], [r or 0.0 for r in rates["er_minus"]], 0.4, label="ER- (failures)")
+    for x, r in zip(xs, rates["er_plus"]):
+        if r is None:  # no applicable success: undefined, not zero
+            ax.text(x - 0.2, 0.02, "n/a", ha="center", fontsize=7, rotation=90)
     ax.set_xticks(list(xs), [c.replace("_", "\n") + (" *" if c in report["selected"] else "") for c in caps],
                   fontsize=8)
     ax.set_ylabel("share LACKING")

@@ -60,8 +60,8 @@ class RunConfig:
     target: str = field(default="trace/retail-v0", metadata={"help": "target env id"})
     collect_episodes: int = field(default=60, metadata={"help": "base-agent episodes on the target for analysis"})
     min_capabilities: int = field(default=1, metadata={
-        "help": "train at least this many capabilities: when fewer pass selection, the top-ranked by "
-                "ER- minus ER+ are added (marked 'forced' in the report)"})
+        "help": "train at least this many capabilities: when fewer pass selection, the next ranked by "
+                "gap x coverage (ER- minus ER+, times coverage) are added (marked 'forced' in the report)"})
     max_capabilities: int = field(default=3, metadata={"help": "train at most this many capabilities"})
     calibration_seeds: int = field(default=4, metadata={"help": "B: seeds per calibration probe"})
     calibration_rollouts: int = field(default=4, metadata={"help": "K: rollouts per calibration seed"})
@@ -77,7 +77,8 @@ class RunConfig:
     top_p: float = field(default=0.0, metadata={"help": "merge adapters up to this router mass (0: no merging)"})
     eval_episodes: int = field(default=40, metadata={"help": "held-out target episodes per method"})
     curve_points: int = field(default=2, metadata={"help": "intermediate budget points per method on the curve"})
-    curve_episodes: int = field(default=20, metadata={"help": "held-out episodes per intermediate curve point"})
+    curve_episodes: int = field(default=20, metadata={
+        "help": "held-out episodes per intermediate curve point (at most eval_episodes)"})
     gepa_minibatch: int = field(default=3, metadata={"help": "GEPA reflection minibatch"})
     gepa_tasks: int = field(default=8, metadata={"help": "GEPA train/val tasks on the target"})
     max_turns: int = field(default=0, metadata={"help": "override every env's turn limit (0: each spec's own)"})
@@ -95,12 +96,15 @@ class RunConfig:
             raise ValueError(f"router must be 'embedding' or 'label', got {self.router!r}")
         if not 0 <= self.top_p <= 1:
             raise ValueError(f"top_p must be in [0, 1], got {self.top_p}")
-        for name in ("collect_episodes", "max_capabilities", "steps_per_adapter", "eval_episodes", "gepa_tasks",
-                     "batch_size", "router_examples"):
+        for name in ("collect_episodes", "min_capabilities", "max_capabilities", "steps_per_adapter",
+                     "eval_episodes", "gepa_tasks", "batch_size", "router_examples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_generations < 2:
             raise ValueError("num_generations must be >= 2")
+        if self.min_capabilities > self.max_capabilities:
+            raise ValueError(f"min_capabilities ({self.min_capabilities}) must be <= max_capabilities "
+                             f"({self.max_capabilities})")
         if self.vllm_url and not self.model:
             raise ValueError("--vllm-url needs --model, the base model the server already serves (a run cannot "
                              "serve the model it bootstraps: run trace bootstrap first)")
@@ -496,7 +500,8 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
     from trace_agents.training import checkpoints as saved
 
     c = run.config
-    seed0, n = SEEDS["heldout"], c.curve_episodes
+    # The router chose adapters for the evaluation seeds only: the curve uses the first of them.
+    seed0, n = SEEDS["heldout"], min(c.curve_episodes, c.eval_episodes)
     base = [methods["base"]["success"], methods["base"]["mean_return"]]
     pre_training = budget - int(train["rollouts"])
     # Points are [rollouts used, success, mean return].

@@ -213,6 +213,9 @@ def annotate(log: EpisodeLog, end: End) -> dict[str, Any]:
         "requests_unaddressed": sum(1 for i, r in enumerate(reqs) if log.handled_step[i] is None
                                     and not log.resolved[i] and r.kind != "chat"),
         "requests_to_refuse": sum(r.refuse for r in reqs),
+        # What the agent did at all: a capability it never exercised shows neither way.
+        "requests_handled": len(handled),
+        "request_writes": len(mine),
         "authenticated": log.auth_step is not None,
         "preconditions_checked": not missing and unauth == 0 and violating == 0,
         "missing_reads": missing,
