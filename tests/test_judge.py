@@ -89,7 +89,9 @@ def test_hf_chat_runs_a_local_model(records):
     tok = models.build_tokenizer(models.corpus(8), vocab_size=600)
     model = models.build_model(tok, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                num_key_value_heads=1, intermediate_size=64)
-    judge = jd.JudgeLabeler(jd.HFChat(model, tok, max_new_tokens=6), {"c": "d"}, runs=2)
+    with pytest.warns(UserWarning, match="repeat one answer"):  # two greedy runs: one answer twice
+        jd.JudgeLabeler(jd.HFChat(model, tok), {"c": "d"}, runs=2)
+    judge = jd.JudgeLabeler(jd.HFChat(model, tok, max_new_tokens=6, temperature=0.8), {"c": "d"}, runs=2)
     label, evidence = judge.label(records[0], "c")
     assert label in (N, P, L) and isinstance(evidence, str)
 
@@ -107,8 +109,13 @@ def test_analyze_cli_with_a_judge_endpoint(tmp_path, capsys):
     assert main(["collect", "--policy", "oracle", "--deficits", "precondition_verification=0.6", "--episodes",
                  "30", "--out", str(traj)]) == 0
     out = tmp_path / "r.json"
-    with fake_endpoint(reply) as (url, _):
+    with fake_endpoint(reply) as (url, seen):
         assert main(["analyze", str(traj), "--out", str(out), "--judge-runs", "1", "--judge-url", url]) == 0
+        assert {r["temperature"] for _, r in seen} == {0.0}  # one run: greedy
+        seen.clear()
+        assert main(["analyze", str(traj), "--out", str(tmp_path / "r3.json"), "--judge-runs", "3",
+                     "--judge-url", url]) == 0
+        assert {r["temperature"] for _, r in seen} == {0.7}  # several runs: sampled, so they are independent
     report = json.loads(out.read_text())
     assert report["labeler"] == "JudgeLabeler" and report["selected"] == ["check_status_first"]
     assert "the judge proposed: check_status_first" in capsys.readouterr().out

@@ -190,7 +190,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.judge_url:
         from trace_agents.judge import JudgeLabeler, OpenAIChat
 
-        judge = JudgeLabeler(OpenAIChat(args.judge_url, model=args.judge_model), runs=args.judge_runs)
+        temperature = args.judge_temperature
+        if temperature is None:  # K greedy runs would repeat one answer: sample when there are several
+            temperature = 0.7 if args.judge_runs > 1 else 0.0
+        judge = JudgeLabeler(OpenAIChat(args.judge_url, model=args.judge_model, temperature=temperature),
+                             runs=args.judge_runs)
         capabilities = judge.discover(records, n=args.discover)
         print(f"[analyze] the judge proposed: {', '.join(capabilities)}")
         report = analysis.analyze(records, labeler=judge, capabilities=list(capabilities), thresholds=thresholds,
@@ -293,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of the env annotations")
     p.add_argument("--judge-model", default="default", help="the judge's model name at --judge-url")
     p.add_argument("--judge-runs", type=int, default=3, help="K independent labelling runs (default: 3)")
+    p.add_argument("--judge-temperature", type=float, default=None,
+                   help="the judge's sampling temperature (default: 0.7 with several runs, so that they are "
+                        "independent; 0 with one)")
     p.add_argument("--discover", type=int, default=6, help="capabilities the judge may propose (default: 6)")
     p.set_defaults(func=cmd_analyze)
 

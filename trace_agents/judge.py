@@ -61,6 +61,11 @@ class JudgeLabeler:
                  max_chars: int = 6000) -> None:
         if runs < 1:
             raise ValueError(f"runs must be >= 1, got {runs}")
+        if runs > 1 and getattr(chat, "temperature", None) == 0:
+            import warnings
+
+            warnings.warn(f"{runs} labelling runs of a greedy judge (temperature 0) repeat one answer: the vote "
+                          f"means nothing; sample (temperature > 0) or use runs=1", stacklevel=2)
         self.chat = chat
         self.capabilities: dict[str, str] = dict(capabilities or {})
         self.runs = runs
