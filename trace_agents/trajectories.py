@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
@@ -82,11 +83,26 @@ FIELDS = ("key", "env_id", "spec_version", "capability", "seed", "task_id", "pol
           "return", "success", "annotations", "return_components", "n_steps", "truncated", "created")
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, as orjson writes them (the stdlib would write
+    bare ``NaN``, which no strict JSON reader takes back)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _encode(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
-    except TypeError:  # integers beyond 64 bits, non-string keys: the stdlib accepts them
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except TypeError:  # integers beyond 64 bits, non-string keys, lone surrogates: the stdlib takes them
+        text = json.dumps(_finite(value), separators=(",", ":"), ensure_ascii=False)
+        # A lone surrogate (a server's "\ud83d" decoded by json.loads) has no UTF-8: it becomes "?",
+        # so the episode is stored and read back instead of failing every resume at the same point.
+        return text.encode("utf-8", "replace")
 
 
 def policy_key(identity: Mapping[str, Any], adapter: str | None = None) -> str:
