@@ -248,3 +248,25 @@ def test_top_p_routing_merges_from_the_stored_probabilities(tmp_path, base):
     choices = _merged_choices(run, SimpleNamespace(model=model), route)
     assert choices == {3000000: "pre", 3000001: "merge:data@47+pre@53", 3000002: None}
     assert "merge:data@47+pre@53" in model.peft_config
+
+
+def test_curve_points_merge_each_checkpoint_as_the_route_merged_the_final_adapters(base):
+    """With top-p merging, a curve point's merge-routed seeds get the same merge of that
+    checkpoint's adapters (they ran on the base model before)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from helpers import two_adapter_model
+    from trace_agents.run import checkpoint_choice
+
+    model = two_adapter_model(base, seed=3)
+    policy = SimpleNamespace(model=model)
+    at_step = {"data": "pre", "pre": "data"}  # this checkpoint's adapter of each capability (swapped, to tell)
+    got = checkpoint_choice(policy, "merge:data@84+pre@16", at_step, "ckpt0")
+    assert got == "merge:data@84+pre@16-ckpt0" and got in model.peft_config
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    delta = lambda n: (layer.lora_B[n].weight @ layer.lora_A[n].weight) * layer.scaling[n]  # noqa: E731
+    assert torch.allclose(delta(got), 0.84 * delta("pre") + 0.16 * delta("data"), atol=1e-5)
+    assert checkpoint_choice(policy, "pre", {"pre": "pre@2"}, "ckpt0") == "pre@2"
+    assert checkpoint_choice(policy, None, at_step, "ckpt0") is None

@@ -357,11 +357,26 @@ class TopPMerge:
     def _merged(self, chosen: Sequence[tuple[str, float]]) -> str:
         total = sum(p for _, p in chosen)
         weights = sorted((c, round(p / total, 2)) for c, p in chosen)
-        name = "merge:" + "+".join(f"{c}@{round(100 * w)}" for c, w in weights)  # PEFT names take no "."
-        if name not in self.model.peft_config:
-            self.model.add_weighted_adapter([c for c, _ in weights], [w for _, w in weights], name,
-                                            combination_type="cat")
+        name = MERGE + "+".join(f"{c}@{round(100 * w)}" for c, w in weights)  # PEFT names take no "."
+        add_merge(self.model, weights, name)
         return name
+
+
+MERGE = "merge:"  # the prefix of TopPMerge's merged adapters
+
+
+def merge_parts(name: str | None) -> list[tuple[str, float]] | None:
+    """``[(adapter, weight)]`` of a :class:`TopPMerge` merge name; None for any other choice."""
+    if not name or not name.startswith(MERGE):
+        return None
+    return [(adapter, int(pct) / 100) for adapter, _, pct in (p.rpartition("@") for p in name[len(MERGE):].split("+"))]
+
+
+def add_merge(model: Any, parts: Sequence[tuple[str, float]], name: str) -> str:
+    """Add to the PeftModel ``model``, once, the weighted sum of the ``parts`` adapters' updates as ``name``."""
+    if name not in model.peft_config:
+        model.add_weighted_adapter([a for a, _ in parts], [w for _, w in parts], name, combination_type="cat")
+    return name
 
 
 def routing_accuracy(router: Router, truth: Mapping[str | None, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:

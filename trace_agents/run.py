@@ -492,6 +492,18 @@ def _merged_choices(run: Run, policy: Any, route: Mapping[str, Any]) -> dict[int
     return {int(s): choice for s, choice in zip(seeds, merge.route([{"seed": s} for s in seeds]))}
 
 
+def checkpoint_choice(policy: Any, choice: str | None, names: Mapping[str, str], tag: str) -> str | None:
+    """The adapter a routed ``choice`` stands for at a checkpoint whose adapters are ``names``
+    (capability -> loaded name): that capability's, or for a top-p merge, the same merge of
+    the checkpoint's adapters (made once, as ``<merge>-<tag>``)."""
+    from trace_agents.routing import add_merge, merge_parts
+
+    parts = merge_parts(choice)
+    if parts is None:
+        return names.get(choice) if choice else None
+    return add_merge(policy.model, [(names[a], w) for a, w in parts], f"{choice}-{tag}")
+
+
 def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, Any], baselines: Mapping[str, Any],
                  routed: Mapping[int, Any], budget: int, methods: Mapping[str, Any]) -> dict[str, list[list[float]]]:
     """Success and mean return against rollouts used: intermediate checkpoints (and GEPA's best prompt so
@@ -534,8 +546,8 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
             used += step * c.rollouts_per_step
             if names[cap] not in policy.adapters:
                 policy.load_adapter(names[cap], d)
-        s = ev.evaluate(policy, c.target, n, seed0,
-                        adapter=lambda env_id, seed, names=names: names.get(routed.get(seed)),
+        at_step = {seed: checkpoint_choice(policy, choice, names, f"ckpt{i}") for seed, choice in routed.items()}
+        s = ev.evaluate(policy, c.target, n, seed0, adapter=lambda env_id, seed, at=at_step: at.get(seed),
                         batch_size=c.batch_size, store=evals / "curve.jsonl", resume=True, progress=False,
                         env_kwargs=turn_limit(c.max_turns))
         curve["trace"].append([float(pre_training + used), s["success"], s["mean_return"]])
