@@ -94,3 +94,17 @@ def test_cli_reports_bad_input_without_a_traceback(capsys) -> None:
     assert main(["evaluate", "--model", "oracle", "--env", "trace/retial-v0", "--episodes", "1"]) == 2
     assert "Did you mean" in capsys.readouterr().err
     assert main(["evaluate", "--model", "oracle", "--deficits", "nonsense=0.5", "--episodes", "1"]) == 2
+
+
+def test_cli_reruns_do_not_duplicate_stored_episodes(tmp_path, capsys) -> None:
+    from trace_agents.trajectories import TrajectoryStore
+
+    traj, out = tmp_path / "t.jsonl", tmp_path / "e.json"
+    args = ["evaluate", "--model", "oracle", "--env", "trace/precondition-v0", "--episodes", "4",
+            "--trajectories", str(traj), "--out", str(out)]
+    assert main(args) == 0 and main(args) == 0  # the rerun reuses the stored episodes
+    assert len(list(TrajectoryStore(traj))) == 4
+    collect = ["collect", "--policy", "oracle", "--env", "trace/precondition-v0", "--episodes", "4",
+               "--seed-start", "1000000", "--out", str(traj)]
+    assert main(collect) == 2 and "already holds 4 of these episodes" in capsys.readouterr().err
+    assert main([*collect, "--resume"]) == 0 and len(list(TrajectoryStore(traj))) == 4

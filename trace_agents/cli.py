@@ -158,7 +158,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     policy = _policy(args)
     try:
         summaries = [ev.evaluate(policy, env_id, args.episodes, args.seed_start, adapter=args.adapter,
-                                 batch_size=args.batch_size, store=args.trajectories) for env_id in args.env]
+                                 batch_size=args.batch_size, store=args.trajectories,
+                                 resume=args.trajectories is not None) for env_id in args.env]
     finally:
         if hasattr(policy, "close"):  # adapters it loaded into a server
             policy.close()
@@ -265,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     p.add_argument("--deficits", type=parse_rates, default={}, metavar="K=V,...",
                    help="with --model oracle: capability=rate mistakes to inject")
-    p.add_argument("--trajectories", default=None, help="also store the episodes in this JSONL file")
+    p.add_argument("--trajectories", default=None,
+                   help="also store the episodes in this JSONL file (episodes already there are reused)")
     p.add_argument("--out", default="runs/evaluate.json", help="where to write the JSON summary")
     add_serving_args(p)
     p.set_defaults(func=cmd_evaluate)

@@ -207,14 +207,16 @@ def rollout(policy: Policy, env_ids: str | Sequence[str] | Sequence[tuple[str, i
     pick = adapters or (lambda env_id, seed: None)
     plan = [(i, env_id, seed, pick(env_id, seed)) for i, (env_id, seed) in enumerate(todo)]
     skipped = 0
-    if resume and store is not None:
-        stored = store.keys()
+    if store is not None and store.path.exists():
         done = set()
-        for key in stored:
+        for key in store.keys():
             env_id, _task, seed, pkey = split_key(key)
             done.add((env_id, seed, pkey))
         keys = {a: policy_key(identity, a) for a in {a for *_, a in plan}}
         kept = [p for p in plan if (p[1], p[2], keys[p[3]]) not in done]
+        if not resume and len(kept) < len(plan):  # appending them again would duplicate their keys
+            raise ValueError(f"{store.path} already holds {len(plan) - len(kept)} of these episodes (same policy, "
+                             f"seeds and adapters); resume (--resume) to skip them, or store to another file")
         skipped = len(plan) - len(kept)
         plan = kept
 
