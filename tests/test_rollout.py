@@ -224,6 +224,11 @@ def test_resume_skips_stored_episodes(tmp_path):
     # another policy identity is another set of episodes
     other = rollout(OracleBatch(seed=1), IDS[:2], 3, store=path, resume=True, progress=False)
     assert other.skipped == 0 and other.n_episodes == 6
+    # Other env settings are other episodes: a turn limit is part of the key.
+    cut = rollout(OracleBatch(), IDS[:2], 3, store=path, resume=True, progress=False, env_kwargs={"max_turns": 4})
+    assert cut.skipped == 0 and cut.n_episodes == 6
+    assert rollout(OracleBatch(), IDS[:2], 3, store=path, resume=True, progress=False,
+                   env_kwargs={"max_turns": 4}).skipped == 6
     # Without resume, running stored episodes again would duplicate their keys: refused, nothing written.
     size = path.stat().st_size
     with pytest.raises(ValueError, match="already holds 6 of these episodes"):

@@ -119,6 +119,7 @@ def test_keys_and_policy_key_helpers():
     assert k == policy_key(dict(reversed(list(ident.items())))) and len(k) == 12  # order-independent, short
     assert policy_key(ident, "lora-a") != k
     assert policy_key({**ident, "seed": 1}) != k
+    assert policy_key(ident, None, {}) == k and policy_key(ident, None, {"max_turns": 4}) != k  # env settings
     key = episode_key("trace/precondition-v0", "precondition-3", 3, k)
     assert key == f"trace/precondition-v0|precondition-3|3|{k}"
     assert split_key(key) == ("trace/precondition-v0", "precondition-3", 3, k)

@@ -89,7 +89,8 @@ def evaluate(policy: Any, env_id: str, episodes: int = 100, seed_start: int = 10
     records = result.records
     if resume and store is not None:  # the stored episodes of this policy, one per seed, in seed order
         identity = policy.identity()
-        keys = {seed: policy_key(identity, adapters(env_id, seed) if adapters else None) for seed in seeds}
+        keys = {seed: policy_key(identity, adapters(env_id, seed) if adapters else None, env_kwargs)
+                for seed in seeds}
         records = TrajectoryStore(store).select(env_id, seeds, keys)
     summary = summarize(records)
     summary.update(env_id=env_id, seed_start=seed_start, adapter=None if callable(adapter) else adapter,

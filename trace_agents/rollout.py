@@ -212,7 +212,7 @@ def rollout(policy: Policy, env_ids: str | Sequence[str] | Sequence[tuple[str, i
         for key in store.keys():
             env_id, _task, seed, pkey = split_key(key)
             done.add((env_id, seed, pkey))
-        keys = {a: policy_key(identity, a) for a in {a for *_, a in plan}}
+        keys = {a: policy_key(identity, a, env_kwargs) for a in {a for *_, a in plan}}
         kept = [p for p in plan if (p[1], p[2], keys[p[3]]) not in done]
         if not resume and len(kept) < len(plan):  # appending them again would duplicate their keys
             raise ValueError(f"{store.path} already holds {len(plan) - len(kept)} of these episodes (same policy, "
@@ -285,7 +285,8 @@ def rollout(policy: Policy, env_ids: str | Sequence[str] | Sequence[tuple[str, i
                 ep.obs, ep.info = obs, info
                 if terminated or truncated:
                     record = from_episode(ep.env, seed=ep.seed, policy=identity, adapter=ep.adapter,
-                                          steps=ep.steps, final_info=info, truncated=truncated and not terminated)
+                                          steps=ep.steps, final_info=info, truncated=truncated and not terminated,
+                                          env_kwargs=kwargs)
                     finished.append((ep.index, record))
                     if keep_infos:
                         final_infos[ep.index] = info

@@ -105,13 +105,18 @@ def _encode(value: Any) -> bytes:
         return text.encode("utf-8", "replace")
 
 
-def policy_key(identity: Mapping[str, Any], adapter: str | None = None) -> str:
-    """A short stable hash of a policy's identity and the episode's adapter.
+def policy_key(identity: Mapping[str, Any], adapter: str | None = None,
+               env_kwargs: Mapping[str, Any] | None = None) -> str:
+    """A short stable hash of a policy's identity, the episode's adapter and the env settings
+    it played under (``gym.make`` kwargs such as ``max_turns``; none leaves the key as before).
 
-    The adapter is part of it because one policy with another adapter is another agent.
+    The adapter is part of it because one policy with another adapter is another agent, and
+    the settings because an episode cut at 10 turns is not one cut at 60.
     """
-    text = json.dumps({"identity": identity, "adapter": adapter}, sort_keys=True, separators=(",", ":"),
-                      default=str)
+    what: dict[str, Any] = {"identity": identity, "adapter": adapter}
+    if env_kwargs:
+        what["env_kwargs"] = dict(env_kwargs)
+    text = json.dumps(what, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -128,7 +133,8 @@ def split_key(key: str) -> tuple[str, str, int, str]:
 
 
 def from_episode(env: Any, *, seed: int, policy: Mapping[str, Any], adapter: str | None, steps: list[Step],
-                 final_info: Mapping[str, Any], truncated: bool, created: str | None = None) -> Trajectory:
+                 final_info: Mapping[str, Any], truncated: bool, created: str | None = None,
+                 env_kwargs: Mapping[str, Any] | None = None) -> Trajectory:
     """Build the record of a finished episode of ``env`` (a TraceEnv, wrapped or not)."""
     base = getattr(env, "unwrapped", env)
     spec, task = base.trace_spec, base.task
@@ -137,7 +143,7 @@ def from_episode(env: Any, *, seed: int, policy: Mapping[str, Any], adapter: str
     if ret is None:
         ret = sum(s["reward"] for s in steps)
     record = {
-        "key": episode_key(spec.id, task.task_id, seed, policy_key(identity, adapter)),
+        "key": episode_key(spec.id, task.task_id, seed, policy_key(identity, adapter, env_kwargs)),
         "env_id": spec.id,
         "spec_version": spec.version,
         "capability": spec.capability,
