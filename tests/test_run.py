@@ -168,7 +168,8 @@ def test_findings_state_the_result_whatever_it_is():
               "route": {"accuracy": {"accuracy": 0.5}}}
     text = "\n".join(findings({"methods": _methods([0.2, 0.5, 0.3, 0.3, 0.2])}, stages))
     assert "TRACE is above the base agent" in text and "do not overlap" in text
-    assert "trained the top-ranked" in text and "tool_calling_precision" in text
+    assert "trained the next ranked by gap x coverage" in text and "tool_calling_precision" in text
+    assert "ER- (their share of failures) alone" not in text
     assert "too_hard_at_easiest" in text and "0.50" in text
     text = "\n".join(findings({"methods": _methods([0.3, 0.2, 0.4, 0.3, 0.2])}, stages))
     assert "TRACE is below the base agent" in text and "below grpo_target" in text
@@ -177,6 +178,8 @@ def test_findings_state_the_result_whatever_it_is():
     text = "\n".join(findings({"methods": methods}, stages))
     assert "paired on the same seeds (95% CI): trace +0.053 [+0.027, +0.078]." in text
     assert "never succeeds" in text and "copy probe" not in text
+    stages["collect"] = {"success": 0.0}
+    assert "ER- (their share of failures) alone" in "\n".join(findings({"methods": methods}, stages))
     stages["base"] = {"copy_probe": {"continuation_accuracy": 0.101, "runs": 176}}
     assert "copy probe (bootstrap report) gets 0.101 of the digits" in "\n".join(findings({"methods": methods}, stages))
 

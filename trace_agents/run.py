@@ -704,8 +704,11 @@ def findings(results: Mapping[str, Any], stages: Mapping[str, Any]) -> list[str]
         out.append("Mean return minus the base agent's, paired on the same seeds (95% CI): " + ", ".join(paired) + ".")
     analyze = stages["analyze"]
     if analyze.get("forced"):
-        out.append(f"No capability (or too few) passed selection; trained the top-ranked by ER- minus ER+ instead: "
-                   f"{', '.join(analyze['forced'])}.")
+        out.append(f"No capability (or too few) passed selection; trained the next ranked by gap x coverage "
+                   f"instead: {', '.join(analyze['forced'])}.")
+    if stages.get("collect", {}).get("success") == 0:
+        out.append("No collected episode succeeded, so analysis had no success to contrast with: capabilities "
+                   "were selected on ER- (their share of failures) alone.")
     for cap, cal in (stages["synthesize"].get("calibration") or {}).items():
         if cal and cal.get("status") != "in_band":
             out.append(f"Calibration of {cap} ended {cal.get('status')}: its env is outside the reward band, so "
