@@ -41,6 +41,10 @@ class EpisodeLog:
     resolved: list[bool] = field(default_factory=list)
     refused: list[bool] = field(default_factory=list)  # the agent refused request i
     answered: list[bool] = field(default_factory=list)
+    # Closed without being completed: an allowed request the agent refused, or a question it
+    # answered wrongly. The agent's first decision is final, so the user moves on either way
+    # and its reaction does not tell the agent whether it was right.
+    closed: list[bool] = field(default_factory=list)
     wrong_answers: int = 0
     handled_step: list[int | None] = field(default_factory=list)  # first write or refusal
     ended_by: str = ""
@@ -53,12 +57,13 @@ class EpisodeLog:
         self.resolved = [False] * n
         self.refused = [False] * n
         self.answered = [False] * n
+        self.closed = [False] * n
         self.handled_step = [None] * n
 
     def current(self) -> int | None:
-        """Index of the first unresolved request, or None when all are resolved."""
-        for i, done in enumerate(self.resolved):
-            if not done:
+        """Index of the first open request (neither resolved nor closed), or None when none is left."""
+        for i, (done, closed) in enumerate(zip(self.resolved, self.closed)):
+            if not (done or closed):
                 return i
         return None
 
@@ -82,9 +87,9 @@ class EpisodeLog:
             if req.desired is not None and req.desired.name == call.name and req.target.lstrip("#") == target:
                 return i
         for i, req in enumerate(self.task.requests):
-            if req.target.lstrip("#") == target:
+            if req.desired is not None and req.target.lstrip("#") == target:
                 return i
-        return None
+        return None  # a record no request wants written (a question's order, say): an unrelated write
 
     def mark_handled(self, request: int) -> None:
         """Record the first time a request was acted on or refused."""

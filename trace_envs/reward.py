@@ -171,6 +171,8 @@ def _chose_other_record(w, gold) -> bool:
     """
     if w.ok:
         return True
+    if gold is None:  # the request wants no write at all
+        return False
     args, want = w.call.arguments, gold.arguments
     if set(args) != set(want):
         return False
@@ -203,6 +205,7 @@ def annotate(log: EpisodeLog, end: End) -> dict[str, Any]:
     if any(log.handled_step[i] is not None for i in picks) or wrong_records or log.wrong_answers:
         record_ok = wrong_records == 0 and log.wrong_answers == 0
     violating = _violations(log)
+    declined = sum(1 for i, r in enumerate(reqs) if log.closed[i] and r.answer is None)
     return {
         "capabilities": list(log.task.capabilities),
         "requests_total": len(reqs),
@@ -213,11 +216,13 @@ def annotate(log: EpisodeLog, end: End) -> dict[str, Any]:
         "requests_unaddressed": sum(1 for i, r in enumerate(reqs) if log.handled_step[i] is None
                                     and not log.resolved[i] and r.kind != "chat"),
         "requests_to_refuse": sum(r.refuse for r in reqs),
+        "requests_declined": declined,  # allowed requests the agent refused
         # What the agent did at all: a capability it never exercised shows neither way.
         "requests_handled": len(handled),
         "request_writes": len(mine),
         "authenticated": log.auth_step is not None,
-        "preconditions_checked": not missing and unauth == 0 and violating == 0,
+        # Refusing what is allowed misjudges the preconditions as much as writing what is not.
+        "preconditions_checked": not missing and unauth == 0 and violating == 0 and declined == 0,
         "missing_reads": missing,
         "unauthenticated_writes": unauth,
         "violating_writes": violating,

@@ -9,7 +9,11 @@ an answer, a goodbye) and replies from the task's goal:
   to any other proposed write;
 - it moves to its next request when the current one is resolved (a gold write done, a
   forbidden request refused, a question answered) and ends when all are, or when the
-  agent says goodbye.
+  agent says goodbye;
+- the agent's first decision on a request is final: an allowed request it refuses, or a
+  question it answers wrongly (or with several amounts), is closed undone and the user
+  moves on just as after a right decision, so its reaction never tells the agent whether
+  it was right.
 
 Any other user (an LLM, a human) implements the :class:`User` protocol.
 """
@@ -56,8 +60,9 @@ def cues(lower: str) -> frozenset[str]:
     return frozenset(found)
 
 
-# Amounts: "$54", "54.20", "$1,204.5"; bare integers are ids, not answers.
-_NUMBER = re.compile(r"\$\s?\d[\d,]*(?:\.\d+)?|\d[\d,]*\.\d+")
+# Amounts: "$54", "54.20", "$1,204.5"; bare integers are ids, not answers. One pass over each
+# digit run (an alternation that retried "\d[\d,]*\.\d+" at every digit was quadratic).
+_NUMBER = re.compile(r"(\$\s?)?(\d[\d,]*)(\.\d+)?")
 
 
 @runtime_checkable
@@ -84,9 +89,11 @@ def salient_values(call: Call) -> tuple[str, ...]:
 
 def _numbers(text: str) -> list[float]:
     out = []
-    for tok in _NUMBER.findall(text):
+    for dollar, whole, frac in _NUMBER.findall(text):
+        if not (dollar or frac):
+            continue  # a bare integer: an id
         try:
-            out.append(float(tok.lstrip("$ ").replace(",", "")))
+            out.append(float(whole.replace(",", "") + frac))
         except ValueError:
             pass
     return out
@@ -118,28 +125,33 @@ class ScriptedUser:
         return self.task.opening
 
     # -- resolution -------------------------------------------------------------------
-    def _update(self, text: str, lower: str, found: frozenset[str], log: EpisodeLog) -> list[str]:
-        """Mark requests this message (or earlier writes) resolved; return complaints."""
-        complaints = []
+    def _update(self, text: str, lower: str, found: frozenset[str], log: EpisodeLog) -> None:
+        """Mark the requests this message (or earlier writes) resolved or closed."""
         reqs = self.task.requests
         current = log.current()
-        refusal = "refusal" in found
+        # A message that proposes a write is a proposal, even if it hedges ("I cannot promise ...").
+        refusal = "refusal" in found and not ("confirm" in found and "write" in found)
         numbers: list[float] | None = None
         for i, req in enumerate(reqs):
             if log.resolved[i] or not log.stated[i]:
                 continue
             if req.answer is not None:
+                if log.closed[i]:
+                    continue  # answered wrongly before: the first answer is final
                 numbers = _numbers(text) if numbers is None else numbers
                 want = float(req.answer)
-                if any(abs(x - want) < 0.005 for x in numbers):
+                if numbers and all(abs(x - want) < 0.005 for x in numbers):  # the answer, and nothing else
                     log.answered[i] = log.resolved[i] = True
                     log.mark_handled(i)
-                elif numbers and (i == current or req.target.lower() in lower):
+                elif numbers and i == current:
                     log.wrong_answers += 1
+                    log.closed[i] = True  # no guessing, no list of candidates: the user moves on
                     log.mark_handled(i)  # answered, wrongly: a reasoning slip, not a skipped request
                 continue
             if req.gold is not None and req.gold.key in log.done_writes:
                 log.resolved[i] = True
+                continue
+            if log.closed[i]:
                 continue
             if req.kind == "inform":
                 if said_all(log, req.expects):
@@ -153,9 +165,9 @@ class ScriptedUser:
                 if req.refuse:
                     log.refused[i] = log.resolved[i] = True
                     log.mark_handled(i)
-                elif i == current:
-                    complaints.append("I think that should be possible. Could you check again?")
-        return complaints
+                elif i == current:  # an allowed request refused: closed, not done
+                    log.closed[i] = True
+                    log.mark_handled(i)
 
     def observe(self, text: str, log: EpisodeLog) -> None:
         """Track what an agent message resolved, without replying (another user replies)."""
@@ -183,7 +195,7 @@ class ScriptedUser:
         lower = text.lower()
         found = cues(lower)
         before = log.current()
-        complaints = self._update(text, lower, found, log)
+        self._update(text, lower, found, log)
         now = log.current()
         if now is None:
             return f"Thanks, that's everything I needed. {STOP}", True
@@ -197,8 +209,6 @@ class ScriptedUser:
             parts.append(self.identity())
         if "confirm" in found and "write" in found:
             parts.append(self._confirm(lower, log))
-        elif complaints:
-            parts.extend(complaints)
         if "order_q" in found:
             order_id = self.task.requests[now].facts.get("order_id")
             if order_id:
