@@ -281,3 +281,13 @@ def test_a_broken_user_spec_does_not_break_import(tmp_path: Path, text: str) -> 
             f"the file: {out.strip()[:300]}")
     else:
         assert out.startswith("IDS") and "user/good-v0" in out, out
+
+
+def test_multi_step_kinds_that_cannot_fill_a_conversation(tmp_path: Path) -> None:
+    data = json.loads((Path(__file__).resolve().parents[1] / "env_specs" / "multi-step-v0.json").read_text())
+    data["tasks"]["params"]["kinds"] = ["update_user_address"]  # used at most once, and 2+ requests are needed
+    path = tmp_path / "multi.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(SpecError, match=r"\$\.tasks\.params\.kinds: update_user_address alone cannot fill") as info:
+        load_spec(path)
+    assert str(path) in str(info.value) and "add another kind" in str(info.value)

@@ -153,6 +153,8 @@ class FamilyInfo:
     by_id: Callable[[str, Mapping[str, Any]], Task] | None = None  # task ids that are not "<family>-<seed>"
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # numeric params: [lo, hi]
     choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # list params: allowed items
+    # Family-specific rules between params: (key, what is wrong, how to fix it) per problem.
+    check: Callable[[Mapping[str, Any]], list[tuple[str, str, str]]] | None = None
 
     def check_params(self, params: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         """Problems with param values, as (key, what is wrong, how to fix it)."""
@@ -175,6 +177,8 @@ class FamilyInfo:
         if lo_key in params and hi_key in params and params[lo_key] > params[hi_key]:
             problems.append((lo_key, f"min_requests {params[lo_key]} > max_requests {params[hi_key]}",
                              "make min_requests <= max_requests"))
+        if self.check is not None and not problems:
+            problems += self.check(params)
         return problems
 
 
@@ -185,10 +189,11 @@ def register_family(name: str, generate: Family, defaults: Mapping[str, Any],
                     help: Mapping[str, str], capability: str | None, needs_tools: tuple[str, ...] = (),
                     by_id: Callable[[str, Mapping[str, Any]], Task] | None = None,
                     bounds: Mapping[str, tuple[float, float]] | None = None,
-                    choices: Mapping[str, tuple[str, ...]] | None = None) -> None:
+                    choices: Mapping[str, tuple[str, ...]] | None = None,
+                    check: Callable[[Mapping[str, Any]], list[tuple[str, str, str]]] | None = None) -> None:
     """Register a task family; ``defaults`` documents every knob the family reads."""
     FAMILIES[name] = FamilyInfo(name, generate, dict(defaults), dict(help), capability, tuple(needs_tools), by_id,
-                                dict(bounds or {}), dict(choices or {}))
+                                dict(bounds or {}), dict(choices or {}), check)
 
 
 def get_family(name: str) -> FamilyInfo:
