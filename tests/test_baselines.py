@@ -40,6 +40,12 @@ def test_feedback_names_what_went_wrong():
     text = feedback(failed[0])
     assert "failed" in text and "return" in text
     assert transcript(failed[0]).startswith("- ")
+    # Penalties are full marks at 0: a perfect episode names none, a broken one names them as paid.
+    perfect = rollout(OracleBatch(), ENV, range(1), progress=False).records[0]
+    assert "below full marks" not in feedback(perfect) and "Penalties" not in feedback(perfect)
+    broken = {**failed[0], "return_components": {"format_error": 1.0, "turn_cost": 0.5, "db_match": 0.0}}
+    assert "Penalties paid (0 is none): format_error=1.00, turn_cost=0.50." in feedback(broken)
+    assert "below full marks: db_match=0.00." in feedback(broken)
 
 
 class Scripted:
@@ -59,8 +65,8 @@ def test_gepa_optimizes_within_the_episode_budget(base, tok):
     reflect = Scripted()
     result = run_gepa(policy, tasks, budget=12, reflection_lm=reflect, minibatch=2)
     assert result["rollouts_used"] == result["metric_calls"]
-    # GEPA checks the budget between iterations; the last may score two minibatches and the valset.
-    assert 3 <= result["rollouts_used"] <= 12 - 1 + 2 * 2 + len(tasks)
+    # GEPA checks its limit between iterations, so it gets the budget less one iteration: never past it.
+    assert 3 <= result["rollouts_used"] <= 12
     assert reflect.calls >= 1 and result["candidates"] >= 1
     assert isinstance(result["best_prompt"], str) and result["best_prompt"]
 

@@ -12,12 +12,13 @@ feedback written from the env's reward components and annotations (reads it skip
 format errors, requests left unaddressed).
 
 Budget: GEPA counts *metric calls*, one per evaluated task, which here is one env
-episode. ``max_metric_calls`` is set to the rollout budget, and the adapter counts the
-episodes it really ran; that count is what the comparison charges. GEPA checks the budget
-only between iterations, and an iteration scores two minibatches (the current prompt and
-the proposed one) plus, when the proposal wins, every validation task: a run may end up
-to ``2 * minibatch + len(tasks) - 1`` episodes past the budget (as :func:`run_gepa` runs it:
-one proposal per iteration, no merges).
+episode, and the adapter counts the episodes it really ran; that count is what the
+comparison charges. GEPA checks its ``max_metric_calls`` only between iterations, and an
+iteration scores two minibatches (the current prompt and the proposed one) plus, when the
+proposal wins, every validation task: up to ``2 * minibatch + len(tasks)`` episodes. So
+:func:`run_gepa` gives GEPA the budget less that much (plus one), and a run never goes past
+the budget, like the GRPO baselines (one proposal per iteration, no merges). It may end up
+to that much under it.
 
 The reflection LM is any ``messages -> text`` callable: :class:`LocalReflection` runs the
 same local model (a tiny model cannot reflect usefully: its proposals are rarely better
@@ -52,11 +53,18 @@ def _require_gepa() -> Any:
 
 def feedback(record: Mapping[str, Any]) -> str:
     """What went wrong in one episode, in words, from its return, components and annotations."""
+    from trace_envs.reward import COMPONENTS
+
     parts = [f"The episode {'succeeded' if record['success'] else 'failed'} with return {record['return']:.2f}."]
-    weak = [k for k, v in sorted(record.get("return_components", {}).items()) if isinstance(v, (int, float)) and v < 1]
+    comps = {k: v for k, v in sorted(record.get("return_components", {}).items()) if isinstance(v, (int, float))}
+    # The shaped components (format_error, turn_cost) are penalties: full marks is 0, not 1.
+    penalty = {k for k in comps if k in COMPONENTS and COMPONENTS[k].shaped}
+    weak = [k for k, v in comps.items() if k not in penalty and v < 1]
     if weak:
-        parts.append("Reward components below full marks: "
-                     + ", ".join(f"{k}={record['return_components'][k]:.2f}" for k in weak) + ".")
+        parts.append("Reward components below full marks: " + ", ".join(f"{k}={comps[k]:.2f}" for k in weak) + ".")
+    paid = [k for k in sorted(penalty) if comps[k] > 0]
+    if paid:
+        parts.append("Penalties paid (0 is none): " + ", ".join(f"{k}={comps[k]:.2f}" for k in paid) + ".")
     notes = record.get("annotations", {})
     for key in ("missing_reads", "requests_unaddressed", "wrong_records", "format_errors"):
         value = notes.get(key)
@@ -167,7 +175,7 @@ def run_gepa(policy: Any, tasks: Sequence[tuple[str, int]], budget: int, reflect
              seed_prompt: str = SEED_PROMPT, minibatch: int = 3, seed: int = 0,
              batch_size: int = 16, log_path: Any = None, env_kwargs: Mapping[str, Any] | None = None
              ) -> dict[str, Any]:
-    """Evolve the system prompt on ``tasks`` with at most about ``budget`` episodes; returns the result as JSON data.
+    """Evolve the system prompt on ``tasks`` with at most ``budget`` episodes; returns the result as JSON data.
 
     GEPA's progress lines go to ``log_path`` when given (else they are dropped).
     """
@@ -177,9 +185,11 @@ def run_gepa(policy: Any, tasks: Sequence[tuple[str, int]], budget: int, reflect
                          f"{len(tasks)} tasks; give more budget or fewer tasks")
     adapter = EnvPromptAdapter(policy, batch_size=batch_size, env_kwargs=env_kwargs)
     trainset = [(e, int(s)) for e, s in tasks]
+    # The last iteration may run past GEPA's limit by one iteration's episodes (module docstring).
+    limit = max(budget - (2 * minibatch + len(tasks) - 1), len(tasks))
     result = gepa.optimize(
         seed_candidate={COMPONENT: seed_prompt}, trainset=trainset, valset=trainset, adapter=adapter,
-        reflection_lm=reflection_lm, max_metric_calls=budget, reflection_minibatch_size=minibatch, seed=seed,
+        reflection_lm=reflection_lm, max_metric_calls=limit, reflection_minibatch_size=minibatch, seed=seed,
         raise_on_exception=False, display_progress_bar=False, track_best_outputs=False,
         logger=_FileLogger(log_path),
     )

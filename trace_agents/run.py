@@ -20,8 +20,9 @@ stages and resumes the one that was interrupted):
 TRACE is charged every env episode it plays: the analysis episodes, the calibration
 probes and the GRPO rollouts. Each baseline gets that total. GRPO baselines take
 ``total // rollouts_per_step`` steps (so at most one step's rollouts less); GEPA gets
-it as ``max_metric_calls`` and may overshoot by its last iteration (two minibatches and,
-when a proposal wins, the validation tasks; the report charges what it ran). Opening
+it less one iteration's worst case (two minibatches and the validation tasks), since it
+checks its limit only between iterations, so it never goes past it either; the report
+charges what it ran. Opening
 an env to read its first message (routing) is not an episode and is not charged.
 
 ## Seeds
