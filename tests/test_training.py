@@ -298,9 +298,11 @@ def test_rollouts_can_be_generated_on_a_served_model(tmp_path, model_dir, monkey
     names = [f"grpo-{run_id}-step-{k}-rank0" for k in range(2)]
     server = StandInVLLM(training_chat)
     server.loaded[names[0]] = "left by a killed run"
-    with fake_endpoint(server) as (url, _):
+    with fake_endpoint(server) as (url, seen):
         summary = train_adapter(settings(tmp_path, vllm_url=url), model_dir, progress=False)
     assert summary["steps"] == 2 and summary["rollouts_used"] == 8
+    chat_requests = [r for path, r in seen if path.endswith("/chat/completions")]
+    assert all(r["top_k"] == -1 and r["repetition_penalty"] == 1.0 for r in chat_requests)  # plain sampling
     events = server.log
     chats = [name for kind, name in events if kind == "chat"]
     assert len(chats) >= 8 and set(chats) == set(names)

@@ -95,6 +95,12 @@ def unload_lora_adapter(base_url: str, name: str, api_key: str | None = None, ti
     _post(base_url.rstrip("/") + "/unload_lora_adapter", {"lora_name": name}, api_key, timeout)
 
 
+# vLLM fills sampling settings a request leaves out from the model's generation_config
+# (Qwen2.5-Instruct: top_k 20, repetition_penalty 1.05). Training assumes plain tempered
+# sampling, as HFPolicy does, so requests to vLLM spell these out.
+VLLM_PLAIN_SAMPLING: dict[str, Any] = {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0}
+
+
 def load_fresh(base_url: str, name: str, path: str | os.PathLike[str], api_key: str | None = None) -> None:
     """:func:`load_lora_adapter`, after unloading ``name`` if a killed run left it loaded (vLLM refuses
     to load a name twice)."""
@@ -182,7 +188,8 @@ class EndpointPolicy:
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, obs_format: str = "chat",
                  temperature: float = 1.0, top_p: float = 1.0, max_tokens: int = 256, seed: int = 0,
                  concurrency: int = 16, timeout: float = 120.0, system_prompt: str | None = None,
-                 adapter_prefix: str = "", name: str | None = None) -> None:
+                 adapter_prefix: str = "", name: str | None = None,
+                 extra_body: Mapping[str, Any] | None = None) -> None:
         if obs_format not in ("compact", "chat"):
             raise ValueError(f"obs_format must be 'compact' or 'chat', got {obs_format!r}")
         if concurrency < 1 or max_tokens < 1:
@@ -192,6 +199,7 @@ class EndpointPolicy:
         self.max_tokens, self.seed, self.concurrency, self.timeout = max_tokens, seed, concurrency, timeout
         self.system_prompt, self.adapter_prefix = system_prompt, adapter_prefix
         self.name = name or model  # the model in identity(): stored episodes are keyed by it
+        self.extra_body = dict(extra_body or {})  # more request fields, e.g. VLLM_PLAIN_SAMPLING
         self.adapters: dict[str, str] = {}  # local name -> the adapter directory loaded under it
         self._calls = 0
         self.shortened = 0  # requests resent without older turns (see complete)
@@ -234,7 +242,7 @@ class EndpointPolicy:
                 call["function"] = {**call["function"], "arguments": json.dumps(call["function"]["arguments"])}
         body: dict[str, Any] = {"model": self.served_name(adapter) if adapter else self.model, "messages": messages,
                                 "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
-                                "seed": self.seed + 100_003 * self._calls + row}
+                                "seed": self.seed + 100_003 * self._calls + row, **self.extra_body}
         tools = template_tools(info["tools"], self.obs_format)
         if tools:
             body["tools"] = tools
@@ -275,4 +283,5 @@ class EndpointPolicy:
         return {"policy": "endpoint", "model": self.name, "obs_format": self.obs_format,
                 "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
                 "seed": self.seed, **({"adapters": dict(sorted(self.adapters.items()))} if self.adapters else {}),
+                **({"extra_body": dict(sorted(self.extra_body.items()))} if self.extra_body else {}),
                 **({"system_prompt": self.system_prompt} if self.system_prompt else {})}

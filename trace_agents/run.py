@@ -207,7 +207,7 @@ def _served_policy(config: RunConfig, model_path: str, system_prompt: str | None
     import hashlib
     import warnings
 
-    from trace_agents.endpoint import EndpointPolicy, served_base_model
+    from trace_agents.endpoint import VLLM_PLAIN_SAMPLING, EndpointPolicy, served_base_model
 
     base = served_base_model(config.vllm_url)
     served, ours = str(base.get("root") or base["id"]), model_path
@@ -221,7 +221,7 @@ def _served_policy(config: RunConfig, model_path: str, system_prompt: str | None
     run_id = hashlib.sha1(str(config.dir.resolve()).encode()).hexdigest()[:8]
     return EndpointPolicy(config.vllm_url, str(base["id"]), obs_format="compact", temperature=config.temperature,
                           max_tokens=config.max_new_tokens, seed=config.seed, system_prompt=system_prompt,
-                          adapter_prefix=f"trace-{run_id}:", name=ours)
+                          adapter_prefix=f"trace-{run_id}:", name=ours, extra_body=VLLM_PLAIN_SAMPLING)
 
 
 # ---------------------------------------------------------------- stages

@@ -267,7 +267,13 @@ class ServedRollouts:
 
     def __call__(self, tasks: list[tuple[str, int]], repeats: int, model: Any, step: int
                  ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        from trace_agents.endpoint import EndpointError, EndpointPolicy, load_fresh, unload_lora_adapter
+        from trace_agents.endpoint import (
+            VLLM_PLAIN_SAMPLING,
+            EndpointError,
+            EndpointPolicy,
+            load_fresh,
+            unload_lora_adapter,
+        )
 
         s = self.settings
         rank = int(os.environ.get("RANK", "0"))
@@ -279,7 +285,8 @@ class ServedRollouts:
             # Each rank samples with its own seeds: a group split over ranks must not repeat itself.
             policy = EndpointPolicy(s.vllm_url, name, api_key=self.api_key, obs_format=s.obs_format,
                                     temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
-                                    seed=step_seed(s, step) + 10_000_019 * rank, concurrency=self.concurrency)
+                                    seed=step_seed(s, step) + 10_000_019 * rank, concurrency=self.concurrency,
+                                    extra_body=VLLM_PLAIN_SAMPLING)
             return play_episodes(policy, tasks, repeats, s, adapter=name)
         finally:
             try:
