@@ -326,13 +326,18 @@ class EpisodeRollouts:
         s = self.settings
         tasks = [(k["env_id"], int(k["seed"])) for k in map(json.loads, prompts)]
         counts = Counter(tasks)
-        model = trainer.accelerator.unwrap_model(trainer.model)
         played = []
-        # One process normally holds whole groups (K copies of a task); under several
-        # processes a group may be split, so tasks are played as often as they appear here.
-        for repeats in sorted(set(counts.values())):
-            same = [t for t in counts if counts[t] == repeats]
-            played += self.play(same, repeats, model, trainer.state.global_step)
+        # TRL's unwrap gathers ZeRO-3's sharded weights for the whole play (each process then
+        # plays its own episodes with full weights, no collective per forward pass); under
+        # DDP it is a plain unwrap.
+        from trl.models.utils import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
+            # One process normally holds whole groups (K copies of a task); under several
+            # processes a group may be split, so tasks are played as often as they appear here.
+            for repeats in sorted(set(counts.values())):
+                same = [t for t in counts if counts[t] == repeats]
+                played += self.play(same, repeats, model, trainer.state.global_step)
         self.rollouts += len(played)
         out: dict[str, Any] = group_samples(tasks, played, self.tokenizer, s.obs_format, s.max_length,
                                             group_size=s.num_generations)
@@ -523,7 +528,10 @@ def train_adapter(settings: GRPOSettings, model: Any, tokenizer: Any = None, res
         "processes": trainer.accelerator.num_processes, "resumed_from": str(checkpoint) if checkpoint else None,
         "train_loss": result.training_loss, "seconds": time.perf_counter() - t0,
     }
+    # The Trainer's save gathers sharded weights (ZeRO-3), so every process takes part; it
+    # writes the adapter in PEFT's layout and the tokenizer, and the main process writes.
+    trainer.save_model(str(adapter_dir))
     if trainer.accelerator.is_main_process:
-        trainer.model.save_pretrained(adapter_dir)
+        (adapter_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle: nothing here reads it
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
