@@ -85,6 +85,12 @@ def test_the_adapter_keeps_the_batch_order_and_repeats(base, tok):
 def test_local_reflection_answers_with_text(base, tok):
     reflect = LocalReflection(base, tok, max_new_tokens=8)
     assert isinstance(reflect("Propose a better instruction." * 2000), str) and reflect.calls == 1
+    # A prompt past the context keeps both ends (GEPA's current instruction first, the request last).
+    seen = []
+    reflect.chat = lambda messages: seen.append(messages[-1]["content"]) or "ok"
+    reflect("CURRENT INSTRUCTION. " + "example " * 20_000 + "WRITE THE NEW ONE.")
+    assert seen[0].startswith("CURRENT INSTRUCTION.") and seen[0].endswith("WRITE THE NEW ONE.")
+    assert len(tok.encode(seen[0], add_special_tokens=False)) <= reflect.limit
 
 
 def test_a_budget_too_small_for_the_seed_prompt_is_refused(base, tok):

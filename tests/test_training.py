@@ -128,7 +128,7 @@ def test_settings_are_checked_and_budgeted(tmp_path):
     assert s.tasks() == [("trace/a-v0", 0), ("trace/b-v0", 0), ("trace/a-v0", 1), ("trace/b-v0", 1),
                          ("trace/a-v0", 2), ("trace/b-v0", 2)]
     assert json.loads(task_prompt("trace/a-v0", 3)) == {"env_id": "trace/a-v0", "seed": 3}
-    for bad in ({"num_generations": 1}, {"env_ids": []}, {"max_steps": 0}, {"obs_format": "xml"}):
+    for bad in ({"num_generations": 1}, {"env_ids": []}, {"max_steps": 0}, {"obs_format": "xml"}, {"temperature": 0}):
         with pytest.raises(ValueError):
             settings(tmp_path, **bad)
 

@@ -165,8 +165,11 @@ class LocalReflection:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         text = messages[-1]["content"]
         ids = self.tokenizer.encode(text, add_special_tokens=False)
-        if len(ids) > self.limit - 64:  # keep the end: the current prompt and the request come last
-            messages[-1] = {**messages[-1], "content": self.tokenizer.decode(ids[-(self.limit - 64):])}
+        keep = self.limit - 64
+        if len(ids) > keep:  # GEPA puts the current instruction first and what to write last: cut the middle
+            head = keep // 2
+            messages[-1] = {**messages[-1], "content": self.tokenizer.decode(ids[:head]) + "\n...\n"
+                            + self.tokenizer.decode(ids[len(ids) - (keep - head):])}
         self.calls += 1
         return self.chat(messages)
 

@@ -119,6 +119,8 @@ class GRPOSettings:
             raise ValueError(f"obs_format must be 'compact' or 'chat', got {self.obs_format!r}")
         if self.max_length < 64:
             raise ValueError(f"max_length must be >= 64, got {self.max_length}")
+        if self.temperature <= 0:  # TRL refuses it too, but only after a step's rollouts are played
+            raise ValueError(f"temperature must be > 0: GRPO samples its rollouts, got {self.temperature}")
 
     @property
     def rollouts_per_step(self) -> int:
