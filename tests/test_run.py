@@ -139,7 +139,7 @@ def test_a_server_serving_another_base_model_is_refused(tmp_path):
 
 def test_bad_settings_are_rejected():
     for bad in ({"router": "oracle"}, {"top_p": 1.5}, {"num_generations": 1}, {"eval_episodes": 0},
-                {"min_capabilities": 0}, {"min_capabilities": 4, "max_capabilities": 3}):
+                {"min_capabilities": 0}, {"min_capabilities": 4, "max_capabilities": 3}, {"temperature": 0}):
         with pytest.raises(ValueError):
             RunConfig(**bad)
     with pytest.raises(ValueError, match="does not go with --vllm-url"):

@@ -103,6 +103,8 @@ class RunConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_generations < 2:
             raise ValueError("num_generations must be >= 2")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0: GRPO samples its rollouts with it, got {self.temperature}")
         if self.min_capabilities > self.max_capabilities:
             raise ValueError(f"min_capabilities ({self.min_capabilities}) must be <= max_capabilities "
                              f"({self.max_capabilities})")
