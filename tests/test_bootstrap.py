@@ -37,6 +37,14 @@ def test_config_rejects_bad_values() -> None:
         bs.BootstrapConfig(batch_size=4, micro_batch=3)
     with pytest.raises(ValueError, match="target_share"):
         bs.BootstrapConfig(target_share=2.0)
+    # Before the fine-tune, not after it: a mistyped env or a count of 0 costs no training.
+    with pytest.raises(KeyError, match="Did you mean `trace/retail-v0`"):
+        bs.BootstrapConfig(eval_envs=["trace/retial-v0"])
+    for bad in ({"eval_episodes": 0}, {"eval_batch_size": 0}, {"temperature": -1}, {"epochs": 0},
+                {"learning_rate": -1}):
+        with pytest.raises(ValueError):
+            bs.BootstrapConfig(**bad)
+    assert bs.BootstrapConfig(epochs=0, max_steps=3).max_steps == 3  # steps alone are fine
 
 
 def test_demonstrations_carry_the_deficit_profile() -> None:

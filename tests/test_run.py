@@ -139,11 +139,14 @@ def test_a_server_serving_another_base_model_is_refused(tmp_path):
 
 def test_bad_settings_are_rejected():
     for bad in ({"router": "oracle"}, {"top_p": 1.5}, {"num_generations": 1}, {"eval_episodes": 0},
-                {"min_capabilities": 0}, {"min_capabilities": 4, "max_capabilities": 3}, {"temperature": 0}):
+                {"min_capabilities": 0}, {"min_capabilities": 4, "max_capabilities": 3}, {"temperature": 0},
+                {"groups_per_step": 0}, {"calibration_seeds": 0}, {"max_turns": -3}, {"curve_episodes": 0}):
         with pytest.raises(ValueError):
             RunConfig(**bad)
     with pytest.raises(ValueError, match="does not go with --vllm-url"):
         RunConfig(top_p=0.5, vllm_url="http://gpu:8000/v1", model="m")
+    with pytest.raises(KeyError, match="Did you mean `trace/retail-v0`"):  # before any bootstrap
+        RunConfig(target="trace/retial-v0")
     with pytest.raises(ValueError, match="--vllm-url needs --model"):
         RunConfig(vllm_url="http://gpu:8000/v1")
 

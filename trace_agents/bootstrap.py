@@ -83,6 +83,20 @@ class BootstrapConfig:
             raise ValueError("demos, batch_size and max_new_tokens must be >= 1 and max_length >= 128")
         if self.micro_batch < 1 or self.batch_size % self.micro_batch:
             raise ValueError(f"micro_batch must divide batch_size; got {self.micro_batch} and {self.batch_size}")
+        # Checked here, not after the fine-tune: a typo must not cost a training run.
+        for name in ("eval_episodes", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.probe_episodes < 0 or self.temperature < 0:
+            raise ValueError(f"probe_episodes and temperature must be >= 0, got {self.probe_episodes} and "
+                             f"{self.temperature}")
+        if self.learning_rate <= 0 or (self.epochs <= 0 and self.max_steps <= 0):
+            raise ValueError(f"learning_rate must be > 0 and epochs > 0 (or max_steps > 0); got "
+                             f"{self.learning_rate}, {self.epochs} and {self.max_steps}")
+        from trace_envs.registration import check_id
+
+        for env_id in self.eval_envs:
+            check_id(env_id)
 
 
 def demonstrations(deficits: dict[str, float], n: int, target_share: float, seed: int = 0

@@ -98,11 +98,18 @@ class RunConfig:
         if not 0 <= self.top_p <= 1:
             raise ValueError(f"top_p must be in [0, 1], got {self.top_p}")
         for name in ("collect_episodes", "min_capabilities", "max_capabilities", "steps_per_adapter",
-                     "eval_episodes", "gepa_tasks", "batch_size", "router_examples"):
+                     "eval_episodes", "gepa_tasks", "batch_size", "router_examples", "groups_per_step",
+                     "calibration_seeds", "calibration_rollouts", "calibration_probes", "curve_episodes",
+                     "gepa_minibatch", "max_new_tokens", "lora_r"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_generations < 2:
             raise ValueError("num_generations must be >= 2")
+        if self.max_turns < 0 or self.curve_points < 0:
+            raise ValueError(f"max_turns and curve_points must be >= 0, got {self.max_turns} and {self.curve_points}")
+        from trace_envs.registration import check_id
+
+        check_id(self.target)  # before the base agent is bootstrapped, not after
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0: GRPO samples its rollouts with it, got {self.temperature}")
         if self.min_capabilities > self.max_capabilities:
