@@ -237,3 +237,23 @@ def test_bad_param_is_a_usage_error(capsys) -> None:
     assert main(["show", "trace/precondition-v0", "--param", "refuse_rate"]) == 2
     assert main(["show", "trace/precondition-v0", "--param", "refuse_rat=0.5"]) == 2
     assert "Did you mean 'refuse_rate'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["show", ID, "--seed", "-1"], ["check", ID, "--seed", "-2"],
+                                  ["tau2-check", "--limit", "-73"]])
+def test_negative_seeds_and_limits_are_usage_errors(argv, capsys) -> None:
+    assert main(argv) == 2  # a gymnasium traceback, or a slice from the end, before
+    assert "expected an integer >= 0" in capsys.readouterr().err
+
+
+def test_agent_cli_counts_and_reports_are_checked(tmp_path, capsys) -> None:
+    from trace_agents.cli import main as trace
+
+    assert trace(["evaluate", "--model", "oracle", "--episodes", "0"]) == 2
+    assert trace(["collect", "--policy", "oracle", "--episodes", "-1"]) == 2
+    assert trace(["collect", "--policy", "oracle", "--batch-size", "0"]) == 2
+    assert "expected an integer >= 1" in capsys.readouterr().err
+    report = tmp_path / "r.json"
+    report.write_text("[1, 2]")
+    assert trace(["synthesize", str(report), "--policy", "oracle"]) == 2
+    assert "is not a report of trace analyze" in capsys.readouterr().err

@@ -548,3 +548,23 @@ def test_initial_state_patch_applies_and_does_not_leak(tmp_path):
     total, info, _ = _play(env, "patched", _oracle_plan(_task("patched", root)))
     assert total == 1.0, info["db_diff"]
     assert order_seen("plain")["address"] == original["address"]
+
+
+@pytest.mark.parametrize(("db", "tasks", "file", "says"), [
+    ("{bad", "[]", "db.json", "cannot read it as JSON"),
+    ("{}", "[]", "db.json", "missing or not objects: users, orders, products"),
+    ('{"users": {}, "orders": {}, "products": {}}', '{"x": 1}', "tasks.json", "it is not a list"),
+    ('{"users": {}, "orders": {}, "products": {}}', '[{"id": 1}, {"no": 2}]', "tasks.json", "item 1 is not"),
+])
+def test_malformed_data_is_a_spec_error_naming_the_file(tmp_path, db, tasks, file, says):
+    (tmp_path / "db.json").write_text(db)
+    (tmp_path / "tasks.json").write_text(tasks)
+    with pytest.raises(SpecError, match=says) as info:  # raw JSONDecodeError, TypeError or KeyError before
+        gym.make("trace/tau2-retail-v0", data_dir=tmp_path).reset(seed=0)  # a Path is taken like a str
+    assert str(tmp_path.resolve() / file) in str(info.value)
+
+
+@pytest.mark.skipif(not HAVE_TAU2, reason=TAU2_MISSING)
+def test_data_dir_may_be_a_path():
+    obs, _ = gym.make("trace/tau2-retail-v0", data_dir=TAU2_DIR).reset(seed=0)
+    assert obs

@@ -40,6 +40,21 @@ def parse_rates(text: str) -> dict[str, float]:
     return out
 
 
+def count(text: str, least: int = 1) -> int:
+    """An argparse type: an integer >= ``least`` (episodes, batch sizes); ``natural`` allows 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {value}")
+    return value
+
+
+def natural(text: str) -> int:
+    return count(text, 0)
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
     """One flag per dataclass field, with the field's help text and default."""
     hints = typing.get_type_hints(cls)
@@ -216,6 +231,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
     _check_policy_choice(args)
     report = json.loads(Path(args.report).read_text(encoding="utf-8"))
+    if not isinstance(report, dict) or not isinstance(report.get("selected"), list):
+        raise ValueError(f"{args.report} is not a report of trace analyze (an object with a list 'selected')")
     target = args.target or (report.get("env_ids") or [None])[0]
     if not target:
         raise ValueError("the report names no target env; pass --target ID")
@@ -258,10 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a PEFT LoRA adapter directory to apply (with --endpoint it is loaded into the server; "
                         "a name that is not a directory is an adapter the server already serves)")
     p.add_argument("--env", nargs="+", default=["trace/retail-v0"], help="env ids (default: trace/retail-v0)")
-    p.add_argument("--episodes", type=int, default=100, help="episodes per env (default: 100)")
-    p.add_argument("--seed-start", type=int, default=1_000_000,
+    p.add_argument("--episodes", type=count, default=100, help="episodes per env (default: 100)")
+    p.add_argument("--seed-start", type=natural, default=1_000_000,
                    help="first seed; keep it disjoint from training seeds (default: 1000000)")
-    p.add_argument("--batch-size", type=int, default=16, help="envs generated for at once (default: 16)")
+    p.add_argument("--batch-size", type=count, default=16, help="envs generated for at once (default: 16)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0 = greedy (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     p.add_argument("--deficits", type=parse_rates, default={}, metavar="K=V,...",
@@ -277,9 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "episodes already stored.")
     add_policy_args(p, "HF model directory or id to collect with")
     p.add_argument("--env", default="trace/retail-v0", help="target env id (default: trace/retail-v0)")
-    p.add_argument("--episodes", type=int, default=300, help="episodes to collect (default: 300)")
-    p.add_argument("--seed-start", type=int, default=0, help="first seed (default: 0)")
-    p.add_argument("--batch-size", type=int, default=16, help="envs generated for at once (default: 16)")
+    p.add_argument("--episodes", type=count, default=300, help="episodes to collect (default: 300)")
+    p.add_argument("--seed-start", type=natural, default=0, help="first seed (default: 0)")
+    p.add_argument("--batch-size", type=count, default=16, help="envs generated for at once (default: 16)")
     p.add_argument("--out", default="runs/trajectories.jsonl", help="JSONL file to append to")
     p.add_argument("--resume", action="store_true", help="skip episodes already in --out")
     p.set_defaults(func=cmd_collect)

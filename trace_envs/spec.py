@@ -15,6 +15,7 @@ import difflib
 import functools
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +214,8 @@ def _check_meaning(data: dict[str, Any], source: str) -> TraceSpec:
 def with_params(spec: TraceSpec, overrides: Mapping[str, Any]) -> TraceSpec:
     """A copy of ``spec`` with family params overridden (validated like the file's own)."""
     data = spec.to_json()
+    # Paths are strings in a spec file; gym.make(..., data_dir=Path(...)) means the same.
+    overrides = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in overrides.items()}
     data["tasks"]["params"] = {**data["tasks"]["params"], **overrides}
     checked = load_spec(data)
     return dataclasses.replace(checked, source=spec.source)

@@ -67,7 +67,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
             "trace/tau2-retail-v0 needs the τ²-bench retail data. Pass data_dir=... to gym.make, or set "
             f"{ENV_VAR} to a directory holding domains/retail/{{db.json,tasks.json,policy.md}} "
             "(a tau2-bench checkout's data/tau2 works; so does ../shared/tau2 in this project)")
-    root = Path(raw).expanduser()
+    root = Path(raw).expanduser().resolve()  # loads are cached by path: a later chdir must not alias it
     for candidate in (root / "domains" / "retail", root):
         if (candidate / "db.json").is_file() and (candidate / "tasks.json").is_file():
             return candidate
@@ -75,14 +75,32 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
                     f"Fix: point data_dir or {ENV_VAR} at τ²-bench's data/tau2 directory")
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SpecError(f"{path}: cannot read it as JSON ({exc}). Fix: point data_dir or {ENV_VAR} at an "
+                        f"unmodified τ²-bench data/tau2 directory") from None
+
+
 @functools.lru_cache(maxsize=4)
 def load(retail_dir: Path) -> Tau2Data:
-    """Parse a retail data directory once per process."""
-    tables = json.loads((retail_dir / "db.json").read_text(encoding="utf-8"))
-    tasks = tuple(json.loads((retail_dir / "tasks.json").read_text(encoding="utf-8")))
+    """Parse a retail data directory once per process; malformed files are a SpecError naming them."""
+    tables = _read_json(retail_dir / "db.json")
+    missing = [k for k in ("users", "orders", "products") if not isinstance(tables, dict)
+               or not isinstance(tables.get(k), dict)]
+    if missing:
+        raise SpecError(f"{retail_dir / 'db.json'}: expected an object with the tables users, orders and products; "
+                        f"missing or not objects: {', '.join(missing)}")
+    tasks = _read_json(retail_dir / "tasks.json")
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) and "id" in t for t in tasks):
+        bad = next((i for i, t in enumerate(tasks) if not (isinstance(t, dict) and "id" in t)), None) \
+            if isinstance(tasks, list) else None
+        where = "it is not a list" if bad is None else f"item {bad} is not an object with an id"
+        raise SpecError(f"{retail_dir / 'tasks.json'}: expected a list of task objects, each with an id; {where}")
     policy_file = retail_dir / "policy.md"
     policy = policy_file.read_text(encoding="utf-8") if policy_file.is_file() else ""
-    return Tau2Data(retail_dir, tables, tasks, {str(t["id"]): i for i, t in enumerate(tasks)}, policy)
+    return Tau2Data(retail_dir, tables, tuple(tasks), {str(t["id"]): i for i, t in enumerate(tasks)}, policy)
 
 
 def data_for(params: Mapping[str, Any]) -> Tau2Data:
