@@ -195,7 +195,7 @@ def test_build_tokenizer_rejects_a_vocab_too_small():
 
 def test_tiny_preset_builds_once_and_reloads(tmp_path, monkeypatch):
     path = models.tiny_preset(cache=tmp_path, n_episodes=10)
-    assert path == tmp_path / "presets" / f"tiny-{models.PRESET_VERSION}"
+    assert path == models.preset_path("tiny", tmp_path, n_episodes=10) and path.parent == tmp_path / "presets"
     assert (path / ".complete").exists() and (path / "model.safetensors").exists()
     model, tok = models.load(path)
     assert model.config.vocab_size == len(tok) and tok.padding_side == "left"
@@ -255,3 +255,19 @@ def test_load_falls_back_to_eos_for_padding(tmp_path, saved_dir):
     config_file.write_text(json.dumps(config))
     _, tok = models.load(target, dtype="float32")
     assert tok.pad_token == tok.eos_token == "<|im_end|>"
+
+
+def test_the_preset_cache_key_follows_what_the_build_reads(monkeypatch):
+    """A changed preset table, corpus size, chat template or env code is another cache entry (a stale
+    tokenizer or model was reused when the key was the preset name and a hand-bumped version)."""
+    base = models.preset_fingerprint("tiny", 10)
+    assert models.preset_fingerprint("tiny", 10) == base and models.preset_fingerprint("tiny", 11) != base
+    monkeypatch.setitem(models.PRESETS, "tiny", {**models.PRESETS["tiny"], "hidden_size": 96})
+    assert models.preset_fingerprint("tiny", 10) != base
+    monkeypatch.undo()
+    monkeypatch.setattr(models, "_qwen_template", lambda: "another template")
+    assert models.preset_fingerprint("tiny", 10) != base
+    monkeypatch.undo()
+    tok = models.build_tokenizer(models.corpus(4), vocab_size=600)
+    model = models.build_model(tok)
+    assert model.config.rope_parameters is not models.PRESETS["tiny"]["rope_parameters"]

@@ -168,3 +168,18 @@ def test_an_endpoint_reply_with_a_lone_surrogate_is_stored(tmp_path):
         result = rollout(EndpointPolicy(url, "m", temperature=0.0), "trace/precondition-v0", range(2), batch_size=2,
                          store=path, resume=True, progress=False, env_kwargs={"max_turns": 2})
     assert result.n_episodes == 2 and len(list(TrajectoryStore(path).records())) == 2
+
+
+def test_weights_id_names_a_directory_by_where_it_is_and_what_it_holds(tmp_path, monkeypatch):
+    from trace_agents.trajectories import weights_id
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights one")
+    monkeypatch.chdir(tmp_path)
+    same = {weights_id(p) for p in ("m", "./m/", str(model), tmp_path / "m" / ".." / "m")}
+    assert len(same) == 1 and next(iter(same))[0] == str(model.resolve())  # however it is spelled
+    (model / "model.safetensors").write_bytes(b"weights two")  # retrained in place: another agent
+    assert weights_id(model)[1] != next(iter(same))[1]
+    assert weights_id("Qwen/Qwen3-8B") == ("Qwen/Qwen3-8B", None)  # a hub id is kept as given

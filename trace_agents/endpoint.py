@@ -201,6 +201,7 @@ class EndpointPolicy:
         self.name = name or model  # the model in identity(): stored episodes are keyed by it
         self.extra_body = dict(extra_body or {})  # more request fields, e.g. VLLM_PLAIN_SAMPLING
         self.adapters: dict[str, str] = {}  # local name -> the adapter directory loaded under it
+        self.adapter_weights: dict[str, str | None] = {}  # local name -> digest of its weights
         self._calls = 0
         self.shortened = 0  # requests resent without older turns (see complete)
         self._lock = threading.Lock()
@@ -217,8 +218,10 @@ class EndpointPolicy:
         """
         from pathlib import Path
 
+        from trace_agents.trajectories import weights_id
+
         load_fresh(self.base_url, self.adapter_prefix + name, Path(path).resolve(), self.api_key)
-        self.adapters[name] = str(path)
+        self.adapters[name], self.adapter_weights[name] = weights_id(path)
 
     def close(self) -> None:
         """Unload every adapter :meth:`load_adapter` loaded (a failure warns; the rest still unload)."""
@@ -230,6 +233,7 @@ class EndpointPolicy:
             except EndpointError as exc:
                 warnings.warn(f"could not unload adapter {self.served_name(name)!r}: {exc}", stacklevel=2)
             del self.adapters[name]
+            self.adapter_weights.pop(name, None)
 
     def forget(self, slot: Any = None) -> None:
         """Nothing to drop: the server keeps no per-episode state of ours (as :meth:`HFPolicy.forget`)."""
@@ -283,5 +287,6 @@ class EndpointPolicy:
         return {"policy": "endpoint", "model": self.name, "obs_format": self.obs_format,
                 "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
                 "seed": self.seed, **({"adapters": dict(sorted(self.adapters.items()))} if self.adapters else {}),
+                **({"adapter_weights": dict(sorted(self.adapter_weights.items()))} if self.adapters else {}),
                 **({"extra_body": dict(sorted(self.extra_body.items()))} if self.extra_body else {}),
                 **({"system_prompt": self.system_prompt} if self.system_prompt else {})}

@@ -13,6 +13,7 @@ TRL recognizes for tool calling and for assistant-only loss.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import sys
@@ -87,8 +88,7 @@ def corpus(n_episodes: int = 400, seed: int = 0, obs_format: str = "compact",
     import trace_envs
     from trace_agents.chat import template_tools, to_chat
 
-    ids = sorted(env_ids) if env_ids is not None else [
-        i for i in trace_envs.registered_ids() if i not in _CORPUS_EXCLUDE]
+    ids = sorted(env_ids) if env_ids is not None else _corpus_ids()
     if not ids:
         raise ValueError("corpus needs at least one env id")
     if n_episodes < 1:
@@ -180,7 +180,7 @@ def build_model(tokenizer: Any, preset: str = "tiny", seed: int = 0, **overrides
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     config = Qwen2Config(vocab_size=len(tokenizer), bos_token_id=pad, eos_token_id=eos, pad_token_id=pad,
-                         **{**PRESETS[preset], **overrides})
+                         **copy.deepcopy({**PRESETS[preset], **overrides}))  # the config must not share the table
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
     # Both end markers stop generation, as in Qwen2.5-Instruct's generation config.
@@ -188,9 +188,40 @@ def build_model(tokenizer: Any, preset: str = "tiny", seed: int = 0, **overrides
     return model.eval()
 
 
-def preset_path(preset: str = "tiny", cache: str | Path | None = None) -> Path:
-    """Where ``tiny_preset(preset, cache)`` keeps its files."""
-    return Path(cache or cache_dir()) / "presets" / f"{preset}-{PRESET_VERSION}"
+def _corpus_ids() -> list[str]:
+    import trace_envs
+
+    return [i for i in trace_envs.registered_ids() if i not in _CORPUS_EXCLUDE]
+
+
+def preset_fingerprint(preset: str = "tiny", n_episodes: int = 400) -> str:
+    """A short hash of everything a preset build reads: its settings, the chat template, the
+    specs of the corpus envs and the code that plays and renders them. A change to any of
+    them gives another cache entry, so a stale tokenizer or model is never reused."""
+    import hashlib
+    import json
+
+    import gymnasium as gym
+
+    import trace_envs
+    import trace_agents.chat
+
+    h = hashlib.sha256(json.dumps({"version": PRESET_VERSION, "preset": PRESETS[preset], "n_episodes": n_episodes,
+                                   "vocab": PRESET_VOCAB[preset], "template": _qwen_template()},
+                                  sort_keys=True, default=str).encode())
+    for env_id in _corpus_ids():
+        spec = gym.spec(env_id).kwargs.get("spec")
+        h.update(json.dumps(spec.to_json() if hasattr(spec, "to_json") else env_id, sort_keys=True,
+                            default=str).encode())
+    sources = [*sorted(Path(trace_envs.__file__).parent.rglob("*.py")), Path(trace_agents.chat.__file__)]
+    for source in sources:
+        h.update(source.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def preset_path(preset: str = "tiny", cache: str | Path | None = None, n_episodes: int = 400) -> Path:
+    """Where ``tiny_preset(preset, cache, n_episodes=...)`` keeps its files (see :func:`preset_fingerprint`)."""
+    return Path(cache or cache_dir()) / "presets" / f"{preset}-{preset_fingerprint(preset, n_episodes)}"
 
 
 def tiny_preset(preset: str = "tiny", cache: str | Path | None = None, rebuild: bool = False,
@@ -198,7 +229,7 @@ def tiny_preset(preset: str = "tiny", cache: str | Path | None = None, rebuild: 
     """Build the preset's tokenizer and random-init model once; the directory ``load`` reads."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-    path = preset_path(preset, cache)
+    path = preset_path(preset, cache, n_episodes)
     if (path / _MARKER).exists() and not rebuild:
         return path
     require_train_extra("filelock")

@@ -270,8 +270,13 @@ class HFPolicy:
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         # Instructions put before the env's system message (GEPA evolves this text).
         self.system_prompt = system_prompt
-        self.name = name or str(getattr(model, "name_or_path", "") or type(model).__name__)
+        from trace_agents.trajectories import weights_id
+
+        # Identities key stored episodes: a local model is its resolved path plus a weights digest.
+        self.name, self.weights = (name, None) if name else weights_id(
+            str(getattr(model, "name_or_path", "") or type(model).__name__))
         self.adapters: dict[str, str] = {}
+        self.adapter_weights: dict[str, str | None] = {}
         # Per-slot KV caches kept across turns (see _batched_past); rows without a "slot" skip it.
         self.reuse_cache = reuse_cache
         self._kv: dict[Any, _SlotCache] = {}
@@ -347,7 +352,9 @@ class HFPolicy:
                 self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
                 self._owns_peft = True
         self.model.eval()
-        self.adapters[name] = str(path)
+        from trace_agents.trajectories import weights_id
+
+        self.adapters[name], self.adapter_weights[name] = weights_id(path)
         self._tuner_layer = None  # the model now has LoRA layers to read
 
     # ------------------------------------------------------------------ acting
@@ -682,6 +689,9 @@ class HFPolicy:
         """Model, loaded adapters and sampling settings (JSON-able)."""
         return {
             "policy": "hf", "model": self.name, "adapters": dict(sorted(self.adapters.items())),
+            **({"weights": self.weights} if self.weights else {}),
+            **({"adapter_weights": dict(sorted(self.adapter_weights.items()))} if any(self.adapter_weights.values())
+               else {}),
             "obs_format": self.obs_format, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
             "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed, "max_prompt_tokens": self.max_prompt_tokens,
             "reuse_cache": self.reuse_cache,

@@ -120,6 +120,24 @@ def policy_key(identity: Mapping[str, Any], adapter: str | None = None,
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def weights_id(path: str | os.PathLike[str]) -> tuple[str, str | None]:
+    """``(path, digest)`` naming a model or adapter in a policy's identity.
+
+    A local directory is named by its resolved path (however it was spelled) and a short
+    digest of its config and the first MiB and size of each weight file, so weights
+    retrained in place are another agent; anything else (a hub id) is kept as given.
+    """
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        return str(path), None
+    h = hashlib.sha256()
+    for f in sorted(p.glob("*")):
+        if f.name in ("config.json", "adapter_config.json") or f.suffix == ".safetensors":
+            with open(f, "rb") as fh:
+                h.update(f"{f.name}:{f.stat().st_size}:".encode() + fh.read(1 << 20))
+    return str(p.resolve()), h.hexdigest()[:12]
+
+
 def episode_key(env_id: str, task_id: str, seed: int, policy_key: str) -> str:
     """The record key: ``env_id|task_id|seed|policy_key``."""
     return f"{env_id}|{task_id}|{seed}|{policy_key}"
