@@ -203,3 +203,15 @@ def _opening() -> dict:
     env = gym.make("trace/retail-v0")
     _, info = env.reset(seed=5)
     return info
+
+
+def test_demonstration_counts_never_go_negative() -> None:
+    demos = bs.demonstrations({}, n=3, target_share=0.0)
+    assert len(demos) == 3  # 4 before: the target's share came out as -1
+
+
+def test_a_model_without_a_chat_template_is_a_clear_error() -> None:
+    from types import SimpleNamespace
+
+    with pytest.raises(ValueError, match="has no chat template"):
+        bs.tokenize_demos([], SimpleNamespace(chat_template=None), max_length=512)

@@ -104,7 +104,8 @@ def demonstrations(deficits: dict[str, float], n: int, target_share: float, seed
     """Oracle conversations: the target gets ``target_share``, the capability envs the rest."""
     from trace_envs import OraclePolicy
 
-    per_cap = round(n * (1 - target_share) / len(CAPABILITY_ENVS))
+    # At most n // len(CAPABILITY_ENVS) each, so the target's count is never negative.
+    per_cap = min(round(n * (1 - target_share) / len(CAPABILITY_ENVS)), n // len(CAPABILITY_ENVS))
     plan = [(TARGET, n - per_cap * len(CAPABILITY_ENVS))] + [(e, per_cap) for e in CAPABILITY_ENVS]
     oracle = OraclePolicy(deficits=deficits, seed=seed)
     return [demo for env_id, count in plan for demo in _play(oracle, env_id, range(count))]
@@ -145,6 +146,9 @@ def tokenize_demos(demos: list[dict[str, Any]], tokenizer: Any, max_length: int,
 
     from trace_agents.chat import template_tools, to_chat
 
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the model's tokenizer has no chat template: trace bootstrap --model needs a chat model "
+                         "(a chat_template in its tokenizer_config.json or chat_template.jinja)")
     template = get_training_chat_template(tokenizer) or tokenizer.chat_template
     ids, masks, cut = [], [], 0
     for demo in demos:
