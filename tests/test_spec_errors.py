@@ -213,7 +213,7 @@ def test_register_override_replaces_quietly(scratch_ids: list[str]) -> None:
         warnings.simplefilter("always")
         assert register_spec(data | {"max_turns": 7}, override=True) == "testing/override-v0"
     assert gym.make("testing/override-v0").unwrapped.trace_spec.max_turns == 7
-    assert gym.spec("testing/override-v0").max_episode_steps == 7
+    assert gym.spec("testing/override-v0").max_episode_steps is None  # the env truncates (and scores) itself
     # override=True is the caller's explicit request: gymnasium's "Overriding environment" warning is
     # noise that turns into an error under filterwarnings=error (this project's pytest setting).
     assert not caught, f"register_spec(..., override=True) warned: {[str(w.message) for w in caught]}"
@@ -291,3 +291,52 @@ def test_multi_step_kinds_that_cannot_fill_a_conversation(tmp_path: Path) -> Non
     with pytest.raises(SpecError, match=r"\$\.tasks\.params\.kinds: update_user_address alone cannot fill") as info:
         load_spec(path)
     assert str(path) in str(info.value) and "add another kind" in str(info.value)
+
+
+def test_a_raised_turn_limit_is_not_cut_short_by_a_time_limit_wrapper() -> None:
+    env = gym.make("trace/precondition-v0", max_turns=45)  # the spec says 30
+    env.reset(seed=0)
+    steps, truncated, info = 0, False, {}
+    while not truncated:
+        _, _, terminated, truncated, info = env.step("hmm, let me think")
+        steps += 1
+        assert not terminated
+    assert steps == 45 and "success" in info  # a TimeLimit at 30 cut it before, unscored
+
+
+def test_a_user_spec_with_a_malformed_id_is_skipped_not_fatal(tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text('{"id": "my env!"}')
+    (tmp_path / "unversioned.json").write_text('{"id": "trace/precondition"}')
+    code = "import trace_envs; print(len(trace_envs.registered_ids()))"
+    out = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "TRACE_ENV_SPECS": str(tmp_path)})
+    assert out.returncode == 0, out.stderr  # import died with gymnasium's "Malformed environment ID"
+    assert "is not an id like 'namespace/name-v0'" in out.stderr and "bad.json" in out.stderr
+
+
+def test_a_relative_spec_dir_survives_a_chdir(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "mine.json").write_text(json.dumps({**BASE, "id": "user/mine-v0"}))
+    code = ("import os, gymnasium as gym, trace_envs; os.chdir('/'); "
+            "print(gym.make('user/mine-v0').reset(seed=0)[0][:10])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "TRACE_ENV_SPECS": "specs"})
+    assert out.returncode == 0, out.stderr  # "cannot read the spec" after the chdir before
+
+
+def test_max_chars_below_the_schema_minimum_is_refused_and_the_opening_survives_clipping() -> None:
+    with pytest.raises(SpecError, match="max_chars must be an integer >= 256"):
+        gym.make("trace/precondition-v0", max_chars=5)
+    for fmt in ("chat", "compact"):
+        env = gym.make("trace/precondition-v0", max_chars=300, obs_format=fmt)
+        obs, info = env.reset(seed=0)
+        opening = info["messages"][-1]["content"]
+        assert len(obs) <= 300 and obs.endswith(opening[-40:]), obs  # the policy and tools are cut, not the request
+
+
+def test_the_check_kit_uses_the_envs_own_turn_limit() -> None:
+    from trace_envs.testing import check_text_env
+
+    env = TraceEnv(BUILTIN_DIR / "precondition-v0.json", max_turns=45)  # failed: "outlived max_turns=30"
+    assert check_text_env(env, episodes=1)

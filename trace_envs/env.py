@@ -27,6 +27,8 @@ from trace_envs.spaces import UnicodeText
 from trace_envs.spec import TraceSpec, load_spec, with_params
 from trace_envs.tasks import Call, Task, get_family
 from trace_envs.user import ExternalUser, ScriptedUser, User, UserModel
+
+MIN_OBS_CHARS = 256  # the schema's minimum for max_chars: room for a clipped head and the opening
 from trace_envs.world import check_arguments
 
 _AUTH_TOOLS = frozenset({"find_user_id_by_email", "find_user_id_by_name_zip"})
@@ -101,6 +103,9 @@ class TraceEnv(gym.Env[str, str]):
         self.tool_schemas = json.loads(json.dumps([t.schema for t in self.tools.values()]))
         self._tool_list = list(self.tools.values())
         self.family = get_family(s.family)
+        if max_chars is not None and (not isinstance(max_chars, int) or max_chars < MIN_OBS_CHARS):
+            raise SpecError(f"max_chars must be an integer >= {MIN_OBS_CHARS} (the schema's minimum), got "
+                            f"{max_chars!r}")
         self.max_chars = max_chars or s.max_chars
         self.max_turns = max_turns or s.max_turns
         self.renderer = RENDERERS[obs_format or s.obs_format](self.max_chars)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,8 @@ _PACKAGE = Path(__file__).resolve().parent
 # Checkout layout first (env_specs/ beside the package), then the wheel's copy.
 BUILTIN_SPEC_DIRS = (_PACKAGE.parent / "env_specs", _PACKAGE / "specs")
 
+# Gymnasium's id grammar: [namespace/]name-vN, the version required.
+_ID = re.compile(r"(?:[\w:.-]+/)?[\w:.-]+-v\d+")
 _OURS: dict[str, Path | None] = {}  # id -> file it came from (None for dicts)
 
 
@@ -34,7 +37,7 @@ def spec_dirs() -> list[Path]:
     dirs = [builtin] if builtin else []
     for part in os.environ.get("TRACE_ENV_SPECS", "").split(os.pathsep):
         if part.strip():
-            dirs.append(Path(part).expanduser())
+            dirs.append(Path(part).expanduser().resolve())  # registered paths must survive a chdir
     return dirs
 
 
@@ -47,7 +50,7 @@ def register_spec(spec: str | Path | Mapping[str, Any], *, validate: bool = True
     """Register one spec (a path or a dict) with Gymnasium; returns its id."""
     from trace_envs.spec import load_spec
 
-    path = None if isinstance(spec, Mapping) else Path(spec)
+    path = None if isinstance(spec, Mapping) else Path(spec).expanduser().resolve()
     where = str(path) if path is not None else "<dict>"
     if validate:
         data = load_spec(spec).to_json()
@@ -62,8 +65,9 @@ def register_spec(spec: str | Path | Mapping[str, Any], *, validate: bool = True
     if not isinstance(data, dict):
         raise SpecError(f"{where}: $: expected a JSON object, got {type(data).__name__}. Fix: wrap the spec in {{...}}")
     env_id = data.get("id")
-    if not isinstance(env_id, str):
-        raise SpecError(f"{where}: $.id: missing or not a string. Fix: add an id like 'trace/my-env-v0'")
+    if not isinstance(env_id, str) or not _ID.fullmatch(env_id):
+        raise SpecError(f"{where}: $.id: {env_id!r} is not an id like 'namespace/name-v0' (a name and a version). "
+                        f"Fix: add or correct it, e.g. 'trace/my-env-v0'")
     max_turns = data.get("max_turns", 50)
     if not isinstance(max_turns, int) or isinstance(max_turns, bool) or max_turns < 1:
         raise SpecError(f"{where}: $.max_turns: expected a positive integer, got {max_turns!r}. Fix: set e.g. 40")
@@ -75,8 +79,15 @@ def register_spec(spec: str | Path | Mapping[str, Any], *, validate: bool = True
                                     f"pass override=True to replace it or change the spec's id")
         del gym.registry[env_id]  # an explicit override: no "Overriding environment" warning
     kwargs: dict[str, Any] = {"spec": str(path) if path is not None else data}
-    gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs=kwargs,
-                 max_episode_steps=max_turns, disable_env_checker=False, order_enforce=True)
+    # No TimeLimit wrapper (max_episode_steps): the env truncates at its own max_turns and
+    # scores that last step, which a wrapper registered with the spec's limit would cut
+    # short when gym.make(..., max_turns=N) raises it.
+    try:
+        gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs=kwargs, max_episode_steps=None,
+                     disable_env_checker=False, order_enforce=True)
+    except gym.error.Error as exc:
+        raise SpecError(f"{where}: $.id: gymnasium refused {env_id!r} ({exc}). Fix: use an id like "
+                        f"'trace/my-env-v0'") from None
     _OURS[env_id] = path
     return env_id
 

@@ -40,8 +40,18 @@ class Renderer:
             return text
         return text[: self.max_chars - len(_CUT)] + _CUT
 
+    def clip_head(self, head: str, rest: str) -> str:
+        """``head + rest`` within ``max_chars``, cutting the head (policy, tools) first: the
+        conversation after it is what the agent must act on."""
+        room = self.max_chars - len(rest)
+        if len(head) <= room:
+            return head + rest
+        if room > len(_CUT):
+            return head[: room - len(_CUT)] + _CUT + rest
+        return self.clip(rest)
+
     def first(self, policy: str, tools: Sequence[Tool], opening: str) -> str:
-        return self.clip(f"{policy}\n\n# Tools\n{self.tools_text(tools)}\n\n# Conversation\nuser: {opening}")
+        return self.clip_head(f"{policy}\n\n# Tools\n{self.tools_text(tools)}", f"\n\n# Conversation\nuser: {opening}")
 
     def user(self, text: str) -> str:
         return self.clip(f"user: {text}")
@@ -59,7 +69,7 @@ class CompactRenderer(Renderer):
         return "\n".join(f"{t.name}({', '.join(t.parameters.get('properties', {}))})" for t in tools)
 
     def first(self, policy: str, tools: Sequence[Tool], opening: str) -> str:
-        return self.clip(f"tools:\n{self.tools_text(tools)}\nU: {opening}")
+        return self.clip_head(f"tools:\n{self.tools_text(tools)}", f"\nU: {opening}")
 
     def user(self, text: str) -> str:
         return self.clip(f"U: {text}")

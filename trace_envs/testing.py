@@ -315,7 +315,7 @@ def _episode(env, spec, seed: int, plan, *, env_id: str, where: str, options=Non
         raise _fail(env_id, f"{where}: reset info['step'] is {info['step']!r}, expected 0")
     run.add(obs, 0.0, False, False, info)
     total = 0.0
-    for step in range(1, spec.max_turns + 1):
+    for step in range(1, u.max_turns + 1):
         action = plan(obs, info)
         if check_spaces and not u.action_space.contains(action):
             raise _fail(env_id, f"{where}: the action {action[:80]!r} is not in action_space {u.action_space}")
@@ -329,7 +329,7 @@ def _episode(env, spec, seed: int, plan, *, env_id: str, where: str, options=Non
         if terminated or truncated:
             _check_end(env_id, info, f"{where} step {step}")
             return run, total
-    raise _fail(env_id, f"{where}: no termination or truncation after max_turns={spec.max_turns} steps")
+    raise _fail(env_id, f"{where}: no termination or truncation after max_turns={u.max_turns} steps")
 
 
 def _check_step(env_id, spec, where, obs, reward, terminated, truncated, info, check_spaces, obs_space) -> None:
@@ -447,7 +447,7 @@ def check_text_env(env, episodes: int = 3, seed: int = 0) -> dict[str, Any]:
     names = [t["function"]["name"] for t in u.tool_schemas] or ["get_order_details"]
     hostile = adversarial_examples(names)
     adversarial_steps = 0
-    size = max(1, spec.max_turns - 1)
+    size = max(1, u.max_turns - 1)
     chunks = [hostile[i:i + size] for i in range(0, len(hostile), size)]
     for k, chunk in enumerate(chunks):
         s = seeds[k % len(seeds)]
@@ -478,8 +478,8 @@ def check_text_env(env, episodes: int = 3, seed: int = 0) -> dict[str, Any]:
             seen_errors = errors
             total += reward
             done = terminated or truncated
-            if step > spec.max_turns:
-                raise _fail(env_id, f"{where}: the episode outlived max_turns={spec.max_turns}")
+            if step > u.max_turns:
+                raise _fail(env_id, f"{where}: the episode outlived max_turns={u.max_turns}")
         _check_end(env_id, info, f"adversarial seed {s}")
         _check_return(env_id, spec, total, info, f"adversarial seed {s}")
 
