@@ -9,4 +9,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRACE_EXTRAS=${TRACE_EXTRAS:-dev,train,gepa} bash scripts/setup.sh
-.venv/bin/trace run "$@"
+"${TRACE_VENV:-.venv}/bin/trace" run "$@"

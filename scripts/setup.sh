@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv (if needed) and install trace-rl with the extras named in $TRACE_EXTRAS.
 #
-#   TRACE_EXTRAS=dev        bash scripts/setup.sh   # envs + tests (default)
+#   TRACE_EXTRAS=dev        bash scripts/setup.sh   # envs + pytest (the agent tests need train too)
 #   TRACE_EXTRAS=dev,train  bash scripts/setup.sh   # + torch/transformers/peft/trl
+#   (scripts/test.sh and scripts/main.sh install dev,train,gepa)
 #
 # With the train extra on a machine without an NVIDIA GPU, the CPU build of torch is
 # installed first (torch==2.13.0, which the train extra's range admits), so pip does not
@@ -31,7 +32,15 @@ if [[ ",$EXTRAS," == *",train,"* ]] && ! "$VENV/bin/python" -c "import torch" 2>
     "${PIP[@]}" "torch>=2.4,<2.15"
   else
     echo "[setup] no GPU: installing the CPU build of torch"
-    "${PIP[@]}" "torch==2.13.0" || "${PIP[@]}" "torch>=2.4,<2.15"
+    if ! "${PIP[@]}" "torch==2.13.0"; then
+      echo "[setup] WARNING: torch==2.13.0 is not installable here; falling back to the newest torch in" \
+           "range, which may be a multi-GB CUDA build" >&2
+      "${PIP[@]}" "torch>=2.4,<2.15"
+    fi
+    if "$VENV/bin/python" -c "import sys, torch; sys.exit(torch.version.cuda is None)"; then
+      echo "[setup] WARNING: the installed torch is a CUDA build on a machine without a GPU; it works," \
+           "but a CPU build is smaller" >&2
+    fi
   fi
 fi
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 TRACE_EXTRAS=${TRACE_EXTRAS:-dev,train,gepa} bash scripts/setup.sh
 export TRACE_SHORT=${TRACE_SHORT:-1}
 set +e
-.venv/bin/python -m pytest -p no:cacheprovider "$@"
+"${TRACE_VENV:-.venv}/bin/python" -m pytest -p no:cacheprovider --durations=10 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
