@@ -153,6 +153,7 @@ def _variant_choice(c: Ctx, pid: str, current: str, pick: str, allowed: bool
                     ) -> tuple[dict, str, dict | None]:
     """Choose the new variant: (variant, how the user describes it, plausible wrong one)."""
     variants = [v for v in c.b.products[pid]["variants"].values() if v["item_id"] != current]
+    mine = next((v for v in c.b.products[pid]["variants"].values() if v["item_id"] == current), None)
     name = c.b.products[pid]["name"]
     if pick == "cheapest":
         # "the cheapest available one with <option> = <value>": traps are cheaper variants
@@ -162,6 +163,9 @@ def _variant_choice(c: Ctx, pid: str, current: str, pick: str, allowed: bool
             ok = [v for v in variants if v["options"][opt] == val and v["available"]]
             if ok:
                 best = min(ok, key=lambda v: (v["price"], v["item_id"]))
+                if (mine is not None and mine["available"] and mine["options"].get(opt) == val
+                        and (mine["price"], mine["item_id"]) <= (best["price"], best["item_id"])):
+                    continue  # the item the user has is itself the cheapest such one: ambiguous
                 traps = [v for v in variants if v["price"] < best["price"]]
                 wrong = min(traps, key=lambda v: v["price"]) if traps else (
                     sorted(ok, key=lambda v: v["price"])[1] if len(ok) > 1 else None)
