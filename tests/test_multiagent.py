@@ -110,3 +110,16 @@ def test_a_silent_learner_user_does_not_resolve_anything() -> None:
 def test_unknown_id_gets_a_did_you_mean() -> None:
     with pytest.raises(KeyError, match="Did you mean `trace/retail-v0`"):
         multiagent.make("trace/retial-v0")
+
+
+def test_a_message_after_a_bad_action_clears_its_parse_error_and_user_text_is_capped() -> None:
+    from trace_envs.actions import MAX_ACTION_CHARS
+
+    env = multiagent.make("trace/retail-v0", scripted_user=False)
+    env.reset(seed=0)
+    env.step('<tool_call>{"name": oops</tool_call>')  # the assistant's malformed call
+    assert "parse_error" in env.infos["assistant"]
+    env.step("Hello, how can I help?")  # a message: the user answers next
+    assert "parse_error" not in env.infos["assistant"] and "parse_error" not in env.infos["user"]
+    env.step("x" * (3 * MAX_ACTION_CHARS))  # the learner user's reply
+    assert len(env.env.log.last_user_text) <= MAX_ACTION_CHARS

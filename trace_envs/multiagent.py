@@ -30,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 from pettingzoo import AECEnv
 
-from trace_envs.actions import parse_action
+from trace_envs.actions import MAX_ACTION_CHARS, parse_action
 from trace_envs.env import TraceEnv
 from trace_envs.registration import check_id
 from trace_envs.user import ExternalUser
@@ -111,13 +111,16 @@ class DualControlEnv(AECEnv):
                 self._pending = parsed.text
                 self._obs[USER] = self.env.renderer.clip(f"assistant: {parsed.text}")
                 self.rewards = dict.fromkeys(self.agents, 0.0)
+                # This message parsed: an earlier action's parse_error does not describe it.
+                self.infos = {a: {k: v for k, v in i.items() if k != "parse_error"} for a, i in self.infos.items()}
                 self.agent_selection = USER
                 self._accumulate_rewards()
                 return
             self._advance(action)
         else:
             if not self.scripted_user:
-                self._side.reply = action if isinstance(action, str) else ""
+                # Capped like an agent's action: the reply is stored in the conversation.
+                self._side.reply = action[:MAX_ACTION_CHARS] if isinstance(action, str) else ""
             self._advance(self._pending)
             self.agent_selection = ASSISTANT
 
