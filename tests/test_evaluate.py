@@ -108,3 +108,18 @@ def test_cli_reruns_do_not_duplicate_stored_episodes(tmp_path, capsys) -> None:
                "--seed-start", "1000000", "--out", str(traj)]
     assert main(collect) == 2 and "already holds 4 of these episodes" in capsys.readouterr().err
     assert main([*collect, "--resume"]) == 0 and len(list(TrajectoryStore(traj))) == 4
+
+
+def test_cli_passes_a_data_dir_to_the_tau2_env_only(tmp_path, capsys, monkeypatch) -> None:
+    from helpers import HAVE_TAU2, TAU2_DIR, TAU2_MISSING
+
+    if not HAVE_TAU2:
+        pytest.skip(TAU2_MISSING)
+    monkeypatch.delenv("TAU2_DATA_DIR", raising=False)  # the flag alone must find the data
+    out = tmp_path / "e.json"
+    assert main(["evaluate", "--model", "oracle", "--env", "trace/tau2-retail-v0", "trace/precondition-v0",
+                 "--episodes", "2", "--data-dir", str(TAU2_DIR), "--out", str(out)]) == 0
+    assert [s["env_id"] for s in json.loads(out.read_text())] == ["trace/tau2-retail-v0", "trace/precondition-v0"]
+    assert main(["evaluate", "--model", "oracle", "--env", "trace/precondition-v0", "--episodes", "1",
+                 "--data-dir", str(TAU2_DIR), "--out", str(out)]) == 2
+    assert "none of ['trace/precondition-v0'] reads a data directory" in capsys.readouterr().err

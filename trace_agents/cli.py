@@ -167,14 +167,37 @@ def add_policy_args(parser: argparse.ArgumentParser, model_help: str) -> None:
     add_serving_args(parser)
 
 
+def _data_dir_kwargs(env_ids: Sequence[str], data_dir: str | None) -> dict[str, dict[str, Any]]:
+    """``{env_id: {"data_dir": data_dir}}`` for the envs whose task family reads a data
+    directory (the τ²-bench env); ``{}`` for the others. An unused ``--data-dir`` is an error."""
+    if not data_dir:
+        return {}
+    import gymnasium as gym
+
+    from trace_envs.registration import check_id
+    from trace_envs.spec import load_spec
+    from trace_envs.tasks import get_family
+
+    out = {}
+    for env_id in env_ids:
+        spec = load_spec(gym.spec(check_id(env_id)).kwargs["spec"])
+        if "data_dir" in get_family(spec.family).defaults:
+            out[env_id] = {"data_dir": data_dir}
+    if not out:
+        raise ValueError(f"--data-dir: none of {list(env_ids)} reads a data directory (trace/tau2-retail-v0 does)")
+    return out
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from trace_agents import evaluate as ev
 
+    kwargs = _data_dir_kwargs(args.env, args.data_dir)
     policy = _policy(args)
     try:
         summaries = [ev.evaluate(policy, env_id, args.episodes, args.seed_start, adapter=args.adapter,
                                  batch_size=args.batch_size, store=args.trajectories,
-                                 resume=args.trajectories is not None) for env_id in args.env]
+                                 resume=args.trajectories is not None, env_kwargs=kwargs.get(env_id))
+                     for env_id in args.env]
     finally:
         if hasattr(policy, "close"):  # adapters it loaded into a server
             policy.close()
@@ -188,9 +211,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from trace_agents.rollout import rollout
 
     _check_policy_choice(args)
+    kwargs = _data_dir_kwargs([args.env], args.data_dir).get(args.env)
     policy = _policy(args)
     seeds = range(args.seed_start, args.seed_start + args.episodes)
-    result = rollout(policy, args.env, seeds, batch_size=args.batch_size, store=args.out, resume=args.resume)
+    result = rollout(policy, args.env, seeds, batch_size=args.batch_size, store=args.out, resume=args.resume,
+                     env_kwargs=kwargs)
     wins = sum(bool(r["success"]) for r in result.records)
     print(f"[collect] {result.n_episodes} episodes of {args.env} in {args.out} "
           f"({wins} successful; {result.skipped} already stored)")
@@ -286,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trajectories", default=None,
                    help="also store the episodes in this JSONL file (episodes already there are reused)")
     p.add_argument("--out", default="runs/evaluate.json", help="where to write the JSON summary")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="τ²-bench data directory for trace/tau2-retail-v0 (default: $TAU2_DATA_DIR)")
     add_serving_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -299,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=count, default=16, help="envs generated for at once (default: 16)")
     p.add_argument("--out", default="runs/trajectories.jsonl", help="JSONL file to append to")
     p.add_argument("--resume", action="store_true", help="skip episodes already in --out")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="τ²-bench data directory for trace/tau2-retail-v0 (default: $TAU2_DATA_DIR)")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("analyze", help="select the capabilities an agent lacks from its trajectories",
