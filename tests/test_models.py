@@ -271,3 +271,24 @@ def test_the_preset_cache_key_follows_what_the_build_reads(monkeypatch):
     tok = models.build_tokenizer(models.corpus(4), vocab_size=600)
     model = models.build_model(tok)
     assert model.config.rope_parameters is not models.PRESETS["tiny"]["rope_parameters"]
+
+
+def test_the_preset_cache_key_follows_the_corpus_specs_contents(monkeypatch):
+    """The same id with another spec is another corpus (the key hashed only the id before)."""
+    import json
+
+    import gymnasium as gym
+
+    from trace_envs import registration
+
+    spec = json.loads((registration.BUILTIN_SPEC_DIRS[0] / "precondition-v0.json").read_text())
+    scratch = "testing/fingerprint-v0"
+    monkeypatch.setattr(models, "_corpus_ids", lambda: [scratch])
+    try:
+        registration.register_spec({**spec, "id": scratch})
+        before = models.preset_fingerprint("tiny", 10)
+        registration.register_spec({**spec, "id": scratch, "max_turns": 7}, override=True)
+        assert models.preset_fingerprint("tiny", 10) != before
+    finally:
+        gym.registry.pop(scratch, None)
+        registration._OURS.pop(scratch, None)

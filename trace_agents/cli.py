@@ -172,16 +172,12 @@ def _data_dir_kwargs(env_ids: Sequence[str], data_dir: str | None) -> dict[str, 
     directory (the τ²-bench env); ``{}`` for the others. An unused ``--data-dir`` is an error."""
     if not data_dir:
         return {}
-    import gymnasium as gym
-
-    from trace_envs.registration import check_id
-    from trace_envs.spec import load_spec
+    from trace_envs.registration import spec_of
     from trace_envs.tasks import get_family
 
     out = {}
     for env_id in env_ids:
-        spec = load_spec(gym.spec(check_id(env_id)).kwargs["spec"])
-        if "data_dir" in get_family(spec.family).defaults:
+        if "data_dir" in get_family(spec_of(env_id).family).defaults:
             out[env_id] = {"data_dir": data_dir}
     if not out:
         raise ValueError(f"--data-dir: none of {list(env_ids)} reads a data directory (trace/tau2-retail-v0 does)")

@@ -201,18 +201,15 @@ def preset_fingerprint(preset: str = "tiny", n_episodes: int = 400) -> str:
     import hashlib
     import json
 
-    import gymnasium as gym
-
     import trace_envs
     import trace_agents.chat
+    from trace_envs.registration import spec_of
 
     h = hashlib.sha256(json.dumps({"version": PRESET_VERSION, "preset": PRESETS[preset], "n_episodes": n_episodes,
                                    "vocab": PRESET_VOCAB[preset], "template": _qwen_template()},
                                   sort_keys=True, default=str).encode())
     for env_id in _corpus_ids():
-        spec = gym.spec(env_id).kwargs.get("spec")
-        h.update(json.dumps(spec.to_json() if hasattr(spec, "to_json") else env_id, sort_keys=True,
-                            default=str).encode())
+        h.update(json.dumps(spec_of(env_id).to_json(), sort_keys=True, default=str).encode())
     sources = [*sorted(Path(trace_envs.__file__).parent.rglob("*.py")), Path(trace_agents.chat.__file__)]
     for source in sources:
         h.update(source.read_bytes())

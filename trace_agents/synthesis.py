@@ -49,9 +49,11 @@ class SynthesisError(ValueError):
 
 def spec_of(env_id: str) -> TraceSpec:
     """The validated spec behind a registered trace env id."""
+    from trace_envs.registration import spec_of as registered_spec
+
     if env_id not in gym.registry:
         raise SynthesisError(f"unknown env id {env_id!r}; register its spec first (TRACE_ENV_SPECS)")
-    return load_spec(gym.spec(env_id).kwargs["spec"])
+    return registered_spec(env_id)
 
 
 def synth_id(capability: str, target_id: str) -> str:

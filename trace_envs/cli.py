@@ -27,9 +27,9 @@ import gymnasium as gym
 from trace_envs.actions import say, tool_call
 from trace_envs.errors import SpecError, TraceError
 from trace_envs.oracle import OraclePolicy
-from trace_envs.registration import check_id, register_spec, registered_ids
+from trace_envs.registration import check_id, register_spec, registered_ids, spec_of
 from trace_envs.render import RENDERERS
-from trace_envs.spec import TraceSpec, load_spec
+from trace_envs.spec import load_spec
 
 PROG = "trace-envs"
 # Keys of every step's info; whatever else the last info holds is an end-of-episode annotation.
@@ -61,14 +61,6 @@ def _natural(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
     return value
-
-
-def _spec_of(env_id: str) -> TraceSpec:
-    """The validated spec behind a registered id."""
-    kwargs = gym.spec(check_id(env_id)).kwargs
-    if "spec" not in kwargs:
-        raise SpecError(f"{env_id}: registered without a trace_envs spec (not a trace env)")
-    return load_spec(kwargs["spec"])
 
 
 def _family_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -156,7 +148,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [("id", "capability", "family", "max_turns", "description")]
     for env_id in registered_ids():
         try:
-            s = _spec_of(env_id)
+            s = spec_of(env_id)
             desc = " ".join(s.description.split())
             row = (env_id, s.capability, s.family, str(s.max_turns), desc)
         except SpecError as exc:  # a user spec registered unvalidated: show it, flagged
@@ -178,7 +170,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- show
 def cmd_show(args: argparse.Namespace) -> int:
     """Print the spec JSON and one oracle-played episode as a transcript."""
-    spec = _spec_of(args.id)
+    spec = spec_of(args.id)
     print(f"== spec {spec.id} ({spec.source}) ==")
     print(json.dumps(spec.to_json(), indent=2, ensure_ascii=False))
     env = _make(args.id, args.format, args, render_mode="ansi")

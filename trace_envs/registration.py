@@ -126,6 +126,17 @@ def check_id(env_id: str) -> str:
     raise RegistrationError(f"Environment `{env_id}` doesn't exist.{hint}")
 
 
+def spec_of(env_id: str) -> Any:
+    """The validated :class:`~trace_envs.spec.TraceSpec` behind a registered id (did-you-mean
+    for an unknown one; a SpecError for an id registered without a trace_envs spec)."""
+    from trace_envs.spec import load_spec
+
+    kwargs = gym.spec(check_id(env_id)).kwargs
+    if "spec" not in kwargs:
+        raise SpecError(f"{env_id}: registered without a trace_envs spec (not a trace env)")
+    return load_spec(kwargs["spec"])
+
+
 def make(env_id: str, **kwargs: Any) -> gym.Env:
     """``gym.make`` with a did-you-mean for unknown ids."""
     return gym.make(check_id(env_id), **kwargs)
