@@ -40,11 +40,16 @@ class EndpointError(RuntimeError):
         self.status, self.detail = status, detail
 
 
-def _post(url: str, body: Mapping[str, Any], api_key: str | None, timeout: float) -> bytes:
-    """POST ``body`` as JSON to ``url`` (bearer key from ``api_key`` or ``OPENAI_API_KEY``); the response body."""
+def _request(url: str, body: Mapping[str, Any] | None, api_key: str | None, timeout: float) -> bytes:
+    """POST ``body`` as JSON to ``url`` (a GET when ``body`` is None), with the bearer key from
+    ``api_key`` or ``OPENAI_API_KEY``; the response body, or an EndpointError."""
     key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if body is None:
+        request = urllib.request.Request(url, headers=headers)
+    else:
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json", **headers})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.read()
@@ -59,7 +64,7 @@ def chat_completion(base_url: str, body: Mapping[str, Any], api_key: str | None 
                     ) -> dict[str, Any]:
     """``POST {base_url}/chat/completions`` and return ``choices[0].message``; clear errors otherwise."""
     url = base_url.rstrip("/") + "/chat/completions"
-    raw = _post(url, body, api_key, timeout)
+    raw = _request(url, body, api_key, timeout)
     try:
         data = json.loads(raw)
     except ValueError as exc:
@@ -82,7 +87,7 @@ def load_lora_adapter(base_url: str, name: str, path: str | os.PathLike[str], ap
     """
     url = base_url.rstrip("/") + "/load_lora_adapter"
     try:
-        _post(url, {"lora_name": name, "lora_path": str(path)}, api_key, timeout)
+        _request(url, {"lora_name": name, "lora_path": str(path)}, api_key, timeout)
     except EndpointError as exc:
         if exc.status == 404 and '"Not Found"' in exc.detail:  # the route itself is missing
             raise EndpointError(f"{exc}. Runtime LoRA loading needs a vLLM server started with --enable-lora "
@@ -92,7 +97,7 @@ def load_lora_adapter(base_url: str, name: str, path: str | os.PathLike[str], ap
 
 def unload_lora_adapter(base_url: str, name: str, api_key: str | None = None, timeout: float = 60.0) -> None:
     """Have a vLLM server drop the adapter served as ``name`` (``POST /v1/unload_lora_adapter``)."""
-    _post(base_url.rstrip("/") + "/unload_lora_adapter", {"lora_name": name}, api_key, timeout)
+    _request(base_url.rstrip("/") + "/unload_lora_adapter", {"lora_name": name}, api_key, timeout)
 
 
 # vLLM fills sampling settings a request leaves out from the model's generation_config
@@ -115,21 +120,14 @@ def served_base_model(base_url: str, api_key: str | None = None, timeout: float 
     """The one base model a server lists at ``GET {base_url}/models`` (vLLM lists LoRA adapters there
     too, with their base as ``parent``); its entry, with ``id`` and, from vLLM, ``root``."""
     url = base_url.rstrip("/") + "/models"
-    key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    raw = _request(url, None, api_key, timeout)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            data = json.loads(response.read())["data"]
-    except urllib.error.HTTPError as exc:
-        raise EndpointError(f"endpoint {url} failed: HTTP {exc.code}", exc.code) from exc
-    except (urllib.error.URLError, TimeoutError) as exc:
-        raise EndpointError(f"endpoint {url} failed: {exc}") from exc
+        data = json.loads(raw)["data"]
+        bases = [m for m in data if isinstance(m, dict) and "id" in m and not m.get("parent")]
     except (ValueError, KeyError, TypeError) as exc:
         raise EndpointError(f"endpoint {url} did not list models as OpenAI's API does ({exc!r})") from exc
-    bases = [m for m in data if isinstance(m, dict) and "id" in m and not m.get("parent")]
-    if len({m.get("root") or m["id"] for m in bases}) == 1:
-        return bases[0]  # one model, perhaps under several --served-model-name aliases
-    if len(bases) != 1:
+    # One model, perhaps under several --served-model-name aliases (one root).
+    if len({m.get("root") or m["id"] for m in bases}) != 1:
         raise EndpointError(f"endpoint {url} serves {len(bases)} base models "
                             f"({', '.join(str(m['id']) for m in bases) or 'none'}); expected exactly one")
     return bases[0]
@@ -270,13 +268,13 @@ class EndpointPolicy:
             try:
                 return chat_completion(self.base_url, body, self.api_key, self.timeout)
             except EndpointError as exc:
-                shorter = without_older_turns(body["messages"]) if past_context(exc) else None
-                if shorter is None:
-                    if past_context(exc):
-                        raise EndpointError(f"{exc} (even with only the opening and the latest exchange: "
-                                            f"serve the model with a longer --max-model-len)",
-                                            exc.status, exc.detail) from exc
+                if not past_context(exc):
                     raise
+                shorter = without_older_turns(body["messages"])
+                if shorter is None:
+                    raise EndpointError(f"{exc} (even with only the opening and the latest exchange: "
+                                        f"serve the model with a longer --max-model-len)",
+                                        exc.status, exc.detail) from exc
                 body = {**body, "messages": shorter}
                 with self._lock:  # rows run in the pool's threads
                     self.shortened += 1
