@@ -357,12 +357,16 @@ class TopPMerge:
     def _merged(self, chosen: Sequence[tuple[str, float]]) -> str:
         total = sum(p for _, p in chosen)
         weights = sorted((c, round(p / total, 2)) for c, p in chosen)
-        name = MERGE + "+".join(f"{c}@{round(100 * w)}" for c, w in weights)  # PEFT names take no "."
-        add_merge(self.model, weights, name)
-        return name
+        return add_merge(self.model, weights, merge_name(weights))
 
 
 MERGE = "merge:"  # the prefix of TopPMerge's merged adapters
+
+
+def merge_name(parts: Sequence[tuple[str, float]]) -> str:
+    """The name of a merge of ``[(adapter, weight)]``, weights in percent (PEFT names take no ".");
+    :func:`merge_parts` reads it back."""
+    return MERGE + "+".join(f"{adapter}@{round(100 * w)}" for adapter, w in parts)
 
 
 def merge_parts(name: str | None) -> list[tuple[str, float]] | None:

@@ -51,6 +51,11 @@ _CUES: dict[str, tuple[tuple[str, ...], re.Pattern | None]] = {
 }
 
 
+def proposes(found: frozenset[str]) -> bool:
+    """Whether a message with these cues proposes a write for the user to confirm."""
+    return "confirm" in found and "write" in found
+
+
 def cues(lower: str) -> frozenset[str]:
     """The names of the cues present in a lower-cased agent message."""
     found = set()
@@ -130,7 +135,7 @@ class ScriptedUser:
         reqs = self.task.requests
         current = log.current()
         # A message that proposes a write is a proposal, even if it hedges ("I cannot promise ...").
-        refusal = "refusal" in found and not ("confirm" in found and "write" in found)
+        refusal = "refusal" in found and not proposes(found)
         numbers: list[float] | None = None
         for i, req in enumerate(reqs):
             if log.resolved[i] or not log.stated[i]:
@@ -178,7 +183,7 @@ class ScriptedUser:
         """Another user said yes to ``text``: record the write it proposed as confirmed."""
         lower = text.lower()
         found = cues(lower)
-        if "confirm" in found and "write" in found:
+        if proposes(found):
             self._confirm(lower, log)
 
     def brief(self) -> str:
@@ -207,7 +212,7 @@ class ScriptedUser:
             return f"Thank you. One more thing: {self.task.requests[now].text}", False
         if "identity" in found:
             parts.append(self.identity())
-        if "confirm" in found and "write" in found:
+        if proposes(found):
             parts.append(self._confirm(lower, log))
         if "order_q" in found:
             order_id = self.task.requests[now].facts.get("order_id")
