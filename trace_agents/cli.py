@@ -23,6 +23,8 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
+from trace_envs.cli import count, natural  # argparse types for counts and seeds, shared with trace-envs
+
 PROG = "trace"
 
 
@@ -38,21 +40,6 @@ def parse_rates(text: str) -> dict[str, float]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"rate of {key!r} must be a number, got {value!r}") from None
     return out
-
-
-def count(text: str, least: int = 1) -> int:
-    """An argparse type: an integer >= ``least`` (episodes, batch sizes); ``natural`` allows 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {text!r}") from None
-    if value < least:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {value}")
-    return value
-
-
-def natural(text: str) -> int:
-    return count(text, 0)
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:

@@ -52,15 +52,20 @@ Blank lines are ignored."""
 
 
 # ---------------------------------------------------------------------- helpers
-def _natural(text: str) -> int:
-    """An argparse type: an integer >= 0 (seeds, limits)."""
+def count(text: str, least: int = 1) -> int:
+    """An argparse type: an integer >= ``least`` (episodes, batch sizes); ``trace`` uses it too."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {value}")
     return value
+
+
+def natural(text: str) -> int:
+    """An argparse type: an integer >= 0 (seeds, limits)."""
+    return count(text, 0)
 
 
 def _family_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -435,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_episode_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("id", metavar="ID", help="a registered env id, e.g. trace/precondition-v0")
-        p.add_argument("--seed", type=_natural, default=0, help="reset seed; picks the task (default: 0)")
+        p.add_argument("--seed", type=natural, default=0, help="reset seed; picks the task (default: 0)")
         p.add_argument("--task-id", default=None, metavar="T",
                        help="play this task id instead (e.g. precondition-17, or a τ²-bench task id)")
         p.add_argument("--format", choices=formats, default=None,
@@ -471,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "first); exit 1 on failure.")
     p.add_argument("target", metavar="ID|SPEC", help="a registered id, or a spec .json file to register and check")
     p.add_argument("--episodes", type=int, default=3, help="oracle episodes (seeds) to check (default: 3)")
-    p.add_argument("--seed", type=_natural, default=0, help="first seed (default: 0)")
+    p.add_argument("--seed", type=natural, default=0, help="first seed (default: 0)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("tau2-check", help="play every τ²-bench task of a data dir with the oracle",
@@ -479,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "counts that pass and fail; exit 1 if any fails.")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="τ²-bench data directory holding domains/retail (default: $TAU2_DATA_DIR)")
-    p.add_argument("--limit", type=_natural, default=0, help="check only the first N tasks (default: all)")
+    p.add_argument("--limit", type=natural, default=0, help="check only the first N tasks (default: all)")
     p.set_defaults(func=cmd_tau2_check)
 
     p = sub.add_parser("bench", help="throughput benchmark (source checkout only)",
