@@ -203,23 +203,24 @@ def _policy(model: Any, tokenizer: Any, config: RunConfig, *, system_prompt: str
     """The agent every stage plays with: ``model`` in-process, or ``config.model`` on ``config.vllm_url``
     (``model`` may then be None)."""
     if config.vllm_url:
-        return _served_policy(config, str(config.model), system_prompt)
+        return _served_policy(config, system_prompt)
     from trace_agents.policy import HFPolicy
 
     return HFPolicy(model, tokenizer, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
                     seed=config.seed, system_prompt=system_prompt)
 
 
-def _served_policy(config: RunConfig, model_path: str, system_prompt: str | None) -> Any:
-    """An :class:`~trace_agents.endpoint.EndpointPolicy` on the base model the server lists, with this
-    run's adapters loaded under names of its own (runs sharing a server do not collide)."""
+def _served_policy(config: RunConfig, system_prompt: str | None) -> Any:
+    """An :class:`~trace_agents.endpoint.EndpointPolicy` on the base model the server lists (checked
+    against ``config.model``), with this run's adapters loaded under names of its own (runs
+    sharing a server do not collide)."""
     import hashlib
     import warnings
 
     from trace_agents.endpoint import VLLM_PLAIN_SAMPLING, EndpointPolicy, served_base_model
 
     base = served_base_model(config.vllm_url)
-    served, ours = str(base.get("root") or base["id"]), model_path
+    served, ours = str(base.get("root") or base["id"]), str(config.model)
     local = Path(served).exists(), Path(ours).exists()
     if all(local) and Path(served).resolve() != Path(ours).resolve() or not any(local) and served != ours:
         raise ValueError(f"the server at {config.vllm_url} serves {served}, but this run's base model is {ours}: "
