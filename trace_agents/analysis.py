@@ -132,7 +132,7 @@ def capability_stats(labels: Sequence[Mapping[str, Label]], successes: Sequence[
     None without an applicable success or failure)."""
     lack_pos = app_pos = lack_neg = app_neg = 0
     failures = 0
-    for lab, ok in zip(labels, successes):
+    for lab, ok in zip(labels, successes, strict=True):
         label = lab[capability]  # == rather than "is": a labeller may return plain strings
         failures += not ok
         if label == Label.NA:
@@ -243,7 +243,7 @@ def plot(report: Mapping[str, Any], path: str | Path) -> Path | None:
     rates = {k: [report["capabilities"][c][k] for c in caps] for k in ("er_plus", "er_minus")}
     ax.bar([x - 0.2 for x in xs], [r or 0.0 for r in rates["er_plus"]], 0.4, label="ER+ (successes)")
     ax.bar([x + 0.2 for x in xs], [r or 0.0 for r in rates["er_minus"]], 0.4, label="ER- (failures)")
-    for x, r in zip(xs, rates["er_plus"]):
+    for x, r in zip(xs, rates["er_plus"], strict=True):
         if r is None:  # no applicable success: undefined, not zero
             ax.text(x - 0.2, 0.02, "n/a", ha="center", fontsize=7, rotation=90)
     ax.set_xticks(list(xs), [c.replace("_", "\n") + (" *" if c in report["selected"] else "") for c in caps],

@@ -194,7 +194,7 @@ def copy_probe(model: Any, tokenizer: Any, episodes: int = 10, seed_start: int =
     right = total = runs = exact = 0
     device = next(model.parameters()).device
     with eval_mode(model), torch.inference_mode():
-        for ids, mask in zip(data["input_ids"], data["assistant_masks"]):
+        for ids, mask in zip(data["input_ids"], data["assistant_masks"], strict=True):
             logits = model(torch.tensor([ids], device=device)).logits[0, :-1]
             hits = (logits.argmax(-1).cpu() == torch.tensor(ids[1:])).tolist()
             run: list[bool] = []  # hits of the digit run being read

@@ -254,7 +254,7 @@ class EndpointPolicy:
         if adapters is not None and len(adapters) != len(infos):
             raise ValueError(f"got {len(adapters)} adapter names for {len(infos)} infos")
         names = adapters or [None] * len(infos)
-        bodies = [self.request(info, name, i) for i, (info, name) in enumerate(zip(infos, names))]
+        bodies = [self.request(info, name, i) for i, (info, name) in enumerate(zip(infos, names, strict=True))]
         self._calls += 1
         with ThreadPoolExecutor(max_workers=min(self.concurrency, max(len(bodies), 1))) as pool:
             messages = list(pool.map(self.complete, bodies))

@@ -425,7 +425,7 @@ class HFPolicy:
         # A model run as given runs whatever adapters are active now: a cache made under others must not be reused.
         row_adapters = adapter_names or [self._adapter_state()] * len(rows)
         prefix = self._reusable(rows, slots, row_adapters) if keyed else [0] * len(rows)
-        groups = _prefill_groups([len(r) - p for r, p in zip(rows, prefix)]) if full_attention else [
+        groups = _prefill_groups([len(r) - p for r, p in zip(rows, prefix, strict=True)]) if full_attention else [
             list(range(len(rows)))]
         parts = [self._layout([rows[i] for i in g], [prefix[i] for i in g], [slots[i] for i in g]) for g in groups]
         # Eval mode: no dropout, and PEFT refuses adapter_names in training mode.
@@ -465,7 +465,7 @@ class HFPolicy:
             offsets.append(i)
             i = text.find(marker, i + len(marker))
         positions = [i for i, t in enumerate(ids) if t == token]
-        marks = list(zip(offsets, positions)) if len(offsets) == len(positions) else []
+        marks = list(zip(offsets, positions, strict=True)) if len(offsets) == len(positions) else []
         self._text[slot] = _SlotText(text, ids, marks)
         return ids
 
@@ -486,7 +486,7 @@ class HFPolicy:
         adapter, or a conversation that starts over, reuses nothing it should not.
         """
         prefix = []
-        for r, slot, adapter in zip(rows, slots, adapters):
+        for r, slot, adapter in zip(rows, slots, adapters, strict=True):
             entry = self._kv.get(slot)
             prefix.append(0 if entry is None or entry.adapter != adapter else _common_prefix(entry.ids, r[:-1]))
         return prefix
@@ -499,11 +499,11 @@ class HFPolicy:
         longest = max(prefix)
         if longest == 0:
             return None
-        donor = next(self._kv[s] for s, p in zip(slots, prefix) if p)  # shape of an empty row
-        entries = [self._kv[s] if p else donor for s, p in zip(slots, prefix)]
-        return _cache_of([_right_aligned([e.keys[layer][None, ..., :p, :] for e, p in zip(entries, prefix)],
-                                         [e.values[layer][None, ..., :p, :] for e, p in zip(entries, prefix)],
-                                         longest, room)
+        donor = next(self._kv[s] for s, p in zip(slots, prefix, strict=True) if p)  # shape of an empty row
+        entries = [self._kv[s] if p else donor for s, p in zip(slots, prefix, strict=True)]
+        pairs = list(zip(entries, prefix, strict=True))
+        return _cache_of([_right_aligned([e.keys[layer][None, ..., :p, :] for e, p in pairs],
+                                         [e.values[layer][None, ..., :p, :] for e, p in pairs], longest, room)
                           for layer in range(len(donor.keys))])
 
     def _layout(self, rows: list[list[int]], prefix: list[int], slots: list[Any]) -> tuple[Any, Any, int, Any]:
@@ -516,10 +516,10 @@ class HFPolicy:
         import torch
 
         reused = max(prefix)
-        width = reused + max(len(r) - p for r, p in zip(rows, prefix))
+        width = reused + max(len(r) - p for r, p in zip(rows, prefix, strict=True))
         input_ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (r, p) in enumerate(zip(rows, prefix)):
+        for i, (r, p) in enumerate(zip(rows, prefix, strict=True)):
             input_ids[i, reused - p:reused] = torch.tensor(r[:p], dtype=torch.long)
             attention_mask[i, reused - p:reused] = 1
             input_ids[i, width - (len(r) - p):] = torch.tensor(r[p:], dtype=torch.long)
@@ -614,7 +614,7 @@ class HFPolicy:
                               use_cache=True, **logits_kw, **extra)
 
         prefilled, logits, lasts = [], [], []
-        for group, (input_ids, attention_mask, reused, past) in zip(groups, parts):
+        for group, (input_ids, attention_mask, reused, past) in zip(groups, parts, strict=True):
             input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
             positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
             adapters = None if adapter_names is None else [adapter_names[i] for i in group]
@@ -649,7 +649,7 @@ class HFPolicy:
                     tokens = torch.empty(len(live), dtype=torch.long, device=probs.device)
                     tokens[order] = torch.multinomial(probs[order], 1, generator=generator).squeeze(1)
             keep = []
-            for j, (i, token) in enumerate(zip(live, tokens.tolist())):
+            for j, (i, token) in enumerate(zip(live, tokens.tolist(), strict=True)):
                 new[i].append(token)
                 if not self._stopped(new[i]):
                     keep.append(j)

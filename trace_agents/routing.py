@@ -112,7 +112,8 @@ class LabelScoringRouter:
 
     def question(self, task: str) -> str:
         lines = ["Which capability does this customer-support task depend on most?"]
-        lines += [f"{label}: {self.descriptions[a]}" for label, a in zip(self.labels, self.adapters)]
+        # The labels may end with NONE, which has no description: zip stops before it.
+        lines += [f"{label}: {self.descriptions[a]}" for label, a in zip(self.labels, self.adapters, strict=False)]
         if NONE in self.labels:
             lines.append(f"{NONE}: none of these")
         lines += ["", f"Task: {task}", "", f"Answer with one label ({', '.join(self.labels)})."]
@@ -160,8 +161,8 @@ class LabelScoringRouter:
         if self.calibrate:
             if self._prior is None:
                 self._prior = self.label_scores(["N/A"])[0]
-            scores = [[s - p for s, p in zip(row, self._prior)] for row in scores]
-        return [dict(zip(self.choices, _softmax(row))) for row in scores]
+            scores = [[s - p for s, p in zip(row, self._prior, strict=True)] for row in scores]
+        return [dict(zip(self.choices, _softmax(row), strict=True)) for row in scores]
 
     def route(self, openings: Sequence[Mapping[str, Any]]) -> list[str | None]:
         return most_likely(self.probabilities(openings))

@@ -500,7 +500,7 @@ def _merged_choices(run: Run, policy: Any, route: Mapping[str, Any]) -> dict[int
 
     merge = TopPMerge(Fixed(), policy.model, run.config.top_p)  # type: ignore[arg-type]
     seeds = sorted(route["probabilities"])
-    return {int(s): choice for s, choice in zip(seeds, merge.route([{"seed": s} for s in seeds]))}
+    return {int(s): choice for s, choice in zip(seeds, merge.route([{"seed": s} for s in seeds]), strict=True)}
 
 
 def checkpoint_choice(policy: Any, choice: str | None, names: Mapping[str, str], tag: str) -> str | None:

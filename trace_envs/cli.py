@@ -163,7 +163,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for i, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4])
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
         if i == 0:
             print("  ".join("-" * w for w in widths) + "  " + "-" * len(row[4]))
     print(f"\n{len(rows) - 1} ids")

@@ -62,7 +62,7 @@ class EpisodeLog:
 
     def current(self) -> int | None:
         """Index of the first open request (neither resolved nor closed), or None when none is left."""
-        for i, (done, closed) in enumerate(zip(self.resolved, self.closed)):
+        for i, (done, closed) in enumerate(zip(self.resolved, self.closed, strict=True)):
             if not (done or closed):
                 return i
         return None

@@ -184,7 +184,7 @@ def _benchmark_notes(log: EpisodeLog) -> dict[str, Any]:
     notes = log.task.notes
     return {
         "reward_basis": list(log.task.reward_basis),
-        "communicate_info": {s: ok for s, ok in zip(log.task.communicate, communicated(log))},
+        "communicate_info": {s: ok for s, ok in zip(log.task.communicate, communicated(log), strict=True)},
         "nl_assertions": {"evaluated": False, "count": len(notes.get("nl_assertions", ()))},
     }
 

@@ -361,12 +361,12 @@ def _check_return(env_id: str, spec, total: float, info: Mapping[str, Any], wher
 def _same(env_id: str, a: _Run, b: _Run, what: str) -> None:
     if len(a.obs) != len(b.obs):
         raise _fail(env_id, f"{what}: episodes differ in length ({len(a.obs)} vs {len(b.obs)} steps)")
-    for i, (x, y) in enumerate(zip(a.obs, b.obs)):
+    for i, (x, y) in enumerate(zip(a.obs, b.obs, strict=True)):
         if x != y:
             raise _fail(env_id, f"{what}: observations differ at step {i}: {x[:120]!r} vs {y[:120]!r}")
     if a.rewards != b.rewards or a.flags != b.flags:
         raise _fail(env_id, f"{what}: rewards or done flags differ: {a.rewards}/{a.flags} vs {b.rewards}/{b.flags}")
-    for i, (x, y) in enumerate(zip(a.infos, b.infos)):
+    for i, (x, y) in enumerate(zip(a.infos, b.infos, strict=True)):
         for key in ("reward_components", "return_components", "success", "task_id", "messages"):
             if x.get(key) != y.get(key):
                 raise _fail(env_id, f"{what}: info[{key!r}] differs at step {i}: {x.get(key)!r:.200} vs "

@@ -88,7 +88,7 @@ def catalog(index: int, variants_per_product: int = 8) -> dict[str, dict[str, An
             item_id = _digits(rng, 10)
             variants[item_id] = {
                 "item_id": item_id,
-                "options": dict(zip(dims, values)),
+                "options": dict(zip(dims, values, strict=True)),
                 "available": rng.random() > 0.2,
                 "price": round(rng.uniform(lo, hi), 2),
             }

@@ -128,7 +128,7 @@ def _price_difference(db: Database, order: dict, item_ids: list[str], new_item_i
     by_id = {item["item_id"]: item for item in order["items"]}
     diff = 0.0
     variants = []
-    for old_id, new_id in zip(item_ids, new_item_ids):
+    for old_id, new_id in zip(item_ids, new_item_ids, strict=True):
         if new_id == old_id:
             raise ToolError(f"Error: new item {new_id} is the same as the old item")
         old = by_id[old_id]
@@ -284,7 +284,7 @@ def modify_pending_order_items(
     # Replace the first not-yet-replaced line holding each old id, so duplicates work.
     done: set[int] = set()
     items = order["items"]
-    for old_id, variant in zip(item_ids, variants):
+    for old_id, variant in zip(item_ids, variants, strict=True):
         pos = next(i for i, it in enumerate(items) if i not in done and it["item_id"] == old_id)
         done.add(pos)
         items[pos].update(item_id=variant["item_id"], price=variant["price"], options=dict(variant["options"]))
