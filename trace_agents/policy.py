@@ -599,7 +599,7 @@ class HFPolicy:
         indices into ``rows``): each group is prefilled alone, then all rows decode as one
         batch. A plain decode loop rather than ``model.generate``: a row that ends its turn
         leaves the batch at once, so the rows still talking do not pay for the finished
-        ones (batched decoding of a small model is bound by reading every row's KV cache).
+        ones (every live row adds its attention over its cache and its share of each matmul).
         With ``slots``, a finished row's cache is kept for its slot's next turn. Samples come
         from a generator seeded with ``seed``; the global RNG is left alone.
         """
