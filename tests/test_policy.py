@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 
 import gymnasium as gym
@@ -411,3 +412,26 @@ def test_caches_kept_before_a_dtype_change_are_dropped(base, tok, infos):
     model.double()
     assert policy.act_batch(slotted) == HFPolicy(model, tok, max_new_tokens=8).act_batch(slotted)
     assert all(e.keys[0].dtype == torch.float64 for e in policy._kv.values())
+
+
+class _OlderForward(torch.nn.Module):
+    """``base`` behind the forward of transformers before 5.24: ``past_key_values`` in and out, no ``cache``."""
+
+    def __init__(self, base):
+        super().__init__()
+        self.inner, self.config = base, base.config
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
+                logits_to_keep=0):
+        name = "cache" if "cache" in inspect.signature(self.inner.forward).parameters else "past_key_values"
+        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         use_cache=use_cache, logits_to_keep=logits_to_keep, **{name: past_key_values})
+        return type("Output", (), {"logits": out.logits, "past_key_values": getattr(out, name)})()
+
+
+def test_models_with_the_older_cache_argument_decode_the_same(base, tok, infos):
+    # transformers 5.20 to 5.23 (which the vllm extra installs) name the cache past_key_values.
+    want = HFPolicy(base, tok, max_new_tokens=12).act_batch(infos)
+    older = HFPolicy(_OlderForward(base), tok, max_new_tokens=12, name="older")
+    assert older.act_batch(infos) == want
+    assert older.act_batch([dict(info, slot=i) for i, info in enumerate(infos)]) == want  # kept caches too

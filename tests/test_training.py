@@ -360,3 +360,20 @@ def test_a_server_without_runtime_lora_loading_gets_a_hint(tmp_path):
         with pytest.raises(EndpointError, match="max-lora-rank") as info:
             load_lora_adapter(url, "x", tmp_path)
     assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in str(info.value)  # another cause: no misleading hint
+
+
+def test_activation_checkpointing_is_turned_off_under_either_field_name():
+    import dataclasses
+
+    from trace_agents import no_activation_checkpointing
+
+    newer = dataclasses.make_dataclass("Newer", [("activation_checkpointing", bool, True),
+                                                 ("gradient_checkpointing", bool, True)])
+    older = dataclasses.make_dataclass("Older", [("gradient_checkpointing", bool, True)])
+    assert no_activation_checkpointing(newer) == {"activation_checkpointing": False}  # not the deprecated alias
+    assert no_activation_checkpointing(older) == {"gradient_checkpointing": False}
+    from trl import GRPOConfig, SFTConfig
+
+    for config in (GRPOConfig, SFTConfig):  # the installed TRL takes it, and it is off
+        args = config(output_dir="unused", report_to=[], use_cpu=True, **no_activation_checkpointing(config))
+        assert not getattr(args, next(iter(no_activation_checkpointing(config))))

@@ -32,3 +32,16 @@ def require_train_extra(module: str) -> None:
     if importlib.util.find_spec(module) is None:
         raise ImportError(f"trace_agents needs {module!r}: install the train extra with "
                           f"`pip install \"trace-rl[train]\"` (or `TRACE_EXTRAS=dev,train bash scripts/setup.sh`)")
+
+
+def no_activation_checkpointing(config_class: type) -> dict[str, bool]:
+    """The keyword that turns activation checkpointing off in a TRL/transformers training config.
+
+    TRL's SFT and GRPO configs turn it on by default. transformers 5.24 names the field
+    ``activation_checkpointing`` (``gradient_checkpointing`` stays as a deprecated alias);
+    older 5.x releases only know ``gradient_checkpointing``.
+    """
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}

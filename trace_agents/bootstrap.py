@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trace_agents import eval_mode, require_train_extra
+from trace_agents import eval_mode, no_activation_checkpointing, require_train_extra
 from trace_agents.evaluate import CAPABILITY_ENVS as EVAL_CAPABILITY_ENVS
 
 # Clear, different weaknesses, and one capability without any as a control.
@@ -253,7 +253,7 @@ def run(config: BootstrapConfig) -> dict[str, Any]:
         train_sampling_strategy="group_by_length" if config.micro_batch > 1 else "random",
         # SFTConfig turns activation checkpointing on by default; a model this small has the
         # memory to spare, and recomputing activations would cost a third of the step time.
-        activation_checkpointing=False,
+        **no_activation_checkpointing(SFTConfig),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict(data), processing_class=tokenizer)
     train_out = trainer.train()

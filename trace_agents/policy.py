@@ -302,6 +302,7 @@ class HFPolicy:
         self._stop_ids, self._stop_strings = self._stops()
         self._stop_set = frozenset(self._stop_ids)
         self._logits_kw: dict[str, Any] | None = None
+        self._cache_name = "cache"
 
     @classmethod
     def from_pretrained(cls, path: str | Path, adapters: Mapping[str, str | Path] | None = None,
@@ -573,13 +574,16 @@ class HFPolicy:
             warpers.append(TopPLogitsWarper(self.top_p))
         return warpers
 
-    def _forward_kwargs(self) -> dict[str, Any]:
-        """``logits_to_keep=1`` where the model takes it: only the last position's logits are needed."""
+    def _forward_kwargs(self) -> tuple[dict[str, Any], str]:
+        """``logits_to_keep=1`` where the model takes it (only the last position's logits are
+        needed), and the name of the forward's cache argument and output: ``cache`` from
+        transformers 5.24 on, ``past_key_values`` before (both pass the same cache object)."""
         if self._logits_kw is None:
             base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-            takes = "logits_to_keep" in inspect.signature(base.forward).parameters
-            self._logits_kw = {"logits_to_keep": 1} if takes else {}
-        return self._logits_kw
+            params = inspect.signature(base.forward).parameters
+            self._logits_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+            self._cache_name = "cache" if "cache" in params else "past_key_values"
+        return self._logits_kw, self._cache_name
 
     def _stopped(self, ids: list[int]) -> bool:
         """Whether a row's newest token ends its turn."""
@@ -606,22 +610,24 @@ class HFPolicy:
         import torch
 
         warpers = self._sampling()
-        logits_kw = self._forward_kwargs()
+        logits_kw, cache_name = self._forward_kwargs()
 
-        def forward(ids: Any, mask: Any, pos: Any, cache: Any, adapters: list[str] | None) -> Any:
+        def forward(ids: Any, mask: Any, pos: Any, cache: Any, adapters: list[str] | None) -> tuple[Any, Any]:
+            """The last position's logits and the cache."""
             extra = {} if adapters is None else {"adapter_names": adapters}
-            return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
-                              use_cache=True, **logits_kw, **extra)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                             **{cache_name: cache}, **logits_kw, **extra)
+            return out.logits[:, -1, :], getattr(out, cache_name)
 
         prefilled, logits, lasts = [], [], []
         for group, (input_ids, attention_mask, reused, past) in zip(groups, parts, strict=True):
             input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
             positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
             adapters = None if adapter_names is None else [adapter_names[i] for i in group]
-            out = forward(input_ids[:, reused:], attention_mask, positions[:, reused:], past, adapters)
+            last_logits, filled = forward(input_ids[:, reused:], attention_mask, positions[:, reused:], past, adapters)
             self.stats["prefills"] += 1
-            prefilled.append((out.cache, attention_mask))
-            logits.append(out.logits[:, -1, :])
+            prefilled.append((filled, attention_mask))
+            logits.append(last_logits)
             lasts.append(positions[:, -1])
         cache, mask = _merged_cache(prefilled, self.max_new_tokens)
         logits, last = torch.cat(logits), torch.cat(lasts)
@@ -671,8 +677,7 @@ class HFPolicy:
             self.stats["decode_steps"] += 1
             self.stats["kv_reads"] += len(live) * length
             last = last + 1
-            logits = forward(tokens[:, None], decode_mask(attend[:, :length]), last[:, None], cache,
-                             adapters).logits[:, -1, :]
+            logits = forward(tokens[:, None], decode_mask(attend[:, :length]), last[:, None], cache, adapters)[0]
 
     def _keep_row(self, cache: Any, j: int, mask: Any, ids: list[int], slot: Any, adapter: str | None) -> None:
         """Store batch row ``j``'s real (unpadded) cache entries and the token ids they stand for."""

@@ -63,7 +63,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trace_agents import require_train_extra
+from trace_agents import no_activation_checkpointing, require_train_extra
 
 # rollout_func is marked experimental in TRL; the warning would repeat on every run.
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -505,7 +505,7 @@ def train_adapter(settings: GRPOSettings, model: Any, tokenizer: Any = None, res
         loss_type="dapo", scale_rewards="group", mask_truncated_completions=False,
         save_strategy="steps", save_steps=settings.save_steps, logging_steps=settings.logging_steps,
         report_to=[], seed=settings.seed, data_seed=settings.seed, use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(), activation_checkpointing=False, dataloader_num_workers=0,
+        bf16=torch.cuda.is_available(), **no_activation_checkpointing(GRPOConfig), dataloader_num_workers=0,
         disable_tqdm=not progress, log_completions=False, save_only_model=False,
     )
     dataset = Dataset.from_dict({"prompt": [task_prompt(e, s) for e, s in settings.tasks()]})
