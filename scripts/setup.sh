@@ -3,6 +3,7 @@
 #
 #   TRACE_EXTRAS=dev        bash scripts/setup.sh   # envs + pytest (the agent tests need train too)
 #   TRACE_EXTRAS=dev,train  bash scripts/setup.sh   # + torch/transformers/peft/trl
+#   TRACE_EXTRAS=train,vllm bash scripts/setup.sh   # + the vLLM server (NVIDIA GPU machines only)
 #   (scripts/test.sh and scripts/main.sh install dev,train,gepa)
 #
 # With the train extra on a machine without an NVIDIA GPU, the CPU build of torch is
@@ -13,6 +14,13 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 EXTRAS=${TRACE_EXTRAS:-dev}
 VENV=${TRACE_VENV:-.venv}
+
+has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+if [[ ",$EXTRAS," == *",vllm,"* ]] && ! has_gpu; then
+  echo "[setup] the vllm extra needs an NVIDIA GPU: vLLM pins a CUDA build of torch (2.14.0)." \
+       "Serve vLLM on a GPU machine and point trace at it with --vllm-url / --endpoint" >&2
+  exit 2
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV with $($PY --version)"
@@ -27,15 +35,15 @@ if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
 fi
 
 if [[ ",$EXTRAS," == *",train,"* ]] && ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  if has_gpu; then
     echo "[setup] GPU found: installing torch from the package registry"
-    "${PIP[@]}" "torch>=2.4,<2.15"
+    "${PIP[@]}" "torch>=2.6,<2.15"
   else
     echo "[setup] no GPU: installing the CPU build of torch"
     if ! "${PIP[@]}" "torch==2.13.0"; then
       echo "[setup] WARNING: torch==2.13.0 is not installable here; falling back to the newest torch in" \
            "range, which may be a multi-GB CUDA build" >&2
-      "${PIP[@]}" "torch>=2.4,<2.15"
+      "${PIP[@]}" "torch>=2.6,<2.15"
     fi
     if "$VENV/bin/python" -c "import sys, torch; sys.exit(torch.version.cuda is None)"; then
       echo "[setup] WARNING: the installed torch is a CUDA build on a machine without a GPU; it works," \
