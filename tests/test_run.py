@@ -100,6 +100,8 @@ def test_collection_and_evaluation_generate_on_the_server_and_load_no_model_here
     assert all("tools" not in r and r["max_tokens"] == run.config.max_new_tokens for r in chats)
     # Plain tempered sampling, as in-process: vLLM would fill top_k etc. from the model's generation_config.
     assert all(r["top_k"] == -1 and r["repetition_penalty"] == 1.0 and r["min_p"] == 0.0 for r in chats)
+    # A turn ends after its first tool call, with the tag kept, as in-process.
+    assert all(r["stop"] == ["</tool_call>"] and r["include_stop_str_in_output"] is True for r in chats)
 
 
 def test_a_failed_served_evaluation_still_unloads_the_runs_adapters(tmp_path, monkeypatch):

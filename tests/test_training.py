@@ -303,6 +303,7 @@ def test_rollouts_can_be_generated_on_a_served_model(tmp_path, model_dir, monkey
     assert summary["steps"] == 2 and summary["rollouts_used"] == 8
     chat_requests = [r for path, r in seen if path.endswith("/chat/completions")]
     assert all(r["top_k"] == -1 and r["repetition_penalty"] == 1.0 for r in chat_requests)  # plain sampling
+    assert all(r["stop"] == ["</tool_call>"] and r["include_stop_str_in_output"] for r in chat_requests)
     events = server.log
     chats = [name for kind, name in events if kind == "chat"]
     assert len(chats) >= 8 and set(chats) == set(names)

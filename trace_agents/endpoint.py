@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from trace_agents.chat import one_action, template_tools, to_chat, with_system_prompt
+from trace_agents.chat import TOOL_CLOSE, one_action, template_tools, to_chat, with_system_prompt
 
 
 class EndpointError(RuntimeError):
@@ -104,6 +104,12 @@ def unload_lora_adapter(base_url: str, name: str, api_key: str | None = None, ti
 # (Qwen2.5-Instruct: top_k 20, repetition_penalty 1.05). Training assumes plain tempered
 # sampling, as HFPolicy does, so requests to vLLM spell these out.
 VLLM_PLAIN_SAMPLING: dict[str, Any] = {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0}
+# A served turn ends where HFPolicy ends one: right after the first tool call, with the
+# closing tag kept (vLLM's tool parser needs it; ``include_stop_str_in_output`` is vLLM's).
+# Text past it would be cut here anyway (chat.one_action); stopping saves the server the tokens.
+VLLM_ONE_ACTION: dict[str, Any] = {"stop": [TOOL_CLOSE], "include_stop_str_in_output": True}
+# What GRPO's and ``trace run``'s requests to vLLM add to the OpenAI fields.
+VLLM_ROLLOUTS: dict[str, Any] = {**VLLM_PLAIN_SAMPLING, **VLLM_ONE_ACTION}
 
 
 def load_fresh(base_url: str, name: str, path: str | os.PathLike[str], api_key: str | None = None) -> None:
@@ -197,7 +203,7 @@ class EndpointPolicy:
         self.max_tokens, self.seed, self.concurrency, self.timeout = max_tokens, seed, concurrency, timeout
         self.system_prompt, self.adapter_prefix = system_prompt, adapter_prefix
         self.name = name or model  # the model in identity(): stored episodes are keyed by it
-        self.extra_body = dict(extra_body or {})  # more request fields, e.g. VLLM_PLAIN_SAMPLING
+        self.extra_body = dict(extra_body or {})  # more request fields, e.g. VLLM_ROLLOUTS
         self.adapters: dict[str, str] = {}  # local name -> the adapter directory loaded under it
         self.adapter_weights: dict[str, str | None] = {}  # local name -> digest of its weights
         self._calls = 0

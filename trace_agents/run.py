@@ -217,7 +217,7 @@ def _served_policy(config: RunConfig, system_prompt: str | None) -> Any:
     import hashlib
     import warnings
 
-    from trace_agents.endpoint import VLLM_PLAIN_SAMPLING, EndpointPolicy, served_base_model
+    from trace_agents.endpoint import VLLM_ROLLOUTS, EndpointPolicy, served_base_model
 
     base = served_base_model(config.vllm_url)
     served, ours = str(base.get("root") or base["id"]), str(config.model)
@@ -231,7 +231,7 @@ def _served_policy(config: RunConfig, system_prompt: str | None) -> Any:
     run_id = hashlib.sha1(str(config.dir.resolve()).encode()).hexdigest()[:8]
     return EndpointPolicy(config.vllm_url, str(base["id"]), obs_format="compact", temperature=config.temperature,
                           max_tokens=config.max_new_tokens, seed=config.seed, system_prompt=system_prompt,
-                          adapter_prefix=f"trace-{run_id}:", name=ours, extra_body=VLLM_PLAIN_SAMPLING)
+                          adapter_prefix=f"trace-{run_id}:", name=ours, extra_body=VLLM_ROLLOUTS)
 
 
 # ---------------------------------------------------------------- stages

@@ -270,7 +270,7 @@ class ServedRollouts:
     def __call__(self, tasks: list[tuple[str, int]], repeats: int, model: Any, step: int
                  ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         from trace_agents.endpoint import (
-            VLLM_PLAIN_SAMPLING,
+            VLLM_ROLLOUTS,
             EndpointError,
             EndpointPolicy,
             load_fresh,
@@ -288,7 +288,7 @@ class ServedRollouts:
             policy = EndpointPolicy(s.vllm_url, name, api_key=self.api_key, obs_format=s.obs_format,
                                     temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
                                     seed=step_seed(s, step) + 10_000_019 * rank, concurrency=self.concurrency,
-                                    extra_body=VLLM_PLAIN_SAMPLING)
+                                    extra_body=VLLM_ROLLOUTS)
             return play_episodes(policy, tasks, repeats, s, adapter=name)
         finally:
             try:
