@@ -21,6 +21,14 @@ if [[ ",$EXTRAS," == *",vllm,"* ]] && ! has_gpu; then
        "Serve vLLM on a GPU machine and point trace at it with --vllm-url / --endpoint" >&2
   exit 2
 fi
+if [[ ",$EXTRAS," == *",vllm,"* ]]; then
+  py=$PY; [ -x "$VENV/bin/python" ] && py="$VENV/bin/python"
+  if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "[setup] the vllm extra needs Python >= 3.11 (vLLM 0.33's wheels); $py is $("$py" --version 2>&1)." \
+         "Set PYTHON=python3.11 (or newer) and a fresh TRACE_VENV" >&2
+    exit 2
+  fi
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV with $($PY --version)"

@@ -106,7 +106,9 @@ def unload_lora_adapter(base_url: str, name: str, api_key: str | None = None, ti
 VLLM_PLAIN_SAMPLING: dict[str, Any] = {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0}
 # A served turn ends where HFPolicy ends one: right after the first tool call, with the
 # closing tag kept (vLLM's tool parser needs it; ``include_stop_str_in_output`` is vLLM's).
-# Text past it would be cut here anyway (chat.one_action); stopping saves the server the tokens.
+# Text past it would be cut here anyway (chat.one_action); stopping saves the server the
+# tokens. One difference: a malformed call after the first no longer makes vLLM's tool
+# parser reject the whole message, so the first call arrives parsed (see action_text).
 VLLM_ONE_ACTION: dict[str, Any] = {"stop": [TOOL_CLOSE], "include_stop_str_in_output": True}
 # What GRPO's and ``trace run``'s requests to vLLM add to the OpenAI fields.
 VLLM_ROLLOUTS: dict[str, Any] = {**VLLM_PLAIN_SAMPLING, **VLLM_ONE_ACTION}
