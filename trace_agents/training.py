@@ -269,32 +269,23 @@ class ServedRollouts:
 
     def __call__(self, tasks: list[tuple[str, int]], repeats: int, model: Any, step: int
                  ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        from trace_agents.endpoint import (
-            VLLM_ROLLOUTS,
-            EndpointError,
-            EndpointPolicy,
-            load_fresh,
-            unload_lora_adapter,
-        )
+        from trace_agents.endpoint import VLLM_ROLLOUTS, EndpointPolicy
 
         s = self.settings
         rank = int(os.environ.get("RANK", "0"))
         name = f"grpo-{self.run_id}-step-{step}-rank{rank}"
         path = self.root / name
         model.save_pretrained(path)  # a PeftModel saves its adapter alone
-        load_fresh(s.vllm_url, name, path, self.api_key)
+        # Each rank samples with its own seeds: a group split over ranks must not repeat itself.
+        policy = EndpointPolicy(s.vllm_url, name, api_key=self.api_key, obs_format=s.obs_format,
+                                temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
+                                seed=step_seed(s, step) + 10_000_019 * rank, concurrency=self.concurrency,
+                                extra_body=VLLM_ROLLOUTS)
         try:
-            # Each rank samples with its own seeds: a group split over ranks must not repeat itself.
-            policy = EndpointPolicy(s.vllm_url, name, api_key=self.api_key, obs_format=s.obs_format,
-                                    temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
-                                    seed=step_seed(s, step) + 10_000_019 * rank, concurrency=self.concurrency,
-                                    extra_body=VLLM_ROLLOUTS)
+            policy.load_adapter(name, path)  # unloads first a name a killed run left loaded
             return play_episodes(policy, tasks, repeats, s, adapter=name)
         finally:
-            try:
-                unload_lora_adapter(s.vllm_url, name, self.api_key)
-            except EndpointError as exc:  # must not hide why playing failed
-                warnings.warn(f"could not unload adapter {name!r} from {s.vllm_url}: {exc}", stacklevel=2)
+            policy.close()  # an unload that fails warns: it must not hide why playing failed
             shutil.rmtree(path, ignore_errors=True)
 
 
