@@ -301,8 +301,7 @@ class HFPolicy:
         self._pad = pad
         self._stop_ids, self._stop_strings = self._stops()
         self._stop_set = frozenset(self._stop_ids)
-        self._logits_kw: dict[str, Any] | None = None
-        self._cache_name = "cache"
+        self._forward_kw: tuple[dict[str, Any], str] | None = None  # see _forward_kwargs
 
     @classmethod
     def from_pretrained(cls, path: str | Path, adapters: Mapping[str, str | Path] | None = None,
@@ -578,12 +577,12 @@ class HFPolicy:
         """``logits_to_keep=1`` where the model takes it (only the last position's logits are
         needed), and the name of the forward's cache argument and output: ``cache`` from
         transformers 5.24 on, ``past_key_values`` before (both pass the same cache object)."""
-        if self._logits_kw is None:
+        if self._forward_kw is None:
             base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
             params = inspect.signature(base.forward).parameters
-            self._logits_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-            self._cache_name = "cache" if "cache" in params else "past_key_values"
-        return self._logits_kw, self._cache_name
+            self._forward_kw = ({"logits_to_keep": 1} if "logits_to_keep" in params else {},
+                                "cache" if "cache" in params else "past_key_values")
+        return self._forward_kw
 
     def _stopped(self, ids: list[int]) -> bool:
         """Whether a row's newest token ends its turn."""

@@ -27,9 +27,9 @@ from trace_envs.spaces import UnicodeText
 from trace_envs.spec import TraceSpec, load_spec, with_params
 from trace_envs.tasks import Call, Task, get_family
 from trace_envs.user import ExternalUser, ScriptedUser, User, UserModel
+from trace_envs.world import check_arguments
 
 MIN_OBS_CHARS = 256  # the schema's minimum for max_chars: room for a clipped head and the opening
-from trace_envs.world import check_arguments
 
 _AUTH_TOOLS = frozenset({"find_user_id_by_email", "find_user_id_by_name_zip"})
 _MAX_SEED = 2**31 - 1

@@ -93,11 +93,12 @@ def load(retail_dir: Path) -> Tau2Data:
         raise SpecError(f"{retail_dir / 'db.json'}: expected an object with the tables users, orders and products; "
                         f"missing or not objects: {', '.join(missing)}")
     tasks = _read_json(retail_dir / "tasks.json")
-    if not isinstance(tasks, list) or not all(isinstance(t, dict) and "id" in t for t in tasks):
-        bad = next((i for i, t in enumerate(tasks) if not (isinstance(t, dict) and "id" in t)), None) \
-            if isinstance(tasks, list) else None
-        where = "it is not a list" if bad is None else f"item {bad} is not an object with an id"
-        raise SpecError(f"{retail_dir / 'tasks.json'}: expected a list of task objects, each with an id; {where}")
+    expected = f"{retail_dir / 'tasks.json'}: expected a list of task objects, each with an id"
+    if not isinstance(tasks, list):
+        raise SpecError(f"{expected}; it is not a list")
+    bad = next((i for i, t in enumerate(tasks) if not (isinstance(t, dict) and "id" in t)), None)
+    if bad is not None:
+        raise SpecError(f"{expected}; item {bad} is not an object with an id")
     policy_file = retail_dir / "policy.md"
     policy = policy_file.read_text(encoding="utf-8") if policy_file.is_file() else ""
     return Tau2Data(retail_dir, tables, tuple(tasks), {str(t["id"]): i for i, t in enumerate(tasks)}, policy)
