@@ -7,6 +7,21 @@ are paid at the end of the episode. So the return always equals the weighted sum
 final values, and lies in ``[sum of negative weights, sum of positive weights]``, which
 each spec declares as its range.
 
+## Credit only for competence (spec version 3)
+
+A component pays only for evidence that the agent did the task; doing nothing earns 0.
+
+- A request is *earned* when its gold outcome was reached the right way: its gold write
+  executed exactly; a forbidden request refused *after* the reads that decide it (a
+  refusal without them is a guess); a question answered with the right value; the
+  strings of an ``inform`` request said. :func:`earned` computes this.
+- Each outcome component judges a *domain* of the task (its questions, its requests to
+  refuse, the agent's writes, ...). When the domain is empty in a task, the component
+  has nothing of its own to judge and pays the share of requests earned instead
+  (:func:`progress`), never a free 1: its weight goes to finishing the task.
+- Partial progress stays paid, so the reward stays dense: the share of requests earned,
+  deciding records read even before acting (half credit), the right writes confirmed.
+
 At the end of an episode :func:`annotate` also produces the capability annotations that
 analysis needs (which reads preceded which write, violating writes, exact arguments,
 chosen records, requests done).
@@ -44,13 +59,38 @@ class Component:
     help: str
 
 
-def _frac(num: int, den: int) -> float:
-    return 1.0 if den == 0 else num / den
+def earned(log: EpisodeLog) -> list[bool]:
+    """For each request: was its gold outcome reached, the right way (see the module docstring)?"""
+    out = []
+    for i, req in enumerate(log.task.requests):
+        if req.answer is not None:
+            ok = log.answered[i]
+        elif req.gold is not None:
+            ok = req.gold.key in log.done_writes
+        elif req.refuse:
+            at = log.handled_step[i]
+            ok = log.refused[i] and at is not None and not log.reads_before(i, at)
+        elif req.kind == "chat":  # nothing to do (τ²-bench): closing the conversation is the task
+            ok = log.ended_by == "user"
+        else:  # "inform": the strings were said
+            ok = log.resolved[i]
+        out.append(ok)
+    return out
+
+
+def progress(log: EpisodeLog) -> float:
+    """The share of requests earned: 0 when nothing was done, 1 when everything was."""
+    done = earned(log)
+    return sum(done) / len(done) if done else 0.0
+
+
+def _share(log: EpisodeLog, hits: list[float]) -> float:
+    """The mean of ``hits``; a component with nothing to judge pays :func:`progress`."""
+    return sum(hits) / len(hits) if hits else progress(log)
 
 
 def _gold_writes_done(log: EpisodeLog, end: End | None) -> float:
-    gold = log.task.gold_calls
-    return _frac(sum(c.key in log.done_writes for c in gold), len(gold))
+    return _share(log, [c.key in log.done_writes for c in log.task.gold_calls])
 
 
 def said_all(log: EpisodeLog, strings: tuple[str, ...]) -> bool:
@@ -60,18 +100,20 @@ def said_all(log: EpisodeLog, strings: tuple[str, ...]) -> bool:
 
 
 def _answer_match(log: EpisodeLog, end: End | None) -> float:
-    qs = [i for i, r in enumerate(log.task.requests) if r.answer is not None]
-    return _frac(sum(log.answered[i] for i in qs), len(qs))
+    return _share(log, [log.answered[i] for i, r in enumerate(log.task.requests) if r.answer is not None])
 
 
 def _read_before_write(log: EpisodeLog, end: End | None) -> float:
-    reqs = [i for i, r in enumerate(log.task.requests) if r.required_reads and r.answer is None]
-    ok = 0
-    for i in reqs:
+    hits = []
+    for i, req in enumerate(log.task.requests):
+        if not req.required_reads or req.answer is not None:
+            continue
         at = log.handled_step[i]
-        if at is not None and not log.reads_before(i, at):
-            ok += 1
-    return _frac(ok, len(reqs))
+        if at is not None:  # acted on or refused: were the deciding records read first?
+            hits.append(0.0 if log.reads_before(i, at) else 1.0)
+        else:  # not acted on yet: half credit for having read what decides it
+            hits.append(0.0 if log.reads_before(i, log.step + 1) else 0.5)
+    return _share(log, hits)
 
 
 def _violations(log: EpisodeLog) -> int:
@@ -80,21 +122,23 @@ def _violations(log: EpisodeLog) -> int:
 
 
 def _no_write_on_refusal(log: EpisodeLog, end: End | None) -> float:
-    return 0.0 if _violations(log) else 1.0
+    if _violations(log):
+        return 0.0
+    done = earned(log)
+    return _share(log, [done[i] for i, r in enumerate(log.task.requests) if r.refuse])
 
 
 def _requests_completed(log: EpisodeLog, end: End | None) -> float:
-    return _frac(sum(log.resolved), len(log.resolved))
+    return progress(log)
 
 
 def _confirmed_writes(log: EpisodeLog, end: End | None) -> float:
-    ok = [w for w in log.writes if w.ok]
-    return _frac(sum(w.confirmed for w in ok), len(ok))
+    return _share(log, [w.confirmed for w in log.writes if w.ok])
 
 
 def _arg_precision(log: EpisodeLog, end: End | None) -> float:
-    mine = [w for w in log.writes if w.request is not None and not log.task.requests[w.request].refuse]
-    return _frac(sum(w.exact for w in mine), len(mine))
+    reqs = log.task.requests
+    return _share(log, [w.exact for w in log.writes if w.request is not None and not reqs[w.request].refuse])
 
 
 def _format_error(log: EpisodeLog, end: End | None) -> float:
@@ -112,7 +156,14 @@ def _turn_cost(log: EpisodeLog, end: End | None) -> float:
 
 
 def _db_match(log: EpisodeLog, end: End | None) -> float:
-    return 0.0 if end is None else float(end.db_match)
+    if end is None or not end.db_match:
+        return 0.0
+    reqs = log.task.requests
+    if not any(r.gold is not None or r.refuse for r in reqs):
+        return progress(log)  # nothing for the DB rule to decide: questions or messages only
+    # An unchanged record is credited only where the agent refused it for the right reason.
+    done = earned(log)
+    return float(all(done[i] for i, r in enumerate(reqs) if r.refuse))
 
 
 def communicated(log: EpisodeLog) -> list[bool]:
@@ -121,8 +172,7 @@ def communicated(log: EpisodeLog) -> list[bool]:
 
 
 def _communicate_info(log: EpisodeLog, end: End | None) -> float:
-    found = communicated(log)
-    return _frac(sum(found), len(found))
+    return _share(log, communicated(log))
 
 
 def _benchmark_outcome(log: EpisodeLog, end: End | None) -> float:
@@ -134,20 +184,34 @@ def _benchmark_outcome(log: EpisodeLog, end: End | None) -> float:
     return float(ok)
 
 
+# Each help says what the component judges; "else progress" marks the rule for a task where
+# that domain is empty (see the module docstring).
 COMPONENTS: dict[str, Component] = {c.name: c for c in [
-    Component("db_match", _db_match, False, "1 if the final database equals the gold database"),
-    Component("gold_writes_done", _gold_writes_done, False, "share of gold writes executed exactly"),
-    Component("answer_match", _answer_match, False, "share of questions answered with the right value"),
+    Component("db_match", _db_match, False,
+              "1 if the final DB equals the gold DB and every request to refuse was refused after its deciding "
+              "reads; with no write or refusal in the task, progress (and 0 on any DB change)"),
+    Component("gold_writes_done", _gold_writes_done, False,
+              "share of gold writes executed exactly; else progress"),
+    Component("answer_match", _answer_match, False,
+              "share of questions answered with the right value; else progress"),
     Component("read_before_write", _read_before_write, False,
-              "share of requests whose deciding records were read before the write or refusal"),
+              "per request with deciding reads: 1 if they came before its write or refusal, 0.5 if read but "
+              "not yet acted on; else progress"),
     Component("no_write_on_refusal", _no_write_on_refusal, False,
-              "1 if no write targeted a forbidden request or an unrelated record"),
-    Component("requests_completed", _requests_completed, False, "share of requests resolved"),
-    Component("confirmed_writes", _confirmed_writes, False, "share of writes the user confirmed first"),
-    Component("arg_precision", _arg_precision, False, "share of write calls with exactly the gold arguments"),
-    Component("communicate_info", _communicate_info, False, "share of the task's communicate_info strings said"),
+              "0 after any write to a forbidden request or an unrelated record; otherwise the share of requests "
+              "to refuse refused after their deciding reads; else progress"),
+    Component("requests_completed", _requests_completed, False,
+              "progress: the share of requests earned (gold write done, refused after the deciding reads, "
+              "answered right, information said)"),
+    Component("confirmed_writes", _confirmed_writes, False,
+              "share of successful writes the user confirmed first; else progress"),
+    Component("arg_precision", _arg_precision, False,
+              "share of writes on allowed requests with exactly the gold arguments; else progress"),
+    Component("communicate_info", _communicate_info, False,
+              "share of the task's communicate_info strings said; else progress"),
     Component("benchmark_outcome", _benchmark_outcome, False,
-              "τ²-bench's offline rule: db_match, times communicate_info when the reward basis lists COMMUNICATE"),
+              "τ²-bench's offline rule: db_match, times communicate_info when the reward basis lists COMMUNICATE "
+              "(the benchmark's own rule: a task with no gold write passes by doing nothing, as in τ²-bench)"),
     Component("format_error", _format_error, True, "0.25 per unparseable or ill-typed action, capped at 1"),
     Component("turn_cost", _turn_cost, True, "turns beyond the task's budget, as a share of it, capped at 1"),
 ]}

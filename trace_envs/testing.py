@@ -31,10 +31,12 @@ from typing import Any
 from trace_envs.actions import MAX_ACTION_CHARS, parse_action, say, tool_call
 from trace_envs.errors import ResetNeeded
 from trace_envs.oracle import OraclePolicy
+from trace_envs.trivial import TrivialPolicy, trivial_policies
 
 __all__ = [
     "ANNOTATION_KEYS", "END_KEYS", "INFO_KEYS", "actions", "adversarial_actions", "adversarial_examples",
     "check_text_env", "specs", "tool_calls",
+    "TrivialPolicy", "trivial_policies",
 ]
 
 #: Keys every ``reset`` and ``step`` info holds.
@@ -378,14 +380,17 @@ def _replay(actions_: list[str]):
     return lambda obs, info: next(it, say("Goodbye!"))
 
 
-def check_text_env(env, episodes: int = 3, seed: int = 0) -> dict[str, Any]:
+def check_text_env(env, episodes: int = 3, seed: int = 0, trivial_bound: float | None = 0.05) -> dict[str, Any]:
     """Check a trace env against the API contract; raise AssertionError on the first failure.
 
     ``env`` is a :class:`~trace_envs.TraceEnv` or a ``gym.make`` result wrapping one. The
     checks: gymnasium's ``check_env``; observations and actions in their spaces; the info
     keys contract on every step and at the end; determinism (same seed and actions give
     the same run); the oracle reaching success and the declared maximum return on
-    ``episodes`` seeds; adversarial actions never raising, with finite rewards, a
+    ``episodes`` seeds; each of :func:`trivial_policies` (say goodbye, empty text, refuse
+    everything, transfer, random tool calls) earning a mean return of at most
+    ``trivial_bound`` on the same seeds (``None`` skips it; benchmark tasks, scored by
+    their benchmark's own rule, are exempt); adversarial actions never raising, with finite rewards, a
     ``parse_error`` for every format error and a return inside the declared range; and
     pickle and deepcopy round trips mid-episode that continue identically.
     Returns a small summary dict.
@@ -433,6 +438,33 @@ def check_text_env(env, episodes: int = 3, seed: int = 0) -> dict[str, Any]:
         obs_t, info_t = env.reset(seed=s + 10_007, options={"task_id": info["task_id"]})
         if obs_t != run.obs[0] or info_t["task_id"] != info["task_id"]:
             raise _fail(env_id, f"seed {s}: reset(options={{'task_id': {info['task_id']!r}}}) gave another task")
+
+    # Trivial policies earn (almost) nothing: a reward that pays them pays for something else.
+    trivial: dict[str, float] = {}
+    for name, policy in trivial_policies(seed).items() if trivial_bound is not None else ():
+        totals, paid = [], {}
+        for s in seeds:
+            env.reset(seed=s)
+            if u.task.benchmark:
+                continue
+
+            def plan(obs, info, policy=policy):
+                if info["step"] == 0:
+                    policy.reset(env)
+                return policy.act(obs, info)
+
+            run, total = _episode(env, spec, s, plan, env_id=env_id, where=f"trivial policy {name!r} seed {s}")
+            totals.append(total)
+            for comp, value in run.infos[-1]["return_components"].items():
+                if spec.weights[comp] * value > 0:
+                    paid[comp] = paid.get(comp, 0.0) + spec.weights[comp] * value / len(seeds)
+        if totals:
+            trivial[name] = sum(totals) / len(totals)
+            if trivial[name] > trivial_bound + _TOL:
+                raise _fail(env_id, f"the trivial policy {name!r} earns a mean return of {trivial[name]:.3f} > "
+                                    f"{trivial_bound} on seeds {seeds}; the components that paid it (mean): "
+                                    f"{ {k: round(v, 3) for k, v in paid.items()} }. Weight components that pay only "
+                                    f"for evidence of competence (see trace_envs.reward)")
 
     # Caller bugs raise: stepping a finished episode.
     _episode(env, spec, seeds[0], _replay(plans[0]), env_id=env_id, where="finish")
@@ -510,6 +542,7 @@ def check_text_env(env, episodes: int = 3, seed: int = 0) -> dict[str, Any]:
         "seeds": seeds,
         "oracle_returns": returns,
         "oracle_success": len(returns),
+        "trivial_returns": trivial,
         "adversarial_steps": adversarial_steps,
         "range": tuple(spec.range),
     }

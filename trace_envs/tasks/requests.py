@@ -215,7 +215,9 @@ def swap_items(c: Ctx, allowed: bool, delivered: bool, pick: str = "options") ->
                    f"Any price difference can go on the original payment method."),
         capabilities=(PRE, DATA) if pick == "cheapest" else (PRE,),
         desired=desired, refuse=not allowed, refusal_reason=why,
-        required_reads=(_order_read(oid), _product_read(pid)), target=oid,
+        # Per outcome: a wrong status alone decides a refusal; a swap needs the variant's record.
+        required_reads=(_order_read(oid),) + (() if status != want_status else (_product_read(pid),)),
+        target=oid,
         facts={"order_id": oid, "payment_method_id": pm},
         wrong_record=wrong_call,
         wrong_format=Call(tool, {**args, "item_ids": item["item_id"]}),  # a string, not a list
@@ -260,8 +262,10 @@ def return_items(c: Ctx, allowed: bool, pick: str = "named") -> Request:
                    f"Could I send back {what} of order {c.order_ref(oid)}? Please refund {where}."),
         capabilities=caps, desired=desired, refuse=not allowed,
         refusal_reason=f"the order is {status}; only delivered orders can be returned",
+        # The reads that decide this outcome: a refusal rests on the order's status alone; a
+        # refund to the gift card also needs the card's id, which only the user's record shows.
         required_reads=(_order_read(oid),) + ((Call("get_user_details", {"user_id": c.user["user_id"]}),)
-                                              if to_gift else ()),
+                                              if to_gift and allowed else ()),
         target=oid, facts={"order_id": oid, "payment_method_id": pm},
         wrong_record=wrong,
         wrong_format=Call(desired.name, {**desired.arguments, "item_ids": ",".join(ids)}),
