@@ -31,6 +31,12 @@ split evenly over the four timed loops):
   tracing does not distort the timings. Module imports, env construction and data
   cached for the whole process (such as the τ²-bench database) are not included.
 
+Returns (``--return-seeds`` N, default 100, seeds 0..N-1; 0 skips): the mean return and
+success rate of the oracle, of the oracle with each capability's deficit (p = 0.5 and 1),
+and of the trivial policies of :func:`trace_envs.testing.trivial_policies`, which show no
+competence and must earn at most 0.05 on the synthetic envs (the τ²-bench env keeps the
+benchmark's own rule, under which a task with no gold write passes by doing nothing).
+
 All loops run in this one process on one core; nothing runs in parallel. The numbers
 depend on the machine and its load, so they are reported, never asserted in tests (the
 tests only check that the files are written with the expected keys).
@@ -54,8 +60,9 @@ from machine import git_commit, machine_info  # noqa: E402
 
 import gymnasium as gym
 
-from trace_envs import OraclePolicy, TraceError, registered_ids, tool_call
+from trace_envs import CAPABILITIES, OraclePolicy, TraceError, registered_ids, tool_call
 from trace_envs.registration import check_id
+from trace_envs.testing import trivial_policies
 
 RESULT_FILES = ("envs.json", "envs.md")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -188,6 +195,34 @@ def _peak_mib(fn: Callable[[], object]) -> float:
             tracemalloc.stop()
 
 
+def return_policies() -> dict[str, Any]:
+    """The policies of the returns table, by label: oracle, deficient oracles, trivial baselines."""
+    policies: dict[str, Any] = {"oracle": OraclePolicy()}
+    for cap in CAPABILITIES:
+        for p in (0.5, 1.0):
+            policies[f"oracle, {cap} deficit {p:g}"] = OraclePolicy({cap: p})
+    policies.update((f"trivial: {name}", policy) for name, policy in trivial_policies().items())
+    return policies
+
+
+def returns_by_policy(env: gym.Env, seeds: int) -> dict[str, dict[str, float]]:
+    """Mean return and success rate of each of :func:`return_policies` on seeds ``0..seeds-1``."""
+    out = {}
+    for label, policy in return_policies().items():
+        total = successes = 0.0
+        for seed in range(seeds):
+            obs, info = env.reset(seed=seed)
+            policy.reset(env)
+            done = False
+            while not done:
+                obs, reward, terminated, truncated, info = env.step(policy.act(obs, info))
+                total += reward
+                done = terminated or truncated
+            successes += bool(info["success"])
+        out[label] = {"mean_return": round(total / seeds, 4), "success_rate": successes / seeds}
+    return out
+
+
 # ---------------------------------------------------------------------- one id
 def _make_envs(env_id: str) -> tuple[gym.Env, gym.Env, float]:
     """The unwrapped env, the ``gym.make`` one, and the build time of the first, each warmed up by one episode."""
@@ -201,8 +236,8 @@ def _make_envs(env_id: str) -> tuple[gym.Env, gym.Env, float]:
     return raw, wrapped, make_ms
 
 
-def bench_id(env_id: str, seconds: float) -> dict[str, Any]:
-    """Every number for one id: the timed loops, then the separate memory pass."""
+def bench_id(env_id: str, seconds: float, return_seeds: int = 0) -> dict[str, Any]:
+    """Every number for one id: the timed loops, the separate memory pass, then the returns."""
     raw, wrapped, make_ms = _make_envs(env_id)
     budget = seconds / len(_LOOPS)
     resets = reset_loop(raw, budget)
@@ -218,9 +253,11 @@ def bench_id(env_id: str, seconds: float) -> dict[str, Any]:
         "wrapped": _peak_mib(lambda: oracle_loop(wrapped, mem_budget)),
         "adversarial": _peak_mib(lambda: adversarial_loop(raw, mem_budget)),
     }
+    returns = returns_by_policy(raw, return_seeds) if return_seeds else {}
     for env in (raw, wrapped):
         env.close()
     return {
+        "returns": returns,
         "make_ms": make_ms,
         "max_turns": raw.trace_spec.max_turns,
         "resets_per_s": resets["resets_per_s"],
@@ -239,23 +276,26 @@ def bench_id(env_id: str, seconds: float) -> dict[str, Any]:
 # ---------------------------------------------------------------------- provenance
 # ---------------------------------------------------------------------- the run
 def run_benchmark(ids: Iterable[str] | None = None, seconds: float = 2.0,
-                  out_dir: str | os.PathLike = "benchmarks/results") -> dict[str, Any]:
+                  out_dir: str | os.PathLike = "benchmarks/results", return_seeds: int = 100) -> dict[str, Any]:
     """Benchmark ``ids`` (default: every registered id) for ``seconds`` each; write and return the results."""
     if seconds <= 0:
         raise ValueError(f"seconds must be > 0, got {seconds!r}")
+    if return_seeds < 0:
+        raise ValueError(f"return_seeds must be >= 0, got {return_seeds!r}")
     ids = [check_id(i) for i in ids] if ids else registered_ids()
     envs: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     started = time.perf_counter()
     for env_id in ids:
         try:
-            envs[env_id] = bench_id(env_id, seconds)
+            envs[env_id] = bench_id(env_id, seconds, return_seeds)
         except TraceError as exc:  # e.g. trace/tau2-retail-v0 without TAU2_DATA_DIR: report, go on
             skipped[env_id] = f"{type(exc).__name__}: {exc}"
     result = {
         "benchmark": "trace_envs throughput",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "seconds_per_id": seconds,
+        "return_seeds": return_seeds,
         "total_wall_s": time.perf_counter() - started,
         "note": SINGLE_CORE_NOTE,
         "machine": machine_info(),
@@ -304,7 +344,30 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {adv['slowest_action']} ({adv['slowest_mean_us']:,.0f}) | {r['peak_mib']:.2f} |")
     for env_id, why in result.get("skipped", {}).items():
         lines.append(f"| `{env_id}` | skipped: {why[:160].replace('|', '/')} | | | | | | | |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + returns_markdown(result)) + "\n"
+
+
+def returns_markdown(result: dict[str, Any]) -> list[str]:
+    """The returns table: one row per policy, one column per id (mean return, success rate)."""
+    ids = [i for i, r in result["envs"].items() if r.get("returns")]
+    if not ids:
+        return []
+    lines = [
+        "",
+        f"## Returns ({result['return_seeds']} seeds each)",
+        "",
+        "Mean return (success rate) per policy. The trivial policies show no competence, so the "
+        "synthetic envs pay them at most 0.05; `trace/tau2-retail-v0` keeps τ²-bench's own rule, under "
+        "which a task with no gold write passes by doing nothing (a property of the benchmark).",
+        "",
+        "| policy | " + " | ".join(f"`{i}`" for i in ids) + " |",
+        "|---|" + "---:|" * len(ids),
+    ]
+    for label in result["envs"][ids[0]]["returns"]:
+        cells = [result["envs"][i]["returns"][label] for i in ids]
+        lines.append(f"| {label} | " + " | ".join(
+            f"{c['mean_return']:+.3f} ({c['success_rate']:.0%})" for c in cells) + " |")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -316,8 +379,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="timed budget per id, split over its four timed loops (default: 2)")
     parser.add_argument("--out", default=str(DEFAULT_OUT),
                         help=f"directory for envs.json and envs.md (default: {DEFAULT_OUT})")
+    parser.add_argument("--return-seeds", type=int, default=100, metavar="N",
+                        help="seeds for the returns table of the oracle, deficit profiles and trivial policies; "
+                             "0 skips it (default: 100)")
     args = parser.parse_args(argv)
-    result = run_benchmark(args.ids, args.seconds, args.out)
+    result = run_benchmark(args.ids, args.seconds, args.out, args.return_seeds)
     print(markdown(result), end="")
     print(f"\nwrote {Path(args.out) / RESULT_FILES[0]} and {Path(args.out) / RESULT_FILES[1]}")
     return 0
