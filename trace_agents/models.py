@@ -261,8 +261,37 @@ def _build_preset(preset: str, path: Path, n_episodes: int) -> None:
           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 
+def looks_like_path(name: str | Path) -> bool:
+    """Whether a model name is meant as a local path rather than a hub id (``name`` or ``org/name``).
+
+    A path starts with ``.``, ``/`` or ``~``, has more than one ``/`` or ends with one, or
+    starts with a local directory (``runs/model`` where ``runs/`` exists). Hub ids do none of these.
+    """
+    text = str(name).replace(os.sep, "/")
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or text.endswith("/"):
+        return True
+    return "/" in text and Path(text.split("/", 1)[0]).is_dir()
+
+
+def resolve(path_or_id: str | Path) -> str:
+    """What ``from_pretrained`` should read: an existing local path (``~`` expanded), else a hub id.
+
+    A name that :func:`looks_like_path` but does not exist raises ``FileNotFoundError`` at
+    once, instead of a hub lookup that fails with a message about repo ids (or retries).
+    """
+    local = Path(path_or_id).expanduser()
+    if local.exists():
+        return str(local)
+    if looks_like_path(path_or_id):
+        raise FileNotFoundError(f"no such model directory: {path_or_id} (run `trace bootstrap` first, "
+                                f"or pass a hub id)")
+    return str(path_or_id)
+
+
 def load(path_or_id: str | Path, device: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` from a local HF directory or a hub id, ready for batched generation."""
+    """``(model, tokenizer)`` from a local HF directory or a hub id (see :func:`resolve`), ready for
+    batched generation."""
+    source = resolve(path_or_id)
     require_train_extra("transformers")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -270,11 +299,11 @@ def load(path_or_id: str | Path, device: str | None = None, dtype: Any = None) -
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(dtype, str) and dtype != "auto":
         dtype = getattr(torch, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
+    tokenizer = AutoTokenizer.from_pretrained(source)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=dtype or "auto", device_map=device)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or "auto", device_map=device)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval(), tokenizer

@@ -1,0 +1,73 @@
+"""The ``trace`` command line's first ten minutes (issue 16, section 3): model paths, JSON output, help text."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from trace_agents import models
+from trace_agents.cli import build_parser, main
+
+ID = "trace/precondition-v0"
+ORACLE = ["--model", "oracle", "--env", ID, "--episodes", "3"]
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def _floats(value):
+    if isinstance(value, float):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _floats(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _floats(v)
+
+
+# ---------------------------------------------------------------- --model that is a path
+@pytest.mark.parametrize(("name", "is_path"), [
+    ("runs/bootstrap/model", True), ("runs/model", True), ("./model", True), ("../model", True), ("~/model", True),
+    ("/models/base", True), ("org/name/", True), ("Qwen/Qwen3-8B", False), ("gpt2", False), ("oracle", False),
+])
+def test_looks_like_path(name: str, is_path: bool, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()  # runs/model is a path here; Qwen/ does not exist, so Qwen/Qwen3-8B is a hub id
+    assert models.looks_like_path(name) is is_path
+
+
+def test_resolve_keeps_hub_ids_and_expands_local_paths(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "model").mkdir()
+    assert models.resolve("Qwen/Qwen3-8B") == "Qwen/Qwen3-8B"
+    assert models.resolve("~/model") == str(tmp_path / "model")
+    with pytest.raises(FileNotFoundError, match=r"no such model directory: ~/other \(run `trace bootstrap` first"):
+        models.resolve("~/other")
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "--model", "runs/bootstrap/model", "--episodes", "1"],
+    ["evaluate", "--model", "runs/model", "--episodes", "1"],
+    ["collect", "--model", "./model", "--episodes", "1"],
+    ["train", "--model", "~/model"],
+    ["bootstrap", "--model", "a/b/c", "--out", "out"],
+])
+def test_a_missing_model_path_fails_at_once_without_the_hub(argv, tmp_path, monkeypatch, capsys) -> None:
+    import transformers
+
+    def hub(*args, **kwargs):
+        raise AssertionError(f"from_pretrained{args} called")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", hub)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", hub)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"no such model directory: {argv[2]} (run `trace bootstrap` first, or pass a hub id)" in err
