@@ -71,3 +71,31 @@ def test_a_missing_model_path_fails_at_once_without_the_hub(argv, tmp_path, monk
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"no such model directory: {argv[2]} (run `trace bootstrap` first, or pass a hub id)" in err
+
+
+# ---------------------------------------------------------------- help text
+def test_top_level_help_gives_the_description_once(capsys) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("the TRACE pipeline from the command line") == 1
+    assert "trace evaluate --model M" in out
+
+
+def test_help_shows_percent_signs_once() -> None:
+    text = _subparsers()["evaluate"].format_help()
+    assert "95%" in text and "%%" not in text
+
+
+def test_help_mentions_only_flags_the_subcommand_has() -> None:
+    for name, sub in _subparsers().items():
+        flags = {flag for action in sub._actions for flag in action.option_strings}
+        if "--adapter" in sub.format_help():
+            assert "--adapter" in flags, f"`trace {name} --help` mentions --adapter, which it does not take"
+
+
+def test_help_gives_each_default_once_and_never_none() -> None:
+    for name, sub in _subparsers().items():
+        for action in sub._actions:
+            text = action.help or ""
+            assert "(default: None)" not in text and "(default: )" not in text, f"trace {name}: {text}"
+            assert text.count("default:") <= 1, f"trace {name}: {text}"

@@ -43,13 +43,18 @@ def parse_rates(text: str) -> dict[str, float]:
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per dataclass field, with the field's help text and default."""
+    """One flag per dataclass field, with the field's help text and default.
+
+    The default is appended as ``(default: X)`` unless it is empty (None, "") or the help
+    text already says it in words."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kind = hints[f.name]
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        help_text = f.metadata.get("help", "")
+        if default not in (None, "") and "default" not in help_text:
+            help_text += f" (default: {default})"
         origin = typing.get_origin(kind)
         if origin is dict:
             parser.add_argument(flag, type=parse_rates, default=default, help=help_text, metavar="K=V,...")
@@ -123,12 +128,13 @@ def _policy(args: argparse.Namespace, seed_offset: int = 0):
     return HFPolicy.from_pretrained(args.model, adapters=adapters, temperature=args.temperature, seed=seed, **fmt)
 
 
-def add_serving_args(parser: argparse.ArgumentParser) -> None:
-    """``--endpoint`` and ``--obs-format``: where the model generates, and what it reads."""
+def add_serving_args(parser: argparse.ArgumentParser, adapter: bool = False) -> None:
+    """``--endpoint`` and ``--obs-format``: where the model generates, and what it reads.
+    ``adapter``: whether the subcommand has ``--adapter`` (named in the help)."""
     parser.add_argument("--endpoint", default=None, metavar="URL",
                         help="generate on this OpenAI-compatible server instead of loading the model here, e.g. "
-                             "vLLM at http://localhost:8000/v1; --model is then the served model's name "
-                             "(and --adapter a served LoRA adapter's name)")
+                             "vLLM at http://localhost:8000/v1; --model is then the served model's name"
+                             + (" (and --adapter a served LoRA adapter's name)" if adapter else ""))
     parser.add_argument("--obs-format", choices=["compact", "chat"], default=None,
                         help="how the agent sees the conversation: compact (tiny models) or chat (tools in "
                              "the request); default: compact here, chat on an --endpoint")
@@ -265,8 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand."""
     from trace_agents.bootstrap import BootstrapConfig
 
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    description, epilog = __doc__.split("\n\n", 1)
+    parser = argparse.ArgumentParser(prog=PROG, description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("bootstrap", help="build and fine-tune the base agent with known deficits",
@@ -276,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bootstrap)
 
     p = sub.add_parser("evaluate", help="evaluate a model (or the oracle) on envs",
-                       description="Success with a 95%% Wilson interval, mean return, component means and "
+                       description="Success with a 95% Wilson interval, mean return, component means and "
                                    "per-capability mistake rates; prints a table and writes JSON.")
     p.add_argument("--model", required=True, help="HF model directory or id, or 'oracle'")
     p.add_argument("--adapter", default=None,
@@ -296,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/evaluate.json", help="where to write the JSON summary")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="τ²-bench data directory for trace/tau2-retail-v0 (default: $TAU2_DATA_DIR)")
-    add_serving_args(p)
+    add_serving_args(p, adapter=True)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("collect", help="roll out a model (or the oracle) and store trajectories",
