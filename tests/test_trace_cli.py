@@ -73,6 +73,15 @@ def test_a_missing_model_path_fails_at_once_without_the_hub(argv, tmp_path, monk
     assert f"no such model directory: {argv[2]} (run `trace bootstrap` first, or pass a hub id)" in err
 
 
+# ---------------------------------------------------------------- printed numbers
+def test_evaluate_json_has_no_float_noise(tmp_path) -> None:
+    out = tmp_path / "e.json"
+    assert main(["evaluate", *ORACLE, "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "0.99999999" not in text, text  # an oracle's return of 1, summed from float components
+    assert all(x == round(x, 6) for x in _floats(json.loads(text)))
+
+
 # ---------------------------------------------------------------- help text
 def test_top_level_help_gives_the_description_once(capsys) -> None:
     assert main(["--help"]) == 0

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trace_agents.stats import summarize_annotations, wilson
+from trace_agents.stats import rounded, summarize_annotations, wilson
 
 # Whether a finished episode's annotations show a capability's typical mistake. Each reads
 # only that capability's own evidence (see trace_envs.reward.annotate).
@@ -131,9 +131,14 @@ def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def to_json(summaries: Sequence[Mapping[str, Any]]) -> str:
+    """The summaries as JSON text, numbers rounded to 6 decimals (see :func:`~trace_agents.stats.rounded`)."""
+    return json.dumps(rounded(list(summaries)), indent=2) + "\n"
+
+
 def save(summaries: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Write the summaries as JSON."""
+    """Write the summaries as JSON (:func:`to_json`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(list(summaries), indent=2) + "\n")
+    path.write_text(to_json(summaries))
     return path

@@ -45,3 +45,15 @@ def summarize_annotations(annotations: Iterable[Mapping[str, Any]]) -> dict[str,
                 sums[key] = sums.get(key, 0.0) + float(value)
                 counts[key] = counts.get(key, 0) + 1
     return {k: sums[k] / counts[k] for k in sorted(sums)}
+
+
+def rounded(value: Any, digits: int = 6) -> Any:
+    """``value`` with every float in it rounded to ``digits`` decimals, for output: a sum of
+    float rewards comes out as 0.9999999999999999 where 1 is meant."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, Mapping):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
