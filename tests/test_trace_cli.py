@@ -73,6 +73,43 @@ def test_a_missing_model_path_fails_at_once_without_the_hub(argv, tmp_path, monk
     assert f"no such model directory: {argv[2]} (run `trace bootstrap` first, or pass a hub id)" in err
 
 
+# ---------------------------------------------------------------- JSON output and --out -
+def test_evaluate_json_prints_the_summary_and_still_writes_out(tmp_path, capsys) -> None:
+    out = tmp_path / "e.json"
+    assert main(["evaluate", *ORACLE, "--json", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
+    assert printed == json.loads(out.read_text()) and printed[0]["env_id"] == ID
+    assert f"`{ID}`" in captured.err and "wrote" in captured.err  # the table, for people, goes to stderr
+
+
+def test_evaluate_out_dash_prints_and_writes_nothing(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", *ORACLE, "--out", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["episodes"] == 3
+    assert not any(tmp_path.iterdir())
+
+
+def test_collect_out_dash_prints_json_lines(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["collect", "--policy", "oracle", "--env", ID, "--episodes", "2", "--out", "-"]) == 0
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["seed"] for r in records] == [0, 1] and "2 episodes" in captured.err
+    assert not any(tmp_path.iterdir())
+    assert main(["collect", "--policy", "oracle", "--episodes", "2", "--out", "-", "--resume"]) == 2
+    assert "does not go with --out -" in capsys.readouterr().err
+
+
+def test_analyze_out_dash_prints_the_report(tmp_path, capsys) -> None:
+    traj = tmp_path / "t.jsonl"
+    assert main(["collect", "--policy", "oracle", "--env", ID, "--episodes", "6", "--out", str(traj)]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(traj), "--out", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes"] == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.jsonl"]
+
+
 # ---------------------------------------------------------------- printed numbers
 def test_evaluate_json_has_no_float_noise(tmp_path) -> None:
     out = tmp_path / "e.json"

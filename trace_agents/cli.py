@@ -26,6 +26,7 @@ from typing import Any
 from trace_envs.cli import count, natural  # argparse types for counts and seeds, shared with trace-envs
 
 PROG = "trace"
+STDOUT = "-"  # an --out that means standard output
 
 
 def parse_rates(text: str) -> dict[str, float]:
@@ -190,9 +191,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         if hasattr(policy, "close"):  # adapters it loaded into a server
             policy.close()
-    print(ev.format_table(summaries), end="")
-    path = ev.save(summaries, args.out)
-    print(f"wrote {path}")
+    as_json = args.json or args.out == STDOUT
+    notes = sys.stderr if as_json else sys.stdout  # stdout carries only the JSON then
+    print(ev.format_table(summaries), end="", file=notes)
+    if as_json:
+        print(ev.to_json(summaries), end="")
+    if args.out != STDOUT:
+        print(f"wrote {ev.save(summaries, args.out)}", file=notes)
     return 0
 
 
@@ -200,14 +205,20 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from trace_agents.rollout import rollout
 
     _check_policy_choice(args)
+    to_stdout = args.out == STDOUT
+    if to_stdout and args.resume:
+        raise ValueError("--resume skips the episodes stored in a file; it does not go with --out -")
     kwargs = _data_dir_kwargs([args.env], args.data_dir).get(args.env)
     policy = _policy(args)
     seeds = range(args.seed_start, args.seed_start + args.episodes)
-    result = rollout(policy, args.env, seeds, batch_size=args.batch_size, store=args.out, resume=args.resume,
-                     env_kwargs=kwargs)
+    result = rollout(policy, args.env, seeds, batch_size=args.batch_size, store=None if to_stdout else args.out,
+                     resume=args.resume, env_kwargs=kwargs)
+    if to_stdout:
+        for record in result.records:
+            print(json.dumps(record))
     wins = sum(bool(r["success"]) for r in result.records)
-    print(f"[collect] {result.n_episodes} episodes of {args.env} in {args.out} "
-          f"({wins} successful; {result.skipped} already stored)")
+    print(f"[collect] {result.n_episodes} episodes of {args.env} in {'stdout' if to_stdout else args.out} "
+          f"({wins} successful; {result.skipped} already stored)", file=sys.stderr if to_stdout else sys.stdout)
     return 0
 
 
@@ -233,10 +244,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     else:
         report = analysis.analyze(records, thresholds=thresholds)
     report["trajectories"] = str(args.trajectories)
-    paths = analysis.write_report(report, args.out)
-    print(analysis.format_table(report), end="")
-    print(f"selected: {', '.join(report['selected']) or 'none'}")
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    notes = sys.stderr if args.out == STDOUT else sys.stdout  # stdout carries only the JSON then
+    print(analysis.format_table(report), end="", file=notes)
+    print(f"selected: {', '.join(report['selected']) or 'none'}", file=notes)
+    if args.out == STDOUT:
+        print(json.dumps(report, indent=2))
+    else:
+        paths = analysis.write_report(report, args.out)
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
@@ -300,7 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --model oracle: capability=rate mistakes to inject")
     p.add_argument("--trajectories", default=None,
                    help="also store the episodes in this JSONL file (episodes already there are reused)")
-    p.add_argument("--out", default="runs/evaluate.json", help="where to write the JSON summary")
+    p.add_argument("--out", default="runs/evaluate.json",
+                   help="where to write the JSON summary ('-': print it instead, the table going to stderr)")
+    p.add_argument("--json", action="store_true",
+                   help="print the JSON summary instead of the table (which goes to stderr); --out is still written")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="τ²-bench data directory for trace/tau2-retail-v0 (default: $TAU2_DATA_DIR)")
     add_serving_args(p, adapter=True)
@@ -314,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=count, default=300, help="episodes to collect (default: 300)")
     p.add_argument("--seed-start", type=natural, default=0, help="first seed (default: 0)")
     p.add_argument("--batch-size", type=count, default=16, help="envs generated for at once (default: 16)")
-    p.add_argument("--out", default="runs/trajectories.jsonl", help="JSONL file to append to")
+    p.add_argument("--out", default="runs/trajectories.jsonl",
+                   help="JSONL file to append to ('-': print the episodes as JSON lines instead)")
     p.add_argument("--resume", action="store_true", help="skip episodes already in --out")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="τ²-bench data directory for trace/tau2-retail-v0 (default: $TAU2_DATA_DIR)")
@@ -324,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Rule-based labels from the env annotations, ER+/ER-/coverage per "
                                    "capability, bootstrap-resampled selection. Writes JSON, markdown and PNG.")
     p.add_argument("trajectories", help="a JSONL file written by trace collect")
-    p.add_argument("--out", default="runs/analysis.json", help="report JSON (markdown and PNG go beside it)")
+    p.add_argument("--out", default="runs/analysis.json",
+                   help="report JSON (markdown and PNG go beside it; '-': print the JSON instead, the table going "
+                        "to stderr)")
     p.add_argument("--rho", type=float, default=0.10, help="minimum coverage of failures (default: 0.10)")
     p.add_argument("--delta", type=float, default=0.20, help="minimum ER- minus ER+ (default: 0.20)")
     p.add_argument("--s", type=int, default=8, help="resamples that must select it (default: 8)")
