@@ -145,3 +145,23 @@ def test_help_gives_each_default_once_and_never_none() -> None:
             text = action.help or ""
             assert "(default: None)" not in text and "(default: )" not in text, f"trace {name}: {text}"
             assert text.count("default:") <= 1, f"trace {name}: {text}"
+
+
+# ---------------------------------------------------------------- analyze: one policy at a time
+def test_analyze_refuses_a_mix_of_policies_and_names_them(tmp_path, capsys) -> None:
+    traj, out = tmp_path / "t.jsonl", tmp_path / "r.json"
+    collect = ["collect", "--policy", "oracle", "--env", ID, "--episodes", "6", "--out", str(traj)]
+    assert main(collect) == 0
+    assert main([*collect, "--deficits", "precondition_verification=1.0"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(traj), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds the episodes of 2 policies" in err and "--policy ID" in err
+    ids = [line.split()[0] for line in err.splitlines()[1:]]
+    assert len(ids) == 2 and "deficits precondition_verification=1.0 (6 episodes)" in err
+    assert not out.exists()
+    assert main(["analyze", str(traj), "--policy", ids[1][:6], "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["episodes"] == 6
+    assert main(["analyze", str(traj), "--policy", "nope", "--out", str(out)]) == 2
+    assert "'nope' matches 0 of the 2 policies" in capsys.readouterr().err
+

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from trace_agents.evaluate import MISTAKES
+from trace_agents.trajectories import split_key
 from trace_envs import CAPABILITIES
 
 
@@ -206,6 +207,49 @@ def analyze(records: Sequence[Mapping[str, Any]], labeler: Labeler | None = None
     report["labeler"] = type(labeler or RuleLabeler()).__name__
     report["env_ids"] = sorted({str(r.get("env_id")) for r in records})
     return report
+
+
+def policies(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """The records grouped by the policy that played them, under its policy key: the last part
+    of each record's key (the policy's identity, adapter and env settings; see
+    :func:`trace_agents.trajectories.policy_key`)."""
+    groups: dict[str, list[Any]] = {}
+    for record in records:
+        groups.setdefault(split_key(record["key"])[3], []).append(record)
+    return groups
+
+
+def describe_policy(record: Mapping[str, Any]) -> str:
+    """The policy that played ``record`` in a few words: its kind, model or deficits, adapter and temperature."""
+    identity = record.get("policy") or {}
+    parts = [str(identity.get("policy", "unknown")), str(identity.get("model") or "")]
+    if identity.get("deficits"):
+        parts.append("deficits " + ",".join(f"{k}={v}" for k, v in identity["deficits"].items()))
+    if record.get("adapter"):
+        parts.append(f"adapter {record['adapter']}")
+    if "temperature" in identity:
+        parts.append(f"temperature {identity['temperature']}")
+    return " ".join(filter(None, parts))
+
+
+def one_policy(records: Iterable[Mapping[str, Any]], policy: str | None = None,
+               source: str = "the trajectories") -> list[Any]:
+    """The records of one policy: the one whose key starts with ``policy``, or the only one there is.
+
+    Records of several policies are refused without ``policy``: analyzed together, they would
+    pool different agents' mistakes into one profile. The error lists the policies found.
+    """
+    groups = policies(records)
+    if policy is None and len(groups) <= 1:
+        return [r for group in groups.values() for r in group]
+    matches = [key for key in groups if policy and key.startswith(policy)]
+    if len(matches) == 1:
+        return groups[matches[0]]
+    found = "\n".join(f"  {key}  {describe_policy(group[0])} ({len(group)} episodes)" for key, group in groups.items())
+    if policy is None:
+        raise ValueError(f"{source} holds the episodes of {len(groups)} policies; analyze one at a time "
+                         f"(trace analyze --policy ID):\n{found}")
+    raise ValueError(f"policy {policy!r} matches {len(matches)} of the {len(groups)} policies in {source}:\n{found}")
 
 
 def format_table(report: Mapping[str, Any]) -> str:

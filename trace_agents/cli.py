@@ -226,7 +226,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from trace_agents import analysis
     from trace_agents.trajectories import TrajectoryStore
 
-    records = list(TrajectoryStore(args.trajectories).records())
+    records = analysis.one_policy(TrajectoryStore(args.trajectories).records(), args.policy,
+                                  source=args.trajectories)
     thresholds = analysis.Thresholds(rho=args.rho, delta=args.delta, s=args.s, R=args.resamples, seed=args.seed)
     if args.judge_url:
         from trace_agents.judge import JudgeLabeler, OpenAIChat
@@ -346,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/analysis.json",
                    help="report JSON (markdown and PNG go beside it; '-': print the JSON instead, the table going "
                         "to stderr)")
+    p.add_argument("--policy", default=None, metavar="ID",
+                   help="analyze only this policy's episodes, for a file that holds several (the ID ends each "
+                        "record's key; a unique prefix will do)")
     p.add_argument("--rho", type=float, default=0.10, help="minimum coverage of failures (default: 0.10)")
     p.add_argument("--delta", type=float, default=0.20, help="minimum ER- minus ER+ (default: 0.20)")
     p.add_argument("--s", type=int, default=8, help="resamples that must select it (default: 8)")
