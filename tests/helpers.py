@@ -17,7 +17,8 @@ from trace_envs import registered_ids
 # τ²-bench data: the project's CI has ../shared/tau2 beside the checkout. Tests that need
 # it skip with this reason when it is absent (and an explicit TAU2_DATA_DIR wins).
 TAU2_DIR = Path(__file__).resolve().parents[2] / "shared" / "tau2"
-TAU2_MISSING = f"τ²-bench data not found: set TAU2_DATA_DIR or place it at {TAU2_DIR}"
+TAU2_MISSING = (f"τ²-bench data not found: set TAU2_DATA_DIR to a tau2-bench checkout's data/tau2 directory "
+                f"(CI has it at {TAU2_DIR})")
 if TAU2_DIR.is_dir():
     os.environ.setdefault("TAU2_DATA_DIR", str(TAU2_DIR))
 HAVE_TAU2 = bool(os.environ.get("TAU2_DATA_DIR"))
@@ -32,6 +33,8 @@ def _param(env_id: str):
 
 # Every registered id as pytest params; ids needing absent data are skipped, with the reason.
 ID_PARAMS = [_param(i) for i in registered_ids()]
+# The registered ids that can be made here (e.g. what a subprocess may be asked to play).
+RUNNABLE_IDS = [i for i in registered_ids() if HAVE_TAU2 or i not in NEEDS_DATA]
 
 # A tiny random Qwen2 for agent tests. A wide init (0.2, not 0.02) so greedy outputs
 # depend on the prompt instead of repeating one token.

@@ -195,12 +195,18 @@ def actions(tool_schemas: Sequence[Mapping[str, Any]] | None = None):
 def specs(*, families: Sequence[str] | None = None, spec_id: str = "testing/drawn-v0"):
     """Valid spec dicts: a registered family with its defaults, random components and weights.
 
-    Every drawn spec passes :func:`trace_envs.load_spec`: the declared range is computed
-    with :func:`trace_envs.reward.reward_range` and success lists only components with a
-    positive weight.
+    Every drawn spec passes :func:`trace_envs.load_spec` and makes a working env where it
+    is drawn: the declared range is computed with :func:`trace_envs.reward.reward_range`,
+    success lists only components with a positive weight, and families that cannot make a
+    task here with their default params (``tau2`` without τ²-bench data) are left out.
+    ``families`` restricts the draw to those families; naming one that cannot make a task
+    here is a ValueError that says why.
     """
     st = _strategies()
+    from random import Random
+
     from trace_envs.domains import domain_names, get_domain
+    from trace_envs.errors import SpecError
     from trace_envs.render import RENDERERS
     from trace_envs.reward import COMPONENTS, reward_range
     from trace_envs.spec import schema
@@ -210,6 +216,17 @@ def specs(*, families: Sequence[str] | None = None, spec_id: str = "testing/draw
     unknown = [n for n in names if n not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown task families {unknown}; registered: {sorted(FAMILIES)}")
+    why_not = {}
+    for name in names:  # can the family make a task here with its defaults?
+        fam = FAMILIES[name]
+        try:
+            fam.generate(Random(0), dict(fam.defaults), seed=0)
+        except (SpecError, OSError) as exc:
+            why_not[name] = str(exc)
+    if families and why_not:
+        raise ValueError(f"task families {sorted(why_not)} cannot make tasks here: "
+                         + "; ".join(f"{n}: {why}" for n, why in why_not.items()))
+    names = [n for n in names if n not in why_not]
     props = schema()["properties"]
     user_kinds = props["user"]["properties"]["kind"]["enum"]
     formats = [f for f in props["observation"]["properties"]["format"]["enum"] if f in RENDERERS]

@@ -1,0 +1,70 @@
+"""A newcomer's first ten minutes (issue 16, sections 2 and 3): what works from any clone,
+and the friction points a new user hits, each with a clear behaviour or message."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+from hypothesis import find, settings
+from hypothesis.errors import NoSuchExample
+
+from trace_envs import OraclePolicy, RegistrationError, SpecError, multiagent, register_spec, registered_ids
+from trace_envs import registration
+from trace_envs.cli import main
+from trace_envs.registration import BUILTIN_SPEC_DIRS
+from trace_envs.testing import specs
+
+BUILTIN_DIR = next(d for d in BUILTIN_SPEC_DIRS if d.is_dir())
+BASE = json.loads((BUILTIN_DIR / "precondition-v0.json").read_text(encoding="utf-8"))
+ID = "trace/precondition-v0"
+TAU2 = "trace/tau2-retail-v0"
+
+
+@pytest.fixture
+def no_tau2_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a user's clone: no τ²-bench data anywhere."""
+    monkeypatch.delenv("TAU2_DATA_DIR", raising=False)
+
+
+@pytest.fixture
+def scratch_ids() -> list[str]:
+    """Ids a test registers; removed afterwards."""
+    ids: list[str] = []
+    yield ids
+    for env_id in ids:
+        gym.registry.pop(env_id, None)
+        registration._OURS.pop(env_id, None)
+
+
+def _oracle_episode(env, seed: int = 0) -> list[str]:
+    """Play one oracle episode; the actions taken."""
+    obs, info = env.reset(seed=seed)
+    oracle = OraclePolicy()
+    oracle.reset(env)
+    actions, done = [], False
+    while not done:
+        actions.append(oracle.act(obs, info))
+        obs, _, terminated, truncated, info = env.step(actions[-1])
+        done = terminated or truncated
+    return actions
+
+
+# ---------------------------------------------------------------------------- specs() from any clone
+def test_specs_draws_only_families_that_load_here(no_tau2_data) -> None:
+    with pytest.raises(NoSuchExample):
+        find(specs(), lambda spec: spec["tasks"]["family"] == "tau2",
+             settings=settings(max_examples=50, database=None, derandomize=True))
+
+
+def test_specs_refuses_a_named_family_that_cannot_load_here(no_tau2_data) -> None:
+    with pytest.raises(ValueError, match=r"\['tau2'\] cannot make tasks here: .*TAU2_DATA_DIR"):
+        specs(families=["tau2", "precondition"])
