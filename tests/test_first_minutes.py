@@ -68,3 +68,30 @@ def test_specs_draws_only_families_that_load_here(no_tau2_data) -> None:
 def test_specs_refuses_a_named_family_that_cannot_load_here(no_tau2_data) -> None:
     with pytest.raises(ValueError, match=r"\['tau2'\] cannot make tasks here: .*TAU2_DATA_DIR"):
         specs(families=["tau2", "precondition"])
+
+
+# ---------------------------------------------------------------------------- τ²-bench data message
+def test_missing_tau2_data_says_where_it_comes_from(no_tau2_data) -> None:
+    with pytest.raises(SpecError) as info:
+        gym.make(TAU2).reset(seed=0)
+    message = str(info.value)
+    for part in ("tau2-bench", "data/tau2", "data_dir=", "TAU2_DATA_DIR", "domains/retail/db.json", "tasks.json"):
+        assert part in message, f"{part!r} not in: {message}"
+    assert "shared" not in message and "--data-dir" not in message, message
+
+
+def test_missing_tau2_data_on_the_command_line_names_the_flag(no_tau2_data, capsys) -> None:
+    assert main(["show", TAU2]) == 2
+    err = capsys.readouterr().err
+    assert "--data-dir" in err and "data/tau2" in err and "tau2-bench" in err, err
+    assert "data_dir=" not in err and "shared" not in err, err
+
+
+def test_an_incomplete_tau2_dir_names_the_missing_file(tmp_path: Path) -> None:
+    retail = tmp_path / "domains" / "retail"
+    retail.mkdir(parents=True)
+    (retail / "db.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(SpecError) as info:
+        gym.make(TAU2, data_dir=tmp_path).reset(seed=0)
+    assert str(retail / "tasks.json") in str(info.value), str(info.value)
+    assert str(retail / "db.json") not in str(info.value).split("Fix:")[0], "db.json is there"

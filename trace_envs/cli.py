@@ -30,6 +30,7 @@ from trace_envs.oracle import OraclePolicy
 from trace_envs.registration import check_id, register_spec, registered_ids, spec_of
 from trace_envs.render import RENDERERS
 from trace_envs.spec import load_spec
+from trace_envs.tasks import tau2
 
 PROG = "trace-envs"
 # Keys of every step's info; whatever else the last info holds is an end-of-episode annotation.
@@ -514,7 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except TraceError as exc:  # unknown ids, bad specs, missing data: a message, not a traceback
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        message = exc.for_cli() if isinstance(exc, tau2.DataError) else exc
+        print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
 
 

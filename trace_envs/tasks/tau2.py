@@ -59,46 +59,75 @@ class Tau2Data:
     policy: str
 
 
+NEEDED = ("db.json", "tasks.json")  # policy.md is read too when present
+SOURCE = ("the data/tau2 directory of a tau2-bench checkout (https://github.com/sierra-research/tau2-bench), "
+          "which holds domains/retail/db.json and domains/retail/tasks.json (and policy.md)")
+
+
+class DataError(SpecError):
+    """The τ²-bench data is absent, incomplete or malformed.
+
+    ``str()`` says how to pass the data in Python (``data_dir=``); :meth:`for_cli` says it
+    for a command line (``--data-dir``).
+    """
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(self._fix("pass data_dir=DIR to gym.make"))
+
+    def __reduce__(self):  # pickled (e.g. from a vector env's worker) with the problem, not the message
+        return type(self), (self.problem,)
+
+    def _fix(self, how: str) -> str:
+        return f"{self.problem}. Fix: {how} (or set {ENV_VAR}=DIR), DIR being {SOURCE}"
+
+    def for_cli(self) -> str:
+        """The message for a command line, which takes the directory as ``--data-dir DIR``."""
+        return self._fix("pass --data-dir DIR")
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The retail data directory from the argument or ``$TAU2_DATA_DIR``, or a clear error."""
+    """The retail data directory from the argument or ``$TAU2_DATA_DIR``; a :class:`DataError`
+    names what is missing."""
     raw = str(data_dir) if data_dir else os.environ.get(ENV_VAR, "")
     if not raw:
-        raise SpecError(
-            "trace/tau2-retail-v0 needs the τ²-bench retail data. Pass data_dir=... to gym.make, or set "
-            f"{ENV_VAR} to a directory holding domains/retail/{{db.json,tasks.json,policy.md}} "
-            "(a tau2-bench checkout's data/tau2 works; so does ../shared/tau2 in this project)")
+        raise DataError("trace/tau2-retail-v0 needs the τ²-bench retail data, and no data directory was given")
     root = Path(raw).expanduser().resolve()  # loads are cached by path: a later chdir must not alias it
-    for candidate in (root / "domains" / "retail", root):
-        if (candidate / "db.json").is_file() and (candidate / "tasks.json").is_file():
-            return candidate
-    raise SpecError(f"{root}: no db.json and tasks.json under {root}/domains/retail or {root}. "
-                    f"Fix: point data_dir or {ENV_VAR} at τ²-bench's data/tau2 directory")
+    if not root.is_dir():
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise DataError(f"the τ²-bench data directory {root} {what}")
+    nested = root / "domains" / "retail"
+    # τ²-bench's layout (root/domains/retail), or the retail directory itself.
+    retail = root if not nested.is_dir() and any((root / f).is_file() for f in NEEDED) else nested
+    missing = [str(retail / f) for f in NEEDED if not (retail / f).is_file()]
+    if missing:
+        raise DataError(f"{root} is not τ²-bench data: no {' and no '.join(missing)}")
+    return retail
 
 
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SpecError(f"{path}: cannot read it as JSON ({exc}). Fix: point data_dir or {ENV_VAR} at an "
-                        f"unmodified τ²-bench data/tau2 directory") from None
+        raise DataError(f"{path}: cannot read it as JSON ({exc})") from None
 
 
 @functools.lru_cache(maxsize=4)
 def load(retail_dir: Path) -> Tau2Data:
-    """Parse a retail data directory once per process; malformed files are a SpecError naming them."""
+    """Parse a retail data directory once per process; malformed files are a DataError naming them."""
     tables = _read_json(retail_dir / "db.json")
     missing = [k for k in ("users", "orders", "products") if not isinstance(tables, dict)
                or not isinstance(tables.get(k), dict)]
     if missing:
-        raise SpecError(f"{retail_dir / 'db.json'}: expected an object with the tables users, orders and products; "
+        raise DataError(f"{retail_dir / 'db.json'}: expected an object with the tables users, orders and products; "
                         f"missing or not objects: {', '.join(missing)}")
     tasks = _read_json(retail_dir / "tasks.json")
     expected = f"{retail_dir / 'tasks.json'}: expected a list of task objects, each with an id"
     if not isinstance(tasks, list):
-        raise SpecError(f"{expected}; it is not a list")
+        raise DataError(f"{expected}; it is not a list")
     bad = next((i for i, t in enumerate(tasks) if not (isinstance(t, dict) and "id" in t)), None)
     if bad is not None:
-        raise SpecError(f"{expected}; item {bad} is not an object with an id")
+        raise DataError(f"{expected}; item {bad} is not an object with an id")
     policy_file = retail_dir / "policy.md"
     policy = policy_file.read_text(encoding="utf-8") if policy_file.is_file() else ""
     return Tau2Data(retail_dir, tables, tuple(tasks), {str(t["id"]): i for i, t in enumerate(tasks)}, policy)
@@ -289,7 +318,7 @@ def generate(rng: Random, params: Mapping[str, Any], seed: int = 0) -> Task:
     """Task number ``seed % len(tasks)`` of the data directory."""
     data = data_for(params)
     if not data.tasks:
-        raise SpecError(f"{data.root}/tasks.json holds no tasks")
+        raise DataError(f"{data.root}/tasks.json holds no tasks")
     return _convert(data.root, seed % len(data.tasks))
 
 
