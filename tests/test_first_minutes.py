@@ -95,3 +95,35 @@ def test_an_incomplete_tau2_dir_names_the_missing_file(tmp_path: Path) -> None:
         gym.make(TAU2, data_dir=tmp_path).reset(seed=0)
     assert str(retail / "tasks.json") in str(info.value), str(info.value)
     assert str(retail / "db.json") not in str(info.value).split("Fix:")[0], "db.json is there"
+
+
+# ---------------------------------------------------------------------------- registration
+def test_trace_env_specs_takes_files_and_warns_about_missing_paths(tmp_path: Path, monkeypatch) -> None:
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps(copy.deepcopy(BASE) | {"id": "user/one-file-v0"}), encoding="utf-8")
+    missing = tmp_path / "no-such-dir"
+    monkeypatch.setenv("TRACE_ENV_SPECS", os.pathsep.join([str(mine), str(missing)]))
+    monkeypatch.setattr(registration, "SKIPPED", {})
+    with pytest.warns(RuntimeWarning, match=re.escape(str(missing))):
+        files = registration.spec_files()
+    assert mine.resolve() in files
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        registration.spec_files()  # warned once per process, not at every registration
+    assert str(missing) in registration.SKIPPED
+
+
+def test_trace_env_specs_file_registers_through_the_start_up_hook(tmp_path: Path) -> None:
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps(copy.deepcopy(BASE) | {"id": "user/one-file-v0"}), encoding="utf-8")
+    code = "import gymnasium as gym; print(gym.make('user/one-file-v0').reset(seed=0)[1]['env_id'])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TRACE_ENV_SPECS": str(mine)})
+    assert done.returncode == 0 and "user/one-file-v0" in done.stdout, done.stderr[-3000:]
+
+
+def test_a_duplicate_dict_spec_says_where_the_first_came_from(scratch_ids: list[str]) -> None:
+    data = copy.deepcopy(BASE) | {"id": "testing/dict-twice-v0"}
+    scratch_ids.append(register_spec(data))
+    with pytest.raises(RegistrationError, match=r"already registered \(from a dict spec\)"):
+        register_spec(data)

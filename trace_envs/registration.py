@@ -1,9 +1,10 @@
 """The registry of trace env ids, backed by Gymnasium's.
 
-Built-in specs live in ``env_specs/`` (``trace_envs/specs`` in a wheel); directories
-listed in ``TRACE_ENV_SPECS`` (``os.pathsep``-separated) add user specs. Registering only
-reads each file's id and turn limit, so it is cheap enough to run when gymnasium is
-imported; full validation happens when the env is made (and in ``trace-envs validate``).
+Built-in specs live in ``env_specs/`` (``trace_envs/specs`` in a wheel); spec files, and
+directories of them, listed in ``TRACE_ENV_SPECS`` (``os.pathsep``-separated) add user
+specs. Registering only reads each file's id and turn limit, so it is cheap enough to run
+when gymnasium is imported; full validation happens when the env is made (and in
+``trace-envs validate``).
 """
 
 from __future__ import annotations
@@ -29,21 +30,44 @@ BUILTIN_SPEC_DIRS = (_PACKAGE.parent / "env_specs", _PACKAGE / "specs")
 # Gymnasium's id grammar: [namespace/]name-vN, the version required.
 _ID = re.compile(r"(?:[\w:.-]+/)?[\w:.-]+-v\d+")
 _OURS: dict[str, Path | None] = {}  # id -> file it came from (None for dicts)
+SKIPPED: dict[str, str] = {}  # spec path -> why it was not registered
 
 
-def spec_dirs() -> list[Path]:
-    """The directories specs are loaded from, built-ins first."""
+def spec_paths() -> list[Path]:
+    """Where specs are loaded from: the built-in directory, then each ``TRACE_ENV_SPECS``
+    entry (a directory of spec files, or one spec file), resolved."""
     builtin = next((d for d in BUILTIN_SPEC_DIRS if d.is_dir()), None)
-    dirs = [builtin] if builtin else []
+    paths = [builtin] if builtin else []
     for part in os.environ.get("TRACE_ENV_SPECS", "").split(os.pathsep):
         if part.strip():
-            dirs.append(Path(part).expanduser().resolve())  # registered paths must survive a chdir
-    return dirs
+            paths.append(Path(part).expanduser().resolve())  # registered paths must survive a chdir
+    return paths
 
 
 def spec_files() -> list[Path]:
-    """Every spec file in :func:`spec_dirs`, sorted per directory."""
-    return [f for d in spec_dirs() if d.is_dir() for f in sorted(d.glob("*.json"))]
+    """Every spec file of :func:`spec_paths`: a directory's ``*.json`` (sorted), a file as it is.
+
+    A path that does not exist is skipped with a warning naming it (once per process).
+    """
+    files: list[Path] = []
+    for path in spec_paths():
+        if path.is_dir():
+            files.extend(sorted(path.glob("*.json")))
+        elif path.is_file():
+            files.append(path)
+        elif str(path) not in SKIPPED:
+            SKIPPED[str(path)] = "no such file or directory"
+            warnings.warn(f"TRACE_ENV_SPECS names {path}, which does not exist; its specs are not registered. "
+                          f"Fix: set TRACE_ENV_SPECS to spec files or directories of them, separated by "
+                          f"{os.pathsep!r}", RuntimeWarning, stacklevel=3)
+    return files
+
+
+def _origin(env_id: str) -> str:
+    """Where a registered id came from, in words."""
+    if env_id not in _OURS:
+        return "outside trace_envs"
+    return str(_OURS[env_id]) if _OURS[env_id] is not None else "a dict spec"
 
 
 def register_spec(spec: str | Path | Mapping[str, Any], *, validate: bool = True, override: bool = False) -> str:
@@ -75,7 +99,7 @@ def register_spec(spec: str | Path | Mapping[str, Any], *, validate: bool = True
         if not override:
             if _OURS.get(env_id, object()) == path and path is not None:
                 return env_id  # the same file registered twice (e.g. hook and import): fine
-            raise RegistrationError(f"environment {env_id!r} is already registered (from {_OURS.get(env_id)}); "
+            raise RegistrationError(f"environment {env_id!r} is already registered (from {_origin(env_id)}); "
                                     f"pass override=True to replace it or change the spec's id")
         del gym.registry[env_id]  # an explicit override: no "Overriding environment" warning
     kwargs: dict[str, Any] = {"spec": str(path) if path is not None else data}
@@ -90,9 +114,6 @@ def register_spec(spec: str | Path | Mapping[str, Any], *, validate: bool = True
                         f"'trace/my-env-v0'") from None
     _OURS[env_id] = path
     return env_id
-
-
-SKIPPED: dict[str, str] = {}  # spec file -> why it was not registered
 
 
 def register_envs() -> list[str]:
