@@ -127,3 +127,16 @@ def test_a_duplicate_dict_spec_says_where_the_first_came_from(scratch_ids: list[
     scratch_ids.append(register_spec(data))
     with pytest.raises(RegistrationError, match=r"already registered \(from a dict spec\)"):
         register_spec(data)
+
+
+# ---------------------------------------------------------------------------- render_mode="human"
+def test_human_render_mode_prints_the_ansi_transcript(capsys) -> None:
+    ansi = gym.make(ID, render_mode="ansi")
+    actions = _oracle_episode(ansi)
+    expected = ansi.unwrapped.render()
+    human = gym.make(ID, render_mode="human")
+    human.reset(seed=0)
+    for action in actions:
+        human.step(action)
+        assert human.render() is None  # printed already: nothing new to show
+    assert capsys.readouterr().out == expected + "\n"

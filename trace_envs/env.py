@@ -70,7 +70,7 @@ class TraceEnv(gym.Env[str, str]):
     * v0: initial release.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 1}  # render_fps: gymnasium warns without it
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}  # render_fps: gymnasium warns without it
 
     def __init__(self, spec: TraceSpec | Mapping[str, Any] | str | Path, render_mode: str | None = None,
                  obs_format: str | None = None, max_chars: int | None = None,
@@ -125,6 +125,7 @@ class TraceEnv(gym.Env[str, str]):
         self._last_obs = ""
         self._policy = self.domain.policy
         self._base_info: dict[str, Any] = {}
+        self._shown = 0  # messages printed so far (render_mode="human")
 
     # ------------------------------------------------------------------ reset
     def _task_seed_for(self, seed: int | None, options: Mapping[str, Any] | None) -> int:
@@ -171,6 +172,9 @@ class TraceEnv(gym.Env[str, str]):
         }
         obs = self.renderer.first(self._policy, self._tool_list, opening)
         self._last_obs = obs
+        self._shown = 0
+        if self.render_mode == "human":
+            self.render()
         info = dict(self._base_info, step=0, messages=list(self._messages), reward_components=dict(self._zero),
                     capabilities=list(task.capabilities))
         return obs, info
@@ -218,6 +222,8 @@ class TraceEnv(gym.Env[str, str]):
             self._over = True
             reward += self._finish(log, components, info)
         self._last_obs = obs
+        if self.render_mode == "human":
+            self.render()
         return obs, reward, terminated, truncated, info
 
     def _call_tool(self, name: str, arguments: Any, raw: str) -> tuple[str, bool, str | None]:
@@ -326,12 +332,10 @@ class TraceEnv(gym.Env[str, str]):
         return reward
 
     # ------------------------------------------------------------------ misc
-    def render(self) -> str | None:
-        """The conversation so far as plain text (``render_mode="ansi"``)."""
-        if self.render_mode != "ansi":
-            return None
+    def _transcript(self, start: int = 0) -> str:
+        """Messages ``start`` on, one line each, as :meth:`render` shows them."""
         lines = []
-        for m in self._messages:
+        for m in self._messages[start:]:
             if m.get("tool_calls"):
                 f = m["tool_calls"][0]["function"]
                 lines.append(f"assistant -> {f['name']}({f['arguments']})")
@@ -339,6 +343,20 @@ class TraceEnv(gym.Env[str, str]):
                 tag = m["role"] if m["role"] != "tool" else f"tool {m.get('name', '')}"
                 lines.append(f"{tag}: {m['content']}")
         return "\n".join(lines)
+
+    def render(self) -> str | None:
+        """The conversation so far as plain text.
+
+        ``render_mode="ansi"`` returns it. ``"human"`` prints it to stdout as it happens
+        (reset and every step print the new lines, as Gymnasium's human mode renders during
+        ``step``) and returns None; calling ``render()`` then prints only what is not yet shown.
+        """
+        if self.render_mode == "ansi":
+            return self._transcript()
+        if self.render_mode == "human" and self._shown < len(self._messages):
+            print(self._transcript(self._shown), flush=True)
+            self._shown = len(self._messages)
+        return None
 
     def use_user(self, user: User) -> None:
         """Let another user answer the rest of this episode (e.g. a PettingZoo user agent).

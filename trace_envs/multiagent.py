@@ -52,7 +52,7 @@ class TextObservation(str):
 class DualControlEnv(AECEnv):
     """A TRACE task in which both the assistant and the user are agents."""
 
-    metadata = {"name": "trace_dual_control_v0", "render_modes": ["ansi"], "is_parallelizable": False}
+    metadata = {"name": "trace_dual_control_v0", "render_modes": ["ansi", "human"], "is_parallelizable": False}
 
     def __init__(self, env_id: str, scripted_user: bool = True, render_mode: str | None = None,
                  **kwargs: Any) -> None:
