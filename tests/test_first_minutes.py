@@ -140,3 +140,20 @@ def test_human_render_mode_prints_the_ansi_transcript(capsys) -> None:
         human.step(action)
         assert human.render() is None  # printed already: nothing new to show
     assert capsys.readouterr().out == expected + "\n"
+
+
+# ---------------------------------------------------------------------------- reset options
+def test_a_misspelt_reset_option_is_an_error_listing_the_valid_ones() -> None:
+    env = gym.make(ID)
+    with pytest.raises(ValueError, match=r"unknown reset option\(s\) \['taskid'\].*\['task_id'\].*'task_id'\?"):
+        env.reset(options={"taskid": 3})
+    env.reset(options={})  # an empty dict (gymnasium's check_env passes one) is fine
+
+
+def test_the_pettingzoo_env_warns_about_unknown_reset_options() -> None:
+    # PettingZoo's api_test resets with options={"options": 1}, so this env warns where TraceEnv raises.
+    env = multiagent.make(ID)
+    with pytest.warns(UserWarning, match=r"option\(s\) \['taskid'\] ignored; the valid options are \['task_id'\]"):
+        env.reset(seed=0, options={"taskid": 3})
+    env.reset(options={"task_id": "precondition-4"})
+    assert env.infos["assistant"]["task_id"] == "precondition-4"

@@ -33,6 +33,7 @@ MIN_OBS_CHARS = 256  # the schema's minimum for max_chars: room for a clipped he
 
 _AUTH_TOOLS = frozenset({"find_user_id_by_email", "find_user_id_by_name_zip"})
 _MAX_SEED = 2**31 - 1
+RESET_OPTIONS = ("task_id",)  # the keys reset(options=...) reads
 
 
 class TraceEnv(gym.Env[str, str]):
@@ -142,6 +143,12 @@ class TraceEnv(gym.Env[str, str]):
         return int(self.np_random.integers(_MAX_SEED))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """Start an episode: ``seed`` picks the task, or ``options={"task_id": ...}`` names it."""
+        unknown = sorted(map(str, set(options or ()) - set(RESET_OPTIONS)))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], RESET_OPTIONS, n=1)
+            raise ValueError(f"unknown reset option(s) {unknown}; the valid options are {list(RESET_OPTIONS)}."
+                             + (f" Did you mean {close[0]!r}?" if close else ""))
         super().reset(seed=seed)
         task_id = (options or {}).get("task_id")
         if task_id is not None and self.family.by_id is not None:

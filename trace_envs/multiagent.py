@@ -24,6 +24,7 @@ env with agents ``"assistant"`` and ``"user"``:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -31,7 +32,7 @@ import numpy as np
 from pettingzoo import AECEnv
 
 from trace_envs.actions import MAX_ACTION_CHARS, parse_action
-from trace_envs.env import TraceEnv
+from trace_envs.env import RESET_OPTIONS, TraceEnv
 from trace_envs.registration import check_id
 from trace_envs.user import ExternalUser
 
@@ -78,7 +79,13 @@ class DualControlEnv(AECEnv):
         return self._spaces["act"]
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> None:
-        obs, info = self.env.reset(seed=seed, options=options)
+        # PettingZoo's api_test resets with options={"options": 1}: unknown keys warn here, not raise.
+        unknown = sorted(map(str, set(options or ()) - set(RESET_OPTIONS)))
+        if unknown:
+            warnings.warn(f"{self.env_id}: reset option(s) {unknown} ignored; the valid options are "
+                          f"{list(RESET_OPTIONS)}", UserWarning, stacklevel=2)
+        known = {k: v for k, v in (options or {}).items() if k in RESET_OPTIONS}
+        obs, info = self.env.reset(seed=seed, options=known)
         scripted = self.env.scripted_user
         if not self.scripted_user:  # the user agent's text replaces the scripted customer's
             self._side = ExternalUser(scripted)
