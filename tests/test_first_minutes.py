@@ -157,3 +157,18 @@ def test_the_pettingzoo_env_warns_about_unknown_reset_options() -> None:
         env.reset(seed=0, options={"taskid": 3})
     env.reset(options={"task_id": "precondition-4"})
     assert env.infos["assistant"]["task_id"] == "precondition-4"
+
+
+# ---------------------------------------------------------------------------- PettingZoo
+def test_an_ignored_user_action_warns_once() -> None:
+    env = multiagent.make(ID)  # scripted_user=True
+    env.reset(seed=0)
+    env.step("Hello, how can I help?")
+    with pytest.warns(UserWarning, match="scripted_user=False"):
+        env.step("I am the user agent")
+    env.step("Please tell me your email.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env.step("ignored again, without a second warning")
+        env.step("Anything else?")
+        env.step(None)  # None is the documented action for the scripted side

@@ -15,7 +15,9 @@ from trace_envs.user import STOP
 
 def _quiet(fn, *args, **kwargs):
     # PettingZoo's checkers recommend Box/Discrete spaces and numbered agent names; for
-    # text agents named "assistant"/"user" those are advice, not failures.
+    # text agents named "assistant"/"user" those are advice, not failures. The env's own
+    # warnings about what the checkers send (reset options={"options": 1}, actions for a
+    # scripted user) are attributed to the checkers' calls, so they are ignored here too.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module=r"pettingzoo\..*")
         return fn(*args, **kwargs)

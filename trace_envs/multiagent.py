@@ -7,7 +7,8 @@ env with agents ``"assistant"`` and ``"user"``:
 - The assistant acts exactly as in the Gymnasium env. A tool call (or malformed text) is
   answered by the world at once and it acts again; a message passes the turn to the user.
 - The user answers that message. With ``scripted_user=True`` (the default) the scripted
-  customer writes the reply and the user agent's action is ignored (``None`` is fine).
+  customer writes the reply and the user agent's action is ignored: pass ``None`` (any
+  other action gives a UserWarning, once per env).
   With ``scripted_user=False`` the user agent's text is the reply, and containing
   ``###STOP###`` ends the conversation. The scripted user still tracks which requests
   the assistant resolved, so the reward stays the spec's reward.
@@ -71,6 +72,7 @@ class DualControlEnv(AECEnv):
         self._obs: dict[str, str] = {}
         self._pending = ""
         self._side: ExternalUser | None = None
+        self._warned_ignored = False  # the scripted-user warning is given once per env
 
     def observation_space(self, agent: str):
         return self._spaces["obs"]
@@ -128,6 +130,11 @@ class DualControlEnv(AECEnv):
             if not self.scripted_user:
                 # Capped like an agent's action: the reply is stored in the conversation.
                 self._side.reply = action[:MAX_ACTION_CHARS] if isinstance(action, str) else ""
+            elif action is not None and not self._warned_ignored:
+                self._warned_ignored = True
+                warnings.warn(f"{self.env_id} with scripted_user=True: the user agent's action is ignored, since the "
+                              f"scripted customer replies. Fix: step(None) for the user, or make the env with "
+                              f"scripted_user=False to make the user agent's text the reply", UserWarning, stacklevel=2)
             self._advance(self._pending)
             self.agent_selection = ASSISTANT
 
