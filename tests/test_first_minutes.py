@@ -172,3 +172,46 @@ def test_an_ignored_user_action_warns_once() -> None:
         env.step("ignored again, without a second warning")
         env.step("Anything else?")
         env.step(None)  # None is the documented action for the scripted side
+
+
+# ---------------------------------------------------------------------------- trace-envs list/validate/check/bench
+def test_list_json(capsys) -> None:
+    assert main(["list", "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [e["id"] for e in entries] == registered_ids()
+    row = next(e for e in entries if e["id"] == ID)
+    assert row["family"] == "precondition" and row["max_turns"] == BASE["max_turns"]
+
+
+def test_validate_without_arguments_validates_every_registered_spec(capsys) -> None:
+    assert main(["validate"]) == 0
+    out = capsys.readouterr().out
+    for env_id in registered_ids():
+        assert f"({env_id})" in out
+    assert f"{len(registered_ids())} valid, 0 invalid" in out
+
+
+def test_check_without_arguments_checks_every_id(capsys) -> None:
+    assert main(["check", "--episodes", "1"]) == 0
+    out = capsys.readouterr().out
+    for env_id in registered_ids():
+        assert re.search(rf"^(OK  |SKIP) {re.escape(env_id)}\b", out, re.M), f"{env_id} not checked: {out[-2000:]}"
+    assert "0 failed" in out
+
+
+def test_check_without_data_skips_the_tau2_env_and_names_the_flag(no_tau2_data, capsys) -> None:
+    assert main(["check", "--episodes", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"^SKIP {re.escape(TAU2)}: .*--data-dir", out, re.M), out[-2000:]
+    assert main(["check", TAU2, "--episodes", "1"]) == 1  # named: missing data is a failure
+
+
+def test_bench_leaves_the_committed_results_alone_without_out(tmp_path: Path, monkeypatch, capsys) -> None:
+    from trace_envs import cli
+
+    bench = cli._load_bench()
+    monkeypatch.setattr(bench, "DEFAULT_OUT", tmp_path / "results")  # stands in for benchmarks/results
+    assert main(["bench", "--seconds", "0.05", "--ids", ID]) == 0
+    out = capsys.readouterr().out
+    assert f"| `{ID}` |" in out and "--out" in out
+    assert not (tmp_path / "results").exists()

@@ -1,10 +1,10 @@
 """The ``trace-envs`` command line: list, show, validate, play, check and benchmark envs.
 
-    trace-envs list                                   # the registry, one id per row
+    trace-envs list                                   # the registry, one id per row (--json)
     trace-envs show trace/precondition-v0 --seed 3    # the spec and one oracle episode
-    trace-envs validate env_specs/*.json my-spec.json # schema and meaning checks
+    trace-envs validate env_specs/*.json my-spec.json # schema and meaning checks (none: all)
     trace-envs play trace/retail-v0                   # be the agent, in the terminal
-    trace-envs check my-spec.json --episodes 5        # the API-contract checker
+    trace-envs check my-spec.json --episodes 5        # the API-contract checker (none: all)
     trace-envs bench --seconds 2                      # throughput table (source checkout)
 
 Also runnable as ``python -m trace_envs.cli``. Exit codes: 0 success, 1 a failed
@@ -17,6 +17,7 @@ import argparse
 import importlib.util
 import json
 import sys
+import tempfile
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -147,18 +148,37 @@ def _is_spec_path(arg: str) -> bool:
 
 
 # ---------------------------------------------------------------------- list
-def cmd_list(args: argparse.Namespace) -> int:
-    """Print a table of the registered ids."""
-    from trace_envs.registration import SKIPPED
-
-    rows = [("id", "capability", "family", "max_turns", "description")]
+def _listing() -> list[dict[str, Any]]:
+    """One entry per registered id: its spec's summary, or the error of a spec that does not load."""
+    entries = []
     for env_id in registered_ids():
         try:
             s = spec_of(env_id)
-            desc = " ".join(s.description.split())
-            row = (env_id, s.capability, s.family, str(s.max_turns), desc)
         except SpecError as exc:  # a user spec registered unvalidated: show it, flagged
-            row = (env_id, "?", "?", "?", f"INVALID: {exc}")
+            entries.append({"id": env_id, "error": str(exc)})
+            continue
+        entries.append({"id": env_id, "version": s.version, "capability": s.capability, "family": s.family,
+                        "max_turns": s.max_turns, "description": " ".join(s.description.split()),
+                        "source": s.source})
+    return entries
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print a table (or a JSON list) of the registered ids."""
+    from trace_envs.registration import SKIPPED
+
+    entries = _listing()
+    for path, why in SKIPPED.items():
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(entries, indent=2, ensure_ascii=False))
+        return 0
+    rows = [("id", "capability", "family", "max_turns", "description")]
+    for e in entries:
+        if "error" in e:
+            row = (e["id"], "?", "?", "?", f"INVALID: {e['error']}")
+        else:
+            row = (e["id"], e["capability"], e["family"], str(e["max_turns"]), e["description"])
         if len(row[4]) > _DESCRIPTION_WIDTH:
             row = (*row[:4], row[4][:_DESCRIPTION_WIDTH - 1] + "…")
         rows.append(row)
@@ -168,8 +188,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         if i == 0:
             print("  ".join("-" * w for w in widths) + "  " + "-" * len(row[4]))
     print(f"\n{len(rows) - 1} ids")
-    for path, why in SKIPPED.items():
-        print(f"skipped {path}: {why}", file=sys.stderr)
     return 0
 
 
@@ -214,25 +232,35 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- validate
+def _registered_sources() -> list[Any]:
+    """The spec (a path or a dict) behind every registered id, then the files registration skipped."""
+    from trace_envs.registration import SKIPPED
+
+    return [gym.spec(i).kwargs["spec"] for i in registered_ids()] + [Path(p) for p in SKIPPED]
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Validate spec files (directories: their *.json); exit 1 if any is invalid."""
-    files: list[Path] = []
+    """Validate spec files (directories: their *.json), or every registered spec; exit 1 if any is invalid."""
+    sources: list[Any] = []
     for arg in args.specs:
         p = Path(arg)
-        files.extend(sorted(p.glob("*.json")) if p.is_dir() else [p])
-    if not files:
+        sources.extend(sorted(p.glob("*.json")) if p.is_dir() else [p])
+    if not args.specs:
+        sources = _registered_sources()
+        print(f"validating every registered spec ({len(sources)})")
+    if not sources:
         print("no spec files given or found")
         return 1
     bad = 0
-    for f in files:
+    for src in sources:
         try:
-            spec = load_spec(f)
+            spec = load_spec(src)
         except SpecError as exc:
             bad += 1
             print(f"FAIL {exc}")
         else:
-            print(f"OK   {f} ({spec.id})")
-    print(f"\n{len(files) - bad} valid, {bad} invalid")
+            print(f"OK   {spec.source} ({spec.id})")
+    print(f"\n{len(sources) - bad} valid, {bad} invalid")
     return 1 if bad else 0
 
 
@@ -342,37 +370,47 @@ def _fallback_check(env: gym.Env, episodes: int, seed: int) -> dict[str, Any]:
             "checker": "fallback (gymnasium check_env + oracle)"}
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    """Run the API-contract checker on an id or a spec file; exit 1 on failure."""
-    target = args.target
+def _check_one(target: str, args: argparse.Namespace) -> str:
+    """Check one id or spec file, printing the outcome; returns "ok", "fail" or "skip"."""
     if _is_spec_path(target):
         try:
             # Absolute, so re-registering a built-in file matches its original registration.
             env_id = register_spec(Path(target).resolve(), override=True)
         except SpecError as exc:
             print(f"FAIL {exc}")
-            return 1
+            return "fail"
         print(f"registered {env_id} from {target}")
     else:
         env_id = check_id(target)
     try:
         from trace_envs.testing import check_text_env
     except ImportError:
-        check_text_env = None
-    env = gym.make(env_id)
+        check_text_env = _fallback_check
     try:
-        if check_text_env is not None:
+        kwargs = {"data_dir": args.data_dir} if args.data_dir and "data_dir" in spec_of(env_id).params else {}
+        with gym.make(env_id, **kwargs) as env:
             summary = check_text_env(env, episodes=args.episodes, seed=args.seed)
-        else:
-            summary = _fallback_check(env, args.episodes, args.seed)
+    except tau2.DataError as exc:
+        if args.targets:  # named on the command line: missing data fails it
+            print(f"FAIL {env_id}: {exc.for_cli()}")
+            return "fail"
+        print(f"SKIP {env_id}: {exc.for_cli()}")  # checking every id: the data is just not here
+        return "skip"
     except Exception as exc:  # a checker reports every failure, including the env's own crashes
         print(f"FAIL {env_id}: {type(exc).__name__}: {exc}")
-        return 1
-    finally:
-        env.close()
+        return "fail"
     print(f"OK   {env_id}")
     _print_mapping("summary", summary)
-    return 0
+    return "ok"
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run the API-contract checker on ids or spec files (none: every registered id); exit 1 on a failure."""
+    targets = args.targets or registered_ids()
+    outcomes = [_check_one(target, args) for target in targets]
+    if len(targets) > 1:
+        print(f"\n{outcomes.count('ok')} passed, {outcomes.count('fail')} failed, {outcomes.count('skip')} skipped")
+    return 1 if "fail" in outcomes else 0
 
 
 # ---------------------------------------------------------------------- tau2-check
@@ -421,12 +459,17 @@ def _load_bench():
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run benchmarks/bench_envs.py and print its markdown table."""
+    """Run benchmarks/bench_envs.py and print its markdown table; write the results only to --out."""
     bench = _load_bench()
-    out = args.out or str(bench.DEFAULT_OUT)
-    result = bench.run_benchmark(args.ids, args.seconds, out)
+    if args.out is None:  # the committed results stay as they are unless --out names their directory
+        with tempfile.TemporaryDirectory() as scratch:
+            result = bench.run_benchmark(args.ids, args.seconds, scratch)
+        print(bench.markdown(result), end="")
+        print(f"\n(not saved; --out DIR writes envs.json and envs.md, e.g. --out {bench.DEFAULT_OUT})")
+        return 0
+    result = bench.run_benchmark(args.ids, args.seconds, args.out)
     print(bench.markdown(result), end="")
-    print(f"\nwrote {Path(out) / 'envs.json'} and {Path(out) / 'envs.md'}")
+    print(f"\nwrote {Path(args.out) / 'envs.json'} and {Path(args.out) / 'envs.md'}")
     return 0
 
 
@@ -452,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="τ²-bench data directory, for trace/tau2-retail-v0 (default: $TAU2_DATA_DIR)")
 
     p = sub.add_parser("list", help="table of the registered ids", description="Table of the registered ids.")
+    p.add_argument("--json", action="store_true", help="print a JSON list of the ids and their specs' summaries")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help="print a spec and one oracle-played episode",
@@ -461,9 +505,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"print the whole first observation (default: its first {_OBS_PREVIEW} characters)")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("validate", help="validate spec files",
+    p = sub.add_parser("validate", help="validate spec files (none: every registered spec)",
                        description="Validate spec files against the schema and the registries; exit 1 if any fails.")
-    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec .json files, or directories of them")
+    p.add_argument("specs", nargs="*", metavar="SPEC",
+                   help="spec .json files, or directories of them (none: every registered spec, and the files "
+                        "registration skipped)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("play", help="play an episode as the agent in the terminal",
@@ -472,10 +518,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_episode_flags(p)
     p.set_defaults(func=cmd_play)
 
-    p = sub.add_parser("check", help="run the API-contract checker on an id or spec file",
-                       description="Run trace_envs.testing.check_text_env on an env (registering a spec file "
-                                   "first); exit 1 on failure.")
-    p.add_argument("target", metavar="ID|SPEC", help="a registered id, or a spec .json file to register and check")
+    p = sub.add_parser("check", help="run the API-contract checker on ids or spec files (none: every id)",
+                       description="Run trace_envs.testing.check_text_env on envs (registering spec files "
+                                   "first); exit 1 on a failure. With no argument it checks every registered id, "
+                                   "skipping those whose data is absent.")
+    p.add_argument("targets", nargs="*", metavar="ID|SPEC",
+                   help="registered ids, or spec .json files to register and check (none: every registered id)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="τ²-bench data directory, for envs that read one (default: $TAU2_DATA_DIR)")
     p.add_argument("--episodes", type=int, default=3, help="oracle episodes (seeds) to check (default: 3)")
     p.add_argument("--seed", type=natural, default=0, help="first seed (default: 0)")
     p.set_defaults(func=cmd_check)
@@ -490,11 +540,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="throughput benchmark (source checkout only)",
                        description="Run benchmarks/bench_envs.py: resets/s, oracle and adversarial steps/s and "
-                                   "peak memory per id; writes envs.json and envs.md.")
+                                   "peak memory per id; prints the table, and writes envs.json and envs.md to --out.")
     p.add_argument("--ids", nargs="+", metavar="ID", default=None, help="ids to measure (default: every registered id)")
     p.add_argument("--seconds", type=float, default=2.0,
                    help="timed budget per id, split over its four timed loops (default: 2)")
-    p.add_argument("--out", default=None, metavar="DIR", help="output directory (default: benchmarks/results)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write envs.json and envs.md there, e.g. benchmarks/results to update the committed "
+                        "results (default: print the table only)")
     p.set_defaults(func=cmd_bench)
     return parser
 
