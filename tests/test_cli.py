@@ -38,7 +38,8 @@ def _bad_spec(tmp_path: Path, name: str, edit) -> Path:
 def test_every_flag_has_help() -> None:
     parser = build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(subparsers.choices) == {"list", "show", "validate", "play", "check", "bench", "tau2-check"}
+    assert set(subparsers.choices) == {"list", "show", "validate", "play", "check", "bench", "tau2-check",
+                                        "replay"}
     for name, sub in subparsers.choices.items():
         for action in sub._actions:
             assert action.help, f"`{name} {action.dest}` has no help text"

@@ -215,3 +215,57 @@ def test_bench_leaves_the_committed_results_alone_without_out(tmp_path: Path, mo
     out = capsys.readouterr().out
     assert f"| `{ID}` |" in out and "--out" in out
     assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------------------- trace-envs replay
+@pytest.fixture(scope="module")
+def trajectories(tmp_path_factory) -> Path:
+    """Two oracle episodes stored by the agents pipeline's own writer."""
+    from trace_agents.rollout import OracleBatch, rollout
+
+    path = tmp_path_factory.mktemp("replay") / "trajectories.jsonl"
+    rollout(OracleBatch({"precondition_verification": 1.0}), ID, [0, 1], store=path, progress=False)
+    return path
+
+
+def test_replay_prints_every_episode_with_its_reward_breakdown(trajectories: Path, capsys) -> None:
+    records = [json.loads(line) for line in trajectories.read_text(encoding="utf-8").splitlines()]
+    assert main(["replay", str(trajectories)]) == 0
+    out = capsys.readouterr().out
+    for i, record in enumerate(records):
+        assert f"== episode {i} (line {i + 1}): {ID} task {record['task_id']}, seed {record['seed']}" in out
+        assert f"assistant: {record['steps'][1]['action']}" in out
+    assert out.count("== result ==") == 2 and out.count("return_components:") == 2
+    assert f"success: {records[0]['success']}" in out and "missing_reads" in out
+    # The opening keeps its conversation (the customer's request) when its policy and tools are cut.
+    first_obs = records[0]["steps"][0]["obs"]
+    assert first_obs[-200:] in out and "--full prints them" in out
+
+
+def test_replay_one_episode(trajectories: Path, capsys) -> None:
+    assert main(["replay", str(trajectories), "--episode", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "== episode 1 (line 2)" in out and "== episode 0" not in out
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--episode", "2"], "--episode 2 is out of range: {path} holds 2 episodes (0 to 1)"),
+    ([], "no such trajectory file: {missing}"),
+])
+def test_replay_errors(trajectories: Path, tmp_path: Path, capsys, argv: list[str], says: str) -> None:
+    missing = tmp_path / "none.jsonl"
+    path = missing if not argv else trajectories
+    assert main(["replay", str(path), *argv]) == 2
+    assert says.format(path=trajectories, missing=missing) in capsys.readouterr().err
+
+
+def test_replay_names_a_bad_line(trajectories: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.jsonl"
+    lines = trajectories.read_text(encoding="utf-8").splitlines()
+    bad.write_text("\n".join([lines[0], "{not json", lines[1]]) + "\n", encoding="utf-8")
+    assert main(["replay", str(bad)]) == 2
+    assert f"{bad}: line 2 is not valid JSON" in capsys.readouterr().err
+    bad.write_text('{"a": 1}\n', encoding="utf-8")
+    assert main(["replay", str(bad)]) == 2
+    assert "line 1 is not a trajectory" in capsys.readouterr().err
+

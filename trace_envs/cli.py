@@ -1,10 +1,11 @@
-"""The ``trace-envs`` command line: list, show, validate, play, check and benchmark envs.
+"""The ``trace-envs`` command line: list, show, validate, play, check, replay and benchmark envs.
 
     trace-envs list                                   # the registry, one id per row (--json)
     trace-envs show trace/precondition-v0 --seed 3    # the spec and one oracle episode
     trace-envs validate env_specs/*.json my-spec.json # schema and meaning checks (none: all)
     trace-envs play trace/retail-v0                   # be the agent, in the terminal
     trace-envs check my-spec.json --episodes 5        # the API-contract checker (none: all)
+    trace-envs replay runs/x/trajectories.jsonl       # stored episodes as transcripts
     trace-envs bench --seconds 2                      # throughput table (source checkout)
 
 Also runnable as ``python -m trace_envs.cli``. Exit codes: 0 success, 1 a failed
@@ -473,6 +474,71 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- replay
+def _trajectories(path: Path):
+    """``(line number, record)`` for each trajectory of a JSONL file; a UsageError names a bad line."""
+    if not path.is_file():
+        raise UsageError(f"no such trajectory file: {path}")
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise UsageError(f"{path}: line {number} is not valid JSON ({exc})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("steps"), list):
+                raise UsageError(f"{path}: line {number} is not a trajectory (a JSON object with 'steps', as "
+                                 f"`trace collect` and `trace evaluate --trajectories` write)")
+            yield number, record
+
+
+def _number(value: Any) -> str:
+    return f"{value:+.4f}" if isinstance(value, int | float) and not isinstance(value, bool) else _value(value)
+
+
+def _print_trajectory(index: int, number: int, record: Mapping[str, Any], full: bool) -> None:
+    """One stored episode: a header, each turn's observation and action with its reward, and the outcome."""
+    ended = "cut by the turn limit" if record.get("truncated") else "ended"
+    print(f"== episode {index} (line {number}): {record.get('env_id')} task {record.get('task_id')}, seed "
+          f"{record.get('seed')}; {len(record['steps'])} turns, {ended} ==")
+    adapter = f", adapter {record['adapter']}" if record.get("adapter") else ""
+    print(f"policy: {_value(record.get('policy'))}{adapter}")
+    for turn, step in enumerate(record["steps"], 1):
+        obs = str(step.get("obs", ""))
+        if not full and len(obs) > _OBS_PREVIEW:  # e.g. the opening: cut its policy and tools, keep the conversation
+            head, tail = obs[:_OBS_PREVIEW // 2], obs[-_OBS_PREVIEW // 2:]
+            obs = f"{head}\n[... {len(obs) - len(head) - len(tail)} chars; --full prints them ...]\n{tail}"
+        print(f"\n-- turn {turn} --\n{obs}\nassistant: {step.get('action', '')}")
+        error = f" | parse error: {step['parse_error']}" if step.get("parse_error") else ""
+        print(f"[reward {_number(step.get('reward'))} | {_components(step.get('components') or {})}{error}]")
+    print("\n== result ==")
+    print(f"success: {record.get('success')}")
+    print(f"return: {_number(record.get('return'))}")
+    _print_mapping("return_components", record.get("return_components") or {})
+    _print_mapping("annotations", record.get("annotations") or {})
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Print stored episodes (a trajectory JSONL file) as transcripts with their reward breakdown."""
+    path = Path(args.file)
+    held = 0
+    for index, (number, record) in enumerate(_trajectories(path)):
+        held = index + 1
+        if args.episode is None or args.episode == index:
+            if index and args.episode is None:
+                print()
+            _print_trajectory(index, number, record, args.full)
+            if args.episode is not None:
+                return 0
+    if args.episode is not None:
+        raise UsageError(f"--episode {args.episode} is out of range: {path} holds {held} episodes"
+                         + (f" (0 to {held - 1})" if held else ""))
+    if not held:
+        print(f"{path} holds no episodes")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
@@ -548,6 +614,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write envs.json and envs.md there, e.g. benchmarks/results to update the committed "
                         "results (default: print the table only)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("replay", help="print stored episodes as transcripts with their rewards",
+                       description="Print the episodes of a trajectory file (JSONL, as `trace collect` and "
+                                   "`trace evaluate --trajectories` write) as transcripts: each turn's observation, "
+                                   "action and reward, then success, the return and its components.")
+    p.add_argument("file", metavar="TRAJECTORIES.jsonl", help="a trajectory file, one episode per line")
+    p.add_argument("--episode", type=natural, default=None, metavar="N",
+                   help="print only episode N, counted from 0 in file order (default: every episode)")
+    p.add_argument("--full", action="store_true",
+                   help=f"print long observations whole (default: their first and last {_OBS_PREVIEW // 2} "
+                        f"characters)")
+    p.set_defaults(func=cmd_replay)
     return parser
 
 
