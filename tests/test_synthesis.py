@@ -60,10 +60,10 @@ def _scripted_probe(capability):
     return probe
 
 
-def test_calibration_bisects_into_the_band():
-    # (precondition-v0's reward gives ~0.54 even to an agent that always fails, above the
-    # band's middle: the bisection then ends at the budget, which the next test covers.)
-    cap = "tool_calling_precision"
+@pytest.mark.parametrize("cap", CAPABILITIES)
+def test_calibration_bisects_into_the_band(cap):
+    # Under spec version 2, precondition's reward paid ~0.54 to an agent that always failed,
+    # above the band's middle, so it never calibrated; version 3 pays only for competence.
     spec = sy.derive_spec(cap, sy.spec_of(TARGET))
     config = sy.CalibrationConfig(seeds=12, rollouts=4, max_probes=8)
     done = sy.calibrate(spec, _scripted_probe(cap), config)

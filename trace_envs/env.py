@@ -17,6 +17,7 @@ import gymnasium as gym
 
 from trace_envs._json import dumps
 from trace_envs.actions import MAX_ACTION_CHARS, parse_action
+from trace_envs.admissible import AdmissibleActions, AdmissibleConfig
 from trace_envs.db import Database, Table, diff_keys
 from trace_envs.domains import get_domain
 from trace_envs.episode import EpisodeLog, WriteAttempt
@@ -75,8 +76,15 @@ class TraceEnv(gym.Env[str, str]):
 
     def __init__(self, spec: TraceSpec | Mapping[str, Any] | str | Path, render_mode: str | None = None,
                  obs_format: str | None = None, max_chars: int | None = None,
-                 user_model: UserModel | None = None, max_turns: int | None = None, **params: Any) -> None:
+                 user_model: UserModel | None = None, max_turns: int | None = None,
+                 admissible_actions: bool = False, near_misses: bool = False, max_actions: int = 128,
+                 **params: Any) -> None:
         """Build the env from a spec.
+
+        ``admissible_actions=True`` adds ``info["admissible_actions"]`` on reset and every step:
+        the action strings that make sense now, from what the agent has observed (see
+        :mod:`trace_envs.admissible`; ``near_misses`` adds typical mistakes as choices,
+        ``max_actions`` caps the list).
 
         ``user_model`` lets a chat model play the customer (see :data:`trace_envs.user.UserModel`);
         ``max_turns`` overrides the spec's turn limit (the outcome is still scored on the last
@@ -87,6 +95,8 @@ class TraceEnv(gym.Env[str, str]):
                                       or max_turns < 1):
             raise ValueError(f"max_turns must be a positive integer, got {max_turns!r}")
         self.user_model = user_model
+        self.admissible = AdmissibleConfig(admissible_actions, near_misses, max_actions)
+        self._admissible: AdmissibleActions | None = None
         self.trace_spec = spec if isinstance(spec, TraceSpec) else load_spec(spec)
         if params:
             self.trace_spec = with_params(self.trace_spec, params)
@@ -184,6 +194,10 @@ class TraceEnv(gym.Env[str, str]):
             self.render()
         info = dict(self._base_info, step=0, messages=list(self._messages), reward_components=dict(self._zero),
                     capabilities=list(task.capabilities))
+        if self.admissible.on:
+            self._admissible = AdmissibleActions(self.tool_schemas, near_misses=self.admissible.near_misses,
+                                                 max_actions=self.admissible.max_actions)
+            info["admissible_actions"] = self._admissible.update(self._messages)
         return obs, info
 
     # ------------------------------------------------------------------ step
@@ -228,6 +242,8 @@ class TraceEnv(gym.Env[str, str]):
         if terminated or truncated:
             self._over = True
             reward += self._finish(log, components, info)
+        if self._admissible is not None:
+            info["admissible_actions"] = self._admissible.update(self._messages)
         self._last_obs = obs
         if self.render_mode == "human":
             self.render()

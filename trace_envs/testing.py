@@ -36,7 +36,8 @@ from trace_envs.trivial import TrivialPolicy, trivial_policies
 __all__ = [
     "ANNOTATION_KEYS", "END_KEYS", "INFO_KEYS", "actions", "adversarial_actions", "adversarial_examples",
     "check_text_env", "specs", "tool_calls",
-    "TrivialPolicy", "trivial_policies",
+    "TrivialPolicy", "admissible_coverage", "check_admissible_actions", "equivalent_action", "state_key",
+    "trivial_policies",
 ]
 
 #: Keys every ``reset`` and ``step`` info holds.
@@ -563,3 +564,134 @@ def check_text_env(env, episodes: int = 3, seed: int = 0, trivial_bound: float |
         "adversarial_steps": adversarial_steps,
         "range": tuple(spec.range),
     }
+
+
+# ---------------------------------------------------------------------------- admissible actions
+def state_key(env) -> tuple:
+    """What an action changed: requests resolved, refused, answered and closed, writes confirmed
+    and done, records read, authentication, the end, answers and format errors."""
+    log = env.unwrapped.log
+    return (tuple(log.resolved), tuple(log.refused), tuple(log.answered), tuple(log.closed),
+            frozenset(log.confirmed), frozenset(log.done_writes), frozenset(log.reads), log.auth_step is not None,
+            env.unwrapped._over, log.wrong_answers, log.format_errors)
+
+
+def equivalent_action(env, action: str, candidates: Sequence[str]) -> str | None:
+    """A candidate that leaves the env in the same :func:`state_key` as ``action`` does, if any.
+
+    Only candidates of the same kind are tried (a message for a message, a call of the same
+    tool for a call), each on a deep copy of ``env``.
+    """
+    if action in candidates:
+        return action
+    trial = copy.deepcopy(env.unwrapped)
+    trial.step(action)
+    want = state_key(trial)
+    mine = parse_action(action)
+    for c in candidates:
+        theirs = parse_action(c)
+        if theirs.kind != mine.kind or theirs.name != mine.name:
+            continue
+        trial = copy.deepcopy(env.unwrapped)
+        trial.step(c)
+        if state_key(trial) == want:
+            return c
+    return None
+
+
+def admissible_coverage(env, seeds: Sequence[int], policy=None, near_misses: bool = False,
+                        max_actions: int = 128) -> dict[str, Any]:
+    """How often ``policy`` (default: the oracle) acts within the admissible list, on ``seeds``.
+
+    Returns the steps, how many actions were listed exactly or by an equivalent
+    (:func:`equivalent_action`), the misses by tool or message opening with up to five
+    examples, and the list sizes (median, p90, max).
+    """
+    from collections import Counter
+
+    from trace_envs.admissible import AdmissibleActions
+
+    policy = policy or OraclePolicy()
+    u = env.unwrapped
+    exact = equivalent = 0
+    misses: Counter[str] = Counter()
+    examples: list[dict[str, Any]] = []
+    sizes: list[int] = []
+    for seed in seeds:
+        obs, info = env.reset(seed=seed)
+        policy.reset(env)
+        lists = AdmissibleActions(info["tools"], near_misses=near_misses, max_actions=max_actions)
+        done = False
+        while not done:
+            listed = lists.update(info["messages"])
+            sizes.append(len(listed))
+            action = policy.act(obs, info)
+            if action in listed:
+                exact += 1
+            elif equivalent_action(u, action, listed) is not None:
+                equivalent += 1
+            else:
+                parsed = parse_action(action)
+                misses[parsed.name if parsed.kind == "tool" else "message: " + action[:24]] += 1
+                if len(examples) < 5:
+                    examples.append({"seed": seed, "step": info["step"], "action": action[:300]})
+            obs, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+    sizes.sort()
+    steps = len(sizes)
+    return {
+        "steps": steps, "exact": exact, "equivalent": equivalent, "missed": steps - exact - equivalent,
+        "coverage": (exact + equivalent) / steps if steps else 0.0,
+        "misses": dict(misses.most_common()), "examples": examples,
+        "size_median": sizes[steps // 2] if steps else 0, "size_p90": sizes[int(0.9 * steps)] if steps else 0,
+        "size_max": sizes[-1] if steps else 0,
+    }
+
+
+def check_admissible_actions(env, episodes: int = 3, seed: int = 0, max_actions: int = 32) -> dict[str, Any]:
+    """Property-check the admissible lists of a trace env on random walks through them.
+
+    On ``episodes`` seeds, an agent picks uniformly from the list (with near-miss twins) at
+    every step. Checked: every listed action except a near-miss twin is accepted without a
+    parse error; the list is the same when rebuilt from the same history in one call
+    (:func:`~trace_envs.admissible.admissible_actions`); no list exceeds ``max_actions``;
+    every id in a listed tool call was shown to the agent before. Raises AssertionError.
+    """
+    import random
+    import re
+
+    from trace_envs.admissible import AdmissibleActions, admissible_actions
+
+    u = env.unwrapped
+    env_id = u.trace_spec.id
+    ident = re.compile(r"#?W\d{7}|\b\d{10}\b|\b[a-z]+_[a-z]+_\d{4}\b|\b(?:credit_card|gift_card|paypal)_\d+\b")
+    steps = 0
+    for s in range(seed, seed + episodes):
+        rng = random.Random(s)
+        obs, info = env.reset(seed=s)
+        plain = AdmissibleActions(info["tools"], max_actions=max_actions)
+        twins = AdmissibleActions(info["tools"], near_misses=True, max_actions=max_actions)
+        done = False
+        while not done:
+            listed = plain.update(info["messages"])
+            with_twins = twins.update(info["messages"])
+            where = f"seed {s} step {info['step']}"
+            if len(with_twins) > max_actions:
+                raise _fail(env_id, f"{where}: {len(with_twins)} admissible actions > max_actions={max_actions}")
+            again = admissible_actions(info["messages"], info["tools"], near_misses=True, max_actions=max_actions)
+            if again != with_twins:
+                raise _fail(env_id, f"{where}: the list differs when rebuilt from the same history")
+            shown = " ".join(str(m.get("content") or "") for m in info["messages"])
+            for action in with_twins:
+                for token in ident.findall(action):
+                    if token.lstrip("#") not in shown:
+                        raise _fail(env_id, f"{where}: listed action names {token!r}, which the agent has not "
+                                            f"been shown: {action[:200]!r}")
+            action = rng.choice(with_twins)
+            obs, _, terminated, truncated, info = env.step(action)
+            if "parse_error" in info and action in listed:
+                raise _fail(env_id, f"{where}: the listed action {action[:200]!r} gave a parse error: "
+                                    f"{info['parse_error']}")
+            steps += 1
+            done = terminated or truncated
+    return {"env_id": env_id, "episodes": episodes, "steps": steps}

@@ -1,0 +1,122 @@
+"""Admissible actions: complete for the oracle, bounded, deterministic, and only from what was shown."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+from helpers import ID_PARAMS
+from hypothesis import given, settings
+
+from trace_envs import OraclePolicy, TraceEnv, say, tool_call
+from trace_envs.admissible import MESSAGES, AdmissibleActions, admissible_actions
+from trace_envs.testing import admissible_coverage, check_admissible_actions, specs
+
+SYNTHETIC = ["trace/precondition-v0", "trace/structured-data-v0", "trace/tool-calling-v0", "trace/multi-step-v0",
+             "trace/retail-v0"]
+
+
+@pytest.mark.parametrize("env_id", SYNTHETIC)
+def test_the_oracle_acts_within_the_list_on_100_seeds(env_id: str) -> None:
+    cover = admissible_coverage(gym.make(env_id), range(100))
+    assert cover["missed"] == 0, cover["examples"]
+    assert cover["size_p90"] <= 64 and cover["size_max"] <= 128, cover
+
+
+@pytest.mark.parametrize("env_id", ID_PARAMS)
+def test_listed_actions_are_accepted_deterministic_bounded_and_observed(env_id: str) -> None:
+    assert check_admissible_actions(gym.make(env_id), episodes=8)["steps"] > 8
+
+
+@settings(max_examples=10, deadline=None)
+@given(spec=specs())
+def test_lists_hold_on_specs_drawn_by_the_test_kit(spec: dict) -> None:
+    check_admissible_actions(TraceEnv(spec), episodes=2, max_actions=16)
+
+
+def test_the_env_puts_the_list_in_info_only_when_asked() -> None:
+    env = gym.make("trace/precondition-v0", admissible_actions=True)
+    obs, info = env.reset(seed=0)
+    assert info["admissible_actions"][0] == say(MESSAGES[0])  # first, ask who the customer is
+    assert info["admissible_actions"] == admissible_actions(info["messages"], info["tools"])
+    *_, info = env.step(info["admissible_actions"][0])
+    assert info["admissible_actions"] == admissible_actions(info["messages"], info["tools"])
+    _, info = gym.make("trace/precondition-v0").reset(seed=0)
+    assert "admissible_actions" not in info
+
+
+@pytest.mark.parametrize("kwargs, match", [({"admissible_actions": "yes"}, "admissible_actions must be a bool"),
+                                           ({"admissible_actions": True, "max_actions": 3}, "max_actions must be"),
+                                           ({"admissible_actions": True, "near_misses": 1}, "near_misses must be")])
+def test_bad_arguments_are_clear_errors(kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        gym.make("trace/precondition-v0", **kwargs)
+
+
+def test_a_write_is_listed_only_after_the_customer_accepted_it() -> None:
+    env = gym.make("trace/precondition-v0", admissible_actions=True, n_requests=1, refuse_rate=0.0)
+    obs, info = env.reset(seed=3)
+    oracle = OraclePolicy()
+    oracle.reset(env)
+    writes = {"cancel_pending_order", "modify_pending_order_address", "return_delivered_order_items",
+              "exchange_delivered_order_items", "modify_pending_order_items", "modify_user_address"}
+    saw_write = False
+    while True:
+        listed = [a for a in info["admissible_actions"] if any(f'"name": "{w}"' in a for w in writes)]
+        last = info["messages"][-1]
+        if listed:
+            assert last["role"] == "user" and last["content"].startswith("Yes"), last
+            saw_write = True
+        obs, _, terminated, truncated, info = env.step(oracle.act(obs, info))
+        if terminated or truncated:
+            break
+    assert saw_write and info["success"]
+
+
+def test_near_miss_twins_hold_the_typical_mistakes() -> None:
+    messages = [
+        {"role": "system", "content": "policy"},
+        {"role": "user", "content": "Please ship my order #W1234567 to 12 Oak Street, Austin, TX, 78701, USA instead."},
+        {"role": "assistant", "content": "To confirm, I will change the shipping address of order #W1234567 to "
+                                         "12 Oak Street, Austin, TX, 78701, USA. Shall I proceed?"},
+        {"role": "user", "content": "Yes, please go ahead."},
+    ]
+    tools = gym.make("trace/precondition-v0").unwrapped.tool_schemas
+    right = tool_call("modify_pending_order_address", order_id="#W1234567", address1="12 Oak Street", address2="",
+                      city="Austin", country="USA", state="TX", zip="78701")
+    plain = admissible_actions(messages, tools)
+    assert right in plain
+    twins = set(admissible_actions(messages, tools, near_misses=True)) - set(plain)
+    assert tool_call("modify_pending_order_address", order_id="W1234567", address1="12 Oak Street", address2="",
+                     city="Austin", country="USA", state="TX", zip="78701") in twins  # no '#'
+    assert tool_call("modify_pending_order_address", order_id="#W1234567", address1="12 Oak Street", address2="",
+                     city="Austin", country="USA", state="TX", zip=78701) in twins  # a number for the zip
+    assert tool_call("get_order_details", order_id="W1234567") in twins
+
+
+def test_the_cap_cuts_from_the_last_group_and_keeps_the_messages() -> None:
+    env = gym.make("trace/multi-step-v0")
+    obs, info = env.reset(seed=0)
+    oracle = OraclePolicy()
+    oracle.reset(env)
+    lists = AdmissibleActions(info["tools"])
+    for _ in range(6):
+        obs, *_, info = env.step(oracle.act(obs, info))
+    full = lists.update(info["messages"])
+    small = admissible_actions(info["messages"], info["tools"], max_actions=8)
+    assert small == full[:8] and len(full) > 8
+
+
+def test_incremental_updates_match_a_fresh_build_and_survive_pickling() -> None:
+    import pickle
+
+    env = gym.make("trace/retail-v0", admissible_actions=True)
+    obs, info = env.reset(seed=5)
+    oracle = OraclePolicy()
+    oracle.reset(env)
+    for _ in range(5):
+        obs, *_, info = env.step(oracle.act(obs, info))
+    copy = pickle.loads(pickle.dumps(env))
+    action = oracle.act(obs, info)
+    a = env.step(action)[-1]["admissible_actions"]
+    b = copy.step(action)[-1]["admissible_actions"]
+    assert a == b == admissible_actions(env.unwrapped.messages, info["tools"])

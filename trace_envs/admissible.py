@@ -1,0 +1,507 @@
+"""Admissible actions: the exact action strings that make sense now, from what the agent has seen.
+
+Text-game suites give agents a list of valid commands (TextWorld's admissible commands,
+Jericho's valid actions), so that small and classic agents choose instead of writing.
+:func:`admissible_actions` does the same for the retail world. It reads only the
+conversation (``info["messages"]``) and the tool schemas (``info["tools"]``): never the
+task's gold, the customer's hidden data, or database records the agent has not been shown.
+
+## What is listed, in this order (each group de-duplicated, in the order things were seen)
+
+1. **Messages**: ask for the customer's identity (until a lookup found them); "anything
+   else?"; a generic refusal and one per order whose details were read; goodbye.
+2. **Accepted writes**: after the customer said yes to a message, each write candidate
+   (group 5) whose values that message named, as a tool call. A write is listed only then.
+3. **Reads**: look up each email and each name + zip the customer gave; the details of
+   each user id seen; of each order id seen (in the customer's words or a record); of
+   product the customer named (of a read order or the catalog; every catalog product when
+   they named none), then of the other products of read orders; the product catalog; a
+   transfer to a human.
+4. **Answers**: "The amount is $X." for amounts in the latest tool result: an order's
+   total and item prices; a product's cheapest and priciest available variant and its
+   cheapest variant overall.
+5. **Proposals**: "To confirm, I will ... Shall I proceed?" naming every value of a
+   write candidate. Candidates, bounded so the oracle's write is always among them:
+   cancel an order the customer named (unless read as non-pending) or read as pending,
+   with each allowed reason; move such an order, or the user's default address, to an
+   address the customer gave; return from a delivered order read: each item alone, all
+   items, the items the customer named and the rest, refunded to the original method or
+   a gift card seen; exchange (delivered) or modify (pending) one item of a read order
+   whose product was read, for the variant whose options the customer named, the
+   cheapest available variant having each option value they named, and the cheapest
+   available, settled with the original method.
+
+Near-miss twins (``near_misses=True``) add the mistakes agents make, as choosable actions:
+order ids without ``#`` (reads and writes), a list argument as a comma string, a zip as a
+number, and, next to each accepted swap or return, the same write with another record.
+
+``max_actions`` caps the list: groups are cut from the last (proposals, then answers,
+reads, accepted writes; messages are never cut), so the cut is stable under the order
+above. :class:`AdmissibleActions` keeps the state of one episode and reads only the
+messages added since its last call, which keeps it fast.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from trace_envs._json import loads
+from trace_envs.actions import say, tool_call
+
+__all__ = ["AdmissibleActions", "AdmissibleConfig", "MESSAGES", "admissible_actions"]
+
+ASK_IDENTITY = "Could you please tell me your email address, or your name and zip code?"
+ANYTHING_ELSE = "Is there anything else I can help you with?"
+REFUSE = "I'm sorry, but I cannot do that: our policy does not allow it."
+GOODBYE = "Thank you for contacting us. Goodbye!"
+MESSAGES = (ASK_IDENTITY, ANYTHING_ELSE, REFUSE, GOODBYE)
+MIN_ACTIONS = 8  # room for the messages and a few calls
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_NAME_ZIP = re.compile(r"\bI'm ([A-Z][\w'-]*) ([A-Z][\w'-]*), zip code (\d{5})")
+_ORDER = re.compile(r"#?\bW\d{7}\b")
+_ADDRESS = re.compile(r"\b(\d+ [A-Z][^,]*), (?:(Suite \d+|Apt\.? \d+|Unit \d+), )?([A-Z][^,]*), ([A-Z]{2}), "
+                      r"(\d{5}), (USA)\b")
+_YES = re.compile(r"^\W*(?:yes|yeah|yep|sure|ok(?:ay)?|please do|go ahead)\b", re.IGNORECASE)
+_SENTENCE = re.compile(r"(?<=[.?!;])\s+|\(\d+\)\s*")
+_SWAPS = {"exchange_delivered_order_items": "delivered", "modify_pending_order_items": "pending"}
+
+
+@dataclass(frozen=True)
+class AdmissibleConfig:
+    """The env's ``admissible_actions``, ``near_misses`` and ``max_actions`` arguments, checked."""
+
+    on: bool = False
+    near_misses: bool = False
+    max_actions: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("on", "near_misses"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{'admissible_actions' if name == 'on' else name} must be a bool, got "
+                                 f"{getattr(self, name)!r}")
+        if not isinstance(self.max_actions, int) or isinstance(self.max_actions, bool) \
+                or self.max_actions < MIN_ACTIONS:
+            raise ValueError(f"max_actions must be an integer >= {MIN_ACTIONS}, got {self.max_actions!r}")
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _salient(arguments: Mapping[str, Any]) -> list[str]:
+    """The values a proposal must name (lower case), as the scripted customer checks them."""
+    out = []
+    for key, value in arguments.items():
+        if key == "user_id":
+            continue
+        out.extend(str(v).lower() for v in (value if isinstance(value, list) else [value]) if str(v))
+    return out
+
+
+def _address_line(args: Mapping[str, Any]) -> str:
+    keys = ("address1", "address2", "city", "state", "zip", "country")
+    return ", ".join(str(args[k]) for k in keys if args.get(k))
+
+
+def describe(name: str, args: Mapping[str, Any]) -> str:
+    """A write in words, naming every value the customer must hear to confirm it."""
+    ids = lambda key: ", ".join(map(str, args.get(key, [])))  # noqa: E731
+    if name == "cancel_pending_order":
+        return f"cancel order {args['order_id']} with reason '{args['reason']}'"
+    if name == "modify_pending_order_address":
+        return f"change the shipping address of order {args['order_id']} to {_address_line(args)}"
+    if name == "modify_user_address":
+        return f"update your default address to {_address_line(args)}"
+    if name == "return_delivered_order_items":
+        return (f"return items {ids('item_ids')} from order {args['order_id']}, refunding to "
+                f"{args['payment_method_id']}")
+    if name in _SWAPS:
+        verb = "exchange" if name.startswith("exchange") else "modify"
+        return (f"{verb} items {ids('item_ids')} in order {args['order_id']} for items {ids('new_item_ids')}, "
+                f"settling any difference with {args['payment_method_id']}")
+    if name == "modify_pending_order_payment":
+        return f"change the payment method of order {args['order_id']} to {args['payment_method_id']}"
+    values = ", ".join(f"{k} {v}" for k, v in args.items())
+    return f"{name.replace('_', ' ')} with {values}"
+
+
+def propose(name: str, args: Mapping[str, Any]) -> str:
+    """The message proposing a write for the customer to confirm."""
+    return f"To confirm, I will {describe(name, args)}. Shall I proceed?"
+
+
+class AdmissibleActions:
+    """The admissible actions of one episode, updated incrementally from its messages.
+
+    ``tools`` are the OpenAI function schemas (``info["tools"]``). Call :meth:`update`
+    with the whole message history after every step; it parses only what is new.
+    """
+
+    def __init__(self, tools: Sequence[Mapping[str, Any]], *, near_misses: bool = False,
+                 max_actions: int = 128) -> None:
+        AdmissibleConfig(True, near_misses, max_actions)  # checks the arguments
+        self.schemas = {t["function"]["name"]: t["function"] for t in tools if isinstance(t, Mapping)
+                        and isinstance(t.get("function"), Mapping)}
+        self.near_misses = near_misses
+        self.max_actions = max_actions
+        self._seen = 0
+        self._calls: dict[str, tuple[str, dict[str, Any]]] = {}  # tool_call_id -> (name, arguments)
+        self.user_text = ""  # every customer message, joined (original case)
+        self.emails: dict[str, None] = {}
+        self.name_zips: dict[tuple[str, str, str], None] = {}
+        self.named_orders: dict[str, None] = {}  # order ids in the customer's words, with '#'
+        self.addresses: dict[tuple[tuple[str, str], ...], None] = {}
+        self.user_ids: dict[str, None] = {}
+        self.authenticated = ""
+        self.order_ids: dict[str, None] = {}  # every order id seen anywhere
+        self.orders: dict[str, dict[str, Any]] = {}  # order id -> its latest record
+        self.users: dict[str, dict[str, Any]] = {}
+        self.products: dict[str, dict[str, Any]] = {}
+        self.catalog: dict[str, str] = {}  # product name -> product id
+        self.latest: tuple[str, Any] | None = None  # (tool name, parsed result)
+        self.accepted = ""  # the agent message the customer just said yes to
+        self._last_agent_text = ""
+        self._strings: dict[tuple, str] = {}
+        self._lower = ""  # user_text.lower(), kept in step
+        self._sentences: list[str] = []
+        self._names: set[str] = set()  # product names seen in records (lower case)
+        self._mentioned: set[str] = set()  # ... and those the customer has used
+        self._version = 0  # bumped whenever what the lists read from changes
+        self._built = -1  # the version the cached groups below were built for
+        self._writes: list[tuple[str, dict[str, Any]]] = []  # (tool, arguments) of each write candidate
+        self._fixed: tuple[list[str], list[str], list[str]] = ([], [], [])
+        self._answers_for: Any = None
+        self._answer_list: list[str] = []
+
+    # ------------------------------------------------------------------ observing
+    def update(self, messages: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Read the messages not seen yet, then return the admissible actions."""
+        if len(messages) < self._seen:
+            raise ValueError("messages shrank: use a new AdmissibleActions for a new episode")
+        for m in messages[self._seen:]:
+            self._observe(m)
+        self._seen = len(messages)
+        return self.actions()
+
+    def _observe(self, m: Mapping[str, Any]) -> None:
+        role = m.get("role")
+        content = m.get("content") or ""
+        if role == "user":
+            self.accepted = self._last_agent_text if _YES.search(content) else ""
+            self._last_agent_text = ""
+            lower = content.lower()
+            self.user_text += "\n" + content
+            self._lower += "\n" + lower
+            self._sentences += _SENTENCE.split(lower)
+            found = False
+            for email in _EMAIL.findall(content):
+                self.emails[email] = found = True
+            for name_zip in _NAME_ZIP.findall(content):
+                self.name_zips[name_zip] = found = True
+            for oid in _ORDER.findall(content):
+                oid = "#" + oid.lstrip("#")
+                self.named_orders[oid] = self.order_ids[oid] = found = True
+            for a1, a2, city, state, zip_, country in _ADDRESS.findall(content):
+                self.addresses[(("address1", a1), ("address2", a2), ("city", city), ("country", country),
+                                ("state", state), ("zip", zip_))] = found = True
+            # The lists read the customer's words only for ids, addresses and names of things seen.
+            named = {n for n in self._names - self._mentioned if n in lower}
+            if found or named:
+                self._mentioned |= named
+                self._version += 1
+        elif role == "assistant":
+            self.accepted = ""
+            for call in m.get("tool_calls") or ():
+                fn = call.get("function") or {}
+                try:
+                    args = loads(fn.get("arguments") or "{}")
+                except ValueError:
+                    args = {}
+                self._calls[call.get("id", "")] = (fn.get("name", ""), args if isinstance(args, dict) else {})
+            if content:
+                self._last_agent_text = content
+        elif role == "tool":
+            name, args = self._calls.get(m.get("tool_call_id", ""), (m.get("name", ""), {}))
+            self._result(name, args, content)
+
+    def _result(self, name: str, args: Mapping[str, Any], content: str) -> None:
+        if content.startswith("Error"):
+            self.latest = None
+            return
+        if name in ("find_user_id_by_email", "find_user_id_by_name_zip"):
+            if content != self.authenticated:
+                self.authenticated = content
+                self.user_ids[content] = None
+                self._version += 1
+            self.latest = (name, content)
+            return
+        try:
+            data = loads(content)
+        except ValueError:
+            data = content
+        self.latest = (name, data)
+        if not isinstance(data, dict):
+            return
+        if name == "list_all_product_types":
+            table, key = self.catalog, None
+            if all(self.catalog.get(str(k)) == str(v) for k, v in data.items()):
+                return
+            self.catalog.update({str(k): str(v) for k, v in data.items()})
+            self._names.update(str(k).lower() for k in data)
+        elif "variants" in data and "product_id" in data:
+            table, key = self.products, str(data["product_id"])
+        elif "order_id" in data and "items" in data:
+            table, key = self.orders, str(data["order_id"])
+            self.order_ids[key] = None
+            if isinstance(data.get("user_id"), str):
+                self.user_ids[data["user_id"]] = None
+            self._names.update(str(it.get("name", "")).lower() for it in data["items"] if isinstance(it, dict))
+        elif "user_id" in data and "payment_methods" in data:
+            table, key = self.users, str(data["user_id"])
+            for oid in data.get("orders") or ():
+                self.order_ids[str(oid)] = None
+        else:
+            return
+        if key is not None:
+            if table.get(key) == data:
+                return  # read again, unchanged
+            table[key] = data
+        self._version += 1
+
+    # ------------------------------------------------------------------ listing
+    def _call(self, name: str, args: Mapping[str, Any]) -> str:
+        """``tool_call(name, **args)``, built once per episode for each distinct call."""
+        key = (name, *((k, tuple(v) if isinstance(v, list) else v) for k, v in args.items()))
+        text = self._strings.get(key)
+        if text is None:
+            text = self._strings[key] = tool_call(name, **args)
+        return text
+
+    def actions(self) -> list[str]:
+        """The admissible actions now (see the module docstring for the order and the cut)."""
+        if self._built != self._version:
+            self._writes = self._write_candidates()
+            self._fixed = (self._messages(), self._reads(), [say(propose(n, a)) for n, a in self._writes])
+            self._built = self._version
+        if self._answers_for is not self.latest:
+            self._answer_list = self._answers()
+            self._answers_for = self.latest
+        messages, reads, proposals = self._fixed
+        accepted = self._accepted(self._writes) if self.accepted else []
+        actions = dict.fromkeys(itertools.chain(messages, accepted, reads, self._answer_list, proposals))
+        return list(itertools.islice(actions, self.max_actions))
+
+    def _has(self, name: str) -> bool:
+        return name in self.schemas
+
+    def _messages(self) -> list[str]:
+        out = [] if self.authenticated else [say(ASK_IDENTITY)]
+        out += [say(ANYTHING_ELSE), say(REFUSE)]
+        out += [say(f"I'm sorry, but I cannot do that for order {oid}: our policy does not allow it.")
+                for oid in self.orders]
+        out.append(say(GOODBYE))
+        return out
+
+    def _reads(self) -> list[str]:
+        out = []
+        if self._has("find_user_id_by_email"):
+            out += [self._call("find_user_id_by_email", {"email": e}) for e in self.emails]
+        if self._has("find_user_id_by_name_zip"):
+            out += [self._call("find_user_id_by_name_zip", {"first_name": f, "last_name": last, "zip": z})
+                    for f, last, z in self.name_zips]
+        if self._has("get_user_details"):
+            out += [self._call("get_user_details", {"user_id": u}) for u in self.user_ids]
+        if self._has("get_order_details"):
+            for oid in self.order_ids:
+                out.append(self._call("get_order_details", {"order_id": oid}))
+                if self.near_misses:
+                    out.append(self._call("get_order_details", {"order_id": oid.lstrip("#")}))
+        if self._has("get_product_details"):
+            out += [self._call("get_product_details", {"product_id": p}) for p in self._product_ids()]
+        if self._has("list_all_product_types"):
+            out.append(self._call("list_all_product_types", {}))
+        if self._has("transfer_to_human_agents"):
+            out.append(self._call("transfer_to_human_agents", {"summary": "The customer needs help beyond my tools."}))
+        return out
+
+    def _product_ids(self) -> list[str]:
+        """Products worth reading: those the customer named (of read orders' items or the catalog),
+        then the other products of read orders; every catalog product when none was named."""
+        text = self._lower
+        items = [(str(it.get("name", "")), str(it.get("product_id", ""))) for o in self.orders.values()
+                 for it in o.get("items") or () if isinstance(it, dict)]
+        named = [pid for name, pid in [*items, *self.catalog.items()] if name and name.lower() in text]
+        if not named and self.catalog:
+            named = list(self.catalog.values())
+        return _unique(p for p in [*named, *(pid for _, pid in items)] if p)
+
+    def _answers(self) -> list[str]:
+        if self.latest is None or not isinstance(self.latest[1], dict):
+            return []
+        data = self.latest[1]
+        amounts: list[float] = []
+        if isinstance(data.get("items"), list):
+            prices = [it["price"] for it in data["items"] if isinstance(it, Mapping)
+                      and isinstance(it.get("price"), (int, float))]
+            if prices:
+                amounts.append(sum(prices))
+                amounts += prices
+                if self.near_misses:
+                    amounts += [sum(prices) - p for p in prices]
+        elif isinstance(data.get("variants"), Mapping):
+            variants = [v for v in data["variants"].values() if isinstance(v, Mapping)
+                        and isinstance(v.get("price"), (int, float))]
+            available = [v["price"] for v in variants if v.get("available")]
+            if available:
+                amounts += [min(available), max(available)]
+            if variants:
+                amounts.append(min(v["price"] for v in variants))
+        return _unique(say(f"The amount is ${x:,.2f}.") for x in amounts)
+
+    # ------------------------------------------------------------------ writes
+    def _payment_methods(self, order: Mapping[str, Any]) -> list[str]:
+        """The order's original method, then gift cards of users read."""
+        history = order.get("payment_history") or []
+        out = [str(history[0]["payment_method_id"])] if history and isinstance(history[0], Mapping) else []
+        uid = order.get("user_id")
+        user = self.users.get(uid) if isinstance(uid, str) else None
+        if user is not None:
+            out += [k for k, v in (user.get("payment_methods") or {}).items()
+                    if isinstance(v, Mapping) and v.get("source") == "gift_card"]
+        return _unique(out)
+
+    def _status(self, oid: str) -> str | None:
+        order = self.orders.get(oid)
+        return None if order is None else order.get("status")
+
+    def _open_orders(self) -> list[str]:
+        """Orders a pending-only write may target: named by the customer and not read as
+        non-pending, then read as pending."""
+        named = [oid for oid in self.named_orders if self._status(oid) in (None, "pending")]
+        return _unique([*named, *(oid for oid, o in self.orders.items() if o.get("status") == "pending")])
+
+    def _write_candidates(self) -> list[tuple[str, dict[str, Any]]]:
+        out: list[tuple[str, dict[str, Any]]] = []
+        if self._has("cancel_pending_order"):
+            reasons = (self.schemas["cancel_pending_order"].get("parameters", {}).get("properties", {})
+                       .get("reason", {}).get("enum") or ["no longer needed", "ordered by mistake"])
+            for oid in self._open_orders():
+                out += [("cancel_pending_order", {"order_id": oid, "reason": r}) for r in reasons]
+        for address in self.addresses:
+            addr = dict(address)
+            if self._has("modify_pending_order_address"):
+                out += [("modify_pending_order_address", {"order_id": oid, **addr}) for oid in self._open_orders()]
+            if self._has("modify_user_address") and self.authenticated:
+                out.append(("modify_user_address", {"user_id": self.authenticated, **addr}))
+        for oid, order in self.orders.items():
+            items = [it for it in order.get("items") or () if isinstance(it, Mapping) and "item_id" in it]
+            if not items:
+                continue
+            status = order.get("status")
+            if status == "delivered" and self._has("return_delivered_order_items"):
+                out += [("return_delivered_order_items", {"order_id": oid, "item_ids": ids, "payment_method_id": pm})
+                        for ids in self._item_sets(items, self._about(oid)) for pm in self._payment_methods(order)]
+            for tool, wanted in _SWAPS.items():
+                if status == wanted and self._has(tool):
+                    out += self._swaps(tool, oid, order, items)
+            if status == "pending" and self._has("modify_pending_order_payment"):
+                current = self._payment_methods(order)[:1]
+                out += [("modify_pending_order_payment", {"order_id": oid, "payment_method_id": pm})
+                        for pm in self._user_methods(order) if pm not in current]
+        return out
+
+    def _about(self, oid: str) -> str:
+        """What the customer said about an order: their sentences naming it (lower case), else everything."""
+        key = oid.lstrip("#").lower()
+        said = [t for t in self._sentences if key in t]
+        return " ".join(said) if said else self._lower
+
+    def _user_methods(self, order: Mapping[str, Any]) -> list[str]:
+        user = self.users.get(order.get("user_id", ""))
+        return list((user or {}).get("payment_methods") or ())
+
+    @staticmethod
+    def _item_sets(items: list[Mapping[str, Any]], text: str) -> list[list[str]]:
+        """Each item alone, all items, the items the customer named (in ``text``), and the rest."""
+        ids = [str(it["item_id"]) for it in items]
+        named = sorted(str(it["item_id"]) for it in items if str(it.get("name", "")).lower() in text)
+        rest = sorted(set(ids) - set(named))
+        sets = [[i] for i in ids] + [sorted(ids)] + [s for s in (named, rest) if s]
+        return [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
+
+    def _swaps(self, tool: str, oid: str, order: Mapping[str, Any], items: list[Mapping[str, Any]]
+               ) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        pm = self._payment_methods(order)[:1]
+        if not pm:
+            return out
+        text = self._about(oid)
+        for it in items:
+            product = self.products.get(str(it.get("product_id")))
+            if product is None or str(it.get("name", "")).lower() not in text:
+                continue
+            for new in self._variant_choices(product, str(it["item_id"]), text):
+                out.append((tool, {"order_id": oid, "item_ids": [str(it["item_id"])], "new_item_ids": [new],
+                                   "payment_method_id": pm[0]}))
+        return out
+
+    @staticmethod
+    def _variant_choices(product: Mapping[str, Any], current: str, text: str) -> list[str]:
+        """The variant whose options the customer named, the cheapest available with each named
+        option value, and the cheapest available."""
+        variants = [v for v in (product.get("variants") or {}).values() if isinstance(v, Mapping)
+                    and v.get("item_id") != current and isinstance(v.get("options"), Mapping)]
+        available = sorted((v for v in variants if v.get("available")), key=lambda v: (v.get("price", 0), v["item_id"]))
+        exact = [v["item_id"] for v in variants
+                 if all(f"{k} {val}".lower() in text for k, val in v["options"].items())]
+        cheapest_with = []
+        for v in available:
+            for k, val in v["options"].items():
+                if f"{k} {val}".lower() in text and (k, val) not in {kv for kv, _ in cheapest_with}:
+                    cheapest_with.append(((k, val), v["item_id"]))
+        choices = exact + [i for _, i in cheapest_with] + [v["item_id"] for v in available[:1]]
+        return _unique(str(c) for c in choices)
+
+    def _accepted(self, writes: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        said = self.accepted.lower()
+        out = []
+        for name, args in writes:
+            if all(v in said for v in _salient(args)):
+                out.append(self._call(name, args))
+                if self.near_misses:
+                    out += [self._call(name, twin) for twin in self._twins(name, args, writes)]
+        return out
+
+    def _twins(self, name: str, args: dict[str, Any], writes: list[tuple[str, dict[str, Any]]]
+               ) -> list[dict[str, Any]]:
+        """The same write with a typical mistake: an id without '#', a list as a string, a zip as
+        a number, another record of the same kind."""
+        twins = []
+        if str(args.get("order_id", "")).startswith("#"):
+            twins.append({**args, "order_id": args["order_id"][1:]})
+        for key in ("item_ids", "new_item_ids"):
+            if isinstance(args.get(key), list):
+                twins.append({**args, key: ",".join(args[key])})
+        if str(args.get("zip", "")).isdigit():
+            twins.append({**args, "zip": int(args["zip"])})
+        for other_name, other in writes:  # another record next to the right one
+            if other_name == name and other.get("order_id") == args.get("order_id") and other != args \
+                    and other.get("payment_method_id") == args.get("payment_method_id") \
+                    and "item_ids" in args:
+                twins.append(other)
+        return twins
+
+
+def admissible_actions(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]], *,
+                       near_misses: bool = False, max_actions: int = 128) -> list[str]:
+    """The admissible actions after ``messages`` (``info["messages"]``) with ``tools`` (``info["tools"]``).
+
+    For a loop over one episode, keep an :class:`AdmissibleActions` and call its
+    :meth:`~AdmissibleActions.update` each step instead: it reads only the new messages.
+    """
+    return AdmissibleActions(tools, near_misses=near_misses, max_actions=max_actions).update(messages)
