@@ -10,7 +10,7 @@ or call :func:`run_benchmark` from Python. It writes ``<out>/envs.json`` (every 
 the machine and the commit) and ``<out>/envs.md`` (a markdown table).
 
 What each number means (per env id; ``S`` is ``--seconds``, the timed budget of one id,
-split evenly over the four timed loops):
+split evenly over the five timed loops):
 
 - **resets/s**: ``reset(seed=i)`` for ``i = 0, 1, ...`` on the unwrapped env, nothing
   else. A reset generates a task, builds its database and renders the first observation.
@@ -21,12 +21,15 @@ split evenly over the four timed loops):
   ``env.step`` is counted: the cost of one env transition.
 - **gym.make steps/s** (and step only): the same oracle loop through ``gym.make``'s
   wrappers (``TimeLimit``, ``OrderEnforcing``, ``PassiveEnvChecker``), i.e. their overhead.
+- **oracle steps/s, admissible lists on**: the oracle loop on an env made with
+  ``admissible_actions=True`` (see :mod:`trace_envs.admissible`), and the sizes of the lists
+  it saw (median, p90, max): the cost of listing the choices for a small or classic agent.
 - **adversarial steps/s**: a fixed list of hostile actions (:data:`ADVERSARIAL`: huge
   strings, NUL bytes, ``"[" * 100000``, dunder tool names, wrong types, unknown tools,
   lone surrogates, valid-looking calls with bad ids, ...) cycled on the unwrapped env,
   resetting whenever an episode ends; only step time is counted. ``slowest adversarial``
   names the action with the highest mean step time, to spot a pathological input.
-- **peak MiB**: the peak of Python allocations made during the four loops (after the env
+- **peak MiB**: the peak of Python allocations made during the five loops (after the env
   was built and warmed up), from ``tracemalloc``, in a separate, shorter pass so that
   tracing does not distort the timings. Module imports, env construction and data
   cached for the whole process (such as the τ²-bench database) are not included.
@@ -70,7 +73,7 @@ DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 SINGLE_CORE_NOTE = ("Step timings are single-process, one core: every loop runs sequentially in one Python "
                     "process, so a vectorized or multi-process rollout scales these per worker.")
 _MIB = 1024 * 1024
-_LOOPS = ("resets", "oracle", "wrapped", "adversarial")
+_LOOPS = ("resets", "oracle", "wrapped", "admissible", "adversarial")
 
 
 def _raw_call(name: Any, arguments: Any) -> str:
@@ -133,12 +136,15 @@ def oracle_loop(env: gym.Env, budget: float) -> dict[str, Any]:
     more = _until(budget)
     steps = episodes = successes = 0
     step_time = 0.0
+    sizes: list[int] = []  # admissible list sizes, when the env lists them
     start = perf()
     while more(episodes):
         obs, info = env.reset(seed=episodes)
         oracle.reset(env)
         done = False
         while not done:
+            if "admissible_actions" in info:
+                sizes.append(len(info["admissible_actions"]))
             action = oracle.act(obs, info)
             t0 = perf()
             obs, _reward, terminated, truncated, info = step(action)
@@ -148,9 +154,14 @@ def oracle_loop(env: gym.Env, budget: float) -> dict[str, Any]:
         successes += bool(info.get("success"))
         episodes += 1
     wall = perf() - start
-    return {"episodes": episodes, "steps": steps, "wall_s": wall, "step_s": step_time,
-            "steps_per_s": steps / wall, "step_only_steps_per_s": steps / step_time,
-            "mean_episode_steps": steps / episodes, "success_rate": successes / episodes}
+    result = {"episodes": episodes, "steps": steps, "wall_s": wall, "step_s": step_time,
+              "steps_per_s": steps / wall, "step_only_steps_per_s": steps / step_time,
+              "mean_episode_steps": steps / episodes, "success_rate": successes / episodes}
+    if sizes:
+        sizes.sort()
+        result["list_sizes"] = {"median": sizes[len(sizes) // 2], "p90": sizes[int(0.9 * len(sizes))],
+                                "max": sizes[-1]}
+    return result
 
 
 def adversarial_loop(env: gym.Env, budget: float) -> dict[str, Any]:
@@ -224,25 +235,28 @@ def returns_by_policy(env: gym.Env, seeds: int) -> dict[str, dict[str, float]]:
 
 
 # ---------------------------------------------------------------------- one id
-def _make_envs(env_id: str) -> tuple[gym.Env, gym.Env, float]:
-    """The unwrapped env, the ``gym.make`` one, and the build time of the first, each warmed up by one episode."""
+def _make_envs(env_id: str) -> tuple[gym.Env, gym.Env, gym.Env, float]:
+    """The unwrapped env, the ``gym.make`` one, an unwrapped one listing admissible actions, and the
+    build time of the second, each warmed up by one episode."""
     t0 = time.perf_counter()
     wrapped = gym.make(env_id)
     make_ms = 1e3 * (time.perf_counter() - t0)
     raw = gym.make(env_id).unwrapped
+    listing = gym.make(env_id, admissible_actions=True).unwrapped
     # Warm-up: first-call costs (lazy imports, data caches, rendered tool text) stay out of the rates.
-    for env in (raw, wrapped):
+    for env in (raw, wrapped, listing):
         oracle_loop(env, 0.0)
-    return raw, wrapped, make_ms
+    return raw, wrapped, listing, make_ms
 
 
 def bench_id(env_id: str, seconds: float, return_seeds: int = 0) -> dict[str, Any]:
     """Every number for one id: the timed loops, the separate memory pass, then the returns."""
-    raw, wrapped, make_ms = _make_envs(env_id)
+    raw, wrapped, listing, make_ms = _make_envs(env_id)
     budget = seconds / len(_LOOPS)
     resets = reset_loop(raw, budget)
     oracle = oracle_loop(raw, budget)
     through_make = oracle_loop(wrapped, budget)
+    with_lists = oracle_loop(listing, budget)
     adversarial = adversarial_loop(raw, budget)
 
     # Memory pass: shorter, since tracemalloc slows every allocation several-fold.
@@ -251,10 +265,11 @@ def bench_id(env_id: str, seconds: float, return_seeds: int = 0) -> dict[str, An
         "resets": _peak_mib(lambda: reset_loop(raw, mem_budget)),
         "oracle": _peak_mib(lambda: oracle_loop(raw, mem_budget)),
         "wrapped": _peak_mib(lambda: oracle_loop(wrapped, mem_budget)),
+        "admissible": _peak_mib(lambda: oracle_loop(listing, mem_budget)),
         "adversarial": _peak_mib(lambda: adversarial_loop(raw, mem_budget)),
     }
     returns = returns_by_policy(raw, return_seeds) if return_seeds else {}
-    for env in (raw, wrapped):
+    for env in (raw, wrapped, listing):
         env.close()
     return {
         "returns": returns,
@@ -265,11 +280,14 @@ def bench_id(env_id: str, seconds: float, return_seeds: int = 0) -> dict[str, An
         "oracle_step_only_steps_per_s": oracle["step_only_steps_per_s"],
         "wrapped_steps_per_s": through_make["steps_per_s"],
         "wrapped_step_only_steps_per_s": through_make["step_only_steps_per_s"],
+        "admissible_steps_per_s": with_lists["steps_per_s"],
+        "admissible_list_sizes": with_lists["list_sizes"],
         "adversarial_steps_per_s": adversarial["steps_per_s"],
         "peak_mib": max(peaks.values()),
         "peak_mib_by_loop": peaks,
         "oracle_success_rate": oracle["success_rate"],
-        "loops": {"resets": resets, "oracle": oracle, "wrapped": through_make, "adversarial": adversarial},
+        "loops": {"resets": resets, "oracle": oracle, "wrapped": through_make, "admissible": with_lists,
+                  "adversarial": adversarial},
     }
 
 
@@ -332,18 +350,21 @@ def markdown(result: dict[str, Any]) -> str:
         "See the docstring of `benchmarks/bench_envs.py` for exact definitions.",
         "",
         "| id | resets/s | oracle steps/s | oracle step only | gym.make steps/s | gym.make step only "
+        "| oracle steps/s, admissible lists on | list size median/p90/max "
         "| adversarial steps/s | slowest adversarial action (µs) | peak MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for env_id, r in result["envs"].items():
         adv = r["loops"]["adversarial"]
+        sizes = r["admissible_list_sizes"]
         lines.append(
             f"| `{env_id}` | {_rate(r['resets_per_s'])} | {_rate(r['oracle_steps_per_s'])} "
             f"| {_rate(r['oracle_step_only_steps_per_s'])} | {_rate(r['wrapped_steps_per_s'])} "
-            f"| {_rate(r['wrapped_step_only_steps_per_s'])} | {_rate(r['adversarial_steps_per_s'])} "
+            f"| {_rate(r['wrapped_step_only_steps_per_s'])} | {_rate(r['admissible_steps_per_s'])} "
+            f"| {sizes['median']}/{sizes['p90']}/{sizes['max']} | {_rate(r['adversarial_steps_per_s'])} "
             f"| {adv['slowest_action']} ({adv['slowest_mean_us']:,.0f}) | {r['peak_mib']:.2f} |")
     for env_id, why in result.get("skipped", {}).items():
-        lines.append(f"| `{env_id}` | skipped: {why[:160].replace('|', '/')} | | | | | | | |")
+        lines.append(f"| `{env_id}` | skipped: {why[:160].replace('|', '/')} | | | | | | | | | |")
     return "\n".join(lines + returns_markdown(result)) + "\n"
 
 
@@ -376,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ids", nargs="+", metavar="ID", help="env ids to measure (default: every registered id)")
     parser.add_argument("--seconds", type=float, default=2.0,
-                        help="timed budget per id, split over its four timed loops (default: 2)")
+                        help="timed budget per id, split over its five timed loops (default: 2)")
     parser.add_argument("--out", default=str(DEFAULT_OUT),
                         help=f"directory for envs.json and envs.md (default: {DEFAULT_OUT})")
     parser.add_argument("--return-seeds", type=int, default=100, metavar="N",

@@ -59,6 +59,7 @@ ANYTHING_ELSE = "Is there anything else I can help you with?"
 REFUSE = "I'm sorry, but I cannot do that: our policy does not allow it."
 GOODBYE = "Thank you for contacting us. Goodbye!"
 MESSAGES = (ASK_IDENTITY, ANYTHING_ELSE, REFUSE, GOODBYE)
+TRANSFER_SUMMARY = "The customer needs help beyond my tools."
 MIN_ACTIONS = 8  # room for the messages and a few calls
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -167,6 +168,9 @@ class AdmissibleActions:
         self.accepted = ""  # the agent message the customer just said yes to
         self._last_agent_text = ""
         self._strings: dict[tuple, str] = {}
+        self._constant_reads = [tool_call(name, **args) for name, args in (
+            ("list_all_product_types", {}), ("transfer_to_human_agents", {"summary": TRANSFER_SUMMARY}))
+            if name in self.schemas]
         self._lower = ""  # user_text.lower(), kept in step
         self._sentences: list[str] = []
         self._names: set[str] = set()  # product names seen in records (lower case)
@@ -323,10 +327,7 @@ class AdmissibleActions:
                     out.append(self._call("get_order_details", {"order_id": oid.lstrip("#")}))
         if self._has("get_product_details"):
             out += [self._call("get_product_details", {"product_id": p}) for p in self._product_ids()]
-        if self._has("list_all_product_types"):
-            out.append(self._call("list_all_product_types", {}))
-        if self._has("transfer_to_human_agents"):
-            out.append(self._call("transfer_to_human_agents", {"summary": "The customer needs help beyond my tools."}))
+        out += self._constant_reads
         return out
 
     def _product_ids(self) -> list[str]:
@@ -346,15 +347,15 @@ class AdmissibleActions:
         data = self.latest[1]
         amounts: list[float] = []
         if isinstance(data.get("items"), list):
-            prices = [it["price"] for it in data["items"] if isinstance(it, Mapping)
+            prices = [it["price"] for it in data["items"] if isinstance(it, dict)
                       and isinstance(it.get("price"), (int, float))]
             if prices:
                 amounts.append(sum(prices))
                 amounts += prices
                 if self.near_misses:
                     amounts += [sum(prices) - p for p in prices]
-        elif isinstance(data.get("variants"), Mapping):
-            variants = [v for v in data["variants"].values() if isinstance(v, Mapping)
+        elif isinstance(data.get("variants"), dict):
+            variants = [v for v in data["variants"].values() if isinstance(v, dict)
                         and isinstance(v.get("price"), (int, float))]
             available = [v["price"] for v in variants if v.get("available")]
             if available:
@@ -367,12 +368,12 @@ class AdmissibleActions:
     def _payment_methods(self, order: Mapping[str, Any]) -> list[str]:
         """The order's original method, then gift cards of users read."""
         history = order.get("payment_history") or []
-        out = [str(history[0]["payment_method_id"])] if history and isinstance(history[0], Mapping) else []
+        out = [str(history[0]["payment_method_id"])] if history and isinstance(history[0], dict) else []
         uid = order.get("user_id")
         user = self.users.get(uid) if isinstance(uid, str) else None
         if user is not None:
             out += [k for k, v in (user.get("payment_methods") or {}).items()
-                    if isinstance(v, Mapping) and v.get("source") == "gift_card"]
+                    if isinstance(v, dict) and v.get("source") == "gift_card"]
         return _unique(out)
 
     def _status(self, oid: str) -> str | None:
@@ -399,7 +400,7 @@ class AdmissibleActions:
             if self._has("modify_user_address") and self.authenticated:
                 out.append(("modify_user_address", {"user_id": self.authenticated, **addr}))
         for oid, order in self.orders.items():
-            items = [it for it in order.get("items") or () if isinstance(it, Mapping) and "item_id" in it]
+            items = [it for it in order.get("items") or () if isinstance(it, dict) and "item_id" in it]
             if not items:
                 continue
             status = order.get("status")
@@ -454,8 +455,8 @@ class AdmissibleActions:
     def _variant_choices(product: Mapping[str, Any], current: str, text: str) -> list[str]:
         """The variant whose options the customer named, the cheapest available with each named
         option value, and the cheapest available."""
-        variants = [v for v in (product.get("variants") or {}).values() if isinstance(v, Mapping)
-                    and v.get("item_id") != current and isinstance(v.get("options"), Mapping)]
+        variants = [v for v in (product.get("variants") or {}).values() if isinstance(v, dict)
+                    and v.get("item_id") != current and isinstance(v.get("options"), dict)]
         available = sorted((v for v in variants if v.get("available")), key=lambda v: (v.get("price", 0), v["item_id"]))
         exact = [v["item_id"] for v in variants
                  if all(f"{k} {val}".lower() in text for k, val in v["options"].items())]
