@@ -4,10 +4,11 @@
 #   TRACE_EXTRAS=dev        bash scripts/setup.sh   # envs + pytest (the agent tests need train too)
 #   TRACE_EXTRAS=dev,train  bash scripts/setup.sh   # + torch/transformers/peft/trl
 #   TRACE_EXTRAS=train,vllm bash scripts/setup.sh   # + the vLLM server (NVIDIA GPU machines only)
-#   (scripts/test.sh and scripts/main.sh install dev,train,gepa)
+#   TRACE_EXTRAS=dev,classic bash scripts/setup.sh  # + stable-baselines3/sb3-contrib (classic RL, CPU)
+#   (scripts/test.sh installs dev,train,gepa,classic; scripts/main.sh dev,train,gepa)
 #
-# With the train extra on a machine without an NVIDIA GPU, the CPU build of torch is
-# installed first (torch==2.13.0, which the train extra's range admits), so pip does not
+# With the train or classic extra on a machine without an NVIDIA GPU, the CPU build of torch
+# is installed first (torch==2.13.0, which both extras' ranges admit), so pip does not
 # pull a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +43,8 @@ if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
   exit 0
 fi
 
-if [[ ",$EXTRAS," == *",train,"* ]] && ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+if [[ ",$EXTRAS," == *",train,"* || ",$EXTRAS," == *",classic,"* ]] \
+    && ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   if has_gpu; then
     echo "[setup] GPU found: installing torch from the package registry"
     "${PIP[@]}" "torch>=2.6,<2.15"

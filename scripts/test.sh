@@ -4,7 +4,7 @@
 # TRACE_SHORT=1 selects; set TRACE_SHORT=0 for their full size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TRACE_EXTRAS=${TRACE_EXTRAS:-dev,train,gepa} bash scripts/setup.sh
+TRACE_EXTRAS=${TRACE_EXTRAS:-dev,train,gepa,classic} bash scripts/setup.sh
 export TRACE_SHORT=${TRACE_SHORT:-1}
 set +e
 "${TRACE_VENV:-.venv}/bin/python" -m pytest -p no:cacheprovider --durations=10 "$@"
