@@ -2,7 +2,7 @@
 
 Run from the repository root (needs ``pip install -e ".[classic]"``; CPU only)::
 
-    .venv/bin/python benchmarks/bench_classic_rl.py                       # the four capability envs
+    .venv/bin/python benchmarks/bench_classic_rl.py                       # the capability envs and retail
     .venv/bin/python benchmarks/bench_classic_rl.py --ids trace/retail-v0 --steps 5000 --seeds 1
 
 For each env id it measures, on the same held-out task seeds (``--eval-episodes`` of them,
@@ -57,7 +57,10 @@ from trace_envs.wrappers import DiscreteActions
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
-DEFAULT_IDS = ("trace/precondition-v0", "trace/structured-data-v0", "trace/tool-calling-v0", "trace/multi-step-v0")
+DEFAULT_IDS = (
+    "trace/precondition-v0", "trace/structured-data-v0", "trace/tool-calling-v0", "trace/multi-step-v0",
+    "trace/retail-v0",  # all four capabilities in one env
+)
 RESULT_FILES = ("classic_rl.json", "classic_rl.md", "classic_rl.png")
 # Messages by their opening words (the admissible list's templates), for the episode summaries.
 _MESSAGE_KINDS = (("to confirm", "propose"), ("i'm sorry", "refuse"), ("could you", "ask identity"),
