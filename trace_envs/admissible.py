@@ -153,13 +153,14 @@ class AdmissibleActions:
         self._seen = 0
         self._calls: dict[str, tuple[str, dict[str, Any]]] = {}  # tool_call_id -> (name, arguments)
         self.user_text = ""  # every customer message, joined (original case)
-        self.emails: dict[str, None] = {}
-        self.name_zips: dict[tuple[str, str, str], None] = {}
-        self.named_orders: dict[str, None] = {}  # order ids in the customer's words, with '#'
-        self.addresses: dict[tuple[tuple[str, str], ...], None] = {}
-        self.user_ids: dict[str, None] = {}
+        # Ordered sets (dicts with True values): what was seen, in the order it was seen.
+        self.emails: dict[str, bool] = {}
+        self.name_zips: dict[tuple[str, str, str], bool] = {}
+        self.named_orders: dict[str, bool] = {}  # order ids in the customer's words, with '#'
+        self.addresses: dict[tuple[tuple[str, str], ...], bool] = {}
+        self.user_ids: dict[str, bool] = {}
         self.authenticated = ""
-        self.order_ids: dict[str, None] = {}  # every order id seen anywhere
+        self.order_ids: dict[str, bool] = {}  # every order id seen anywhere
         self.orders: dict[str, dict[str, Any]] = {}  # order id -> its latest record
         self.users: dict[str, dict[str, Any]] = {}
         self.products: dict[str, dict[str, Any]] = {}
@@ -240,7 +241,7 @@ class AdmissibleActions:
         if name in ("find_user_id_by_email", "find_user_id_by_name_zip"):
             if content != self.authenticated:
                 self.authenticated = content
-                self.user_ids[content] = None
+                self.user_ids[content] = True
                 self._version += 1
             self.latest = (name, content)
             return
@@ -252,23 +253,23 @@ class AdmissibleActions:
         if not isinstance(data, dict):
             return
         if name == "list_all_product_types":
-            table, key = self.catalog, None
             if all(self.catalog.get(str(k)) == str(v) for k, v in data.items()):
                 return
             self.catalog.update({str(k): str(v) for k, v in data.items()})
             self._names.update(str(k).lower() for k in data)
+            table, key = self.catalog, None
         elif "variants" in data and "product_id" in data:
             table, key = self.products, str(data["product_id"])
         elif "order_id" in data and "items" in data:
             table, key = self.orders, str(data["order_id"])
-            self.order_ids[key] = None
+            self.order_ids[key] = True
             if isinstance(data.get("user_id"), str):
-                self.user_ids[data["user_id"]] = None
+                self.user_ids[data["user_id"]] = True
             self._names.update(str(it.get("name", "")).lower() for it in data["items"] if isinstance(it, dict))
         elif "user_id" in data and "payment_methods" in data:
             table, key = self.users, str(data["user_id"])
             for oid in data.get("orders") or ():
-                self.order_ids[str(oid)] = None
+                self.order_ids[str(oid)] = True
         else:
             return
         if key is not None:
