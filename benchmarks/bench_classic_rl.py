@@ -92,8 +92,8 @@ def runs_of(kinds: Sequence[str]) -> str:
 def episodes_of(env: DiscreteActions, act: Any, seeds: Sequence[int], run: int = 0) -> dict[str, Any]:
     """:func:`evaluate` one episode per seed, and what the episodes were.
 
-    Adds ``episodes`` (each distinct episode as action kinds: how many times it was played and
-    how many of those succeeded), ``unauthenticated_successes`` (successful episodes that never
+    Adds ``episodes`` (the most played episodes as action kinds: how many times each was played
+    and how many of those succeeded; the rest as ``"(other)"``), ``unauthenticated_successes`` (successful episodes that never
     called a ``find_user_id_*`` tool, which the policy's "authenticate first" forbids), the mean
     episode length and the candidate list sizes. ``run`` varies the policy's RNG.
     """
@@ -122,6 +122,15 @@ def episodes_of(env: DiscreteActions, act: Any, seeds: Sequence[int], run: int =
             "unauthenticated_successes": unauthenticated, "mean_steps": steps / len(seeds),
             "list_size_median": float(np.median(sizes)), "list_size_max": int(max(sizes)),
             "episodes": dict(sorted(shapes.items(), key=lambda kv: -kv[1][0]))}
+
+
+def most_common(shapes: dict[str, list[int]], keep: int = 10) -> dict[str, list[int]]:
+    """The ``keep`` most played episodes with their [count, successes]; the rest summed as ``"(other)"``."""
+    ranked = sorted(shapes.items(), key=lambda kv: -kv[1][0])
+    kept = dict(ranked[:keep])
+    if len(ranked) > keep:
+        kept["(other)"] = [sum(c for _, (c, _) in ranked[keep:]), sum(w for _, (_, w) in ranked[keep:])]
+    return kept
 
 
 def oracle(env_id: str, seeds: Sequence[int]) -> dict[str, float]:
@@ -233,7 +242,11 @@ def run_benchmark(ids: Sequence[str] = DEFAULT_IDS, steps: int = 20_000, seeds: 
             print(f"[classic_rl]   return {runs[-1]['return']:.3f}, success {runs[-1]['success']:.0%}, "
                   f"{runs[-1]['seconds']:.0f} s", flush=True)
         word, evidence = verdict(runs, rand, orc)
-        envs[env_id] = {"oracle": orc, "random": rand, "ppo": runs, "verdict": word, "evidence": evidence}
+        ppo_episodes = most_common(pooled(runs))  # pooled before each run's list is cut
+        for run in runs + randoms:
+            run["episodes"] = most_common(run["episodes"])
+        envs[env_id] = {"oracle": orc, "random": rand, "ppo": runs, "ppo_episodes": ppo_episodes,
+                        "verdict": word, "evidence": evidence}
     result = {
         "benchmark": "classic_rl", "started": started.isoformat(timespec="seconds"),
         "seconds": (_dt.datetime.now(_dt.timezone.utc) - started).total_seconds(),
@@ -255,17 +268,44 @@ def _pct(x: float) -> str:
     return f"{x:.0%}"
 
 
-def pooled_episodes(runs: Sequence[dict[str, Any]], top: int = 3) -> str:
-    """The most common episodes over ``runs``, with their shares and success rates, in words."""
+def cycles_of(episode: str, longest: int = 4) -> str:
+    """An episode string with repeated runs of up to ``longest`` kinds written once:
+    ``a → b → a → b → a → b`` becomes ``(a → b) ×3``."""
+    kinds = episode.split(" → ")
+    out: list[str] = []
+    i = 0
+    while i < len(kinds):
+        for period in range(2, longest + 1):
+            unit = kinds[i:i + period]
+            repeats = 1
+            while kinds[i + repeats * period: i + (repeats + 1) * period] == unit:
+                repeats += 1
+            if repeats >= 2 and len(unit) == period:
+                out.append(f"({' → '.join(unit)}) ×{repeats}")
+                i += repeats * period
+                break
+        else:
+            out.append(kinds[i])
+            i += 1
+    return " → ".join(out)
+
+
+def pooled(runs: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
+    """The runs' ``episodes`` added up: each episode's [count, successes] over all runs."""
     total: dict[str, list[int]] = {}
     for run in runs:
         for shape, (count, wins) in run["episodes"].items():
-            pooled = total.setdefault(shape, [0, 0])
-            pooled[0] += count
-            pooled[1] += wins
-    n = sum(c for c, _ in total.values())
-    best = sorted(total.items(), key=lambda kv: -kv[1][0])[:top]
-    return "; ".join(f"{shape or '(none)'} ({_pct(c / n)} of episodes, {_pct(w / c)} of them succeed)"
+            both = total.setdefault(shape, [0, 0])
+            both[0] += count
+            both[1] += wins
+    return total
+
+
+def common_episodes(episodes: dict[str, list[int]], top: int = 3) -> str:
+    """The ``top`` most played of ``episodes``, with their shares and success rates, in words."""
+    n = sum(c for c, _ in episodes.values())
+    best = sorted(((k, v) for k, v in episodes.items() if k != "(other)"), key=lambda kv: -kv[1][0])[:top]
+    return "; ".join(f"{cycles_of(shape) or '(none)'} ({_pct(c / n)} of episodes, {_pct(w / c)} of them succeed)"
                      for shape, (c, w) in best)
 
 
@@ -280,17 +320,25 @@ def why(row: dict[str, Any]) -> str:
     task = (f"The oracle needs {orc['mean_steps']:.1f} turns on average, each a choice among "
             f"{rand['list_size_median']:.0f} candidates (median; at most {rand['list_size_max']}), and random "
             f"admissible play succeeds in {_pct(rand['success'])} of the tasks.")
-    if row["verdict"] == "no":
+    share = wins / max(1, episodes)
+    if row["verdict"] == "no" and share < 0.01:
         reason = ("The reward is paid at the end, for the whole task: with so few successful episodes, PPO has "
                   "almost nothing to reinforce within this budget.")
+    elif row["verdict"] == "no":
+        reason = (f"{_pct(share)} of the training episodes succeeded, but within this budget the greedy policy "
+                  f"does not turn them into successes on held-out tasks.")
     else:
         reason = "PPO reinforces those successes."
+    curves = [[p["success"] for p in r["curve"]] for r in ppo]
+    if all(len(c) > 1 for c in curves) and np.mean([c[-1] - c[-2] for c in curves]) >= 0.05:
+        reason += " Held-out success was still rising at the end of the budget (see the curve)."
     wins_eval = sum(w for r in ppo for _, w in r["episodes"].values())
     unauth = sum(r["unauthenticated_successes"] for r in ppo)
     auth = (f" {unauth} of its {wins_eval} held-out successes never authenticated the customer (no "
             f"find_user_id_* call): the success rule does not check the policy's \"authenticate first\"."
             if unauth else "")
-    return f"{training} {task} {reason} Greedy held-out episodes: {pooled_episodes(ppo)}.{auth}"
+    return (f"{training} {task} {reason} Greedy held-out episodes (all seeds): "
+            f"{common_episodes(row['ppo_episodes'])}.{auth}")
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -386,7 +434,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-actions", type=int, default=128, help="DiscreteActions' max_actions")
     parser.add_argument("--dim", type=int, default=128, help="the featurizer's hashed width")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="directory for classic_rl.{json,md,png}")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite classic_rl.md and classic_rl.png from the classic_rl.json in --out")
     args = parser.parse_args(argv)
+    if args.render:
+        out = Path(args.out)
+        result = json.loads((out / RESULT_FILES[0]).read_text(encoding="utf-8"))
+        (out / RESULT_FILES[1]).write_text(markdown(result), encoding="utf-8")
+        plot(result, out / RESULT_FILES[2])
+        print(markdown(result), end="")
+        return 0
     for name in ("steps", "seeds", "eval_episodes", "points"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

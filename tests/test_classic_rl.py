@@ -70,7 +70,7 @@ def test_benchmark_writes_its_files(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(bench.RESULT_FILES)
     saved = json.loads((tmp_path / "classic_rl.json").read_text())
     row = saved["envs"][ENV]
-    assert set(row) == {"oracle", "random", "ppo", "verdict", "evidence"}
+    assert set(row) == {"oracle", "random", "ppo", "ppo_episodes", "verdict", "evidence"}
     assert row["oracle"]["success"] == 1.0  # the oracle solves every task
     assert [p["steps"] for p in row["ppo"][0]["curve"]] == [0, 512]
     assert row["verdict"] in {"learns", "partly", "no"}
