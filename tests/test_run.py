@@ -226,8 +226,12 @@ def test_quick_run_survives_a_kill_and_writes_the_report(tmp_path):
     assert results["methods"]["trace"]["rollouts_used"] == budget
     for name in ("grpo_target", "single_adapter"):
         assert budget - per_step < results["methods"][name]["rollouts_used"] <= budget
-    assert budget <= results["methods"]["gepa"]["rollouts_used"] <= budget + 2 * QUICK["gepa_minibatch"] + \
-        QUICK["gepa_tasks"]
+    # GEPA never goes past the budget and stops at most one iteration's episodes under it
+    # (baselines.run_gepa). Under spec version 2 the quick run happened to use >= budget,
+    # since proposals won on the tiny model's noisy returns; under version 3 they score 0
+    # and lose, so iterations are cheaper and it ends under.
+    iteration = 2 * QUICK["gepa_minibatch"] + QUICK["gepa_tasks"]
+    assert budget - (iteration - 1) <= results["methods"]["gepa"]["rollouts_used"] <= budget
     assert results["methods"]["base"]["rollouts_used"] == 0
     # Evaluation episodes were stored once each, even across the kill.
     for method in METHODS:
