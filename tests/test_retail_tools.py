@@ -515,7 +515,7 @@ def test_writes_never_touch_the_shared_base():
 def _load_tau2() -> tuple[dict, list]:
     retail = TAU2_DIR / "domains" / "retail"
     if not (retail / "db.json").is_file() or not (retail / "tasks.json").is_file():
-        pytest.skip(f"τ²-bench data not found at ../shared/tau2 ({TAU2_DIR})")
+        pytest.skip(f"τ²-bench data not found at {TAU2_DIR} (a tau2-bench checkout's data/tau2)")
     with open(retail / "db.json", encoding="utf-8") as f:
         data = json.load(f)
     with open(retail / "tasks.json", encoding="utf-8") as f:

@@ -165,3 +165,13 @@ def test_analyze_refuses_a_mix_of_policies_and_names_them(tmp_path, capsys) -> N
     assert main(["analyze", str(traj), "--policy", "nope", "--out", str(out)]) == 2
     assert "'nope' matches 0 of the 2 policies" in capsys.readouterr().err
 
+
+
+def test_tau2_data_errors_word_the_fix_for_the_command_line(tmp_path, capsys, monkeypatch):
+    from trace_agents.cli import main
+
+    monkeypatch.delenv("TAU2_DATA_DIR", raising=False)
+    assert main(["evaluate", "--model", "oracle", "--env", "trace/tau2-retail-v0", "--data-dir", str(tmp_path),
+                 "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--data-dir" in err and "data_dir=" not in err, err

@@ -414,7 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, KeyError, OSError, ImportError, EndpointError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        # The τ²-bench data error words its fix for a command line (--data-dir, not data_dir=).
+        print(f"{PROG}: error: {exc.for_cli() if hasattr(exc, 'for_cli') else exc}", file=sys.stderr)
         return 2
 
 
