@@ -40,6 +40,8 @@ def test_the_env_puts_the_list_in_info_only_when_asked() -> None:
     assert info["admissible_actions"] == admissible_actions(info["messages"], info["tools"])
     *_, info = env.step(info["admissible_actions"][0])
     assert info["admissible_actions"] == admissible_actions(info["messages"], info["tools"])
+    *_, info = env.step(say("Goodbye!"))
+    assert info["admissible_actions"] == []  # the episode is over
     _, info = gym.make("trace/precondition-v0").reset(seed=0)
     assert "admissible_actions" not in info
 

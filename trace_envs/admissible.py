@@ -176,10 +176,13 @@ class AdmissibleActions:
         self._sentences: list[str] = []
         self._names: set[str] = set()  # product names seen in records (lower case)
         self._mentioned: set[str] = set()  # ... and those the customer has used
-        self._version = 0  # bumped whenever what the lists read from changes
-        self._built = -1  # the version the cached groups below were built for
+        # Bumped when what the reads (resp. the messages, writes and proposals) are built from
+        # changes; the groups are rebuilt only then.
+        self._version = {"reads": 0, "writes": 0}
+        self._built = {"reads": -1, "writes": -1}
+        self._reads_list: list[str] = []
         self._writes: list[tuple[str, dict[str, Any]]] = []  # (tool, arguments) of each write candidate
-        self._fixed: tuple[list[str], list[str], list[str]] = ([], [], [])
+        self._fixed: tuple[list[str], list[str]] = ([], [])  # messages, proposals
         self._answers_for: Any = None
         self._answer_list: list[str] = []
 
@@ -218,7 +221,7 @@ class AdmissibleActions:
             named = {n for n in self._names - self._mentioned if n in lower}
             if found or named:
                 self._mentioned |= named
-                self._version += 1
+                self._bump("reads", "writes")
         elif role == "assistant":
             self.accepted = ""
             for call in m.get("tool_calls") or ():
@@ -242,7 +245,7 @@ class AdmissibleActions:
             if content != self.authenticated:
                 self.authenticated = content
                 self.user_ids[content] = True
-                self._version += 1
+                self._bump("reads", "writes")
             self.latest = (name, content)
             return
         try:
@@ -257,17 +260,17 @@ class AdmissibleActions:
                 return
             self.catalog.update({str(k): str(v) for k, v in data.items()})
             self._names.update(str(k).lower() for k in data)
-            table, key = self.catalog, None
+            table, key, changed = self.catalog, None, ("reads",)
         elif "variants" in data and "product_id" in data:
-            table, key = self.products, str(data["product_id"])
+            table, key, changed = self.products, str(data["product_id"]), ("writes",)
         elif "order_id" in data and "items" in data:
-            table, key = self.orders, str(data["order_id"])
+            table, key, changed = self.orders, str(data["order_id"]), ("reads", "writes")
             self.order_ids[key] = True
             if isinstance(data.get("user_id"), str):
                 self.user_ids[data["user_id"]] = True
             self._names.update(str(it.get("name", "")).lower() for it in data["items"] if isinstance(it, dict))
         elif "user_id" in data and "payment_methods" in data:
-            table, key = self.users, str(data["user_id"])
+            table, key, changed = self.users, str(data["user_id"]), ("reads", "writes")
             for oid in data.get("orders") or ():
                 self.order_ids[str(oid)] = True
         else:
@@ -276,7 +279,11 @@ class AdmissibleActions:
             if table.get(key) == data:
                 return  # read again, unchanged
             table[key] = data
-        self._version += 1
+        self._bump(*changed)
+
+    def _bump(self, *groups: str) -> None:
+        for group in groups:
+            self._version[group] += 1
 
     # ------------------------------------------------------------------ listing
     def _call(self, name: str, args: Mapping[str, Any]) -> str:
@@ -289,14 +296,18 @@ class AdmissibleActions:
 
     def actions(self) -> list[str]:
         """The admissible actions now (see the module docstring for the order and the cut)."""
-        if self._built != self._version:
+        if self._built["reads"] != self._version["reads"]:
+            self._reads_list = self._reads()
+            self._built["reads"] = self._version["reads"]
+        if self._built["writes"] != self._version["writes"]:
             self._writes = self._write_candidates()
-            self._fixed = (self._messages(), self._reads(), [say(propose(n, a)) for n, a in self._writes])
-            self._built = self._version
+            self._fixed = (self._messages(), [say(propose(n, a)) for n, a in self._writes])
+            self._built["writes"] = self._version["writes"]
         if self._answers_for is not self.latest:
             self._answer_list = self._answers()
             self._answers_for = self.latest
-        messages, reads, proposals = self._fixed
+        messages, proposals = self._fixed
+        reads = self._reads_list
         accepted = self._accepted(self._writes) if self.accepted else []
         actions = dict.fromkeys(itertools.chain(messages, accepted, reads, self._answer_list, proposals))
         return list(itertools.islice(actions, self.max_actions))

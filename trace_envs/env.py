@@ -242,8 +242,8 @@ class TraceEnv(gym.Env[str, str]):
         if terminated or truncated:
             self._over = True
             reward += self._finish(log, components, info)
-        if self._admissible is not None:
-            info["admissible_actions"] = self._admissible.update(self._messages)
+        if self._admissible is not None:  # nothing is admissible once the episode is over
+            info["admissible_actions"] = [] if self._over else self._admissible.update(self._messages)
         self._last_obs = obs
         if self.render_mode == "human":
             self.render()
