@@ -417,8 +417,9 @@ class AdmissibleActions:
                 continue
             status = order.get("status")
             if status == "delivered" and self._has("return_delivered_order_items"):
+                methods = self._payment_methods(order)  # once per order, not once per item set
                 out += [("return_delivered_order_items", {"order_id": oid, "item_ids": ids, "payment_method_id": pm})
-                        for ids in self._item_sets(items, self._about(oid)) for pm in self._payment_methods(order)]
+                        for ids in self._item_sets(items, self._about(oid)) for pm in methods]
             for tool, wanted in _SWAPS.items():
                 if status == wanted and self._has(tool):
                     out += self._swaps(tool, oid, order, items)
