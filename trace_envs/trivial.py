@@ -16,17 +16,15 @@ checks the same bound on users' own specs.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from random import Random
 from typing import Any
 
 from trace_envs.actions import say, tool_call
+from trace_envs.admissible import _EMAIL, _NAME_ZIP  # how customers give their identity: one place
 
 __all__ = ["TrivialPolicy", "trivial_policies"]
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_NAME_ZIP = re.compile(r"I'm (\S+) (\S+), zip code (\d{5})")
 ASK_IDENTITY = "Hello! To get started, could you tell me your email address, or your name and zip code?"
 REFUSAL = "I'm sorry, but I cannot help with that request."
 
