@@ -10,6 +10,7 @@ from trace_agents import evaluate as ev
 from trace_agents.cli import main, parse_rates
 from trace_agents.rollout import OracleBatch
 from trace_agents.stats import paired_difference, summarize_annotations, wilson
+from trace_envs.capabilities import REGISTRY
 
 
 @pytest.mark.parametrize(("k", "n", "lo", "hi"), [(0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (5, 10, 0.2366, 0.7634),
@@ -55,12 +56,7 @@ def test_oracle_evaluates_to_full_success() -> None:
     assert s["components"]["db_match"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("cap,env_id", [
-    ("precondition_verification", "trace/precondition-v0"),
-    ("structured_data_reasoning", "trace/structured-data-v0"),
-    ("tool_calling_precision", "trace/tool-calling-v0"),
-    ("multi_step_completion", "trace/multi-step-v0"),
-])
+@pytest.mark.parametrize("cap,env_id", [(c.name, c.env_id) for c in REGISTRY])
 def test_mistake_rates_follow_injected_deficits(cap: str, env_id: str) -> None:
     s = ev.evaluate(OracleBatch(deficits={cap: 0.5}, seed=3), env_id, episodes=200, seed_start=0, progress=False)
     rate = s["capabilities"][cap]["mistake_rate"]

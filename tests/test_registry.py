@@ -19,6 +19,7 @@ from gymnasium.utils.env_checker import check_env
 
 import trace_envs
 from trace_envs import CAPABILITIES, OraclePolicy, ResetNeeded, TraceEnv, load_spec, say, tool_call
+from trace_envs.capabilities import REGISTRY
 from trace_envs.registration import BUILTIN_SPEC_DIRS
 from trace_envs.testing import check_text_env
 
@@ -30,13 +31,9 @@ TOL = 1e-6
 ORACLE_SEEDS = range(100)
 DEFICIT_SEEDS = range(60)
 
-# How each capability's slip shows in the end-of-episode annotations.
-FLAGGED = {
-    "precondition_verification": lambda info: info["preconditions_checked"] is False,
-    "structured_data_reasoning": lambda info: info["record_choice_correct"] is False,
-    "tool_calling_precision": lambda info: info["args_exact"] is False,
-    "multi_step_completion": lambda info: info["requests_completed"] < info["requests_total"],
-}
+# How each capability's slip shows in the end-of-episode annotations: the registry's predicates,
+# the ones evaluation and analysis read.
+FLAGGED = {c.name: c.mistake for c in REGISTRY}
 
 
 def _spec(env_id: str) -> trace_envs.TraceSpec:
@@ -311,6 +308,14 @@ def test_oracle_reads_only_product_ids_the_conversation_showed(env_id: str) -> N
                     assert product_id in seen, f"seed {seed}: {call} before the id was shown"
             seen += json.dumps(message)
     assert checked >= 5
+
+
+def test_the_schema_and_the_builtin_envs_follow_the_capability_registry() -> None:
+    # The spec schema is data for any JSON Schema validator, so it spells the names out; it must
+    # list the registry's, in order, plus "target".
+    assert trace_envs.spec.schema()["properties"]["capability"]["enum"] == [*CAPABILITIES, "target"]
+    for cap in REGISTRY:  # each capability's env is registered and trains that capability
+        assert _spec(cap.env_id).capability == cap.name
 
 
 @pytest.mark.parametrize("env_id", CAPABILITY_IDS, ids=str)

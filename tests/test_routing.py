@@ -20,9 +20,10 @@ from trace_agents.routing import (
     opening_text,
     routing_accuracy,
 )
+from trace_envs.capabilities import get as get_capability
 
-ENVS = {"precondition_verification": "trace/precondition-v0", "structured_data_reasoning": "trace/structured-data-v0",
-        "multi_step_completion": "trace/multi-step-v0"}
+ENVS = {name: get_capability(name).env_id
+        for name in ("precondition_verification", "structured_data_reasoning", "multi_step_completion")}
 
 
 

@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from trace_agents.evaluate import MISTAKES
 from trace_agents.trajectories import split_key
 from trace_envs import CAPABILITIES
+from trace_envs.capabilities import BY_NAME as RECORDS
 
 
 class Label(str, enum.Enum):
@@ -55,48 +55,31 @@ class Labeler(Protocol):
         ...
 
 
-# The annotation fields that carry each capability's evidence, quoted in the evidence string.
-_EVIDENCE: dict[str, tuple[str, ...]] = {
-    "precondition_verification": ("preconditions_checked", "missing_reads", "violating_writes"),
-    "structured_data_reasoning": ("record_choice_correct", "wrong_records", "wrong_answers"),
-    "tool_calling_precision": ("args_exact", "imprecise_calls"),
-    "multi_step_completion": ("requests_unaddressed", "requests_completed", "requests_total"),
-}
-
-
-# Whether the agent exercised a capability at all. A missing field (an episode recorded
-# before the env annotated it) counts as exercised.
-_EXERCISED: dict[str, Any] = {
-    "precondition_verification": lambda a: a.get("requests_handled", 1) > 0,
-    "structured_data_reasoning": lambda a: a["record_choice_correct"] is not None,
-    "tool_calling_precision": lambda a: a.get("request_writes", 1) > 0 or a.get("imprecise_calls", 0) > 0,
-    "multi_step_completion": lambda a: True,  # stopping early is this capability's own mistake
-}
-
-
 class RuleLabeler:
     """Labels from the env's annotations (``trace_envs.reward.annotate``); every built-in env has them.
 
     A capability is applicable when the task lists it in ``capabilities`` (τ²-bench tasks
     derive that list from their gold actions) and the agent exercised it (it acted on a
-    request, wrote for one, or picked a record), and LACKING when its typical mistake shows
-    (:data:`trace_agents.evaluate.MISTAKES`). An agent that did nothing has shown no
+    request, wrote for one, or picked a record), and LACKING when its typical mistake shows.
+    The evidence fields and both predicates are the capability's record in
+    :mod:`trace_envs.capabilities`. An agent that did nothing has shown no
     precondition checks or precise arguments, so those are NA, not PRESENT.
     """
 
     def label(self, trajectory: Mapping[str, Any], capability: str) -> tuple[Label, str]:
-        if capability not in MISTAKES:
-            raise ValueError(f"the rule-based labeler knows {sorted(MISTAKES)}, not {capability!r}")
+        if capability not in RECORDS:
+            raise ValueError(f"the rule-based labeler knows {sorted(RECORDS)}, not {capability!r}")
         ann = trajectory.get("annotations")
         if not isinstance(ann, Mapping) or "capabilities" not in ann:
             raise ValueError(f"trajectory {trajectory.get('task_id', '?')} has no env annotations; "
                              "record it with trace_agents.rollout or use an LLM judge")
         if capability not in ann["capabilities"]:
             return Label.NA, "the task does not need it"
-        evidence = ", ".join(f"{k}={json.dumps(ann.get(k))}" for k in _EVIDENCE[capability] if k in ann)
-        if not _EXERCISED[capability](ann):
+        cap = RECORDS[capability]
+        evidence = ", ".join(f"{k}={json.dumps(ann.get(k))}" for k in cap.evidence if k in ann)
+        if not cap.exercised(ann):
             return Label.NA, f"the agent never exercised it ({evidence})"
-        return (Label.LACKING if MISTAKES[capability](ann) else Label.PRESENT), evidence
+        return (Label.LACKING if cap.mistake(ann) else Label.PRESENT), evidence
 
 
 @dataclass(frozen=True)

@@ -13,25 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from trace_agents.stats import rounded, summarize_annotations, wilson
+from trace_envs.capabilities import REGISTRY
 
-# Whether a finished episode's annotations show a capability's typical mistake. Each reads
-# only that capability's own evidence (see trace_envs.reward.annotate).
-MISTAKES: dict[str, Callable[[Mapping[str, Any]], bool]] = {
-    "precondition_verification": lambda a: not a["preconditions_checked"],
-    "structured_data_reasoning": lambda a: a["record_choice_correct"] is False,
-    "tool_calling_precision": lambda a: not a["args_exact"],
-    "multi_step_completion": lambda a: a.get("requests_unaddressed",
-                                             a["requests_total"] - a["requests_completed"]) > 0,
-}
-
-
-# The env that isolates each capability: where its failure profile is read.
-CAPABILITY_ENVS: dict[str, str] = {
-    "precondition_verification": "trace/precondition-v0",
-    "structured_data_reasoning": "trace/structured-data-v0",
-    "tool_calling_precision": "trace/tool-calling-v0",
-    "multi_step_completion": "trace/multi-step-v0",
-}
+# Whether a finished episode's annotations show a capability's typical mistake, and the env
+# that isolates each capability (where its failure profile is read): views of the capability
+# registry (trace_envs.capabilities), in its order.
+MISTAKES: dict[str, Callable[[Mapping[str, Any]], bool]] = {c.name: c.mistake for c in REGISTRY}
+CAPABILITY_ENVS: dict[str, str] = {c.name: c.env_id for c in REGISTRY}
 
 
 def capability_failures(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:

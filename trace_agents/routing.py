@@ -29,18 +29,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from trace_agents import eval_mode, require_train_extra
+from trace_envs.capabilities import REGISTRY
 
 NONE = "none"  # the label of "no adapter"
 
-# What each built-in capability means, for routers and judges that read descriptions.
-CAPABILITY_DESCRIPTIONS: dict[str, str] = {
-    "precondition_verification": "checking the facts an action depends on (order status, identity, policy "
-                                 "rules) before acting, and refusing when a rule forbids it",
-    "structured_data_reasoning": "reading the right record and field out of nested tool results: picking the "
-                                 "item, price, option or payment method the user means",
-    "tool_calling_precision": "calling tools with exactly the right names, argument names and value formats",
-    "multi_step_completion": "finishing every request of a multi-part task instead of stopping after the first",
-}
+# What each built-in capability means, for routers and judges that read descriptions: a view
+# of the capability registry (trace_envs.capabilities).
+CAPABILITY_DESCRIPTIONS: dict[str, str] = {c.name: c.description for c in REGISTRY}
+
+
+def describe(capability: str) -> str:
+    """The registry's description of ``capability``, or its name in words for one it does not know."""
+    return CAPABILITY_DESCRIPTIONS.get(capability, capability.replace("_", " "))
 
 
 def opening_text(opening: Mapping[str, Any]) -> str:

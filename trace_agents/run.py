@@ -347,7 +347,7 @@ def build_router(run: Run, synth: Mapping[str, Any], model: Any, tok: Any) -> An
 
     c = run.config
     if c.router == "label":
-        descriptions = {cap: routing.CAPABILITY_DESCRIPTIONS.get(cap, cap.replace("_", " ")) for cap in synth["envs"]}
+        descriptions = {cap: routing.describe(cap) for cap in synth["envs"]}
         return routing.LabelScoringRouter(model, tok, descriptions, allow_none=False)
     router = routing.EmbeddingRouter(routing.default_embedder(model, tok), k=5)
     for cap, env_id in synth["envs"].items():

@@ -35,7 +35,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from trace_agents.evaluate import CAPABILITY_ENVS
+from trace_envs.capabilities import BY_NAME as CAPABILITY_RECORDS
 from trace_envs.registration import register_spec
 from trace_envs.spec import TraceSpec, load_spec
 from trace_envs.tasks.base import FAMILIES
@@ -65,9 +65,9 @@ def synth_id(capability: str, target_id: str) -> str:
 def derive_spec(capability: str, target: TraceSpec, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A spec (JSON data) that trains ``capability`` in the target's domain with the target's tools."""
     # The capability's built-in env: its task family and reward design are what the new env reuses.
-    if capability not in CAPABILITY_ENVS:
-        raise SynthesisError(f"no task family for capability {capability!r}; known: {sorted(CAPABILITY_ENVS)}")
-    reference_id = CAPABILITY_ENVS[capability]
+    if capability not in CAPABILITY_RECORDS:
+        raise SynthesisError(f"no task family for capability {capability!r}; known: {sorted(CAPABILITY_RECORDS)}")
+    reference_id = CAPABILITY_RECORDS[capability].env_id
     reference = spec_of(reference_id)
     family = reference.family
     info = FAMILIES[family]

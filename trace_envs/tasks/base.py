@@ -16,14 +16,7 @@ from random import Random
 from typing import Any
 
 from trace_envs._json import canonical
-
-CAPABILITIES: tuple[str, ...] = (
-    "precondition_verification",
-    "structured_data_reasoning",
-    "tool_calling_precision",
-    "multi_step_completion",
-)
-
+from trace_envs.capabilities import CAPABILITIES  # the canonical order (re-exported)
 
 
 class Call:
