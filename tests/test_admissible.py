@@ -122,3 +122,53 @@ def test_incremental_updates_match_a_fresh_build_and_survive_pickling() -> None:
     a = env.step(action)[-1]["admissible_actions"]
     b = copy.step(action)[-1]["admissible_actions"]
     assert a == b == admissible_actions(env.unwrapped.messages, info["tools"])
+
+
+def test_str_call_writes_the_same_text_as_tool_call() -> None:
+    from trace_envs.admissible import _str_call
+
+    texts = ["", "W1234567", "#W1", "<tool_call>", "</tool_call>", 'a "quoted" \\ path', "é中😀", "\ud800", "\x00\x1f",
+             "\u2028"]
+    for a in texts:
+        for b in texts:
+            kwargs = {"x": a, "ids": [a, b], "none": []}
+            assert _str_call("get<order>", **kwargs) == tool_call("get<order>", **kwargs)
+    for odd in (1, 2.5, True, None, {"a": "b"}, ["a", 1], ("a",)):  # not strings: json.dumps writes them
+        assert _str_call("t", a="x", b=odd) == tool_call("t", a="x", b=odd)
+    assert _str_call("list_all_product_types") == tool_call("list_all_product_types")
+
+
+class _Uncached(AdmissibleActions):
+    """Forgets every cache before each listing: the groups are rebuilt from scratch whenever the
+    cached version would rebuild them."""
+
+    CACHES = ("_strings", "_read_calls", "_product_reads", "_items", "_catalog_lower", "_said_upto", "_variants",
+              "_products_named", "_open", "_by_address", "_by_order", "_candidates", "_refusals", "_sentences",
+              "_listed", "_list")
+
+    def actions(self) -> list[str]:
+        fresh = AdmissibleActions([], near_misses=self.near_misses, max_actions=self.max_actions)
+        for name in self.CACHES:
+            setattr(self, name, getattr(fresh, name))
+        return super().actions()
+
+
+@pytest.mark.parametrize("env_id", SYNTHETIC)
+def test_the_caches_never_change_a_list(env_id: str) -> None:
+    import random
+
+    env = gym.make(env_id).unwrapped
+    for seed in range(12):
+        obs, info = env.reset(seed=seed)
+        oracle = OraclePolicy()
+        oracle.reset(env)
+        rng = random.Random(seed)
+        listers = [(cls(info["tools"], near_misses=nm, max_actions=m)) for cls in (AdmissibleActions, _Uncached)
+                   for nm, m in ((False, 128), (True, 128), (True, 8))]
+        done = False
+        while not done:
+            lists = [lister.update(info["messages"]) for lister in listers]
+            assert lists[:3] == lists[3:]
+            action = oracle.act(obs, info) if seed % 2 == 0 else rng.choice(lists[1])
+            obs, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated

@@ -45,12 +45,13 @@ from __future__ import annotations
 
 import itertools
 import re
+from json.encoder import encode_basestring_ascii as _json_str  # a str as json.dumps writes it
 from dataclasses import dataclass
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from trace_envs._json import loads
-from trace_envs.actions import say, tool_call
+from trace_envs.actions import _CLOSE, _OPEN, say, tool_call
 
 __all__ = ["AdmissibleActions", "AdmissibleConfig", "MESSAGES", "admissible_actions"]
 
@@ -70,6 +71,8 @@ _ADDRESS = re.compile(r"\b(\d+ [A-Z][^,]*), (?:(Suite \d+|Apt\.? \d+|Unit \d+), 
 _YES = re.compile(r"^\W*(?:yes|yeah|yep|sure|ok(?:ay)?|please do|go ahead)\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.?!;])\s+|\(\d+\)\s*")
 _SWAPS = {"exchange_delivered_order_items": "delivered", "modify_pending_order_items": "pending"}
+_CONSTANT_READS = (("list_all_product_types", tool_call("list_all_product_types")),
+                   ("transfer_to_human_agents", tool_call("transfer_to_human_agents", summary=TRANSFER_SUMMARY)))
 
 
 @dataclass(frozen=True)
@@ -94,13 +97,31 @@ def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def _str_call(name: str, /, **arguments: Any) -> str:
+    """``tool_call(name, **arguments)``, the same text, written without ``json.dumps`` when every
+    value is a string or a list of strings (as ``json.dumps`` writes them by default)."""
+    fields = []
+    for key, value in arguments.items():
+        if type(value) is str:
+            fields.append(_json_str(key) + ": " + _json_str(value))
+        elif type(value) is list and all(type(v) is str for v in value):
+            fields.append(_json_str(key) + ": [" + ", ".join(map(_json_str, value)) + "]")
+        else:
+            return tool_call(name, **arguments)
+    payload = '{"name": ' + _json_str(name) + ', "arguments": {' + ", ".join(fields) + "}}"
+    return _OPEN + payload.replace("<", "\\u003c") + _CLOSE
+
+
 def _salient(arguments: Mapping[str, Any]) -> list[str]:
     """The values a proposal must name (lower case), as the scripted customer checks them."""
     out = []
     for key, value in arguments.items():
         if key == "user_id":
             continue
-        out.extend(str(v).lower() for v in (value if isinstance(value, list) else [value]) if str(v))
+        for v in value if isinstance(value, list) else (value,):
+            text = str(v)
+            if text:
+                out.append(text.lower())
     return out
 
 
@@ -145,9 +166,10 @@ class AdmissibleActions:
 
     def __init__(self, tools: Sequence[Mapping[str, Any]], *, near_misses: bool = False,
                  max_actions: int = 128) -> None:
-        AdmissibleConfig(True, near_misses, max_actions)  # checks the arguments
-        self.schemas = {t["function"]["name"]: t["function"] for t in tools if isinstance(t, Mapping)
-                        and isinstance(t.get("function"), Mapping)}
+        if not (type(near_misses) is bool and type(max_actions) is int and max_actions >= MIN_ACTIONS):
+            AdmissibleConfig(True, near_misses, max_actions)  # checks the arguments
+        self.schemas = {f["name"]: f for t in tools if (type(t) is dict or isinstance(t, Mapping))
+                        and (type(f := t.get("function")) is dict or isinstance(f, Mapping))}
         self.near_misses = near_misses
         self.max_actions = max_actions
         self._seen = 0
@@ -169,11 +191,10 @@ class AdmissibleActions:
         self.accepted = ""  # the agent message the customer just said yes to
         self._last_agent_text = ""
         self._strings: dict[tuple, str] = {}
-        self._constant_reads = [tool_call(name, **args) for name, args in (
-            ("list_all_product_types", {}), ("transfer_to_human_agents", {"summary": TRANSFER_SUMMARY}))
-            if name in self.schemas]
+        self._constant_reads = [text for name, text in _CONSTANT_READS if name in self.schemas]
         self._lower = ""  # user_text.lower(), kept in step
-        self._sentences: list[str] = []
+        self._said: list[str] = []  # each customer message, lower case
+        self._sentences: dict[int, list[str]] = {}  # index in _said -> that message's sentences, when needed
         self._names: set[str] = set()  # product names seen in records (lower case)
         self._mentioned: set[str] = set()  # ... and those the customer has used
         # Bumped when what the reads (resp. the messages, writes and proposals) are built from
@@ -181,10 +202,33 @@ class AdmissibleActions:
         self._version = {"reads": 0, "writes": 0}
         self._built = {"reads": -1, "writes": -1}
         self._reads_list: list[str] = []
-        self._writes: list[tuple[str, dict[str, Any]]] = []  # (tool, arguments) of each write candidate
+        # The read calls of each ordered set above, appended as its keys arrive (and the number
+        # of keys done), so that a rebuild builds only the calls of what is new.
+        self._read_calls: dict[str, tuple[list[str], list[int]]] = {tool: ([], [0]) for tool in (
+            "find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details", "get_order_details")}
+        self._product_reads: dict[str, str] = {}  # product id -> its read call
+        # Bumped when the catalog, or a record of self.products, self.orders or self.users, changes.
+        self._tables = {"catalog": 0, "products": 0, "orders": 0, "users": 0}
+        # (orders version, (lower-case name, product id) of each item), and the same of the catalog.
+        self._items: tuple[int, list[tuple[str, str]]] = (-1, [])
+        self._catalog_lower: tuple[int, list[tuple[str, str]]] = (-1, [])
+        self._said_upto: dict[str, int] = {}  # see _product_ids
+        self._variants: dict[int, tuple] = {}  # id(product) -> (product, its variants prepared, those available)
+        self._products_named: tuple[tuple[int, int, int], list[str]] = ((-1, -1, -1), [])  # _product_ids, and its key
+        self._open: tuple[tuple[int, int], list[str]] = ((-1, -1), [])  # _open_orders, and its key
+        # What the writes on the open orders and addresses, and on each order read, were built from, and them.
+        self._by_address: tuple[tuple, list[list]] = ((None,), [])
+        self._by_order: dict[str, tuple[Any, tuple, list[list]]] = {}  # order id -> (order, key, its writes)
+        # [tool, arguments, proposal, salient values (built when first needed)] of each write
+        # candidate, and those built in this episode, by a key of the values that make the arguments.
+        self._writes: list[list] = []
+        self._candidates: dict[tuple, list] = {}
+        self._refusals: dict[str, str] = {}  # order id -> the refusal naming it
         self._fixed: tuple[list[str], list[str]] = ([], [])  # messages, proposals
         self._answers_for: Any = None
         self._answer_list: list[str] = []
+        self._listed: tuple[Any, ...] = ()  # what the last list was built from
+        self._list: list[str] = []
 
     # ------------------------------------------------------------------ observing
     def update(self, messages: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -205,16 +249,17 @@ class AdmissibleActions:
             lower = content.lower()
             self.user_text += "\n" + content
             self._lower += "\n" + lower
-            self._sentences += _SENTENCE.split(lower)
+            self._said.append(lower)
             found = False
-            for email in _EMAIL.findall(content):
+            # Each pattern needs a literal ("@", ", zip code ", "W", ", USA"): no scan without it.
+            for email in _EMAIL.findall(content) if "@" in content else ():
                 self.emails[email] = found = True
-            for name_zip in _NAME_ZIP.findall(content):
+            for name_zip in _NAME_ZIP.findall(content) if ", zip code " in content else ():
                 self.name_zips[name_zip] = found = True
-            for oid in _ORDER.findall(content):
+            for oid in _ORDER.findall(content) if "W" in content else ():
                 oid = "#" + oid.lstrip("#")
                 self.named_orders[oid] = self.order_ids[oid] = found = True
-            for a1, a2, city, state, zip_, country in _ADDRESS.findall(content):
+            for a1, a2, city, state, zip_, country in _ADDRESS.findall(content) if ", USA" in content else ():
                 self.addresses[(("address1", a1), ("address2", a2), ("city", city), ("country", country),
                                 ("state", state), ("zip", zip_))] = found = True
             # The lists read the customer's words only for ids, addresses and names of things seen.
@@ -260,17 +305,17 @@ class AdmissibleActions:
                 return
             self.catalog.update({str(k): str(v) for k, v in data.items()})
             self._names.update(str(k).lower() for k in data)
-            table, key, changed = self.catalog, None, ("reads",)
+            kind, table, key, changed = "catalog", self.catalog, None, ("reads",)
         elif "variants" in data and "product_id" in data:
-            table, key, changed = self.products, str(data["product_id"]), ("writes",)
+            kind, table, key, changed = "products", self.products, str(data["product_id"]), ("writes",)
         elif "order_id" in data and "items" in data:
-            table, key, changed = self.orders, str(data["order_id"]), ("reads", "writes")
+            kind, table, key, changed = "orders", self.orders, str(data["order_id"]), ("reads", "writes")
             self.order_ids[key] = True
             if isinstance(data.get("user_id"), str):
                 self.user_ids[data["user_id"]] = True
             self._names.update(str(it.get("name", "")).lower() for it in data["items"] if isinstance(it, dict))
         elif "user_id" in data and "payment_methods" in data:
-            table, key, changed = self.users, str(data["user_id"]), ("reads", "writes")
+            kind, table, key, changed = "users", self.users, str(data["user_id"]), ("reads", "writes")
             for oid in data.get("orders") or ():
                 self.order_ids[str(oid)] = True
         else:
@@ -279,6 +324,7 @@ class AdmissibleActions:
             if table.get(key) == data:
                 return  # read again, unchanged
             table[key] = data
+        self._tables[kind] += 1
         self._bump(*changed)
 
     def _bump(self, *groups: str) -> None:
@@ -291,7 +337,7 @@ class AdmissibleActions:
         key = (name, *((k, tuple(v) if isinstance(v, list) else v) for k, v in args.items()))
         text = self._strings.get(key)
         if text is None:
-            text = self._strings[key] = tool_call(name, **args)
+            text = self._strings[key] = _str_call(name, **args)
         return text
 
     def actions(self) -> list[str]:
@@ -301,16 +347,22 @@ class AdmissibleActions:
             self._built["reads"] = self._version["reads"]
         if self._built["writes"] != self._version["writes"]:
             self._writes = self._write_candidates()
-            self._fixed = (self._messages(), [say(propose(n, a)) for n, a in self._writes])
+            self._fixed = (self._messages(), [w[2] for w in self._writes])
             self._built["writes"] = self._version["writes"]
         if self._answers_for is not self.latest:
             self._answer_list = self._answers()
             self._answers_for = self.latest
-        messages, proposals = self._fixed
-        reads = self._reads_list
-        accepted = self._accepted(self._writes) if self.accepted else []
-        actions = dict.fromkeys(itertools.chain(messages, accepted, reads, self._answer_list, proposals))
-        return list(itertools.islice(actions, self.max_actions))
+        # The list is built from these; when none changed, it is the last one again.
+        last = self._listed
+        if not (last and last[0] is self._reads_list and last[1] is self._fixed and last[2] is self._answer_list
+                and last[3] == self.accepted):
+            messages, proposals = self._fixed
+            accepted = self._accepted(self._writes) if self.accepted else []
+            actions = dict.fromkeys(itertools.chain(messages, accepted, self._reads_list, self._answer_list,
+                                                    proposals))
+            self._list = list(itertools.islice(actions, self.max_actions))
+            self._listed = (self._reads_list, self._fixed, self._answer_list, self.accepted)
+        return list(self._list)
 
     def _has(self, name: str) -> bool:
         return name in self.schemas
@@ -318,27 +370,52 @@ class AdmissibleActions:
     def _messages(self) -> list[str]:
         out = [] if self.authenticated else [say(ASK_IDENTITY)]
         out += [say(ANYTHING_ELSE), say(REFUSE)]
-        out += [say(f"I'm sorry, but I cannot do that for order {oid}: our policy does not allow it.")
-                for oid in self.orders]
+        refusals = self._refusals
+        for oid in self.orders:
+            text = refusals.get(oid)
+            if text is None:
+                text = refusals[oid] = say(f"I'm sorry, but I cannot do that for order {oid}: "
+                                           "our policy does not allow it.")
+            out.append(text)
         out.append(say(GOODBYE))
         return out
+
+    def _read_group(self, tool: str, seen: Mapping[Any, bool]) -> list[str]:
+        """The read calls of ``tool`` for each key of ``seen`` (an ordered set that only grows),
+        building only those of the keys added since the last call."""
+        calls, done = self._read_calls[tool]
+        if done[0] < len(seen):
+            for key in itertools.islice(seen, done[0], None):
+                if tool == "find_user_id_by_email":
+                    calls.append(_str_call(tool, email=key))
+                elif tool == "find_user_id_by_name_zip":
+                    calls.append(_str_call(tool, first_name=key[0], last_name=key[1], zip=key[2]))
+                elif tool == "get_user_details":
+                    calls.append(_str_call(tool, user_id=key))
+                else:  # get_order_details
+                    calls.append(_str_call(tool, order_id=key))
+                    if self.near_misses:
+                        calls.append(_str_call(tool, order_id=key.lstrip("#")))
+            done[0] = len(seen)
+        return calls
 
     def _reads(self) -> list[str]:
         out = []
         if self._has("find_user_id_by_email"):
-            out += [self._call("find_user_id_by_email", {"email": e}) for e in self.emails]
+            out += self._read_group("find_user_id_by_email", self.emails)
         if self._has("find_user_id_by_name_zip"):
-            out += [self._call("find_user_id_by_name_zip", {"first_name": f, "last_name": last, "zip": z})
-                    for f, last, z in self.name_zips]
+            out += self._read_group("find_user_id_by_name_zip", self.name_zips)
         if self._has("get_user_details"):
-            out += [self._call("get_user_details", {"user_id": u}) for u in self.user_ids]
+            out += self._read_group("get_user_details", self.user_ids)
         if self._has("get_order_details"):
-            for oid in self.order_ids:
-                out.append(self._call("get_order_details", {"order_id": oid}))
-                if self.near_misses:
-                    out.append(self._call("get_order_details", {"order_id": oid.lstrip("#")}))
+            out += self._read_group("get_order_details", self.order_ids)
         if self._has("get_product_details"):
-            out += [self._call("get_product_details", {"product_id": p}) for p in self._product_ids()]
+            reads = self._product_reads
+            for p in self._product_ids():
+                text = reads.get(p)
+                if text is None:
+                    text = reads[p] = _str_call("get_product_details", product_id=p)
+                out.append(text)
         out += self._constant_reads
         return out
 
@@ -346,12 +423,41 @@ class AdmissibleActions:
         """Products worth reading: those the customer named (of read orders' items or the catalog),
         then the other products of read orders; every catalog product when none was named."""
         text = self._lower
-        items = [(str(it.get("name", "")), str(it.get("product_id", ""))) for o in self.orders.values()
-                 for it in o.get("items") or () if isinstance(it, dict)]
-        named = [pid for name, pid in [*items, *self.catalog.items()] if name and name.lower() in text]
+        key = (self._tables["orders"], self._tables["catalog"], len(text))  # text only grows
+        if key == self._products_named[0]:
+            return self._products_named[1]
+        version, items = self._items
+        if version != self._tables["orders"]:
+            items = [(str(it.get("name", "")).lower(), str(it.get("product_id", ""))) for o in self.orders.values()
+                     for it in o.get("items") or () if isinstance(it, dict)]
+            self._items = (self._tables["orders"], items)
+        version, catalog = self._catalog_lower
+        if version != self._tables["catalog"]:
+            catalog = [(name.lower(), pid) for name, pid in self.catalog.items()]
+            self._catalog_lower = (self._tables["catalog"], catalog)
+        # Whether each name is in the text, remembered: -1 when it is (the text only grows), else the
+        # length of the text it is not in. The text grows by "\n" + a message, so a name without
+        # "\n" that is in it now but was not then lies wholly in what was added.
+        upto = self._said_upto
+        size = len(text)
+        named = []
+        for name, pid in [*items, *catalog]:
+            if not name:
+                continue
+            checked = upto.get(name, 0)
+            if checked < 0:
+                named.append(pid)
+            elif checked != size:
+                if text.find(name, checked if "\n" not in name else 0) >= 0:
+                    upto[name] = -1
+                    named.append(pid)
+                else:
+                    upto[name] = size
         if not named and self.catalog:
             named = list(self.catalog.values())
-        return _unique(p for p in [*named, *(pid for _, pid in items)] if p)
+        out = _unique(p for p in [*named, *(pid for _, pid in items)] if p)
+        self._products_named = (key, out)
+        return out
 
     def _answers(self) -> list[str]:
         if self.latest is None or not isinstance(self.latest[1], dict):
@@ -395,44 +501,102 @@ class AdmissibleActions:
     def _open_orders(self) -> list[str]:
         """Orders a pending-only write may target: named by the customer and not read as
         non-pending, then read as pending."""
-        named = [oid for oid in self.named_orders if self._status(oid) in (None, "pending")]
-        return _unique([*named, *(oid for oid, o in self.orders.items() if o.get("status") == "pending")])
+        key = (len(self.named_orders), self._tables["orders"])  # named orders only grow
+        if key == self._open[0]:
+            return self._open[1]
+        orders = self.orders
+        named = [oid for oid in self.named_orders
+                 if oid not in orders or orders[oid].get("status") in (None, "pending")]
+        out = _unique([*named, *(oid for oid, o in self.orders.items() if o.get("status") == "pending")])
+        self._open = (key, out)
+        return out
 
-    def _write_candidates(self) -> list[tuple[str, dict[str, Any]]]:
-        out: list[tuple[str, dict[str, Any]]] = []
-        if self._has("cancel_pending_order"):
-            reasons = (self.schemas["cancel_pending_order"].get("parameters", {}).get("properties", {})
-                       .get("reason", {}).get("enum") or ["no longer needed", "ordered by mistake"])
-            for oid in self._open_orders():
-                out += [("cancel_pending_order", {"order_id": oid, "reason": r}) for r in reasons]
-        for address in self.addresses:
-            addr = dict(address)
-            if self._has("modify_pending_order_address"):
-                out += [("modify_pending_order_address", {"order_id": oid, **addr}) for oid in self._open_orders()]
-            if self._has("modify_user_address") and self.authenticated:
-                out.append(("modify_user_address", {"user_id": self.authenticated, **addr}))
+    def _candidate(self, key: tuple | None, name: str, args: dict[str, Any]) -> list:
+        """The write candidate ``[name, args, proposal, salient values or None until needed]`` (and
+        the call, once needed), built once per episode for each ``key`` (the strings that make
+        ``args``; None when a value is not a string)."""
+        found = None if key is None else self._candidates.get(key)
+        if found is None:
+            found = [name, args, say(propose(name, args)), None]
+            if key is not None:
+                self._candidates[key] = found
+        return found
+
+    def _write_candidates(self) -> list[list]:
+        out: list[list] = []
+        candidate = self._candidate
+        open_orders = self._open_orders()
+        key = (open_orders, len(self.addresses), self.authenticated)  # addresses only grow
+        last_key, by_address = self._by_address
+        if not (last_key[0] is open_orders and last_key[1:] == key[1:]):
+            by_address = []
+            if self._has("cancel_pending_order"):
+                reasons = (self.schemas["cancel_pending_order"].get("parameters", {}).get("properties", {})
+                           .get("reason", {}).get("enum") or ["no longer needed", "ordered by mistake"])
+                for oid in open_orders:
+                    by_address += [candidate(("cancel_pending_order", oid, r) if type(r) is str else None,
+                                             "cancel_pending_order", {"order_id": oid, "reason": r}) for r in reasons]
+            for address in self.addresses:
+                addr = dict(address)
+                if self._has("modify_pending_order_address"):
+                    by_address += [candidate(("modify_pending_order_address", oid, address),
+                                             "modify_pending_order_address", {"order_id": oid, **addr})
+                                   for oid in open_orders]
+                if self._has("modify_user_address") and self.authenticated:
+                    by_address.append(candidate(("modify_user_address", self.authenticated, address),
+                                                "modify_user_address", {"user_id": self.authenticated, **addr}))
+            self._by_address = (key, by_address)
+        out += by_address
         for oid, order in self.orders.items():
-            items = [it for it in order.get("items") or () if isinstance(it, dict) and "item_id" in it]
-            if not items:
-                continue
+            out += self._order_writes(oid, order)
+        return out
+
+    def _order_writes(self, oid: str, order: Mapping[str, Any]) -> list[list]:
+        """The write candidates on the items and payment of one order read; rebuilt only when the
+        order, a user or product read, or what the customer said about the order changed."""
+        text = self._about(oid)
+        items = [it for it in order.get("items") or () if isinstance(it, dict) and "item_id" in it]
+        uid = order.get("user_id", "")
+        # What the writes read besides the order and the text: its user (see _payment_methods and
+        # _user_methods) and its items' products (see _swaps).
+        key = (self.users.get(uid) if isinstance(uid, str) else None,
+               [self.products.get(str(it.get("product_id"))) for it in items], text)
+        cached = self._by_order.get(oid)
+        if cached is not None and cached[0] is order and cached[1] == key:
+            return cached[2]
+        out: list[list] = []
+        if items:
             status = order.get("status")
+            uses_methods = (status == "delivered" and self._has("return_delivered_order_items")
+                            or any(status == wanted and self._has(tool) for tool, wanted in _SWAPS.items())
+                            or status == "pending" and self._has("modify_pending_order_payment"))
+            methods = self._payment_methods(order) if uses_methods else []
             if status == "delivered" and self._has("return_delivered_order_items"):
-                methods = self._payment_methods(order)  # once per order, not once per item set
-                out += [("return_delivered_order_items", {"order_id": oid, "item_ids": ids, "payment_method_id": pm})
-                        for ids in self._item_sets(items, self._about(oid)) for pm in methods]
+                out += [self._candidate(("return_delivered_order_items", oid, tuple(ids), pm),
+                                        "return_delivered_order_items",
+                                        {"order_id": oid, "item_ids": ids, "payment_method_id": pm})
+                        for ids in self._item_sets(items, text) for pm in methods]
             for tool, wanted in _SWAPS.items():
                 if status == wanted and self._has(tool):
-                    out += self._swaps(tool, oid, order, items)
+                    out += self._swaps(tool, oid, methods[:1], items, text)
             if status == "pending" and self._has("modify_pending_order_payment"):
-                current = self._payment_methods(order)[:1]
-                out += [("modify_pending_order_payment", {"order_id": oid, "payment_method_id": pm})
+                current = methods[:1]
+                out += [self._candidate(("modify_pending_order_payment", oid, pm) if type(pm) is str else None,
+                                        "modify_pending_order_payment", {"order_id": oid, "payment_method_id": pm})
                         for pm in self._user_methods(order) if pm not in current]
+        self._by_order[oid] = (order, key, out)
         return out
 
     def _about(self, oid: str) -> str:
         """What the customer said about an order: their sentences naming it (lower case), else everything."""
         key = oid.lstrip("#").lower()
-        said = [t for t in self._sentences if key in t]
+        said = []
+        for i, message in enumerate(self._said):
+            if key in message:  # a sentence naming it is in a message naming it
+                sentences = self._sentences.get(i)
+                if sentences is None:
+                    sentences = self._sentences[i] = _SENTENCE.split(message)
+                said += [t for t in sentences if key in t]
         return " ".join(said) if said else self._lower
 
     def _user_methods(self, order: Mapping[str, Any]) -> list[str]:
@@ -448,21 +612,54 @@ class AdmissibleActions:
         sets = [[i] for i in ids] + [sorted(ids)] + [s for s in (named, rest) if s]
         return [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
 
-    def _swaps(self, tool: str, oid: str, order: Mapping[str, Any], items: list[Mapping[str, Any]]
-               ) -> list[tuple[str, dict[str, Any]]]:
-        out = []
-        pm = self._payment_methods(order)[:1]
+    def _swaps(self, tool: str, oid: str, pm: list[str], items: list[Mapping[str, Any]], text: str
+               ) -> list[list]:
+        """Swaps of one item of order ``oid`` for another variant, settled with ``pm`` (the original
+        method, if known); ``text`` is what the customer said about the order."""
+        out: list[list] = []
         if not pm:
             return out
-        text = self._about(oid)
         for it in items:
             product = self.products.get(str(it.get("product_id")))
             if product is None or str(it.get("name", "")).lower() not in text:
                 continue
-            for new in self._variant_choices(product, str(it["item_id"]), text):
-                out.append((tool, {"order_id": oid, "item_ids": [str(it["item_id"])], "new_item_ids": [new],
-                                   "payment_method_id": pm[0]}))
+            item_id = str(it["item_id"])
+            for new in self._variant_choices_of(product, item_id, text):
+                out.append(self._candidate((tool, oid, item_id, new, pm[0]), tool,
+                                           {"order_id": oid, "item_ids": [item_id], "new_item_ids": [new],
+                                            "payment_method_id": pm[0]}))
         return out
+
+    def _variant_choices_of(self, product: Mapping[str, Any], current: str, text: str) -> list[str]:
+        """:meth:`_variant_choices`, from the product's variants prepared once per product record."""
+        prepared = self._variants.get(id(product))
+        if prepared is None or prepared[0] is not product:
+            try:
+                variants = [(v, [(k, val, f"{k} {val}".lower()) for k, val in v["options"].items()])
+                            for v in (product.get("variants") or {}).values()
+                            if isinstance(v, dict) and isinstance(v.get("options"), dict)]
+                # Sorted with the current item too: dropping it later leaves the same order.
+                available = sorted((x for x in variants if x[0].get("available")),
+                                   key=lambda x: (x[0].get("price", 0), x[0]["item_id"]))
+            except (KeyError, TypeError):  # a malformed record: as the plain version does it
+                return self._variant_choices(product, current, text)
+            prepared = self._variants[id(product)] = (product, variants, available)
+        _, variants, available = prepared
+        said: dict[str, bool] = {}  # option text -> whether the customer said it
+        for _, options in variants:
+            for _, _, words in options:
+                if words not in said:
+                    said[words] = words in text
+        exact = [v["item_id"] for v, options in variants
+                 if v.get("item_id") != current and all(said[words] for _, _, words in options)]
+        available = [x for x in available if x[0].get("item_id") != current]
+        cheapest_with = []
+        for v, options in available:
+            for k, val, words in options:
+                if said[words] and (k, val) not in {kv for kv, _ in cheapest_with}:
+                    cheapest_with.append(((k, val), v["item_id"]))
+        choices = exact + [i for _, i in cheapest_with] + [v["item_id"] for v, _ in available[:1]]
+        return _unique(str(c) for c in choices)
 
     @staticmethod
     def _variant_choices(product: Mapping[str, Any], current: str, text: str) -> list[str]:
@@ -481,18 +678,22 @@ class AdmissibleActions:
         choices = exact + [i for _, i in cheapest_with] + [v["item_id"] for v in available[:1]]
         return _unique(str(c) for c in choices)
 
-    def _accepted(self, writes: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    def _accepted(self, writes: list[list]) -> list[str]:
         said = self.accepted.lower()
         out = []
-        for name, args in writes:
-            if all(v in said for v in _salient(args)):
-                out.append(self._call(name, args))
+        for write in writes:
+            name, args, _, salient = write[:4]
+            if salient is None:
+                salient = write[3] = _salient(args)
+            if all(v in said for v in salient):
+                if len(write) == 4:
+                    write.append(self._call(name, args))
+                out.append(write[4])
                 if self.near_misses:
                     out += [self._call(name, twin) for twin in self._twins(name, args, writes)]
         return out
 
-    def _twins(self, name: str, args: dict[str, Any], writes: list[tuple[str, dict[str, Any]]]
-               ) -> list[dict[str, Any]]:
+    def _twins(self, name: str, args: dict[str, Any], writes: list[list]) -> list[dict[str, Any]]:
         """The same write with a typical mistake: an id without '#', a list as a string, a zip as
         a number, another record of the same kind."""
         twins = []
@@ -503,7 +704,7 @@ class AdmissibleActions:
                 twins.append({**args, key: ",".join(args[key])})
         if str(args.get("zip", "")).isdigit():
             twins.append({**args, "zip": int(args["zip"])})
-        for other_name, other in writes:  # another record next to the right one
+        for other_name, other, *_ in writes:  # another record next to the right one
             if other_name == name and other.get("order_id") == args.get("order_id") and other != args \
                     and other.get("payment_method_id") == args.get("payment_method_id") \
                     and "item_ids" in args:
