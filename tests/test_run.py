@@ -144,13 +144,27 @@ def test_bad_settings_are_rejected():
                 {"min_capabilities": 0}, {"min_capabilities": 4, "max_capabilities": 3}, {"temperature": 0},
                 {"groups_per_step": 0}, {"calibration_seeds": 0}, {"max_turns": -3}, {"curve_episodes": 0}):
         with pytest.raises(ValueError):
-            RunConfig(**bad)
+            RunConfig.from_flags(**bad)
     with pytest.raises(ValueError, match="does not go with --vllm-url"):
         RunConfig(top_p=0.5, vllm_url="http://gpu:8000/v1", model="m")
     with pytest.raises(KeyError, match="Did you mean `trace/retail-v0`"):  # before any bootstrap
         RunConfig(target="trace/retial-v0")
     with pytest.raises(ValueError, match="--vllm-url needs --model"):
         RunConfig(vllm_url="http://gpu:8000/v1")
+
+
+def test_the_run_config_holds_the_stage_configs_and_the_flags_stay_flat():
+    from trace_agents.cli import _config, build_parser
+
+    config = RunConfig.from_flags(calibration_seeds=2, steps_per_adapter=3, lora_r=4, eval_episodes=5)
+    assert config.calibration.seeds == 2 and config.grpo.max_steps == 3 and config.grpo.lora_r == 4
+    assert config.calibration.max_probes == RunConfig().calibration.max_probes  # the run's default, not the class's
+    assert RunConfig.from_flags(**config.flags()) == config
+    with pytest.raises(TypeError, match="no flag 'seeds'"):
+        RunConfig.from_flags(seeds=2)  # a nested field's own name is not a flag
+    args = build_parser().parse_args(["run", "--calibration-seeds", "2", "--steps-per-adapter", "3", "--lora-r", "4",
+                                      "--eval-episodes", "5"])
+    assert _config(RunConfig, args) == config
 
 
 def test_a_run_dir_refuses_other_settings_and_skips_finished_stages(tmp_path):

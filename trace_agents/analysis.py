@@ -83,7 +83,7 @@ class RuleLabeler:
 
 
 @dataclass(frozen=True)
-class Thresholds:
+class ThresholdsConfig:
     """Selection rule: coverage >= rho and ER- - ER+ >= delta in >= s of R resamples."""
 
     rho: float = 0.10
@@ -97,6 +97,9 @@ class Thresholds:
             raise ValueError(f"need 0 <= rho <= 1 and -1 <= delta <= 1, got rho={self.rho}, delta={self.delta}")
         if not 1 <= self.s <= self.R:
             raise ValueError(f"need 1 <= s <= R, got s={self.s}, R={self.R}")
+
+
+Thresholds = ThresholdsConfig  # the name before configs were all called *Config
 
 
 def label_all(records: Sequence[Mapping[str, Any]], labeler: Labeler | None = None,
@@ -146,13 +149,13 @@ def _gap(stats: Mapping[str, Any], contrasted: bool) -> float | None:
     return stats["er_minus"] - stats["er_plus"]
 
 
-def _passes(stats: Mapping[str, Any], t: Thresholds, contrasted: bool) -> bool:
+def _passes(stats: Mapping[str, Any], t: ThresholdsConfig, contrasted: bool) -> bool:
     gap = _gap(stats, contrasted)
     return gap is not None and stats["coverage"] >= t.rho and gap >= t.delta
 
 
 def select(labels: Sequence[Mapping[str, Label]], successes: Sequence[bool], capabilities: Iterable[str],
-           thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
+           thresholds: ThresholdsConfig = ThresholdsConfig()) -> dict[str, Any]:
     """The analysis report: per-capability statistics, resample votes and the ranked selection."""
     if len(labels) != len(successes):
         raise ValueError(f"{len(labels)} label rows for {len(successes)} outcomes")
@@ -179,7 +182,7 @@ def select(labels: Sequence[Mapping[str, Label]], successes: Sequence[bool], cap
 
 
 def analyze(records: Sequence[Mapping[str, Any]], labeler: Labeler | None = None,
-            capabilities: Iterable[str] = CAPABILITIES, thresholds: Thresholds = Thresholds(),
+            capabilities: Iterable[str] = CAPABILITIES, thresholds: ThresholdsConfig = ThresholdsConfig(),
             progress: bool = False) -> dict[str, Any]:
     """Label every record and select the lacking capabilities (see the module docstring)."""
     if not records:

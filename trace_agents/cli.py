@@ -43,17 +43,31 @@ def parse_rates(text: str) -> dict[str, float]:
     return out
 
 
+def dataclass_flags(cls: type) -> list[tuple[str, type, Any, str]]:
+    """``(name, type, default, help)`` of each flag a config dataclass has: one per field, except a
+    field holding a nested config, whose metadata ``flags`` maps each of its flags to ``(nested
+    field, help)`` (:class:`trace_agents.run.RunConfig`); its default is the default nested config's."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        mapping = f.metadata.get("flags")
+        if mapping is None:
+            out.append((f.name, hints[f.name], default, f.metadata.get("help", "")))
+            continue
+        nested = typing.get_type_hints(type(default))
+        out += [(flag, nested[attr], getattr(default, attr), help_text) for flag, (attr, help_text) in mapping.items()]
+    return out
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per dataclass field, with the field's help text and default.
+    """One flag per dataclass field (:func:`dataclass_flags`), with the field's help text and default.
 
     The default is appended as ``(default: X)`` unless it is empty (None, "") or the help
     text already says it in words."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kind = hints[f.name]
-        help_text = f.metadata.get("help", "")
+    for name, kind, default, help_text in dataclass_flags(cls):
+        flag = "--" + name.replace("_", "-")
+        plain_help = help_text
         if default not in (None, "") and "default" not in help_text:
             help_text += f" (default: {default})"
         origin = typing.get_origin(kind)
@@ -62,7 +76,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         elif origin is list:
             parser.add_argument(flag, nargs="+", default=default, help=help_text)
         elif kind is bool:
-            parser.add_argument(flag, action="store_true", default=default, help=f.metadata.get("help", ""))
+            parser.add_argument(flag, action="store_true", default=default, help=plain_help)
         elif kind in (int, float, str):
             parser.add_argument(flag, type=kind, default=default, help=help_text)
         else:  # Optional[str] and friends
@@ -70,7 +84,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def _config(cls: type, args: argparse.Namespace) -> Any:
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+    values = {name: getattr(args, name) for name, *_ in dataclass_flags(cls)}
+    return cls.from_flags(**values) if hasattr(cls, "from_flags") else cls(**values)
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
@@ -228,7 +243,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     records = analysis.one_policy(TrajectoryStore(args.trajectories).records(), args.policy,
                                   source=args.trajectories)
-    thresholds = analysis.Thresholds(rho=args.rho, delta=args.delta, s=args.s, R=args.resamples, seed=args.seed)
+    thresholds = analysis.ThresholdsConfig(rho=args.rho, delta=args.delta, s=args.s, R=args.resamples, seed=args.seed)
     if args.judge_url:
         from trace_agents.judge import JudgeLabeler, OpenAIChat
 
