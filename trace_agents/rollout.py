@@ -184,9 +184,12 @@ def rollout(policy: Policy, env_ids: str | Sequence[str] | Sequence[tuple[str, i
     ``repeats=K`` runs every pair K times in a row (GRPO's group of K rollouts of one
     task); those episodes share a record key, so they cannot go to a store.
     ``keep_infos=True`` also returns each episode's last info (the whole conversation in
-    ``"messages"``) in :attr:`RolloutResult.final_infos`.
+    ``"messages"``) in :attr:`RolloutResult.final_infos`. A policy with an ``env_kwargs``
+    attribute (the scorer's admissible lists) has it passed to every env, under ``env_kwargs``.
     """
     t_start = time.perf_counter()
+    # A policy that needs env features (the scorer's admissible lists) names them; the caller's win.
+    env_kwargs = {**getattr(policy, "env_kwargs", {}), **(env_kwargs or {})}
     if sequential:
         batch_size = 1
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
