@@ -172,3 +172,15 @@ def test_the_caches_never_change_a_list(env_id: str) -> None:
             action = oracle.act(obs, info) if seed % 2 == 0 else rng.choice(lists[1])
             obs, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
+
+
+def test_order_ids_are_found_as_the_documented_pattern_finds_them() -> None:
+    import random
+
+    from trace_envs.admissible import _ORDER, _ORDER_ID
+
+    rng = random.Random(0)
+    texts = ["order #W1234567, and W7654321.", "#W12345678", "xW1234567", "W1234567#W7654321", "é#W1234567é", ""]
+    texts += ["".join(rng.choice("#W0123456789 aZ_é,.-\n") for _ in range(rng.randint(0, 24))) for _ in range(20000)]
+    for text in texts:
+        assert ["#" + o for o in _ORDER_ID.findall(text)] == ["#" + o.lstrip("#") for o in _ORDER.findall(text)], text

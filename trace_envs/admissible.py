@@ -66,6 +66,7 @@ MIN_ACTIONS = 8  # room for the messages and a few calls
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _NAME_ZIP = re.compile(r"\bI'm ([A-Z][\w'-]*) ([A-Z][\w'-]*), zip code (\d{5})")
 _ORDER = re.compile(r"#?\bW\d{7}\b")
+_ORDER_ID = re.compile(r"W(?<=\bW)\d{7}\b")  # _ORDER without the '#': the same ids, found from each "W"
 _ADDRESS = re.compile(r"\b(\d+ [A-Z][^,]*), (?:(Suite \d+|Apt\.? \d+|Unit \d+), )?([A-Z][^,]*), ([A-Z]{2}), "
                       r"(\d{5}), (USA)\b")
 _YES = re.compile(r"^\W*(?:yes|yeah|yep|sure|ok(?:ay)?|please do|go ahead)\b", re.IGNORECASE)
@@ -251,13 +252,13 @@ class AdmissibleActions:
             self._lower += "\n" + lower
             self._said.append(lower)
             found = False
-            # Each pattern needs a literal ("@", ", zip code ", "W", ", USA"): no scan without it.
+            # Each pattern needs a literal ("@", ", zip code ", ", USA"): no scan without it.
             for email in _EMAIL.findall(content) if "@" in content else ():
                 self.emails[email] = found = True
             for name_zip in _NAME_ZIP.findall(content) if ", zip code " in content else ():
                 self.name_zips[name_zip] = found = True
-            for oid in _ORDER.findall(content) if "W" in content else ():
-                oid = "#" + oid.lstrip("#")
+            for oid in _ORDER_ID.findall(content):
+                oid = "#" + oid
                 self.named_orders[oid] = self.order_ids[oid] = found = True
             for a1, a2, city, state, zip_, country in _ADDRESS.findall(content) if ", USA" in content else ():
                 self.addresses[(("address1", a1), ("address2", a2), ("city", city), ("country", country),
@@ -401,15 +402,11 @@ class AdmissibleActions:
 
     def _reads(self) -> list[str]:
         out = []
-        if self._has("find_user_id_by_email"):
-            out += self._read_group("find_user_id_by_email", self.emails)
-        if self._has("find_user_id_by_name_zip"):
-            out += self._read_group("find_user_id_by_name_zip", self.name_zips)
-        if self._has("get_user_details"):
-            out += self._read_group("get_user_details", self.user_ids)
-        if self._has("get_order_details"):
-            out += self._read_group("get_order_details", self.order_ids)
-        if self._has("get_product_details"):
+        for tool, seen in (("find_user_id_by_email", self.emails), ("find_user_id_by_name_zip", self.name_zips),
+                           ("get_user_details", self.user_ids), ("get_order_details", self.order_ids)):
+            if tool in self.schemas and seen:
+                out += self._read_group(tool, seen)
+        if "get_product_details" in self.schemas:
             reads = self._product_reads
             for p in self._product_ids():
                 text = reads.get(p)
@@ -530,7 +527,7 @@ class AdmissibleActions:
         last_key, by_address = self._by_address
         if not (last_key[0] is open_orders and last_key[1:] == key[1:]):
             by_address = []
-            if self._has("cancel_pending_order"):
+            if "cancel_pending_order" in self.schemas:
                 reasons = (self.schemas["cancel_pending_order"].get("parameters", {}).get("properties", {})
                            .get("reason", {}).get("enum") or ["no longer needed", "ordered by mistake"])
                 for oid in open_orders:
@@ -538,11 +535,11 @@ class AdmissibleActions:
                                              "cancel_pending_order", {"order_id": oid, "reason": r}) for r in reasons]
             for address in self.addresses:
                 addr = dict(address)
-                if self._has("modify_pending_order_address"):
+                if "modify_pending_order_address" in self.schemas:
                     by_address += [candidate(("modify_pending_order_address", oid, address),
                                              "modify_pending_order_address", {"order_id": oid, **addr})
                                    for oid in open_orders]
-                if self._has("modify_user_address") and self.authenticated:
+                if "modify_user_address" in self.schemas and self.authenticated:
                     by_address.append(candidate(("modify_user_address", self.authenticated, address),
                                                 "modify_user_address", {"user_id": self.authenticated, **addr}))
             self._by_address = (key, by_address)
@@ -567,19 +564,21 @@ class AdmissibleActions:
         out: list[list] = []
         if items:
             status = order.get("status")
-            uses_methods = (status == "delivered" and self._has("return_delivered_order_items")
-                            or any(status == wanted and self._has(tool) for tool, wanted in _SWAPS.items())
-                            or status == "pending" and self._has("modify_pending_order_payment"))
+            has = self.schemas
+            uses_methods = (status == "delivered" and ("return_delivered_order_items" in has
+                                                       or "exchange_delivered_order_items" in has)
+                            or status == "pending" and ("modify_pending_order_items" in has
+                                                        or "modify_pending_order_payment" in has))
             methods = self._payment_methods(order) if uses_methods else []
-            if status == "delivered" and self._has("return_delivered_order_items"):
+            if status == "delivered" and "return_delivered_order_items" in self.schemas:
                 out += [self._candidate(("return_delivered_order_items", oid, tuple(ids), pm),
                                         "return_delivered_order_items",
                                         {"order_id": oid, "item_ids": ids, "payment_method_id": pm})
                         for ids in self._item_sets(items, text) for pm in methods]
             for tool, wanted in _SWAPS.items():
-                if status == wanted and self._has(tool):
+                if status == wanted and tool in self.schemas:
                     out += self._swaps(tool, oid, methods[:1], items, text)
-            if status == "pending" and self._has("modify_pending_order_payment"):
+            if status == "pending" and "modify_pending_order_payment" in self.schemas:
                 current = methods[:1]
                 out += [self._candidate(("modify_pending_order_payment", oid, pm) if type(pm) is str else None,
                                         "modify_pending_order_payment", {"order_id": oid, "payment_method_id": pm})
