@@ -343,13 +343,14 @@ class AdmissibleActions:
 
     def actions(self) -> list[str]:
         """The admissible actions now (see the module docstring for the order and the cut)."""
-        if self._built["reads"] != self._version["reads"]:
+        built, version = self._built, self._version
+        if built["reads"] != version["reads"]:
             self._reads_list = self._reads()
-            self._built["reads"] = self._version["reads"]
-        if self._built["writes"] != self._version["writes"]:
+            built["reads"] = version["reads"]
+        if built["writes"] != version["writes"]:
             self._writes = self._write_candidates()
             self._fixed = (self._messages(), [w[2] for w in self._writes])
-            self._built["writes"] = self._version["writes"]
+            built["writes"] = version["writes"]
         if self._answers_for is not self.latest:
             self._answer_list = self._answers()
             self._answers_for = self.latest
@@ -404,8 +405,9 @@ class AdmissibleActions:
         out = []
         for tool, seen in (("find_user_id_by_email", self.emails), ("find_user_id_by_name_zip", self.name_zips),
                            ("get_user_details", self.user_ids), ("get_order_details", self.order_ids)):
-            if tool in self.schemas and seen:
-                out += self._read_group(tool, seen)
+            if seen and tool in self.schemas:
+                calls, done = self._read_calls[tool]
+                out += calls if done[0] == len(seen) else self._read_group(tool, seen)
         if "get_product_details" in self.schemas:
             reads = self._product_reads
             for p in self._product_ids():
@@ -419,6 +421,8 @@ class AdmissibleActions:
     def _product_ids(self) -> list[str]:
         """Products worth reading: those the customer named (of read orders' items or the catalog),
         then the other products of read orders; every catalog product when none was named."""
+        if not self.orders and not self.catalog:
+            return []  # nothing to name, nothing to read
         text = self._lower
         key = (self._tables["orders"], self._tables["catalog"], len(text))  # text only grows
         if key == self._products_named[0]:
