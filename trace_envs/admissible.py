@@ -646,13 +646,10 @@ class AdmissibleActions:
                                    key=lambda x: (x[0].get("price", 0), x[0]["item_id"]))
             except (KeyError, TypeError):  # a malformed record: as the plain version does it
                 return self._variant_choices(product, current, text)
-            prepared = self._variants[id(product)] = (product, variants, available)
-        _, variants, available = prepared
-        said: dict[str, bool] = {}  # option text -> whether the customer said it
-        for _, options in variants:
-            for _, _, words in options:
-                if words not in said:
-                    said[words] = words in text
+            words = list(dict.fromkeys(words for _, options in variants for _, _, words in options))
+            prepared = self._variants[id(product)] = (product, variants, available, words)
+        _, variants, available, words = prepared
+        said = {w: w in text for w in words}  # option text -> whether the customer said it
         exact = [v["item_id"] for v, options in variants
                  if v.get("item_id") != current and all(said[words] for _, _, words in options)]
         available = [x for x in available if x[0].get("item_id") != current]
