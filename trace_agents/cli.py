@@ -88,10 +88,73 @@ def _config(cls: type, args: argparse.Namespace) -> Any:
     return cls.from_flags(**values) if hasattr(cls, "from_flags") else cls(**values)
 
 
-def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from trace_agents.bootstrap import BootstrapConfig, run
+def bootstrap_configs() -> dict[str, type]:
+    """The config class of each agent kind's ``trace bootstrap``."""
+    from trace_agents.bootstrap import BootstrapConfig
+    from trace_agents.scorer.bootstrap import ScorerBootstrapConfig
 
-    report = run(_config(BootstrapConfig, args))
+    return {"scorer": ScorerBootstrapConfig, "lm": BootstrapConfig}
+
+
+def add_bootstrap_args(parser: argparse.ArgumentParser) -> None:
+    """``--agent`` and the union of both kinds' flags; each flag's help names its kinds and their defaults."""
+    parser.add_argument("--agent", choices=["scorer", "lm"], default=None,
+                        help="agent kind: scorer (clones the oracle into a network that chooses among admissible "
+                             "actions) or lm (fine-tunes a causal LM: the tiny preset or --model) (default: lm when "
+                             "an lm-only flag such as --model is given, else scorer)")
+    per_kind = {kind: {name: (t, d, h) for name, t, d, h in dataclass_flags(cls)}
+                for kind, cls in bootstrap_configs().items()}
+    names = list(dict.fromkeys([*per_kind["scorer"], *per_kind["lm"]]))
+    for name in names:
+        kinds = [k for k in ("scorer", "lm") if name in per_kind[k]]
+        kind_type, _, help_text = per_kind[kinds[0]][name]
+        defaults = {k: per_kind[k][name][1] for k in kinds}
+        shown = [f"{k} {d}" for k, d in defaults.items() if d not in (None, "")]
+        if len(kinds) == 1:
+            help_text += f" ({kinds[0]} only" + (f"; default: {defaults[kinds[0]]})" if shown else ")")
+        elif len(set(map(str, defaults.values()))) == 1:
+            help_text += f" (default: {defaults[kinds[0]]})" if shown else ""
+        else:
+            help_text += " (default: " + ", ".join(shown) + ")"
+        flag = "--" + name.replace("_", "-")
+        origin = typing.get_origin(kind_type)
+        if origin is dict:
+            parser.add_argument(flag, type=parse_rates, default=argparse.SUPPRESS, help=help_text, metavar="K=V,...")
+        elif origin is list:
+            parser.add_argument(flag, nargs="+", default=argparse.SUPPRESS, help=help_text)
+        elif kind_type is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+        elif kind_type in (int, float, str):
+            parser.add_argument(flag, type=kind_type, default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, type=str, default=argparse.SUPPRESS, help=help_text)
+
+
+def bootstrap_config(args: argparse.Namespace) -> Any:
+    """The config of ``--agent``'s kind from the flags given; a flag of the other kind is an error.
+    Without ``--agent``, an lm-only flag (``--model``, ``--preset``...) picks ``lm``."""
+    given = {k: v for k, v in vars(args).items() if k not in ("agent", "func", "command")}
+    if args.agent is None:
+        scorer_fields = {f.name for f in dataclasses.fields(bootstrap_configs()["scorer"])}
+        args.agent = "lm" if any(k not in scorer_fields for k in given) else "scorer"
+    cls = bootstrap_configs()[args.agent]
+    mine = {f.name for f in dataclasses.fields(cls)}
+    foreign = sorted(k for k in given if k not in mine)
+    if foreign:
+        other = "lm" if args.agent == "scorer" else "scorer"
+        raise ValueError(f"--{foreign[0].replace('_', '-')} applies to --agent {other}, not {args.agent}")
+    return cls(**given)
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    config = bootstrap_config(args)
+    if args.agent == "scorer":
+        from trace_agents.scorer.bootstrap import run
+    else:
+        from trace_agents.bootstrap import run
+
+    report = run(config)
     print(f"[bootstrap] saved the base agent to {report['model_dir']} "
           f"({report['timings_s']['total']:.0f} s); report: {args.out}/report.md")
     return 0
@@ -138,9 +201,16 @@ def _policy(args: argparse.Namespace, seed_offset: int = 0):
         if adapter and (Path(adapter) / "adapter_config.json").exists():  # a local adapter: load it there
             policy.load_adapter(adapter, adapter)
         return policy  # otherwise --adapter names an adapter the server already serves
+    adapters = {adapter: adapter} if adapter else None
+    from trace_agents.scorer.agent import ScorerPolicy, is_scorer
+
+    if is_scorer(args.model):
+        if fmt:
+            raise ValueError("--obs-format sets how a language model reads the conversation; a scorer reads "
+                             "features (drop --obs-format)")
+        return ScorerPolicy.from_pretrained(args.model, adapters=adapters, temperature=args.temperature, seed=seed)
     from trace_agents.policy import HFPolicy
 
-    adapters = {adapter: adapter} if adapter else None
     return HFPolicy.from_pretrained(args.model, adapters=adapters, temperature=args.temperature, seed=seed, **fmt)
 
 
@@ -300,17 +370,17 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand."""
-    from trace_agents.bootstrap import BootstrapConfig
-
     description, epilog = __doc__.split("\n\n", 1)
     parser = argparse.ArgumentParser(prog=PROG, description=description, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("bootstrap", help="build and fine-tune the base agent with known deficits",
-                       description="Demonstrations from OraclePolicy with a deficit profile, SFT of the tiny "
-                                   "preset (or --model), evaluation on held-out seeds.")
-    add_dataclass_args(p, BootstrapConfig)
+    p = sub.add_parser("bootstrap", help="build and train the base agent with known deficits",
+                       description="Demonstrations from OraclePolicy with a deficit profile, then either "
+                                   "behaviour cloning of a scorer (--agent scorer, the default) or SFT of the tiny "
+                                   "preset or --model (--agent lm), evaluation on held-out seeds. Writes OUT/model "
+                                   "and OUT/report.md.")
+    add_bootstrap_args(p)
     p.set_defaults(func=cmd_bootstrap)
 
     p = sub.add_parser("evaluate", help="evaluate a model (or the oracle) on envs",

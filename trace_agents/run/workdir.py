@@ -61,9 +61,24 @@ class Run:
         return self.finish(name, result)
 
 
+def load_agent(model_path: str, config: RunConfig) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of the ``lm`` kind, or ``(ScorerPolicy, None)`` for a saved scorer."""
+    from trace_agents.scorer.agent import ScorerPolicy, is_scorer
+
+    if is_scorer(model_path):
+        return ScorerPolicy.from_pretrained(model_path, temperature=config.temperature, seed=config.seed), None
+    from trace_agents.models import load
+
+    return load(model_path)
+
+
 def _policy(model: Any, tokenizer: Any, config: RunConfig, *, system_prompt: str | None = None) -> Any:
     """The agent every stage plays with: ``model`` in-process, or ``config.model`` on ``config.vllm_url``
-    (``model`` may then be None)."""
+    (``model`` may then be None). A scorer (from :func:`load_agent`) is its own policy."""
+    from trace_agents.scorer.agent import ScorerPolicy
+
+    if isinstance(model, ScorerPolicy):
+        return model
     if config.vllm_url:
         return _served_policy(config, system_prompt)
     from trace_agents.policy import HFPolicy

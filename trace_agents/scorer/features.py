@@ -11,7 +11,9 @@ last action, and every earlier agent action (averaged). A tool result is read as
 recur across episodes, so the cache encodes each once, where whole records never recur.
 
 **State numbers** (:data:`STATE_FEATURES`): turn count, whether the latest message is a
-tool result, whether it is an error, how many tool results and customer messages so far.
+tool result, whether it is an error, how many tool results and customer messages so far,
+how many ids the customer wrote that the agent has not used, and how many agent turns
+since the customer last wrote.
 
 **Per candidate**: the masked action text; a *gloss* (the ``key=value`` pieces of the
 record its first id was last seen in, such as an order's status); and the numbers of
@@ -20,6 +22,7 @@ record its first id was last seen in, such as an order's status); and the number
 - its kind (message or tool call), how many id-like tokens it carries (tokens with a digit);
 - where those tokens appear: the customer's words (all, latest), the latest tool result,
   any tool result, the agent's earlier actions;
+- which of those ids the agent has not used yet in any earlier action (tool call or message);
 - whether it repeats an earlier action exactly, and how often its tool was called before;
 - for the records its ids were last seen in: the rank of each numeric field among the
   sibling records of the same tool result (0 = smallest), and the share of the record's
@@ -43,7 +46,9 @@ from trace_agents.scorer.text import mask
 
 STATE_TEXTS = ("first customer message", "latest customer message", "latest tool result", "last agent action")
 STATE_FEATURES = ("turns / 30", "latest message is a tool result", "latest tool result is an error",
-                  "tool results / 20", "customer messages / 10")
+                  "tool results / 20", "customer messages / 10",
+                  "ids in the customer's words the agent has not used / 5",
+                  "agent turns since the customer's latest message / 5")
 CANDIDATE_FEATURES = (
     "is a message", "is a tool call", "id-like tokens / 5", "has no id-like token",
     "ids in the customer's words", "ids in the customer's latest message", "ids in the latest tool result",
@@ -51,6 +56,7 @@ CANDIDATE_FEATURES = (
     "repeats an earlier action", "earlier calls of its tool / 3",
     "ids with a record", "mean numeric rank among sibling records", "lowest numeric rank", "highest numeric rank",
     "mean share of record values in the customer's words", "highest share of record values in the customer's words",
+    "ids in the customer's words the agent has not used", "ids in the latest tool result the agent has not used",
 )
 MAX_PIECES = 48
 _TOKEN = re.compile(r"[#\w.@-]*\d[\w.@-]*")
@@ -204,7 +210,7 @@ class Conversation:
         self.first_user = self.last_user = ""
         self.last_tool: Bag = (_NONE,)
         self.latest_is_tool = self.latest_is_error = False
-        self.turns = self.tool_results = self.user_messages = 0
+        self.turns = self.tool_results = self.user_messages = self.since_user = 0
         self.user_text = ""
         self.user_tokens: set[str] = set()
         self.last_user_tokens: set[str] = set()
@@ -239,6 +245,7 @@ class Conversation:
             self.last_user_tokens = id_tokens(content)
             self.user_tokens |= self.last_user_tokens
             self.latest_is_tool = self.latest_is_error = False
+            self.since_user = 0
         elif role == "tool":
             self.tool_results += 1
             self.latest_is_tool = True
@@ -255,6 +262,7 @@ class Conversation:
                 self.last_tool = pieces(value)
         elif role == "assistant":
             self.turns += 1
+            self.since_user += 1
             calls = m.get("tool_calls") or []
             for call in calls:
                 fn = call.get("function", {})
@@ -278,6 +286,8 @@ class Conversation:
         """The :class:`Decision` among ``candidates`` at this point of the conversation."""
         rows, texts, glosses = [], [], []
         seen_tokens = self.user_tokens | self.tool_tokens
+        fresh_user = self.user_tokens - self.agent_tokens
+        fresh_tool = self.last_tool_tokens - self.agent_tokens
         for c in candidates:
             kind, canonical, readable, ids = parse_candidate(c)
             texts.append((mask(readable),))
@@ -305,11 +315,13 @@ class Conversation:
                 len(records) / n if n else 0.0,
                 sum(ranks) / len(ranks) if ranks else 0.5, min(ranks) if ranks else 0.5, max(ranks) if ranks else 0.5,
                 sum(matches) / len(matches) if matches else 0.0, max(matches) if matches else 0.0,
+                share(fresh_user), share(fresh_tool),
             ))
         state = ((self.first_user or _NONE,), (self.last_user or _NONE,), self.last_tool,
                  (self.history[-1] if self.history else _NONE,))
         numbers = (min(self.turns, 30) / 30, float(self.latest_is_tool), float(self.latest_is_error),
-                   min(self.tool_results, 20) / 20, min(self.user_messages, 10) / 10)
+                   min(self.tool_results, 20) / 20, min(self.user_messages, 10) / 10,
+                   min(len(fresh_user), 5) / 5, min(self.since_user, 5) / 5)
         return Decision(state, tuple(self.history), numbers, list(candidates), texts, glosses, rows)
 
 

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from trace_agents.scorer.features import CANDIDATE_FEATURES, STATE_FEATURES
+
 LINEAR_LAYERS = ("state_in", "candidate_in", "mix", "query", "key", "value", "attend_out", "ff_in", "ff_out", "head")
 
 
@@ -33,8 +35,8 @@ class ScorerNetConfig:
 
     embed_dim: int = 384
     state_texts: int = 5
-    state_features: int = 5
-    candidate_features: int = 18
+    state_features: int = len(STATE_FEATURES)
+    candidate_features: int = len(CANDIDATE_FEATURES)
     hidden: int = 128
     heads: int = 4
     attention: bool = True
