@@ -34,3 +34,21 @@ def test_rollout_benchmark_reports_medians_of_pairs(tmp_path, base, tok):
         assert 1.0 <= bench._tokens_per_forward(pair["batched"]) <= 2.0
     assert 1.0 <= data["batched_tokens_per_forward"] <= 2.0 and data["mean_prompt_tokens"] > 50
     assert f"{data['batched_tokens_per_forward']:.1f} tokens per forward pass" in table
+
+
+def test_scorer_benchmark_replays_the_same_episodes_from_a_warm_cache(tmp_path):
+    import pytest
+
+    pytest.importorskip("peft")
+    from trace_agents.scorer.agent import ScorerPolicy
+    from trace_agents.scorer.network import ScorerNetConfig
+
+    ScorerPolicy.new(ScorerNetConfig(hidden=16, heads=2), encoder="hashing-16").save_pretrained(tmp_path / "scorer")
+    bench = _load_bench()
+    result = bench.run_scorer_benchmark(str(tmp_path / "scorer"), "trace/precondition-v0", episodes=3, batch_size=2,
+                                        out_dir=tmp_path / "out", warmup_episodes=2)
+    runs = result["runs"]
+    assert runs["cold"]["new_texts"] > 0 and runs["warm, same seeds"]["new_texts"] == 0
+    assert runs["warm, same seeds"]["steps"] == runs["cold"]["steps"]  # the same episodes, replayed
+    table = (tmp_path / "out" / "rollout-scorer.md").read_text(encoding="utf-8")
+    assert "| warm, new seeds |" in table and "commit" in table

@@ -88,6 +88,8 @@ def test_relations_are_read_verbatim_from_the_conversation():
     assert d.gloss_texts[2] == ("item_id=0", "price=0.0", "color=blue")  # its first id's record, masked
     assert d.gloss_texts[0] == pieces(json.loads(messages[3]["content"]), 24)  # the order record
     assert d.state_numbers[1] == 1.0  # the latest message is a tool result
+    assert d.context_texts[2] == ("Please cancel order #W0, I want the blue one.",)  # the sentence naming #W1234567
+    assert d.context_texts[4] == ("none",)
     assert f["ids in the customer's words the agent has not used"] == [0.0, 0.0, 0.0, 0.0, 0.0]  # #W1234567 was used
     assert f["ids in the latest tool result the agent has not used"][2:4] == [0.5, 0.5]  # the items are new
 
@@ -127,10 +129,10 @@ def test_network_masks_padded_candidates():
     net = ScorerNet(ScorerNetConfig(embed_dim=8, hidden=16, heads=2))
     mask_ = torch.tensor([[True, True, False], [True, False, False]])
     s_dim, c_dim = len(STATE_FEATURES), len(CANDIDATE_FEATURES)
-    scores = net(torch.randn(2, 5, 8), torch.randn(2, s_dim), torch.randn(2, 3, 2, 8), torch.randn(2, 3, c_dim), mask_)
+    scores = net(torch.randn(2, 5, 8), torch.randn(2, s_dim), torch.randn(2, 3, 3, 8), torch.randn(2, 3, c_dim), mask_)
     assert scores.shape == (2, 3) and torch.isinf(scores[~mask_]).all() and torch.isfinite(scores[mask_]).all()
     # A real candidate's score does not depend on padding.
-    solo = net(torch.randn(1, 5, 8), torch.randn(1, s_dim), torch.randn(1, 1, 2, 8), torch.randn(1, 1, c_dim),
+    solo = net(torch.randn(1, 5, 8), torch.randn(1, s_dim), torch.randn(1, 1, 3, 8), torch.randn(1, 1, c_dim),
                torch.tensor([[True]]))
     assert solo.shape == (1, 1)
 

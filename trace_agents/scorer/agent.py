@@ -214,9 +214,10 @@ class ScorerPolicy:
                 bag(b)
             bag(d.history)
         for d in decisions:
-            for c, g in zip(d.candidate_texts, d.gloss_texts, strict=True):
+            for c, g, x in zip(d.candidate_texts, d.gloss_texts, d.context_texts, strict=True):
                 bag(c)
                 bag(g)
+                bag(x)
         table = self.cache.lookup(list(texts))
         pooled = torch.nn.functional.embedding_bag(torch.tensor(flat, dtype=torch.long), table,
                                                    torch.tensor(offsets, dtype=torch.long), mode="mean")
@@ -227,11 +228,12 @@ class ScorerPolicy:
         for i, d in enumerate(decisions):
             mask[i, : len(d.candidates)] = True
         width = len(CANDIDATE_FEATURES)
-        candidates = torch.zeros(b, n, 2, e)
+        slots = self.base_net.config.candidate_texts
+        candidates = torch.zeros(b, n, slots, e)
         numbers = torch.zeros(b, n, width)
         rows = [r for d in decisions for r in d.candidate_numbers]
         if rows:
-            candidates[mask] = pooled[b * per_state:].view(-1, 2, e)
+            candidates[mask] = pooled[b * per_state:].view(-1, 3, e)[:, :slots]
             numbers[mask] = torch.tensor(rows)
         return {"state": pooled[: b * per_state].view(b, per_state, e),
                 "state_numbers": torch.tensor([d.state_numbers for d in decisions]),

@@ -16,7 +16,9 @@ how many ids the customer wrote that the agent has not used, and how many agent 
 since the customer last wrote.
 
 **Per candidate**: the masked action text; a *gloss* (the ``key=value`` pieces of the
-record its first id was last seen in, such as an order's status); and the numbers of
+record its first id was last seen in, such as an order's status); the customer's
+*sentences that contain its ids* (so a proposal on order #W1 is read beside "(2) I want to
+return the lamp from order #W1"); and the numbers of
 :data:`CANDIDATE_FEATURES`, each a relation that can be read verbatim:
 
 - its kind (message or tool call), how many id-like tokens it carries (tokens with a digit);
@@ -59,6 +61,7 @@ CANDIDATE_FEATURES = (
     "ids in the customer's words the agent has not used", "ids in the latest tool result the agent has not used",
 )
 MAX_PIECES = 48
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\s+(?=\(\d+\)\s)")
 _TOKEN = re.compile(r"[#\w.@-]*\d[\w.@-]*")
 _NONE = "none"
 
@@ -113,6 +116,7 @@ class Decision:
     candidates: list[str]
     candidate_texts: list[Bag]
     gloss_texts: list[Bag]
+    context_texts: list[Bag]
     candidate_numbers: list[tuple[float, ...]]
 
 
@@ -221,6 +225,7 @@ class Conversation:
         self.history: list[str] = []  # masked readable forms of the agent's earlier actions
         self.tool_calls: Counter[str] = Counter()
         self.records: dict[str, _Record] = {}
+        self.sentences: dict[str, list[str]] = {}  # id token -> masked customer sentences that contain it
 
     def update(self, messages: Sequence[Mapping[str, Any]]) -> Conversation:
         """Read the messages added since the last call; a shorter list starts a new episode."""
@@ -244,6 +249,13 @@ class Conversation:
             self.user_text += " " + content.lower()
             self.last_user_tokens = id_tokens(content)
             self.user_tokens |= self.last_user_tokens
+            for sentence in _SENTENCE.split(content):
+                masked = None
+                for tok in id_tokens(sentence):
+                    masked = masked or mask(sentence, 300)
+                    found = self.sentences.setdefault(tok, [])
+                    if masked not in found:
+                        found.append(masked)
             self.latest_is_tool = self.latest_is_error = False
             self.since_user = 0
         elif role == "tool":
@@ -284,7 +296,7 @@ class Conversation:
 
     def decision(self, candidates: Sequence[str]) -> Decision:
         """The :class:`Decision` among ``candidates`` at this point of the conversation."""
-        rows, texts, glosses = [], [], []
+        rows, texts, glosses, contexts = [], [], [], []
         seen_tokens = self.user_tokens | self.tool_tokens
         fresh_user = self.user_tokens - self.agent_tokens
         fresh_tool = self.last_tool_tokens - self.agent_tokens
@@ -302,6 +314,8 @@ class Conversation:
                        for rec in records if rec.strings]
             first = next((self.records[t] for t in parse_order(c, ids) if t in self.records), None)
             glosses.append(first.gloss if first is not None else (_NONE,))
+            said = tuple(dict.fromkeys(x for t in ids for x in self.sentences.get(t, ())))
+            contexts.append(said or (_NONE,))
             if kind == "tool":
                 name = canonical.split("{", 1)[0]
                 earlier = self.tool_calls.get(name, 0)
@@ -322,7 +336,7 @@ class Conversation:
         numbers = (min(self.turns, 30) / 30, float(self.latest_is_tool), float(self.latest_is_error),
                    min(self.tool_results, 20) / 20, min(self.user_messages, 10) / 10,
                    min(len(fresh_user), 5) / 5, min(self.since_user, 5) / 5)
-        return Decision(state, tuple(self.history), numbers, list(candidates), texts, glosses, rows)
+        return Decision(state, tuple(self.history), numbers, list(candidates), texts, glosses, contexts, rows)
 
 
 def parse_order(action: str, ids: tuple[str, ...]) -> list[str]:

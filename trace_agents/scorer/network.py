@@ -4,7 +4,8 @@ Inputs are padded batches (``B`` decisions, up to ``N`` candidates each):
 
 - ``state``: ``(B, 5, E)``: the four state texts and the mean of the agent's earlier actions;
 - ``state_numbers``: ``(B, S)``;
-- ``candidates``: ``(B, N, 2, E)``: each candidate's text and its record's gloss;
+- ``candidates``: ``(B, N, T, E)``: each candidate's text, its record's gloss and the
+  customer's sentences that name its ids (``T = candidate_texts``, 3);
 - ``candidate_numbers``: ``(B, N, F)``; ``mask``: ``(B, N)``, True where a candidate is real.
 
 The state and each candidate are projected to ``hidden`` units, combined (sum, product),
@@ -36,6 +37,7 @@ class ScorerNetConfig:
     embed_dim: int = 384
     state_texts: int = 5
     state_features: int = len(STATE_FEATURES)
+    candidate_texts: int = 3  # the action, its record's gloss, the customer's sentences with its ids
     candidate_features: int = len(CANDIDATE_FEATURES)
     hidden: int = 128
     heads: int = 4
@@ -55,7 +57,7 @@ class ScorerNet(nn.Module):
         self.config = config
         e, h = config.embed_dim, config.hidden
         self.state_in = nn.Linear(config.state_texts * e + config.state_features, h)
-        self.candidate_in = nn.Linear(2 * e + config.candidate_features, h)
+        self.candidate_in = nn.Linear(config.candidate_texts * e + config.candidate_features, h)
         self.mix = nn.Linear(3 * h, h)
         self.query = nn.Linear(h, h)
         self.key = nn.Linear(h, h)
