@@ -143,8 +143,8 @@ class _Uncached(AdmissibleActions):
     cached version would rebuild them."""
 
     CACHES = ("_strings", "_read_calls", "_product_reads", "_items", "_catalog_lower", "_said_upto", "_variants",
-              "_products_named", "_open", "_by_address", "_by_order", "_candidates", "_refusals", "_sentences",
-              "_listed", "_list")
+              "_products_named", "_open", "_by_address", "_by_order", "_order_items", "_abouts", "_candidates",
+              "_refusals", "_messages_key", "_sentences", "_listed", "_list")
 
     def actions(self) -> list[str]:
         fresh = AdmissibleActions([], near_misses=self.near_misses, max_actions=self.max_actions)
@@ -184,3 +184,43 @@ def test_order_ids_are_found_as_the_documented_pattern_finds_them() -> None:
     texts += ["".join(rng.choice("#W0123456789 aZ_é,.-\n") for _ in range(rng.randint(0, 24))) for _ in range(20000)]
     for text in texts:
         assert ["#" + o for o in _ORDER_ID.findall(text)] == ["#" + o.lstrip("#") for o in _ORDER.findall(text)], text
+
+
+def test_sentences_split_as_the_documented_pattern_splits_them() -> None:
+    import random
+    import re
+
+    from trace_envs.admissible import _SENTENCE
+
+    plain = re.compile(r"(?<=[.?!;])\s+|\(\d+\)\s*")
+    rng = random.Random(0)
+    texts = ["yes. (1) the lamp; (2)  the bottle!  ok?", "a.(12)b", "(1). x", "end.", "", " . ( 1) (x) (9)"]
+    texts += ["".join(rng.choice(" \t\n.?!;()0123456789ab\u2028\xa0é") for _ in range(rng.randint(0, 24)))
+              for _ in range(20000)]
+    for text in texts:
+        assert _SENTENCE.split(text) == plain.split(text), text
+
+
+@pytest.mark.parametrize("env_id", ["trace/precondition-v0", "trace/structured-data-v0"])
+def test_calls_and_proposals_written_out_match_the_general_builders(env_id: str) -> None:
+    import random
+
+    from trace_envs.admissible import _read_call, _str_call, propose
+
+    for value in ("#W1234567", "", "<tool_call>", 'a "b" \\', "é\ud800", 5, None):
+        assert _read_call("get_order_details", "order_id", value) == _str_call("get_order_details", order_id=value)
+    env = gym.make(env_id).unwrapped
+    checked = 0
+    for seed in range(6):
+        obs, info = env.reset(seed=seed)
+        lister = AdmissibleActions(info["tools"], near_misses=True)
+        rng = random.Random(seed)
+        done = False
+        while not done:
+            actions = lister.update(info["messages"])
+            for name, args, proposal, *_ in lister._writes:
+                assert proposal == say(propose(name, args))
+                checked += 1
+            obs, _, terminated, truncated, info = env.step(rng.choice(actions))
+            done = terminated or truncated
+    assert checked > 0

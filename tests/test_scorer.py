@@ -38,7 +38,7 @@ def small_policy(seed: int = 0, **kw) -> ScorerPolicy:
 
 # ---------------------------------------------------------------- texts and features
 def test_mask_makes_ids_recur():
-    assert mask('get_order_details order_id=#W1783950') == mask('get_order_details order_id=#W2222222')
+    assert mask('get_order_details order_id="#W1783950"') == mask('get_order_details order_id="#W2222222"')
     assert mask("x" * 5000, 100) == "x" * 100
 
 
@@ -97,7 +97,8 @@ def test_relations_are_read_verbatim_from_the_conversation():
 def test_parse_candidate_reads_calls_and_messages():
     kind, canonical, readable, ids = parse_candidate(
         '<tool_call>{"name": "f", "arguments": {"order_id": "#W1", "item_ids": ["22", "33"]}}</tool_call>')
-    assert (kind, readable, ids) == ("tool", "call f order_id=#W1 item_ids=22,33", ("#W1", "22", "33"))
+    assert (kind, readable, ids) == ("tool", 'call f order_id="#W1" item_ids=["22", "33"]', ("#W1", "22", "33"))
+    assert parse_candidate('<tool_call>{"name": "f", "arguments": {"zip": 12345}}</tool_call>')[2] == "call f zip=12345"
     assert canonical == 'f{"item_ids":["22","33"],"order_id":"#W1"}'
     assert parse_candidate("Hello 12")[0] == "message"
 
@@ -390,3 +391,9 @@ def test_cloning_reproduces_the_demonstrators_deficit_rate():
     cap = "precondition_verification"
     want, got = oracle["capabilities"][cap]["mistake_rate"], cloned["capabilities"][cap]["mistake_rate"]
     assert 0.25 <= want <= 0.75 and abs(got - want) <= 0.2, (want, got)
+
+
+def test_the_docs_list_every_feature():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    for name in (*CANDIDATE_FEATURES, *STATE_FEATURES):
+        assert f"| {name} |" in page, f"docs/pipeline.md does not list the feature {name!r}"
