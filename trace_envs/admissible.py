@@ -70,7 +70,8 @@ _ORDER_ID = re.compile(r"W(?<=\bW)\d{7}\b")  # _ORDER without the '#': the same 
 _ADDRESS = re.compile(r"\b(\d+ [A-Z][^,]*), (?:(Suite \d+|Apt\.? \d+|Unit \d+), )?([A-Z][^,]*), ([A-Z]{2}), "
                       r"(\d{5}), (USA)\b")
 _YES = re.compile(r"^\W*(?:yes|yeah|yep|sure|ok(?:ay)?|please do|go ahead)\b", re.IGNORECASE)
-_SENTENCE = re.compile(r"(?<=[.?!;])\s+|\(\d+\)\s*")
+_SENTENCE = re.compile(r"[\s(](?:(?<=[.?!;]\s)\s*|(?<=\()\d+\)\s*)")  # splits as r"(?<=[.?!;])\s+|\(\d+\)\s*"
+# does (every match starts with a space or "("), but skips to those characters first
 _SWAPS = {"exchange_delivered_order_items": "delivered", "modify_pending_order_items": "pending"}
 _CONSTANT_READS = (("list_all_product_types", tool_call("list_all_product_types")),
                    ("transfer_to_human_agents", tool_call("transfer_to_human_agents", summary=TRANSFER_SUMMARY)))
@@ -113,6 +114,21 @@ def _str_call(name: str, /, **arguments: Any) -> str:
     return _OPEN + payload.replace("<", "\\u003c") + _CLOSE
 
 
+_READ_PREFIXES: dict[tuple[str, str], str] = {}  # (tool, argument) -> the text before the argument's value
+
+
+def _read_call(tool: str, field: str, value: Any) -> str:
+    """``_str_call(tool, **{field: value})``, the same text, from the call's text up to the value
+    (built once per tool and argument)."""
+    if type(value) is not str:
+        return _str_call(tool, **{field: value})
+    prefix = _READ_PREFIXES.get((tool, field))
+    if prefix is None:
+        prefix = _READ_PREFIXES[(tool, field)] = _OPEN + (
+            '{"name": ' + _json_str(tool) + ', "arguments": {' + _json_str(field) + ": ").replace("<", "\\u003c")
+    return prefix + _json_str(value).replace("<", "\\u003c") + "}}" + _CLOSE
+
+
 def _salient(arguments: Mapping[str, Any]) -> list[str]:
     """The values a proposal must name (lower case), as the scripted customer checks them."""
     out = []
@@ -124,6 +140,25 @@ def _salient(arguments: Mapping[str, Any]) -> list[str]:
             if text:
                 out.append(text.lower())
     return out
+
+
+def _named_in(args: Mapping[str, Any], said: str) -> bool:
+    """Whether ``said`` holds every value of :func:`_salient` (``all(v in said for v in _salient(args))``),
+    checked value by value, stopping at the first one missing."""
+    for key, value in args.items():
+        if key == "user_id":
+            continue
+        if type(value) is str:
+            if value.lower() not in said:  # "" is in every text, as _salient leaves it out
+                return False
+        else:
+            for v in value if isinstance(value, list) else (value,):
+                if str(v).lower() not in said:
+                    return False
+    return True
+
+
+_AMOUNTS: dict[Any, str] = {}  # an amount (not zero) -> its answer, for every episode
 
 
 def _address_line(args: Mapping[str, Any]) -> str:
@@ -174,7 +209,7 @@ class AdmissibleActions:
         self.near_misses = near_misses
         self.max_actions = max_actions
         self._seen = 0
-        self._calls: dict[str, tuple[str, dict[str, Any]]] = {}  # tool_call_id -> (name, arguments)
+        self._calls: dict[str, str] = {}  # tool_call_id -> tool name (a result reads nothing else of its call)
         self.user_text = ""  # every customer message, joined (original case)
         # Ordered sets (dicts with True values): what was seen, in the order it was seen.
         self.emails: dict[str, bool] = {}
@@ -193,15 +228,19 @@ class AdmissibleActions:
         self._last_agent_text = ""
         self._strings: dict[tuple, str] = {}
         self._constant_reads = [text for name, text in _CONSTANT_READS if name in self.schemas]
+        # The ordered sets the reads are built from, with their tool, for the tools there are.
+        self._read_sets = [(tool, seen) for tool, seen in (
+            ("find_user_id_by_email", self.emails), ("find_user_id_by_name_zip", self.name_zips),
+            ("get_user_details", self.user_ids), ("get_order_details", self.order_ids)) if tool in self.schemas]
         self._lower = ""  # user_text.lower(), kept in step
         self._said: list[str] = []  # each customer message, lower case
         self._sentences: dict[int, list[str]] = {}  # index in _said -> that message's sentences, when needed
         self._names: set[str] = set()  # product names seen in records (lower case)
-        self._mentioned: set[str] = set()  # ... and those the customer has used
+        self._unmentioned: set[str] = set()  # ... those the customer has not used yet
         # Bumped when what the reads (resp. the messages, writes and proposals) are built from
-        # changes; the groups are rebuilt only then.
-        self._version = {"reads": 0, "writes": 0}
-        self._built = {"reads": -1, "writes": -1}
+        # changes; the groups are rebuilt only then (and a group rebuilt equal is kept as it was).
+        self._v_reads = self._v_writes = 0
+        self._b_reads = self._b_writes = -1
         self._reads_list: list[str] = []
         # The read calls of each ordered set above, appended as its keys arrive (and the number
         # of keys done), so that a rebuild builds only the calls of what is new.
@@ -209,7 +248,7 @@ class AdmissibleActions:
             "find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details", "get_order_details")}
         self._product_reads: dict[str, str] = {}  # product id -> its read call
         # Bumped when the catalog, or a record of self.products, self.orders or self.users, changes.
-        self._tables = {"catalog": 0, "products": 0, "orders": 0, "users": 0}
+        self._t_catalog = self._t_orders = 0
         # (orders version, (lower-case name, product id) of each item), and the same of the catalog.
         self._items: tuple[int, list[tuple[str, str]]] = (-1, [])
         self._catalog_lower: tuple[int, list[tuple[str, str]]] = (-1, [])
@@ -220,12 +259,16 @@ class AdmissibleActions:
         # What the writes on the open orders and addresses, and on each order read, were built from, and them.
         self._by_address: tuple[tuple, list[list]] = ((None,), [])
         self._by_order: dict[str, tuple[Any, tuple, list[list]]] = {}  # order id -> (order, key, its writes)
-        # [tool, arguments, proposal, salient values (built when first needed)] of each write
-        # candidate, and those built in this episode, by a key of the values that make the arguments.
+        self._order_items: dict[str, tuple] = {}  # order id -> (order, its items with an id, their product ids)
+        self._abouts: dict[str, tuple[int, str]] = {}  # order id -> (messages read, _about of it then)
+        # [tool, arguments, proposal] of each write candidate (and its call, once needed), and
+        # those built in this episode, by a key of the values that make the arguments.
         self._writes: list[list] = []
         self._candidates: dict[tuple, list] = {}
         self._refusals: dict[str, str] = {}  # order id -> the refusal naming it
-        self._fixed: tuple[list[str], list[str]] = ([], [])  # messages, proposals
+        self._messages_key: tuple[bool, int] = (False, -1)  # what the messages were built from
+        self._message_list: list[str] = []
+        self._proposals: list[str] = []
         self._answers_for: Any = None
         self._answer_list: list[str] = []
         self._listed: tuple[Any, ...] = ()  # what the last list was built from
@@ -234,9 +277,10 @@ class AdmissibleActions:
     # ------------------------------------------------------------------ observing
     def update(self, messages: Sequence[Mapping[str, Any]]) -> list[str]:
         """Read the messages not seen yet, then return the admissible actions."""
-        if len(messages) < self._seen:
+        seen = self._seen
+        if len(messages) < seen:
             raise ValueError("messages shrank: use a new AdmissibleActions for a new episode")
-        for m in messages[self._seen:]:
+        for m in messages[seen:]:
             self._observe(m)
         self._seen = len(messages)
         return self.actions()
@@ -257,33 +301,38 @@ class AdmissibleActions:
                 self.emails[email] = found = True
             for name_zip in _NAME_ZIP.findall(content) if ", zip code " in content else ():
                 self.name_zips[name_zip] = found = True
-            for oid in _ORDER_ID.findall(content):
+            for oid in _ORDER_ID.findall(content) if "W" in content else ():
                 oid = "#" + oid
                 self.named_orders[oid] = self.order_ids[oid] = found = True
             for a1, a2, city, state, zip_, country in _ADDRESS.findall(content) if ", USA" in content else ():
                 self.addresses[(("address1", a1), ("address2", a2), ("city", city), ("country", country),
                                 ("state", state), ("zip", zip_))] = found = True
             # The lists read the customer's words only for ids, addresses and names of things seen.
-            named = {n for n in self._names - self._mentioned if n in lower}
+            unmentioned = self._unmentioned
+            named = [n for n in unmentioned if n in lower] if unmentioned else ()
             if found or named:
-                self._mentioned |= named
-                self._bump("reads", "writes")
+                unmentioned.difference_update(named)
+                self._v_reads += 1
+                self._v_writes += 1
         elif role == "assistant":
             self.accepted = ""
             for call in m.get("tool_calls") or ():
                 fn = call.get("function") or {}
-                try:
-                    args = loads(fn.get("arguments") or "{}")
-                except ValueError:
-                    args = {}
-                self._calls[call.get("id", "")] = (fn.get("name", ""), args if isinstance(args, dict) else {})
+                self._calls[call.get("id", "")] = fn.get("name", "")
             if content:
                 self._last_agent_text = content
         elif role == "tool":
-            name, args = self._calls.get(m.get("tool_call_id", ""), (m.get("name", ""), {}))
-            self._result(name, args, content)
+            name = self._calls.get(m.get("tool_call_id", ""))
+            self._result(m.get("name", "") if name is None else name, content)
 
-    def _result(self, name: str, args: Mapping[str, Any], content: str) -> None:
+    def _new_names(self, names: Iterable[str]) -> None:
+        """Adds product names seen in a record (lower case)."""
+        new = set(names).difference(self._names)
+        if new:
+            self._names |= new
+            self._unmentioned |= new
+
+    def _result(self, name: str, content: str) -> None:
         if content.startswith("Error"):
             self.latest = None
             return
@@ -291,7 +340,8 @@ class AdmissibleActions:
             if content != self.authenticated:
                 self.authenticated = content
                 self.user_ids[content] = True
-                self._bump("reads", "writes")
+                self._v_reads += 1
+                self._v_writes += 1
             self.latest = (name, content)
             return
         try:
@@ -299,38 +349,43 @@ class AdmissibleActions:
         except ValueError:
             data = content
         self.latest = (name, data)
-        if not isinstance(data, dict):
+        if type(data) is not dict:
             return
         if name == "list_all_product_types":
-            if all(self.catalog.get(str(k)) == str(v) for k, v in data.items()):
+            catalog = self.catalog
+            if all(catalog.get(str(k)) == str(v) for k, v in data.items()):
                 return
-            self.catalog.update({str(k): str(v) for k, v in data.items()})
-            self._names.update(str(k).lower() for k in data)
-            kind, table, key, changed = "catalog", self.catalog, None, ("reads",)
+            catalog.update({str(k): str(v) for k, v in data.items()})
+            self._new_names([str(k).lower() for k in data])
+            self._t_catalog += 1
+            self._v_reads += 1
         elif "variants" in data and "product_id" in data:
-            kind, table, key, changed = "products", self.products, str(data["product_id"]), ("writes",)
+            key = str(data["product_id"])
+            if self.products.get(key) == data:
+                return  # read again, unchanged
+            self.products[key] = data
+            self._v_writes += 1
         elif "order_id" in data and "items" in data:
-            kind, table, key, changed = "orders", self.orders, str(data["order_id"]), ("reads", "writes")
+            key = str(data["order_id"])
             self.order_ids[key] = True
             if isinstance(data.get("user_id"), str):
                 self.user_ids[data["user_id"]] = True
-            self._names.update(str(it.get("name", "")).lower() for it in data["items"] if isinstance(it, dict))
+            self._new_names([str(it.get("name", "")).lower() for it in data["items"] if isinstance(it, dict)])
+            if self.orders.get(key) == data:
+                return
+            self.orders[key] = data
+            self._t_orders += 1
+            self._v_reads += 1
+            self._v_writes += 1
         elif "user_id" in data and "payment_methods" in data:
-            kind, table, key, changed = "users", self.users, str(data["user_id"]), ("reads", "writes")
             for oid in data.get("orders") or ():
                 self.order_ids[str(oid)] = True
-        else:
-            return
-        if key is not None:
-            if table.get(key) == data:
-                return  # read again, unchanged
-            table[key] = data
-        self._tables[kind] += 1
-        self._bump(*changed)
-
-    def _bump(self, *groups: str) -> None:
-        for group in groups:
-            self._version[group] += 1
+            key = str(data["user_id"])
+            if self.users.get(key) == data:
+                return
+            self.users[key] = data
+            self._v_reads += 1
+            self._v_writes += 1
 
     # ------------------------------------------------------------------ listing
     def _call(self, name: str, args: Mapping[str, Any]) -> str:
@@ -343,34 +398,50 @@ class AdmissibleActions:
 
     def actions(self) -> list[str]:
         """The admissible actions now (see the module docstring for the order and the cut)."""
-        built, version = self._built, self._version
-        if built["reads"] != version["reads"]:
-            self._reads_list = self._reads()
-            built["reads"] = version["reads"]
-        if built["writes"] != version["writes"]:
-            self._writes = self._write_candidates()
-            self._fixed = (self._messages(), [w[2] for w in self._writes])
-            built["writes"] = version["writes"]
+        if self._b_reads != self._v_reads:
+            reads = self._reads()
+            if reads != self._reads_list:  # a group rebuilt equal stays the same list
+                self._reads_list = reads
+            self._b_reads = self._v_reads
+        if self._b_writes != self._v_writes:
+            writes = self._write_candidates()
+            if writes != self._writes:  # the same candidates (compared by identity first)
+                self._writes = writes
+                proposals = list(dict.fromkeys([w[2] for w in writes]))
+                if proposals != self._proposals:
+                    self._proposals = proposals
+            self._messages()
+            self._b_writes = self._v_writes
         if self._answers_for is not self.latest:
-            self._answer_list = self._answers()
+            answers = self._answers()
+            if answers != self._answer_list:
+                self._answer_list = answers
             self._answers_for = self.latest
-        # The list is built from these; when none changed, it is the last one again.
+        # The list is built from these; when none changed, it is the last one again. The groups
+        # never share an action (each has its own text or tool names), and each holds no duplicate,
+        # so joining them is de-duplicating them.
+        messages, reads, answers, proposals = self._message_list, self._reads_list, self._answer_list, self._proposals
         last = self._listed
-        if not (last and last[0] is self._reads_list and last[1] is self._fixed and last[2] is self._answer_list
-                and last[3] == self.accepted):
-            messages, proposals = self._fixed
-            accepted = self._accepted(self._writes) if self.accepted else []
-            actions = dict.fromkeys(itertools.chain(messages, accepted, self._reads_list, self._answer_list,
-                                                    proposals))
-            self._list = list(itertools.islice(actions, self.max_actions))
-            self._listed = (self._reads_list, self._fixed, self._answer_list, self.accepted)
-        return list(self._list)
+        if not (last and last[0] is reads and last[1] is messages and last[2] is proposals and last[3] is answers
+                and last[4] == self.accepted and (not self.accepted or last[5] is self._writes)):
+            if self.accepted:
+                out = [*messages, *dict.fromkeys(self._accepted(self._writes)), *reads, *answers, *proposals]
+            else:
+                out = [*messages, *reads, *answers, *proposals]
+            if len(out) > self.max_actions:
+                del out[self.max_actions:]
+            self._list = out
+            self._listed = (reads, messages, proposals, answers, self.accepted, self._writes)
+        return self._list[:]
 
     def _has(self, name: str) -> bool:
         return name in self.schemas
 
     def _messages(self) -> list[str]:
-        out = [] if self.authenticated else [say(ASK_IDENTITY)]
+        key = (not self.authenticated, len(self.orders))  # orders only grow
+        if key == self._messages_key:
+            return self._message_list
+        out = [say(ASK_IDENTITY)] if key[0] else []
         out += [say(ANYTHING_ELSE), say(REFUSE)]
         refusals = self._refusals
         for oid in self.orders:
@@ -380,6 +451,8 @@ class AdmissibleActions:
                                            "our policy does not allow it.")
             out.append(text)
         out.append(say(GOODBYE))
+        self._messages_key = key
+        self._message_list = out
         return out
 
     def _read_group(self, tool: str, seen: Mapping[Any, bool]) -> list[str]:
@@ -389,34 +462,34 @@ class AdmissibleActions:
         if done[0] < len(seen):
             for key in itertools.islice(seen, done[0], None):
                 if tool == "find_user_id_by_email":
-                    calls.append(_str_call(tool, email=key))
+                    calls.append(_read_call(tool, "email", key))
                 elif tool == "find_user_id_by_name_zip":
                     calls.append(_str_call(tool, first_name=key[0], last_name=key[1], zip=key[2]))
                 elif tool == "get_user_details":
-                    calls.append(_str_call(tool, user_id=key))
+                    calls.append(_read_call(tool, "user_id", key))
                 else:  # get_order_details
-                    calls.append(_str_call(tool, order_id=key))
+                    calls.append(_read_call(tool, "order_id", key))
                     if self.near_misses:
-                        calls.append(_str_call(tool, order_id=key.lstrip("#")))
+                        calls.append(_read_call(tool, "order_id", key.lstrip("#")))
             done[0] = len(seen)
         return calls
 
     def _reads(self) -> list[str]:
         out = []
-        for tool, seen in (("find_user_id_by_email", self.emails), ("find_user_id_by_name_zip", self.name_zips),
-                           ("get_user_details", self.user_ids), ("get_order_details", self.order_ids)):
-            if seen and tool in self.schemas:
+        for tool, seen in self._read_sets:
+            if seen:
                 calls, done = self._read_calls[tool]
                 out += calls if done[0] == len(seen) else self._read_group(tool, seen)
-        if "get_product_details" in self.schemas:
+        if "get_product_details" in self.schemas and (self.orders or self.catalog):
             reads = self._product_reads
             for p in self._product_ids():
                 text = reads.get(p)
                 if text is None:
-                    text = reads[p] = _str_call("get_product_details", product_id=p)
+                    text = reads[p] = _read_call("get_product_details", "product_id", p)
                 out.append(text)
         out += self._constant_reads
-        return out
+        # Each group holds distinct keys, so distinct calls, but for the order ids without '#'.
+        return list(dict.fromkeys(out)) if self.near_misses else out
 
     def _product_ids(self) -> list[str]:
         """Products worth reading: those the customer named (of read orders' items or the catalog),
@@ -424,25 +497,25 @@ class AdmissibleActions:
         if not self.orders and not self.catalog:
             return []  # nothing to name, nothing to read
         text = self._lower
-        key = (self._tables["orders"], self._tables["catalog"], len(text))  # text only grows
+        key = (self._t_orders, self._t_catalog, len(text))  # text only grows
         if key == self._products_named[0]:
             return self._products_named[1]
         version, items = self._items
-        if version != self._tables["orders"]:
+        if version != self._t_orders:
             items = [(str(it.get("name", "")).lower(), str(it.get("product_id", ""))) for o in self.orders.values()
                      for it in o.get("items") or () if isinstance(it, dict)]
-            self._items = (self._tables["orders"], items)
+            self._items = (self._t_orders, items)
         version, catalog = self._catalog_lower
-        if version != self._tables["catalog"]:
+        if version != self._t_catalog:
             catalog = [(name.lower(), pid) for name, pid in self.catalog.items()]
-            self._catalog_lower = (self._tables["catalog"], catalog)
+            self._catalog_lower = (self._t_catalog, catalog)
         # Whether each name is in the text, remembered: -1 when it is (the text only grows), else the
         # length of the text it is not in. The text grows by "\n" + a message, so a name without
         # "\n" that is in it now but was not then lies wholly in what was added.
         upto = self._said_upto
         size = len(text)
         named = []
-        for name, pid in [*items, *catalog]:
+        for name, pid in itertools.chain(items, catalog):
             if not name:
                 continue
             checked = upto.get(name, 0)
@@ -456,14 +529,18 @@ class AdmissibleActions:
                     upto[name] = size
         if not named and self.catalog:
             named = list(self.catalog.values())
-        out = _unique(p for p in [*named, *(pid for _, pid in items)] if p)
+        found = dict.fromkeys(named)
+        found.update(dict.fromkeys([pid for _, pid in items]))
+        found.pop("", None)  # every id is a str: "" is the only one that is false
+        out = list(found)
+        if out == self._products_named[1]:
+            out = self._products_named[1]
         self._products_named = (key, out)
         return out
 
     def _answers(self) -> list[str]:
-        if self.latest is None or not isinstance(self.latest[1], dict):
+        if self.latest is None or type(data := self.latest[1]) is not dict:
             return []
-        data = self.latest[1]
         amounts: list[float] = []
         if isinstance(data.get("items"), list):
             prices = [it["price"] for it in data["items"] if isinstance(it, dict)
@@ -481,7 +558,18 @@ class AdmissibleActions:
                 amounts += [min(available), max(available)]
             if variants:
                 amounts.append(min(v["price"] for v in variants))
-        return _unique(say(f"The amount is ${x:,.2f}.") for x in amounts)
+        if not amounts:
+            return []
+        texts = _AMOUNTS
+        out = []
+        for x in amounts:
+            text = texts.get(x) if x else None  # a zero may be -0.0, written with its sign
+            if text is None:
+                text = say(f"The amount is ${x:,.2f}.")
+                if x and len(texts) < 65536:
+                    texts[x] = text
+            out.append(text)
+        return _unique(out)
 
     # ------------------------------------------------------------------ writes
     def _payment_methods(self, order: Mapping[str, Any]) -> list[str]:
@@ -501,42 +589,51 @@ class AdmissibleActions:
 
     def _open_orders(self) -> list[str]:
         """Orders a pending-only write may target: named by the customer and not read as
-        non-pending, then read as pending."""
-        key = (len(self.named_orders), self._tables["orders"])  # named orders only grow
+        non-pending, then read as pending (the same list object while it holds the same ids)."""
+        key = (len(self.named_orders), self._t_orders)  # named orders only grow
         if key == self._open[0]:
             return self._open[1]
         orders = self.orders
         named = [oid for oid in self.named_orders
                  if oid not in orders or orders[oid].get("status") in (None, "pending")]
-        out = _unique([*named, *(oid for oid, o in self.orders.items() if o.get("status") == "pending")])
+        out = _unique([*named, *(oid for oid, o in orders.items() if o.get("status") == "pending")])
+        if out == self._open[1]:
+            out = self._open[1]
         self._open = (key, out)
         return out
 
     def _candidate(self, key: tuple | None, name: str, args: dict[str, Any]) -> list:
-        """The write candidate ``[name, args, proposal, salient values or None until needed]`` (and
-        the call, once needed), built once per episode for each ``key`` (the strings that make
-        ``args``; None when a value is not a string)."""
+        """The write candidate ``[name, args, proposal]`` (and the call, once needed), built once per
+        episode for each ``key`` (the strings that make ``args``; None when a value is not a string)."""
         found = None if key is None else self._candidates.get(key)
         if found is None:
-            found = [name, args, say(propose(name, args)), None]
+            found = [name, args, say(propose(name, args))]
             if key is not None:
                 self._candidates[key] = found
         return found
 
     def _write_candidates(self) -> list[list]:
-        out: list[list] = []
         candidate = self._candidate
         open_orders = self._open_orders()
-        key = (open_orders, len(self.addresses), self.authenticated)  # addresses only grow
         last_key, by_address = self._by_address
-        if not (last_key[0] is open_orders and last_key[1:] == key[1:]):
+        if not (last_key[0] is open_orders and last_key[1] == len(self.addresses)
+                and last_key[2] == self.authenticated):  # addresses only grow
             by_address = []
             if "cancel_pending_order" in self.schemas:
                 reasons = (self.schemas["cancel_pending_order"].get("parameters", {}).get("properties", {})
                            .get("reason", {}).get("enum") or ["no longer needed", "ordered by mistake"])
+                candidates = self._candidates
                 for oid in open_orders:
-                    by_address += [candidate(("cancel_pending_order", oid, r) if type(r) is str else None,
-                                             "cancel_pending_order", {"order_id": oid, "reason": r}) for r in reasons]
+                    for r in reasons:
+                        if type(r) is not str:
+                            by_address.append(candidate(None, "cancel_pending_order", {"order_id": oid, "reason": r}))
+                            continue
+                        found = candidates.get(("cancel_pending_order", oid, r))
+                        if found is None:  # propose(), written out
+                            found = candidates[("cancel_pending_order", oid, r)] = [
+                                "cancel_pending_order", {"order_id": oid, "reason": r},
+                                say(f"To confirm, I will cancel order {oid} with reason '{r}'. Shall I proceed?")]
+                        by_address.append(found)
             for address in self.addresses:
                 addr = dict(address)
                 if "modify_pending_order_address" in self.schemas:
@@ -546,8 +643,10 @@ class AdmissibleActions:
                 if "modify_user_address" in self.schemas and self.authenticated:
                     by_address.append(candidate(("modify_user_address", self.authenticated, address),
                                                 "modify_user_address", {"user_id": self.authenticated, **addr}))
-            self._by_address = (key, by_address)
-        out += by_address
+            self._by_address = ((open_orders, len(self.addresses), self.authenticated), by_address)
+        if not self.orders:
+            return by_address
+        out = by_address[:]
         for oid, order in self.orders.items():
             out += self._order_writes(oid, order)
         return out
@@ -556,12 +655,17 @@ class AdmissibleActions:
         """The write candidates on the items and payment of one order read; rebuilt only when the
         order, a user or product read, or what the customer said about the order changed."""
         text = self._about(oid)
-        items = [it for it in order.get("items") or () if isinstance(it, dict) and "item_id" in it]
+        prepared = self._order_items.get(oid)
+        if prepared is None or prepared[0] is not order:
+            items = [it for it in order.get("items") or () if isinstance(it, dict) and "item_id" in it]
+            prepared = self._order_items[oid] = (order, items, [str(it.get("product_id")) for it in items])
+        _, items, product_ids = prepared
         uid = order.get("user_id", "")
         # What the writes read besides the order and the text: its user (see _payment_methods and
         # _user_methods) and its items' products (see _swaps).
+        products = self.products
         key = (self.users.get(uid) if isinstance(uid, str) else None,
-               [self.products.get(str(it.get("product_id"))) for it in items], text)
+               [products.get(p) for p in product_ids] if products else None, text)
         cached = self._by_order.get(oid)
         if cached is not None and cached[0] is order and cached[1] == key:
             return cached[2]
@@ -574,15 +678,24 @@ class AdmissibleActions:
                             or status == "pending" and ("modify_pending_order_items" in has
                                                         or "modify_pending_order_payment" in has))
             methods = self._payment_methods(order) if uses_methods else []
-            if status == "delivered" and "return_delivered_order_items" in self.schemas:
-                out += [self._candidate(("return_delivered_order_items", oid, tuple(ids), pm),
-                                        "return_delivered_order_items",
-                                        {"order_id": oid, "item_ids": ids, "payment_method_id": pm})
-                        for ids in self._item_sets(items, text) for pm in methods]
-            for tool, wanted in _SWAPS.items():
-                if status == wanted and tool in self.schemas:
-                    out += self._swaps(tool, oid, methods[:1], items, text)
-            if status == "pending" and "modify_pending_order_payment" in self.schemas:
+            if status == "delivered" and "return_delivered_order_items" in has:
+                candidates = self._candidates
+                for ids in self._item_sets(items, text):
+                    t = tuple(ids)
+                    for pm in methods:
+                        found = candidates.get(("return_delivered_order_items", oid, t, pm))
+                        if found is None:  # propose(), written out
+                            found = candidates[("return_delivered_order_items", oid, t, pm)] = [
+                                "return_delivered_order_items",
+                                {"order_id": oid, "item_ids": ids, "payment_method_id": pm},
+                                say(f"To confirm, I will return items {', '.join(map(str, ids))} from order {oid}, "
+                                    f"refunding to {pm}. Shall I proceed?")]
+                        out.append(found)
+            if products:
+                for tool, wanted in _SWAPS.items():
+                    if status == wanted and tool in has:
+                        out += self._swaps(tool, oid, methods[:1], items, text)
+            if status == "pending" and "modify_pending_order_payment" in has:
                 current = methods[:1]
                 out += [self._candidate(("modify_pending_order_payment", oid, pm) if type(pm) is str else None,
                                         "modify_pending_order_payment", {"order_id": oid, "payment_method_id": pm})
@@ -592,6 +705,10 @@ class AdmissibleActions:
 
     def _about(self, oid: str) -> str:
         """What the customer said about an order: their sentences naming it (lower case), else everything."""
+        said_count = len(self._said)
+        cached = self._abouts.get(oid)
+        if cached is not None and cached[0] == said_count:  # no customer message since
+            return cached[1]
         key = oid.lstrip("#").lower()
         said = []
         for i, message in enumerate(self._said):
@@ -600,7 +717,9 @@ class AdmissibleActions:
                 if sentences is None:
                     sentences = self._sentences[i] = _SENTENCE.split(message)
                 said += [t for t in sentences if key in t]
-        return " ".join(said) if said else self._lower
+        text = " ".join(said) if said else self._lower
+        self._abouts[oid] = (said_count, text)
+        return text
 
     def _user_methods(self, order: Mapping[str, Any]) -> list[str]:
         user = self.users.get(order.get("user_id", ""))
@@ -627,10 +746,16 @@ class AdmissibleActions:
             if product is None or str(it.get("name", "")).lower() not in text:
                 continue
             item_id = str(it["item_id"])
+            candidates = self._candidates
             for new in self._variant_choices_of(product, item_id, text):
-                out.append(self._candidate((tool, oid, item_id, new, pm[0]), tool,
-                                           {"order_id": oid, "item_ids": [item_id], "new_item_ids": [new],
-                                            "payment_method_id": pm[0]}))
+                found = candidates.get((tool, oid, item_id, new, pm[0]))
+                if found is None:  # propose(), written out
+                    found = candidates[(tool, oid, item_id, new, pm[0])] = [
+                        tool, {"order_id": oid, "item_ids": [item_id], "new_item_ids": [new], "payment_method_id": pm[0]},
+                        say(f"To confirm, I will {'exchange' if tool.startswith('exchange') else 'modify'} items "
+                            f"{item_id} in order {oid} for items {new}, settling any difference with {pm[0]}. "
+                            "Shall I proceed?")]
+                out.append(found)
         return out
 
     def _variant_choices_of(self, product: Mapping[str, Any], current: str, text: str) -> list[str]:
@@ -654,11 +779,13 @@ class AdmissibleActions:
                  if v.get("item_id") != current and all(said[words] for _, _, words in options)]
         available = [x for x in available if x[0].get("item_id") != current]
         cheapest_with = []
+        taken: set = set()  # the (option, value) pairs of cheapest_with
         for v, options in available:
             for k, val, words in options:
-                if said[words] and (k, val) not in {kv for kv, _ in cheapest_with}:
-                    cheapest_with.append(((k, val), v["item_id"]))
-        choices = exact + [i for _, i in cheapest_with] + [v["item_id"] for v, _ in available[:1]]
+                if said[words] and (k, val) not in taken:
+                    cheapest_with.append(v["item_id"])
+                    taken.add((k, val))
+        choices = exact + cheapest_with + [v["item_id"] for v, _ in available[:1]]
         return _unique(str(c) for c in choices)
 
     @staticmethod
@@ -682,13 +809,11 @@ class AdmissibleActions:
         said = self.accepted.lower()
         out = []
         for write in writes:
-            name, args, _, salient = write[:4]
-            if salient is None:
-                salient = write[3] = _salient(args)
-            if all(v in said for v in salient):
-                if len(write) == 4:
+            name, args = write[0], write[1]
+            if _named_in(args, said):
+                if len(write) == 3:
                     write.append(self._call(name, args))
-                out.append(write[4])
+                out.append(write[3])
                 if self.near_misses:
                     out += [self._call(name, twin) for twin in self._twins(name, args, writes)]
         return out
