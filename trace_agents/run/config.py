@@ -196,7 +196,7 @@ QUICK = dict(collect_episodes=8, calibration_seeds=2, calibration_rollouts=2, ca
 # The scorer plays thousands of episodes in minutes, so its run spends a budget RL can move a
 # policy with: GRPO groups of 8, 8 tasks a step, and 200 held-out episodes per method.
 SCORER = dict(collect_episodes=200, calibration_seeds=8, calibration_rollouts=4, calibration_probes=3,
-              steps_per_adapter=30, num_generations=8, groups_per_step=8, learning_rate=3e-3, router_examples=32,
+              steps_per_adapter=20, num_generations=8, groups_per_step=8, learning_rate=3e-3, router_examples=32,
               eval_episodes=200, curve_points=3, curve_episodes=100, batch_size=32)
 QUICK_SCORER = dict(collect_episodes=16, calibration_seeds=2, calibration_rollouts=2, calibration_probes=1,
                     max_capabilities=1, steps_per_adapter=2, num_generations=4, groups_per_step=2,

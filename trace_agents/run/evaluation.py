@@ -107,12 +107,13 @@ def _rate(summary: Mapping[str, Any], cap: str) -> dict[str, Any]:
 def adapter_effects(run: Run, policy: Any, synth: Mapping[str, Any], train: Mapping[str, Any],
                     base_target: Mapping[str, Any]) -> dict[str, Any]:
     """Whether each adapter does its job: its capability's mistake rate, base agent vs adapter, on
-    held-out seeds of the capability's synthetic env and of the target (the same seeds as the methods)."""
+    ``curve_episodes`` held-out seeds of the capability's synthetic env and of the target (the
+    first of the methods' seeds; the base agent's target rate is read on all of the methods' seeds)."""
     from trace_agents import evaluate as ev
 
     c = run.config
     evals = run.dir / "eval"
-    seed0, n = SEEDS["heldout"], c.eval_episodes
+    seed0, n = SEEDS["heldout"], min(c.curve_episodes, c.eval_episodes)
     out = {}
     for cap, env_id in synth.get("envs", {}).items():
         kw = dict(batch_size=c.batch_size, resume=True, progress=False, env_kwargs=turn_limit(c.max_turns))

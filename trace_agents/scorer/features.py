@@ -5,7 +5,7 @@ reads an episode's messages incrementally (only those added since its last call)
 :meth:`Conversation.decision` turns the candidates into a :class:`Decision`:
 
 **State texts** (ids masked, see :func:`~trace_agents.scorer.text.mask`): the customer's
-first message (the request), their latest message, the latest tool result, the agent's
+first message (the request, sentence by sentence), their latest message, the latest tool result, the agent's
 last action, and every earlier agent action (averaged). A tool result is read as its
 ``key=value`` leaves (:func:`pieces`), averaged: short pieces such as ``status=delivered``
 recur across episodes, so the cache encodes each once, where whole records never recur.
@@ -15,7 +15,8 @@ tool result, whether it is an error, how many tool results and customer messages
 how many ids the customer wrote that the agent has not used, and how many agent turns
 since the customer last wrote.
 
-**Per candidate**: the masked action text; a *gloss* (the ``key=value`` pieces of the
+**Per candidate**: the masked action text (a tool call as its pieces, ``call NAME`` and
+each ``key=VALUE``); a *gloss* (the ``key=value`` pieces of the
 record its first id was last seen in, such as an order's status); the customer's
 *sentences that contain its ids* (so a proposal on order #W1 is read beside "(2) I want to
 return the lamp from order #W1"); and the numbers of
@@ -62,6 +63,7 @@ CANDIDATE_FEATURES = (
 )
 MAX_PIECES = 48
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\s+(?=\(\d+\)\s)")
+_ARG = re.compile(r'\S+?=(?:"(?:[^"\\]|\\.)*"|\[[^\]]*\]|\S+)')
 _TOKEN = re.compile(r"[#\w.@-]*\d[\w.@-]*")
 _NONE = "none"
 
@@ -102,6 +104,17 @@ def readable_call(name: str, arguments: Mapping[str, Any]) -> str:
 
 
 Bag = tuple[str, ...]  # texts whose embeddings are averaged into one vector
+
+
+def call_pieces(readable: str) -> Bag:
+    """A call's masked pieces: ``call NAME`` and each ``key=VALUE`` (the pieces recur; whole calls with
+    addresses or names rarely do)."""
+    head, _, rest = readable.partition(" ")
+    name, _, args = rest.partition(" ")
+    parts = [f"{head} {name}"]
+    if args:
+        parts += [mask(p, 120) for p in _ARG.findall(args)]
+    return tuple(parts)
 
 
 @dataclass
@@ -209,7 +222,8 @@ class Conversation:
 
     def __init__(self) -> None:
         self._seen = 0
-        self.first_user = self.last_user = ""
+        self.first_user: Bag = ()
+        self.last_user = ""
         self.last_tool: Bag = (_NONE,)
         self.latest_is_tool = self.latest_is_error = False
         self.turns = self.tool_results = self.user_messages = self.since_user = 0
@@ -242,7 +256,9 @@ class Conversation:
         if role == "user":
             self.user_messages += 1
             if not self.first_user:
-                self.first_user = mask(content)
+                # Read sentence by sentence: "(2) I want to return ..." recurs across episodes, the
+                # whole opening (its mix of requests) almost never does.
+                self.first_user = tuple(mask(x, 300) for x in _SENTENCE.split(content) if x) or (_NONE,)
             self.last_user = mask(content)
             self.user_text += " " + content.lower()
             self.last_user_tokens = id_tokens(content)
@@ -300,7 +316,7 @@ class Conversation:
         fresh_tool = self.last_tool_tokens - self.agent_tokens
         for c in candidates:
             kind, canonical, readable, ids = parse_candidate(c)
-            texts.append((mask(readable),))
+            texts.append(call_pieces(readable) if kind == "tool" else (mask(readable),))
             n = len(ids)
 
             def share(tokens: set[str], ids: tuple[str, ...] = ids, n: int = n) -> float:
@@ -329,7 +345,7 @@ class Conversation:
                 sum(matches) / len(matches) if matches else 0.0, max(matches) if matches else 0.0,
                 share(fresh_user), share(fresh_tool),
             ))
-        state = ((self.first_user or _NONE,), (self.last_user or _NONE,), self.last_tool,
+        state = (self.first_user or (_NONE,), (self.last_user or _NONE,), self.last_tool,
                  (self.history[-1] if self.history else _NONE,))
         numbers = (min(self.turns, 30) / 30, float(self.latest_is_tool), float(self.latest_is_error),
                    min(self.tool_results, 20) / 20, min(self.user_messages, 10) / 10,
