@@ -354,3 +354,18 @@ def test_curve_points_merge_each_checkpoint_as_the_route_merged_the_final_adapte
     assert torch.allclose(delta(got), 0.84 * delta("pre") + 0.16 * delta("data"), atol=1e-5)
     assert checkpoint_choice(policy, "pre", {"pre": "pre@2"}, "ckpt0") == "pre@2"
     assert checkpoint_choice(policy, None, at_step, "ckpt0") is None
+
+
+def test_the_report_scores_the_analysis_against_the_injected_deficits(tmp_path):
+    from trace_agents.run.report import analysis_vs_deficits
+
+    run = Run(RunConfig(runs_dir=str(tmp_path), name="a"))
+    (run.dir / "bootstrap").mkdir()
+    deficits = {"precondition_verification": 0.35, "structured_data_reasoning": 0.2, "tool_calling_precision": 0.1,
+                "multi_step_completion": 0.0}
+    (run.dir / "bootstrap" / "report.json").write_text(json.dumps({"config": {"deficits": deficits}}))
+    stages = {"base": {"bootstrapped": True},
+              "analyze": {"by_analysis": ["precondition_verification", "multi_step_completion"]}}
+    got = analysis_vs_deficits(run, stages)
+    assert got["precision"] == 0.5 and got["recall"] == 1 / 3
+    assert analysis_vs_deficits(run, {**stages, "base": {"bootstrapped": False}}) is None

@@ -18,15 +18,31 @@ def write_report(run: Run, stages: Mapping[str, Any]) -> dict[str, Any]:
                "adapters": evaluation.get("adapters", {})}
     if "tau2" in evaluation:
         results["tau2"] = evaluation["tau2"]
-    (run.dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     plots = {
         "success": plot_success(evaluation["methods"], run.dir / "success.png"),
         "curve": plot_curve(evaluation["curve"], run.dir / "budget_curve.png"),
         "routing": plot_confusion(stages["route"]["accuracy"]["confusion"], run.dir / "routing_confusion.png"),
     }
+    results["analysis_vs_deficits"] = analysis_vs_deficits(run, stages)
     analysis_png = stages["analyze"]["paths"].get("png")
+    (run.dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (run.dir / "report.md").write_text(format_report(run, stages, results, plots, analysis_png), encoding="utf-8")
     return results
+
+
+def analysis_vs_deficits(run: Run, stages: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Precision and recall of the analysis' selection against the deficits the bootstrap injected
+    (a capability counts as injected when its rate is > 0); None when the run did not bootstrap."""
+    report = run.dir / "bootstrap" / "report.json"
+    if not stages.get("base", {}).get("bootstrapped") or not report.exists():
+        return None
+    deficits = json.loads(report.read_text(encoding="utf-8"))["config"]["deficits"]
+    injected = {cap for cap, rate in deficits.items() if rate > 0}
+    selected = set(stages["analyze"]["by_analysis"])
+    hits = selected & injected
+    return {"injected": sorted(injected), "selected": sorted(selected),
+            "precision": len(hits) / len(selected) if selected else None,
+            "recall": len(hits) / len(injected) if injected else None}
 
 
 def _plt() -> Any:
@@ -195,6 +211,10 @@ def format_report(run: Run, stages: Mapping[str, Any], results: Mapping[str, Any
     an = stages["analyze"]
     lines += ["", "## Analysis", "", f"Selected by analysis: {', '.join(an['by_analysis']) or 'none'}; trained: "
               f"{', '.join(an['selected'])}."]
+    versus = results.get("analysis_vs_deficits")
+    if versus:
+        lines += ["", f"Against the deficits the bootstrap injected ({', '.join(versus['injected']) or 'none'}): "
+                  f"precision {_fmt(versus['precision'])}, recall {_fmt(versus['recall'])}."]
     if analysis_png:
         lines += ["", f"![ER+ and ER- per capability]({Path(analysis_png).name})"]
     lines += ["", "## Synthetic envs", "", "| capability | env | calibration | mean reward |", "|---|---|---|---|"]
