@@ -40,6 +40,19 @@ TARGET = "trace/retail-v0"
 CAPABILITY_ENVS = tuple(EVAL_CAPABILITY_ENVS.values())  # one env per capability
 
 
+def check_demonstrations(deficits: dict[str, float], target_share: float) -> None:
+    """Refuse a deficit profile or target share that cannot make demonstrations (both agent kinds)."""
+    from trace_envs import CAPABILITIES
+
+    for cap, rate in deficits.items():
+        if cap not in CAPABILITIES:
+            raise ValueError(f"unknown capability {cap!r} in deficits; use {list(CAPABILITIES)}")
+        if not 0 <= rate <= 1:
+            raise ValueError(f"deficit rate of {cap} must be in [0, 1], got {rate}")
+    if not 0 <= target_share <= 1:
+        raise ValueError(f"target_share must be in [0, 1], got {target_share}")
+
+
 @dataclass
 class BootstrapConfig:
     """Settings of ``trace bootstrap``; every field is a CLI flag."""
@@ -70,15 +83,7 @@ class BootstrapConfig:
     seed: int = field(default=0, metadata={"help": "seed for demos, training and sampling"})
 
     def __post_init__(self) -> None:
-        from trace_envs import CAPABILITIES
-
-        for cap, rate in self.deficits.items():
-            if cap not in CAPABILITIES:
-                raise ValueError(f"unknown capability {cap!r} in deficits; use {list(CAPABILITIES)}")
-            if not 0 <= rate <= 1:
-                raise ValueError(f"deficit rate of {cap} must be in [0, 1], got {rate}")
-        if not 0 <= self.target_share <= 1:
-            raise ValueError(f"target_share must be in [0, 1], got {self.target_share}")
+        check_demonstrations(self.deficits, self.target_share)
         if self.demos < 1 or self.batch_size < 1 or self.max_length < 128 or self.max_new_tokens < 1:
             raise ValueError("demos, batch_size and max_new_tokens must be >= 1 and max_length >= 128")
         if self.micro_batch < 1 or self.batch_size % self.micro_batch:

@@ -381,6 +381,21 @@ def last_checkpoint(out: str | Path) -> Path | None:
     return next((d for _, d in checkpoints(out) if _complete(d)), None)
 
 
+def trim_log(path: Path, step: int) -> None:
+    """Drop the ``log.jsonl`` lines past ``step`` (and any torn by a kill): a resumed run writes them again."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line torn by a kill
+        if entry.get("step", 0) <= step:
+            kept.append(line)
+    path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+
+
 def _log_callback(path: Path, settings: GRPOSettings) -> Any:
     from transformers import TrainerCallback
 
@@ -388,17 +403,8 @@ def _log_callback(path: Path, settings: GRPOSettings) -> Any:
         """Appends each log to ``log.jsonl``; on resume, drops lines past the checkpoint's step."""
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if not path.exists() or not state.is_world_process_zero:
-                return
-            kept = []
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue  # a line torn by a kill
-                if entry.get("step", 0) <= state.global_step:
-                    kept.append(line)
-            path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+            if state.is_world_process_zero:
+                trim_log(path, state.global_step)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None,
                    **kw: Any) -> None:

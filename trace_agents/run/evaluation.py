@@ -181,14 +181,16 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
                        if (d / "adapter_model.safetensors").exists())
         return found[:-1]
 
-    # GRPO on the target: its checkpoints.
-    for step, d in checkpoints(baselines["grpo_target"]["adapter"]):
-        name = f"grpo_target@{step}"
-        if name not in policy.adapters:
-            policy.load_adapter(name, d)
-        s = ev.evaluate(policy, c.target, n, seed0, adapter=name, batch_size=c.batch_size,
-                        store=evals / "curve.jsonl", resume=True, progress=False, env_kwargs=turn_limit(c.max_turns))
-        curve["grpo_target"].append([float(step * c.rollouts_per_step), s["success"], s["mean_return"]])
+    # GRPO on the target and the single adapter: their checkpoints.
+    for method in ("grpo_target", "single_adapter"):
+        for step, d in checkpoints(baselines[method]["adapter"]):
+            name = f"{method}@{step}"
+            if name not in policy.adapters:
+                policy.load_adapter(name, d)
+            s = ev.evaluate(policy, c.target, n, seed0, adapter=name, batch_size=c.batch_size,
+                            store=evals / "curve.jsonl", resume=True, progress=False,
+                            env_kwargs=turn_limit(c.max_turns))
+            curve[method].append([float(step * c.rollouts_per_step), s["success"], s["mean_return"]])
     # TRACE: every capability adapter at the same fraction of its steps.
     per_cap = {cap: checkpoints(path) for cap, path in train["adapters"].items()}
     depth = min((len(v) for v in per_cap.values()), default=0)
@@ -205,14 +207,6 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
                         batch_size=c.batch_size, store=evals / "curve.jsonl", resume=True, progress=False,
                         env_kwargs=turn_limit(c.max_turns))
         curve["trace"].append([float(pre_training + used), s["success"], s["mean_return"]])
-    # The single adapter: its checkpoints.
-    for step, d in checkpoints(baselines["single_adapter"]["adapter"]):
-        name = f"single_adapter@{step}"
-        if name not in policy.adapters:
-            policy.load_adapter(name, d)
-        s = ev.evaluate(policy, c.target, n, seed0, adapter=name, batch_size=c.batch_size,
-                        store=evals / "curve.jsonl", resume=True, progress=False, env_kwargs=turn_limit(c.max_turns))
-        curve["single_adapter"].append([float(step * c.rollouts_per_step), s["success"], s["mean_return"]])
     for m in [m for m in curve if m != "gepa"]:
         curve[m].append([float(methods[m]["rollouts_used"]), methods[m]["success"], methods[m]["mean_return"]])
     if gepa_policy is None:

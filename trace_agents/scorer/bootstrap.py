@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trace_agents.bootstrap import (CAPABILITY_ENVS, DEFAULT_DEFICITS, TARGET, acceptance, format_checks,
-                                    format_report)
+from trace_agents.bootstrap import (CAPABILITY_ENVS, DEFAULT_DEFICITS, TARGET, acceptance, check_demonstrations,
+                                    format_checks, format_report)
 
 
 @dataclass
@@ -44,16 +44,9 @@ class ScorerBootstrapConfig:
     seed: int = field(default=0, metadata={"help": "seed for demos, initialization, training and sampling"})
 
     def __post_init__(self) -> None:
-        from trace_envs import CAPABILITIES
         from trace_envs.registration import check_id
 
-        for cap, rate in self.deficits.items():
-            if cap not in CAPABILITIES:
-                raise ValueError(f"unknown capability {cap!r} in deficits; use {list(CAPABILITIES)}")
-            if not 0 <= rate <= 1:
-                raise ValueError(f"deficit rate of {cap} must be in [0, 1], got {rate}")
-        if not 0 <= self.target_share <= 1:
-            raise ValueError(f"target_share must be in [0, 1], got {self.target_share}")
+        check_demonstrations(self.deficits, self.target_share)
         for name in ("demos", "batch_size", "hidden", "eval_episodes", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

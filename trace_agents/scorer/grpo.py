@@ -151,20 +151,6 @@ def _load_checkpoint(checkpoint: Path, policy: Any, optimizer: torch.optim.Optim
     return int(json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
 
 
-def _trim_log(path: Path, step: int) -> None:
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue  # a line torn by a kill
-        if entry.get("step", 0) <= step:
-            kept.append(line)
-    path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-
-
 def train_scorer_adapter(settings: Any, model: Any, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train one LoRA adapter on a scorer with GRPO; returns the summary (also ``out/summary.json``).
 
@@ -175,7 +161,7 @@ def train_scorer_adapter(settings: Any, model: Any, resume: bool = False, progre
     import trace_envs
     from trace_agents.rollout import rollout, turn_limit
     from trace_agents.scorer.agent import ScorerPolicy
-    from trace_agents.training import _complete, checkpoints, last_checkpoint
+    from trace_agents.training import _complete, checkpoints, last_checkpoint, trim_log
 
     out = Path(settings.out)
     for env_id in settings.env_ids:
@@ -205,7 +191,7 @@ def train_scorer_adapter(settings: Any, model: Any, resume: bool = False, progre
     policy.temperature = settings.temperature
     policy._generator.manual_seed(settings.seed)
     start = _load_checkpoint(checkpoint, policy, optimizer) if checkpoint else 0
-    _trim_log(out / "log.jsonl", start)
+    trim_log(out / "log.jsonl", start)
     env_kwargs = {**policy.env_kwargs, **(turn_limit(settings.max_turns) if settings.max_turns else {})}
     tasks = settings.tasks()
     t0 = time.perf_counter()
