@@ -81,7 +81,13 @@ def run_ablation(demos: int = 400, episodes: int = 200, groups: tuple[str, ...] 
         rows.append(row)
         print(f"[ablation] {group}: sampled {row['sampled']['success']:.3f}, greedy {row['greedy']['success']:.3f}",
               flush=True)
-    out = {"demos": demos, "decisions": len(data.decisions), "episodes": episodes, "seed": seed, "rows": rows,
+        out = _write(out_dir, demos, len(data.decisions), episodes, seed, rows)  # after every row: a kill keeps them
+    return out
+
+
+def _write(out_dir: str | Path, demos: int, decisions: int, episodes: int, seed: int,
+           rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {"demos": demos, "decisions": decisions, "episodes": episodes, "seed": seed, "rows": rows,
            "machine": machine_info(), "git_commit": git_commit()}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
