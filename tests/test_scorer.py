@@ -283,6 +283,11 @@ def test_training_changes_the_adapter_and_not_the_base(tmp_path, saved_scorer):
     log = read_log(tmp_path / "run")
     assert [e["step"] for e in log] == [1, 2, 3, 4] and log[-1]["rollouts_used"] == 32 == summary["rollouts_used"]
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").exists()
+    # Checkpoints hold the adapter at their top, where the run's rollout-budget curve looks for it.
+    assert (tmp_path / "run" / "checkpoint-2" / "adapter_model.safetensors").exists()
+    curve_policy = ScorerPolicy.from_pretrained(saved_scorer)
+    curve_policy.load_adapter("at2", tmp_path / "run" / "checkpoint-2")
+    assert curve_policy.adapters == {"at2": str(tmp_path / "run" / "checkpoint-2")}
     from safetensors.torch import load_file
 
     lora = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))

@@ -381,6 +381,24 @@ def last_checkpoint(out: str | Path) -> Path | None:
     return next((d for _, d in checkpoints(out) if _complete(d)), None)
 
 
+def prepare_out(out: Path, resume: bool) -> Path | None:
+    """Make ``out`` ready for a training run; returns the checkpoint to resume from (or None).
+
+    Resuming removes the checkpoints a kill cut short (the run writes them again); starting
+    afresh refuses a directory that already holds a run.
+    """
+    checkpoint = last_checkpoint(out) if resume else None
+    if resume:
+        for _, d in checkpoints(out):
+            if d != checkpoint and not _complete(d):
+                shutil.rmtree(d)
+    if not resume and (out / "log.jsonl").exists():
+        raise FileExistsError(f"{out} already holds a training run; pass resume=True (--resume) to continue it, "
+                              f"or choose another out")
+    out.mkdir(parents=True, exist_ok=True)
+    return checkpoint
+
+
 def trim_log(path: Path, step: int) -> None:
     """Drop the ``log.jsonl`` lines past ``step`` (and any torn by a kill): a resumed run writes them again."""
     if not path.exists():
@@ -483,15 +501,7 @@ def train_adapter(settings: GRPOSettings, model: Any, tokenizer: Any = None, res
         source = str(getattr(model, "name_or_path", type(model).__name__))
         if tokenizer is None:
             raise ValueError("pass the tokenizer with a loaded model")
-    checkpoint = last_checkpoint(out) if resume else None
-    if resume:
-        for _, d in checkpoints(out):  # saves a kill cut short: the trainer will write them again
-            if d != checkpoint and not _complete(d):
-                shutil.rmtree(d)
-    if not resume and (out / "log.jsonl").exists():
-        raise FileExistsError(f"{out} already holds a training run; pass resume=True (--resume) to continue it, "
-                              f"or choose another out")
-    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = prepare_out(out, resume)
     targets: Any = settings.target_modules
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]

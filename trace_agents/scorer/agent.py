@@ -174,6 +174,11 @@ class ScorerPolicy:
         self.model.eval()
         self.adapter_paths[name] = str(path)
 
+    @property
+    def adapters(self) -> dict[str, str]:
+        """The loaded adapters by name (their paths), as :class:`~trace_agents.policy.HFPolicy` has them."""
+        return self.adapter_paths
+
     # ------------------------------------------------------------------ acting
     @property
     def env_kwargs(self) -> dict[str, Any]:

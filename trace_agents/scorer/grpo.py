@@ -114,6 +114,17 @@ def episode_decisions(messages: Sequence[Mapping[str, Any]], tools: Sequence[Map
     return out
 
 
+def _save_adapter(policy: Any, path: Path) -> None:
+    """The trained adapter in PEFT's layout at the top of ``path`` (PEFT puts a named adapter in a
+    subfolder; checkpoints and ``adapter/`` hold it at the top, where the run's curve looks)."""
+    policy.model.save_pretrained(str(path), selected_adapters=[ADAPTER])
+    inner = path / ADAPTER
+    if inner.is_dir():
+        for f in inner.iterdir():
+            os.replace(f, path / f.name)
+        inner.rmdir()
+
+
 def _save_checkpoint(out: Path, step: int, policy: Any, optimizer: torch.optim.Optimizer,
                      extra: Mapping[str, Any]) -> Path:
     from safetensors.torch import save_file
@@ -121,7 +132,7 @@ def _save_checkpoint(out: Path, step: int, policy: Any, optimizer: torch.optim.O
     final = out / f"checkpoint-{step}"
     tmp = out / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    policy.model.save_pretrained(str(tmp), selected_adapters=[ADAPTER])
+    _save_adapter(policy, tmp)
     moments: dict[str, torch.Tensor] = {}
     for i, state in optimizer.state_dict()["state"].items():
         for name, value in state.items():
@@ -138,8 +149,7 @@ def _load_checkpoint(checkpoint: Path, policy: Any, optimizer: torch.optim.Optim
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    adapter_dir = checkpoint / ADAPTER if (checkpoint / ADAPTER).exists() else checkpoint
-    weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    weights = load_file(str(checkpoint / "adapter_model.safetensors"))
     set_peft_model_state_dict(policy.model, weights, adapter_name=ADAPTER)
     moments = load_file(str(checkpoint / "optimizer.safetensors"))
     policy._generator.set_state(moments.pop("sampler"))
@@ -161,7 +171,7 @@ def train_scorer_adapter(settings: Any, model: Any, resume: bool = False, progre
     import trace_envs
     from trace_agents.rollout import rollout, turn_limit
     from trace_agents.scorer.agent import ScorerPolicy
-    from trace_agents.training import _complete, checkpoints, last_checkpoint, trim_log
+    from trace_agents.training import prepare_out, trim_log
 
     out = Path(settings.out)
     for env_id in settings.env_ids:
@@ -171,15 +181,7 @@ def train_scorer_adapter(settings: Any, model: Any, resume: bool = False, progre
         policy = ScorerPolicy.from_pretrained(model)
     else:
         policy, source = model, model.source
-    checkpoint = last_checkpoint(out) if resume else None
-    if resume:
-        for _, d in checkpoints(out):
-            if d != checkpoint and not _complete(d):
-                shutil.rmtree(d)
-    if not resume and (out / "log.jsonl").exists():
-        raise FileExistsError(f"{out} already holds a training run; pass resume=True (--resume) to continue it, "
-                              f"or choose another out")
-    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = prepare_out(out, resume)
     for p in policy.model.parameters():
         p.requires_grad_(False)
     policy.lora(ADAPTER, r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout,
@@ -258,12 +260,9 @@ def train_scorer_adapter(settings: Any, model: Any, resume: bool = False, progre
     adapter_dir = out / "adapter"
     tmp = out / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    policy.model.save_pretrained(str(tmp), selected_adapters=[ADAPTER])
-    # PEFT writes a named adapter under a subfolder; the adapter directory holds it at the top.
-    inner = tmp / ADAPTER if (tmp / ADAPTER).exists() else tmp
+    _save_adapter(policy, tmp)
     shutil.rmtree(adapter_dir, ignore_errors=True)
-    os.replace(inner, adapter_dir)
-    shutil.rmtree(tmp, ignore_errors=True)
+    os.replace(tmp, adapter_dir)
     summary = {
         "settings": asdict(settings), "agent": "scorer", "model": source, "adapter": str(adapter_dir),
         "steps": settings.max_steps, "rollouts_used": settings.max_steps * settings.rollouts_per_step,
