@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path
-from machine import git_commit, machine_info  # noqa: E402
-
 import gymnasium as gym
+from machine import git_commit, machine_info  # noqa: E402
 
 from trace_envs import TraceError, registered_ids
 from trace_envs.testing import admissible_coverage
@@ -63,8 +62,10 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for env_id, r in result["envs"].items():
         misses = ", ".join(f"{k} {v}" for k, v in list(r["misses"].items())[:6]) or "none"
-        lines.append(f"| `{env_id}` | {r['seeds']} | {r['steps']} | {r['exact']} | {r['equivalent']} | {r['missed']} "
-                     f"| {r['coverage']:.1%} | {r['size_median']}/{r['size_p90']}/{r['size_max']} | {misses} |")
+        lines.append(
+            f"| `{env_id}` | {r['seeds']} | {r['steps']} | {r['exact']} | {r['equivalent']} | {r['missed']} "
+            f"| {r['coverage']:.1%} | {r['size_median']}/{r['size_p90']}/{r['size_max']} | {misses} |"
+        )
     for env_id, why in result["skipped"].items():
         lines.append(f"| `{env_id}` | skipped: {why[:140]} | | | | | | | |")
     return "\n".join(lines) + "\n"
@@ -89,7 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "admissible actions",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/bench_admissible.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine_info(), "git_commit": git_commit(), "envs": envs, "skipped": skipped,
+        "machine": machine_info(),
+        "git_commit": git_commit(),
+        "envs": envs,
+        "skipped": skipped,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

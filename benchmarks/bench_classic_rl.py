@@ -42,13 +42,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from machine import git_commit, machine_info  # noqa: E402
-from sb3_maskable_ppo import (  # noqa: E402
-    EVAL_SEED, PPO_SETTINGS, evaluate, make_env, model_policy, random_admissible, train,
-)
-
 import gymnasium as gym
 import numpy as np
+from machine import git_commit, machine_info  # noqa: E402
+from sb3_maskable_ppo import (  # noqa: E402
+    EVAL_SEED,
+    PPO_SETTINGS,
+    evaluate,
+    make_env,
+    model_policy,
+    random_admissible,
+    train,
+)
 
 from trace_envs import OraclePolicy
 from trace_envs.actions import parse_action
@@ -58,14 +63,22 @@ from trace_envs.wrappers import DiscreteActions
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 DEFAULT_IDS = (
-    "trace/precondition-v0", "trace/structured-data-v0", "trace/tool-calling-v0", "trace/multi-step-v0",
+    "trace/precondition-v0",
+    "trace/structured-data-v0",
+    "trace/tool-calling-v0",
+    "trace/multi-step-v0",
     "trace/retail-v0",  # all four capabilities in one env
 )
 RESULT_FILES = ("classic_rl.json", "classic_rl.md", "classic_rl.png")
 # Messages by their opening words (the admissible list's templates), for the episode summaries.
-_MESSAGE_KINDS = (("to confirm", "propose"), ("i'm sorry", "refuse"), ("could you", "ask identity"),
-                  ("is there anything", "anything else"), ("thank you for contacting", "goodbye"),
-                  ("the amount", "answer"))
+_MESSAGE_KINDS = (
+    ("to confirm", "propose"),
+    ("i'm sorry", "refuse"),
+    ("could you", "ask identity"),
+    ("is there anything", "anything else"),
+    ("thank you for contacting", "goodbye"),
+    ("the amount", "answer"),
+)
 LEARNS = 0.10  # success above random, in every seed, that counts as learning
 
 
@@ -93,9 +106,10 @@ def episodes_of(env: DiscreteActions, act: Any, seeds: Sequence[int], run: int =
     """:func:`evaluate` one episode per seed, and what the episodes were.
 
     Adds ``episodes`` (the most played episodes as action kinds: how many times each was played
-    and how many of those succeeded; the rest as ``"(other)"``), ``unauthenticated_successes`` (successful episodes that never
-    called a ``find_user_id_*`` tool, which the policy's "authenticate first" forbids), the mean
-    episode length and the candidate list sizes. ``run`` varies the policy's RNG.
+    and how many of those succeeded; the rest as ``"(other)"``), ``unauthenticated_successes``
+    (successful episodes that never called a ``find_user_id_*`` tool, which the policy's
+    "authenticate first" forbids), the mean episode length and the candidate list sizes.
+    ``run`` varies the policy's RNG.
     """
     shapes: dict[str, list[int]] = {}
     sizes: list[int] = []
@@ -118,10 +132,15 @@ def episodes_of(env: DiscreteActions, act: Any, seeds: Sequence[int], run: int =
         shape[1] += int(result["success"])
         unauthenticated += int(result["success"] and not any(k.startswith("find_user_id") for k in kinds))
         steps += len(kinds)
-    return {"return": float(np.mean(returns)), "success": float(np.mean(successes)),
-            "unauthenticated_successes": unauthenticated, "mean_steps": steps / len(seeds),
-            "list_size_median": float(np.median(sizes)), "list_size_max": int(max(sizes)),
-            "episodes": dict(sorted(shapes.items(), key=lambda kv: -kv[1][0]))}
+    return {
+        "return": float(np.mean(returns)),
+        "success": float(np.mean(successes)),
+        "unauthenticated_successes": unauthenticated,
+        "mean_steps": steps / len(seeds),
+        "list_size_median": float(np.median(sizes)),
+        "list_size_max": int(max(sizes)),
+        "episodes": dict(sorted(shapes.items(), key=lambda kv: -kv[1][0])),
+    }
 
 
 def most_common(shapes: dict[str, list[int]], keep: int = 10) -> dict[str, list[int]]:
@@ -180,8 +199,9 @@ def _callback(every: int, probe: Any, record: dict[str, Any]) -> Any:
     return Probe()
 
 
-def ppo_run(env_id: str, seed: int, steps: int, points: int, seeds: Sequence[int], max_actions: int,
-            dim: int) -> dict[str, Any]:
+def ppo_run(
+    env_id: str, seed: int, steps: int, points: int, seeds: Sequence[int], max_actions: int, dim: int
+) -> dict[str, Any]:
     """Train one MaskablePPO agent: its training episodes, learning curve and final evaluation on ``seeds``."""
     env = make_env(env_id, max_actions, dim)
     curve: list[dict[str, float]] = []
@@ -192,13 +212,25 @@ def ppo_run(env_id: str, seed: int, steps: int, points: int, seeds: Sequence[int
             curve.append({"steps": at, **evaluate(env, model_policy(model), seeds)})
 
     start = time.perf_counter()
-    model = train(env_id, steps, seed, max_actions=max_actions, dim=dim,
-                  callback=_callback(max(1, steps // max(1, points - 1)), probe, training))
+    model = train(
+        env_id,
+        steps,
+        seed,
+        max_actions=max_actions,
+        dim=dim,
+        callback=_callback(max(1, steps // max(1, points - 1)), probe, training),
+    )
     seconds = time.perf_counter() - start  # includes the curve's evaluations
     final = episodes_of(env, model_policy(model), seeds)
     curve.append({"steps": model.num_timesteps, "return": final["return"], "success": final["success"]})
-    return {"seed": seed, "seconds": seconds, "steps": model.num_timesteps, "training": training, **final,
-            "curve": curve}
+    return {
+        "seed": seed,
+        "seconds": seconds,
+        "steps": model.num_timesteps,
+        "training": training,
+        **final,
+        "curve": curve,
+    }
 
 
 def verdict(ppo: list[dict[str, Any]], rand: dict[str, Any], orc: dict[str, float]) -> tuple[str, str]:
@@ -212,15 +244,25 @@ def verdict(ppo: list[dict[str, Any]], rand: dict[str, Any], orc: dict[str, floa
     else:
         word = "no"
     gap = orc["success"] - mean
-    text = (f"success {mean:.0%} (seeds {min(r['success'] for r in ppo):.0%} to {max(r['success'] for r in ppo):.0%})"
-            f" against random {rand['success']:.0%} and oracle {orc['success']:.0%}"
-            + (f", {gap:.0%} below the oracle" if gap > 0.05 else ", as good as the oracle"))
+    text = (
+        f"success {mean:.0%} (seeds {min(r['success'] for r in ppo):.0%} to {max(r['success'] for r in ppo):.0%})"
+        f" against random {rand['success']:.0%} and oracle {orc['success']:.0%}"
+        + (f", {gap:.0%} below the oracle" if gap > 0.05 else ", as good as the oracle")
+    )
     return word, text
 
 
-def run_benchmark(ids: Sequence[str] = DEFAULT_IDS, steps: int = 20_000, seeds: int = 3, eval_episodes: int = 100,
-                  points: int = 5, max_actions: int = 128, dim: int = 128, out_dir: str | Path = DEFAULT_OUT,
-                  command: str = "") -> dict[str, Any]:
+def run_benchmark(
+    ids: Sequence[str] = DEFAULT_IDS,
+    steps: int = 20_000,
+    seeds: int = 3,
+    eval_episodes: int = 100,
+    points: int = 5,
+    max_actions: int = 128,
+    dim: int = 128,
+    out_dir: str | Path = DEFAULT_OUT,
+    command: str = "",
+) -> dict[str, Any]:
     """Measure every id; write the JSON, markdown and plot; return the JSON's contents."""
     started = _dt.datetime.now(_dt.timezone.utc)
     eval_seeds = list(range(EVAL_SEED, EVAL_SEED + eval_episodes))
@@ -231,29 +273,53 @@ def run_benchmark(ids: Sequence[str] = DEFAULT_IDS, steps: int = 20_000, seeds: 
         orc = oracle(env_id, eval_seeds)
         env = make_env(env_id, max_actions, dim)
         randoms = [episodes_of(env, random_admissible, eval_seeds, run=run) for run in range(seeds)]
-        rand = {"return": float(np.mean([r["return"] for r in randoms])),
-                "success": float(np.mean([r["success"] for r in randoms])),
-                "list_size_median": randoms[0]["list_size_median"], "list_size_max": randoms[0]["list_size_max"],
-                "runs": randoms}
+        rand = {
+            "return": float(np.mean([r["return"] for r in randoms])),
+            "success": float(np.mean([r["success"] for r in randoms])),
+            "list_size_median": randoms[0]["list_size_median"],
+            "list_size_max": randoms[0]["list_size_max"],
+            "runs": randoms,
+        }
         runs = []
         for seed in range(seeds):
             print(f"[classic_rl] {env_id}: MaskablePPO seed {seed}, {steps} steps", flush=True)
             runs.append(ppo_run(env_id, seed, steps, points, eval_seeds, max_actions, dim))
-            print(f"[classic_rl]   return {runs[-1]['return']:.3f}, success {runs[-1]['success']:.0%}, "
-                  f"{runs[-1]['seconds']:.0f} s", flush=True)
+            print(
+                f"[classic_rl]   return {runs[-1]['return']:.3f}, success {runs[-1]['success']:.0%}, "
+                f"{runs[-1]['seconds']:.0f} s",
+                flush=True,
+            )
         word, evidence = verdict(runs, rand, orc)
         ppo_episodes = most_common(pooled(runs))  # pooled before each run's list is cut
         for run in runs + randoms:
             run["episodes"] = most_common(run["episodes"])
-        envs[env_id] = {"oracle": orc, "random": rand, "ppo": runs, "ppo_episodes": ppo_episodes,
-                        "verdict": word, "evidence": evidence}
+        envs[env_id] = {
+            "oracle": orc,
+            "random": rand,
+            "ppo": runs,
+            "ppo_episodes": ppo_episodes,
+            "verdict": word,
+            "evidence": evidence,
+        }
     result = {
-        "benchmark": "classic_rl", "started": started.isoformat(timespec="seconds"),
+        "benchmark": "classic_rl",
+        "started": started.isoformat(timespec="seconds"),
         "seconds": (_dt.datetime.now(_dt.timezone.utc) - started).total_seconds(),
-        "machine": machine_info(), "commit": git_commit(), "command": command,
-        "settings": {"steps": steps, "seeds": seeds, "eval_episodes": eval_episodes, "eval_seeds_from": EVAL_SEED,
-                     "points": points, "max_actions": max_actions, "dim": dim, "policy": "MultiInputPolicy",
-                     "ppo": PPO_SETTINGS, "learns_margin": LEARNS},
+        "machine": machine_info(),
+        "commit": git_commit(),
+        "command": command,
+        "settings": {
+            "steps": steps,
+            "seeds": seeds,
+            "eval_episodes": eval_episodes,
+            "eval_seeds_from": EVAL_SEED,
+            "points": points,
+            "max_actions": max_actions,
+            "dim": dim,
+            "policy": "MultiInputPolicy",
+            "ppo": PPO_SETTINGS,
+            "learns_margin": LEARNS,
+        },
         "envs": envs,
     }
     out = Path(out_dir)
@@ -276,9 +342,9 @@ def cycles_of(episode: str, longest: int = 4) -> str:
     i = 0
     while i < len(kinds):
         for period in range(2, longest + 1):
-            unit = kinds[i:i + period]
+            unit = kinds[i : i + period]
             repeats = 1
-            while kinds[i + repeats * period: i + (repeats + 1) * period] == unit:
+            while kinds[i + repeats * period : i + (repeats + 1) * period] == unit:
                 repeats += 1
             if repeats >= 2 and len(unit) == period:
                 out.append(f"({' → '.join(unit)}) ×{repeats}")
@@ -305,8 +371,10 @@ def common_episodes(episodes: dict[str, list[int]], top: int = 3) -> str:
     """The ``top`` most played of ``episodes``, with their shares and success rates, in words."""
     n = sum(c for c, _ in episodes.values())
     best = sorted(((k, v) for k, v in episodes.items() if k != "(other)"), key=lambda kv: -kv[1][0])[:top]
-    return "; ".join(f"{cycles_of(shape) or '(none)'} ({_pct(c / n)} of episodes, {_pct(w / c)} of them succeed)"
-                     for shape, (c, w) in best)
+    return "; ".join(
+        f"{cycles_of(shape) or '(none)'} ({_pct(c / n)} of episodes, {_pct(w / c)} of them succeed)"
+        for shape, (c, w) in best
+    )
 
 
 def why(row: dict[str, Any]) -> str:
@@ -315,18 +383,27 @@ def why(row: dict[str, Any]) -> str:
     episodes = sum(r["training"]["episodes"] for r in ppo)
     wins = sum(r["training"]["successes"] for r in ppo)
     firsts = [r["training"]["first_success_step"] for r in ppo if r["training"]["first_success_step"]]
-    training = (f"In training, {wins:,} of {episodes:,} episodes succeeded (all seeds)"
-                + (f", the first at step {min(firsts):,}" if firsts else "") + ".")
-    task = (f"The oracle needs {orc['mean_steps']:.1f} turns on average, each a choice among "
-            f"{rand['list_size_median']:.0f} candidates (median; at most {rand['list_size_max']}), and random "
-            f"admissible play succeeds in {_pct(rand['success'])} of the tasks.")
+    training = (
+        f"In training, {wins:,} of {episodes:,} episodes succeeded (all seeds)"
+        + (f", the first at step {min(firsts):,}" if firsts else "")
+        + "."
+    )
+    task = (
+        f"The oracle needs {orc['mean_steps']:.1f} turns on average, each a choice among "
+        f"{rand['list_size_median']:.0f} candidates (median; at most {rand['list_size_max']}), and random "
+        f"admissible play succeeds in {_pct(rand['success'])} of the tasks."
+    )
     share = wins / max(1, episodes)
     if row["verdict"] == "no" and share < 0.01:
-        reason = ("The reward is paid at the end, for the whole task: with so few successful episodes, PPO has "
-                  "almost nothing to reinforce within this budget.")
+        reason = (
+            "The reward is paid at the end, for the whole task: with so few successful episodes, PPO has "
+            "almost nothing to reinforce within this budget."
+        )
     elif row["verdict"] == "no":
-        reason = (f"{_pct(share)} of the training episodes succeeded, but within this budget the greedy policy "
-                  f"does not turn them into successes on held-out tasks.")
+        reason = (
+            f"{_pct(share)} of the training episodes succeeded, but within this budget the greedy policy "
+            f"does not turn them into successes on held-out tasks."
+        )
     else:
         reason = "PPO reinforces those successes."
     curves = [[p["success"] for p in r["curve"]] for r in ppo]
@@ -334,11 +411,16 @@ def why(row: dict[str, Any]) -> str:
         reason += " Held-out success was still rising at the end of the budget (see the curve)."
     wins_eval = sum(w for r in ppo for _, w in r["episodes"].values())
     unauth = sum(r["unauthenticated_successes"] for r in ppo)
-    auth = (f" {unauth} of its {wins_eval} held-out successes never authenticated the customer (no "
-            f"find_user_id_* call): the success rule does not check the policy's \"authenticate first\"."
-            if unauth else "")
-    return (f"{training} {task} {reason} Greedy held-out episodes (all seeds): "
-            f"{common_episodes(row['ppo_episodes'])}.{auth}")
+    auth = (
+        f" {unauth} of its {wins_eval} held-out successes never authenticated the customer (no "
+        f'find_user_id_* call): the success rule does not check the policy\'s "authenticate first".'
+        if unauth
+        else ""
+    )
+    return (
+        f"{training} {task} {reason} Greedy held-out episodes (all seeds): "
+        f"{common_episodes(row['ppo_episodes'])}.{auth}"
+    )
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -346,12 +428,15 @@ def markdown(result: dict[str, Any]) -> str:
     m, st = result["machine"], result["settings"]
     first = st["eval_seeds_from"]
     lines = [
-        "# Classic RL on the admissible actions", "",
+        "# Classic RL on the admissible actions",
+        "",
         f"Machine: {m['platform']}, {m.get('cpu_model') or 'unknown CPU'}, {m['cpu_count']} CPUs "
         f"({m['cpus_usable']} usable, shared with other jobs while this ran); Python {m['python']}, "
         f"gymnasium {m['gymnasium']}; commit `{(result['commit'] or 'unknown')[:12]}`; "
-        f"{result['started']}; {result['seconds'] / 60:.0f} min in all.", "",
-        f"Command: `{result['command']}`", "",
+        f"{result['started']}; {result['seconds'] / 60:.0f} min in all.",
+        "",
+        f"Command: `{result['command']}`",
+        "",
         f"MaskablePPO (sb3-contrib, `{st['policy']}`, {', '.join(f'{k} {v}' for k, v in st['ppo'].items())}, "
         f"other settings sb3's defaults, CPU) on `DiscreteActions(gym.make(id), max_actions={st['max_actions']}, "
         f"featurizer=HashingFeaturizer(dim={st['dim']}))`, trained for {st['steps']:,} env steps (rounded up to "
@@ -359,8 +444,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"on the same {st['eval_episodes']} held-out tasks (seeds {first} to {first + st['eval_episodes'] - 1}); "
         f"MaskablePPO greedily, "
         f"random admissible once per seed, the oracle (`OraclePolicy`, which reads the task's gold) on the text "
-        f"env. \"Learns\" means success at least {st['learns_margin']:.0%} above random in every seed "
-        f"(\"partly\": in some).", "",
+        f'env. "Learns" means success at least {st["learns_margin"]:.0%} above random in every seed '
+        f'("partly": in some).',
+        "",
         "| env | oracle return / success | random return / success | MaskablePPO return (seeds) "
         "| MaskablePPO success (seeds) | learns? |",
         "|---|---|---|---|---|---|",
@@ -372,16 +458,31 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| `{env_id}` | {orc['return']:.3f} / {_pct(orc['success'])} | {rand['return']:.3f} / "
             f"{_pct(rand['success'])} | {np.mean(rets):.3f} ({min(rets):.3f} to {max(rets):.3f}) | "
-            f"{_pct(float(np.mean(succ)))} ({_pct(min(succ))} to {_pct(max(succ))}) | {row['verdict']} |")
-    lines += ["", f"![learning curves]({RESULT_FILES[2]})", "",
-              "Curves: held-out return and success of the greedy policy during training (mean over seeds, the "
-              "band from the worst to the best seed); dashed: random admissible, dotted: the oracle.", "",
-              "## What the agent learns, and why", ""]
-    by_verdict = {word: [f"`{i}`" for i, row in result["envs"].items() if row["verdict"] == word]
-                  for word in ("learns", "partly", "no")}
-    summary = [f"{label}: {', '.join(ids)}" for label, ids in (
-        ("Learned (every seed above random)", by_verdict["learns"]), ("learned by some seeds", by_verdict["partly"]),
-        (f"not learned in {st['steps']:,} steps", by_verdict["no"])) if ids]
+            f"{_pct(float(np.mean(succ)))} ({_pct(min(succ))} to {_pct(max(succ))}) | {row['verdict']} |"
+        )
+    lines += [
+        "",
+        f"![learning curves]({RESULT_FILES[2]})",
+        "",
+        "Curves: held-out return and success of the greedy policy during training (mean over seeds, the "
+        "band from the worst to the best seed); dashed: random admissible, dotted: the oracle.",
+        "",
+        "## What the agent learns, and why",
+        "",
+    ]
+    by_verdict = {
+        word: [f"`{i}`" for i, row in result["envs"].items() if row["verdict"] == word]
+        for word in ("learns", "partly", "no")
+    }
+    summary = [
+        f"{label}: {', '.join(ids)}"
+        for label, ids in (
+            ("Learned (every seed above random)", by_verdict["learns"]),
+            ("learned by some seeds", by_verdict["partly"]),
+            (f"not learned in {st['steps']:,} steps", by_verdict["no"]),
+        )
+        if ids
+    ]
     lines += ["; ".join(summary) + ".", ""]
     for env_id, row in result["envs"].items():
         lines.append(f"- `{env_id}` ({row['verdict']}): {row['evidence']}. {why(row)}")
@@ -423,19 +524,27 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: run the benchmark and print the markdown."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--ids", nargs="+", metavar="ID", default=list(DEFAULT_IDS), help="env ids to measure")
     parser.add_argument("--steps", type=int, default=20_000, help="training env steps per seed (the budget)")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per env (0, 1, ...)")
-    parser.add_argument("--eval-episodes", type=int, default=100,
-                        help=f"held-out tasks every policy is evaluated on (seeds {EVAL_SEED} on)")
+    parser.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=100,
+        help=f"held-out tasks every policy is evaluated on (seeds {EVAL_SEED} on)",
+    )
     parser.add_argument("--points", type=int, default=5, help="evaluations along each learning curve, the end included")
     parser.add_argument("--max-actions", type=int, default=128, help="DiscreteActions' max_actions")
     parser.add_argument("--dim", type=int, default=128, help="the featurizer's hashed width")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="directory for classic_rl.{json,md,png}")
-    parser.add_argument("--render", action="store_true",
-                        help="only rewrite classic_rl.md and classic_rl.png from the classic_rl.json in --out")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite classic_rl.md and classic_rl.png from the classic_rl.json in --out",
+    )
     args = parser.parse_args(argv)
     if args.render:
         out = Path(args.out)
@@ -447,10 +556,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("steps", "seeds", "eval_episodes", "points"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    command = " ".join(["python", "benchmarks/bench_classic_rl.py", *map(shlex.quote, sys.argv[1:] if argv is None
-                                                                          else argv)])
-    result = run_benchmark(args.ids, args.steps, args.seeds, args.eval_episodes, args.points, args.max_actions,
-                           args.dim, args.out, command)
+    command = " ".join(
+        ["python", "benchmarks/bench_classic_rl.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]
+    )
+    result = run_benchmark(
+        args.ids, args.steps, args.seeds, args.eval_episodes, args.points, args.max_actions, args.dim, args.out, command
+    )
     print(markdown(result), end="")
     print(f"\nwrote {', '.join(str(Path(args.out) / f) for f in RESULT_FILES)}")
     return 0

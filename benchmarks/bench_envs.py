@@ -59,9 +59,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path
-from machine import git_commit, machine_info  # noqa: E402
-
 import gymnasium as gym
+from machine import git_commit, machine_info  # noqa: E402
 
 from trace_envs import CAPABILITIES, OraclePolicy, TraceError, registered_ids, tool_call
 from trace_envs.registration import check_id
@@ -70,8 +69,10 @@ from trace_envs.testing import trivial_policies
 RESULT_FILES = ("envs.json", "envs.md")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
-SINGLE_CORE_NOTE = ("Step timings are single-process, one core: every loop runs sequentially in one Python "
-                    "process, so a vectorized or multi-process rollout scales these per worker.")
+SINGLE_CORE_NOTE = (
+    "Step timings are single-process, one core: every loop runs sequentially in one Python "
+    "process, so a vectorized or multi-process rollout scales these per worker."
+)
 _MIB = 1024 * 1024
 _LOOPS = ("resets", "oracle", "wrapped", "admissible", "adversarial")
 
@@ -154,13 +155,19 @@ def oracle_loop(env: gym.Env, budget: float) -> dict[str, Any]:
         successes += bool(info.get("success"))
         episodes += 1
     wall = perf() - start
-    result = {"episodes": episodes, "steps": steps, "wall_s": wall, "step_s": step_time,
-              "steps_per_s": steps / wall, "step_only_steps_per_s": steps / step_time,
-              "mean_episode_steps": steps / episodes, "success_rate": successes / episodes}
+    result = {
+        "episodes": episodes,
+        "steps": steps,
+        "wall_s": wall,
+        "step_s": step_time,
+        "steps_per_s": steps / wall,
+        "step_only_steps_per_s": steps / step_time,
+        "mean_episode_steps": steps / episodes,
+        "success_rate": successes / episodes,
+    }
     if sizes:
         sizes.sort()
-        result["list_sizes"] = {"median": sizes[len(sizes) // 2], "p90": sizes[int(0.9 * len(sizes))],
-                                "max": sizes[-1]}
+        result["list_sizes"] = {"median": sizes[len(sizes) // 2], "p90": sizes[int(0.9 * len(sizes))], "max": sizes[-1]}
     return result
 
 
@@ -187,8 +194,15 @@ def adversarial_loop(env: gym.Env, budget: float) -> dict[str, Any]:
     step_time = sum(per_action)
     mean_us = {ADVERSARIAL[i][0]: 1e6 * per_action[i] / counts[i] for i in range(n)}
     slowest = max(mean_us, key=mean_us.__getitem__)
-    return {"steps": steps, "resets": resets, "step_s": step_time, "steps_per_s": steps / step_time,
-            "mean_us_by_action": mean_us, "slowest_action": slowest, "slowest_mean_us": mean_us[slowest]}
+    return {
+        "steps": steps,
+        "resets": resets,
+        "step_s": step_time,
+        "steps_per_s": steps / step_time,
+        "mean_us_by_action": mean_us,
+        "slowest_action": slowest,
+        "slowest_mean_us": mean_us[slowest],
+    }
 
 
 def _peak_mib(fn: Callable[[], object]) -> float:
@@ -286,15 +300,24 @@ def bench_id(env_id: str, seconds: float, return_seeds: int = 0) -> dict[str, An
         "peak_mib": max(peaks.values()),
         "peak_mib_by_loop": peaks,
         "oracle_success_rate": oracle["success_rate"],
-        "loops": {"resets": resets, "oracle": oracle, "wrapped": through_make, "admissible": with_lists,
-                  "adversarial": adversarial},
+        "loops": {
+            "resets": resets,
+            "oracle": oracle,
+            "wrapped": through_make,
+            "admissible": with_lists,
+            "adversarial": adversarial,
+        },
     }
 
 
 # ---------------------------------------------------------------------- provenance
 # ---------------------------------------------------------------------- the run
-def run_benchmark(ids: Iterable[str] | None = None, seconds: float = 2.0,
-                  out_dir: str | os.PathLike = "benchmarks/results", return_seeds: int = 100) -> dict[str, Any]:
+def run_benchmark(
+    ids: Iterable[str] | None = None,
+    seconds: float = 2.0,
+    out_dir: str | os.PathLike = "benchmarks/results",
+    return_seeds: int = 100,
+) -> dict[str, Any]:
     """Benchmark ``ids`` (default: every registered id) for ``seconds`` each; write and return the results."""
     if seconds <= 0:
         raise ValueError(f"seconds must be > 0, got {seconds!r}")
@@ -345,7 +368,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Python {m['python']}, gymnasium {m['gymnasium']}; commit `{commit}`; "
         f"{result['seconds_per_id']:g} s per id; {result['created']}.",
         "",
-        f"{SINGLE_CORE_NOTE} Rates are steps (or resets) per second; \"step only\" counts only the time "
+        f'{SINGLE_CORE_NOTE} Rates are steps (or resets) per second; "step only" counts only the time '
         "inside `env.step`; peak MiB is the tracemalloc peak during the loops, from a separate pass. "
         "See the docstring of `benchmarks/bench_envs.py` for exact definitions.",
         "",
@@ -362,7 +385,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {_rate(r['oracle_step_only_steps_per_s'])} | {_rate(r['wrapped_steps_per_s'])} "
             f"| {_rate(r['wrapped_step_only_steps_per_s'])} | {_rate(r['admissible_steps_per_s'])} "
             f"| {sizes['median']}/{sizes['p90']}/{sizes['max']} | {_rate(r['adversarial_steps_per_s'])} "
-            f"| {adv['slowest_action']} ({adv['slowest_mean_us']:,.0f}) | {r['peak_mib']:.2f} |")
+            f"| {adv['slowest_action']} ({adv['slowest_mean_us']:,.0f}) | {r['peak_mib']:.2f} |"
+        )
     for env_id, why in result.get("skipped", {}).items():
         lines.append(f"| `{env_id}` | skipped: {why[:160].replace('|', '/')} | | | | | | | | | |")
     return "\n".join(lines + returns_markdown(result)) + "\n"
@@ -386,23 +410,32 @@ def returns_markdown(result: dict[str, Any]) -> list[str]:
     ]
     for label in result["envs"][ids[0]]["returns"]:
         cells = [result["envs"][i]["returns"][label] for i in ids]
-        lines.append(f"| {label} | " + " | ".join(
-            f"{c['mean_return']:+.3f} ({c['success_rate']:.0%})" for c in cells) + " |")
+        lines.append(
+            f"| {label} | " + " | ".join(f"{c['mean_return']:+.3f} ({c['success_rate']:.0%})" for c in cells) + " |"
+        )
     return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: run the benchmark and print the markdown table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ids", nargs="+", metavar="ID", help="env ids to measure (default: every registered id)")
-    parser.add_argument("--seconds", type=float, default=2.0,
-                        help="timed budget per id, split over its five timed loops (default: 2)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT),
-                        help=f"directory for envs.json and envs.md (default: {DEFAULT_OUT})")
-    parser.add_argument("--return-seeds", type=int, default=100, metavar="N",
-                        help="seeds for the returns table of the oracle, deficit profiles and trivial policies; "
-                             "0 skips it (default: 100)")
+    parser.add_argument(
+        "--seconds", type=float, default=2.0, help="timed budget per id, split over its five timed loops (default: 2)"
+    )
+    parser.add_argument(
+        "--out", default=str(DEFAULT_OUT), help=f"directory for envs.json and envs.md (default: {DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--return-seeds",
+        type=int,
+        default=100,
+        metavar="N",
+        help="seeds for the returns table of the oracle, deficit profiles and trivial policies; "
+        "0 skips it (default: 100)",
+    )
     args = parser.parse_args(argv)
     result = run_benchmark(args.ids, args.seconds, args.out, args.return_seeds)
     print(markdown(result), end="")

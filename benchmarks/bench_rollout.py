@@ -34,9 +34,16 @@ from machine import git_commit, machine_info  # noqa: E402
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
-def run_benchmark(model: str | None = None, env_id: str = "trace/retail-v0", episodes: int = 16,
-                  batch_size: int = 16, seed_start: int = 2_000_000, max_new_tokens: int = 96,
-                  out_dir: str | Path = DEFAULT_OUT, repeats: int = 3) -> dict[str, Any]:
+def run_benchmark(
+    model: str | None = None,
+    env_id: str = "trace/retail-v0",
+    episodes: int = 16,
+    batch_size: int = 16,
+    seed_start: int = 2_000_000,
+    max_new_tokens: int = 96,
+    out_dir: str | Path = DEFAULT_OUT,
+    repeats: int = 3,
+) -> dict[str, Any]:
     """Measure ``repeats`` sequential/batched pairs, one after the other, and write the results.
 
     The headline numbers are the medians over the pairs: a noisy machine moves single
@@ -58,15 +65,21 @@ def run_benchmark(model: str | None = None, env_id: str = "trace/retail-v0", epi
     results = []
     for _ in range(repeats):
         policy.forget()
-        results.append(compare_batching(policy, env_id, range(seed_start, seed_start + episodes),
-                                        batch_size=batch_size))
+        results.append(
+            compare_batching(policy, env_id, range(seed_start, seed_start + episodes), batch_size=batch_size)
+        )
     pairs = [(r["sequential"], r["batched"]) for r in results]
     median = statistics.median
     out = {
-        "model": source, "env_id": env_id, "episodes": episodes, "batch_size": batch_size, "repeats": repeats,
+        "model": source,
+        "env_id": env_id,
+        "episodes": episodes,
+        "batch_size": batch_size,
+        "repeats": repeats,
         "sequential_episodes_per_s": median(s["episodes_per_s"] for s, _ in pairs),
         "batched_episodes_per_s": median(b["episodes_per_s"] for _, b in pairs),
-        "speedup": median(r["speedup"] for r in results), "speedups": [r["speedup"] for r in results],
+        "speedup": median(r["speedup"] for r in results),
+        "speedups": [r["speedup"] for r in results],
         "env_share_batched": median(b["env_share"] for _, b in pairs),
         "env_share_sequential": median(s["env_share"] for s, _ in pairs),
         "policy_share_batched": median(b["policy_share"] for _, b in pairs),
@@ -75,8 +88,10 @@ def run_benchmark(model: str | None = None, env_id: str = "trace/retail-v0", epi
         # long the prompts (the KV cache every decode step reads) were.
         "batched_tokens_per_forward": median(_tokens_per_forward(b) for _, b in pairs),
         "mean_prompt_tokens": median(_mean_prompt(b) for _, b in pairs),
-        "timings": [{"sequential": s, "batched": b} for s, b in pairs], "torch_threads": torch.get_num_threads(),
-        "machine": machine_info(), "git_commit": git_commit(),
+        "timings": [{"sequential": s, "batched": b} for s, b in pairs],
+        "torch_threads": torch.get_num_threads(),
+        "machine": machine_info(),
+        "git_commit": git_commit(),
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -85,9 +100,15 @@ def run_benchmark(model: str | None = None, env_id: str = "trace/retail-v0", epi
     return out
 
 
-def run_scorer_benchmark(model: str | None = None, env_id: str = "trace/retail-v0", episodes: int = 200,
-                         batch_size: int = 32, seed_start: int = 2_000_000, out_dir: str | Path = DEFAULT_OUT,
-                         warmup_episodes: int = 1000) -> dict[str, Any]:
+def run_scorer_benchmark(
+    model: str | None = None,
+    env_id: str = "trace/retail-v0",
+    episodes: int = 200,
+    batch_size: int = 32,
+    seed_start: int = 2_000_000,
+    out_dir: str | Path = DEFAULT_OUT,
+    warmup_episodes: int = 1000,
+) -> dict[str, Any]:
     """The scorer's episodes/s: cold cache, warm on the same seeds, warm on new seeds (after ``warmup_episodes``)."""
     import time
 
@@ -123,20 +144,36 @@ def run_scorer_benchmark(model: str | None = None, env_id: str = "trace/retail-v
         policy._generator.manual_seed(0)  # the same draws: replaying seeds replays the episodes
         r = rollout(policy, env_id, seed_range, batch_size=batch_size, progress=False)
         t = r.timings
-        runs[name] = {"episodes_per_s": t["episodes_per_s"], "steps_per_s": t["steps_per_s"], "wall_s": t["wall"],
-                      "encoder_share": encoder_seconds[0] / t["wall"], "policy_share": t["policy_share"],
-                      "env_share": t["env_share"], "new_texts": policy.cache.misses - misses,
-                      "steps": t["steps"], "success": r.success_rate}
+        runs[name] = {
+            "episodes_per_s": t["episodes_per_s"],
+            "steps_per_s": t["steps_per_s"],
+            "wall_s": t["wall"],
+            "encoder_share": encoder_seconds[0] / t["wall"],
+            "policy_share": t["policy_share"],
+            "env_share": t["env_share"],
+            "new_texts": policy.cache.misses - misses,
+            "steps": t["steps"],
+            "success": r.success_rate,
+        }
 
     measure("cold", seeds)
     measure("warm, same seeds", seeds)
     warm_from = seed_start + episodes
     rollout(policy, env_id, range(warm_from, warm_from + warmup_episodes), batch_size=batch_size, progress=False)
     measure("warm, new seeds", range(warm_from + warmup_episodes, warm_from + warmup_episodes + episodes))
-    out = {"agent": "scorer", "model": model or "random init", "env_id": env_id, "episodes": episodes,
-           "batch_size": batch_size, "warmup_episodes": warmup_episodes, "runs": runs,
-           "cached_texts": len(policy.cache), "torch_threads": torch.get_num_threads(),
-           "machine": machine_info(), "git_commit": git_commit()}
+    out = {
+        "agent": "scorer",
+        "model": model or "random init",
+        "env_id": env_id,
+        "episodes": episodes,
+        "batch_size": batch_size,
+        "warmup_episodes": warmup_episodes,
+        "runs": runs,
+        "cached_texts": len(policy.cache),
+        "torch_threads": torch.get_num_threads(),
+        "machine": machine_info(),
+        "git_commit": git_commit(),
+    }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "rollout-scorer.json").write_text(json.dumps(out, indent=2) + "\n")
@@ -147,16 +184,24 @@ def run_scorer_benchmark(model: str | None = None, env_id: str = "trace/retail-v
 def scorer_markdown(r: dict[str, Any]) -> str:
     """The scorer's results as a markdown table with the machine line."""
     m = r["machine"]
-    lines = [f"Scorer `{r['model']}` on `{r['env_id']}`, {r['episodes']} episodes per run, batch {r['batch_size']}, "
-             f"sampling at the agent's temperature; {m.get('cpu_model')}, {m.get('cpu_count')} CPUs, torch threads "
-             f"{r['torch_threads']}; commit `{r['git_commit']}`.", "",
-             "| run | episodes/s | decisions/s | encoder share | policy share | env share | new texts encoded | "
-             "success |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Scorer `{r['model']}` on `{r['env_id']}`, {r['episodes']} episodes per run, batch {r['batch_size']}, "
+        f"sampling at the agent's temperature; {m.get('cpu_model')}, {m.get('cpu_count')} CPUs, torch threads "
+        f"{r['torch_threads']}; commit `{r['git_commit']}`.",
+        "",
+        "| run | episodes/s | decisions/s | encoder share | policy share | env share | new texts encoded | success |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, x in r["runs"].items():
-        lines.append(f"| {name} | {x['episodes_per_s']:.1f} | {x['steps_per_s']:.0f} | {x['encoder_share']:.0%} | "
-                     f"{x['policy_share']:.0%} | {x['env_share']:.0%} | {x['new_texts']} | {x['success']:.3f} |")
-    lines += ["", f"'warm, new seeds' ran after {r['warmup_episodes']} other episodes had filled the cache "
-              f"({r['cached_texts']} texts at the end). The policy share includes the encoder."]
+        lines.append(
+            f"| {name} | {x['episodes_per_s']:.1f} | {x['steps_per_s']:.0f} | {x['encoder_share']:.0%} | "
+            f"{x['policy_share']:.0%} | {x['env_share']:.0%} | {x['new_texts']} | {x['success']:.3f} |"
+        )
+    lines += [
+        "",
+        f"'warm, new seeds' ran after {r['warmup_episodes']} other episodes had filled the cache "
+        f"({r['cached_texts']} texts at the end). The policy share includes the encoder.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -195,20 +240,32 @@ def markdown(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--agent", choices=["lm", "scorer"], default="lm",
-                   help="lm: batched vs sequential generation; scorer: cold vs warm embedding cache (default: lm)")
-    p.add_argument("--model", default=None,
-                   help="HF model dir, or a saved scorer with --agent scorer (default: the tiny preset, random "
-                        "weights; a randomly initialized scorer)")
-    p.add_argument("--warmup-episodes", type=int, default=1000,
-                   help="--agent scorer: episodes that fill the cache before the 'warm, new seeds' run")
+    p.add_argument(
+        "--agent",
+        choices=["lm", "scorer"],
+        default="lm",
+        help="lm: batched vs sequential generation; scorer: cold vs warm embedding cache (default: lm)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="HF model dir, or a saved scorer with --agent scorer (default: the tiny preset, random "
+        "weights; a randomly initialized scorer)",
+    )
+    p.add_argument(
+        "--warmup-episodes",
+        type=int,
+        default=1000,
+        help="--agent scorer: episodes that fill the cache before the 'warm, new seeds' run",
+    )
     p.add_argument("--env", default="trace/retail-v0", help="env id (default: trace/retail-v0)")
     p.add_argument("--episodes", type=int, default=16, help="episodes per run (default: 16)")
     p.add_argument("--batch-size", type=int, default=16, help="batched run's batch size (default: 16)")
     p.add_argument("--seed-start", type=int, default=2_000_000, help="first seed (default: 2000000)")
     p.add_argument("--max-new-tokens", type=int, default=96, help="generation cap per turn (default: 96)")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="sequential/batched pairs measured; medians are reported (default: 3)")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="sequential/batched pairs measured; medians are reported (default: 3)"
+    )
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory")
     a = p.parse_args(argv)
     if a.agent == "scorer":

@@ -49,11 +49,17 @@ def _zeroing(group: str) -> Any:
         elif group == "state numbers":
             batch["state_numbers"] = batch["state_numbers"] * 0
         return batch
+
     return apply
 
 
-def run_ablation(demos: int = 400, episodes: int = 200, groups: tuple[str, ...] = GROUPS, seed: int = 0,
-                 out_dir: str | Path = DEFAULT_OUT) -> dict[str, Any]:
+def run_ablation(
+    demos: int = 400,
+    episodes: int = 200,
+    groups: tuple[str, ...] = GROUPS,
+    seed: int = 0,
+    out_dir: str | Path = DEFAULT_OUT,
+) -> dict[str, Any]:
     from trace_agents import evaluate as ev
     from trace_agents.bootstrap import DEFAULT_DEFICITS, TARGET
     from trace_agents.scorer.agent import ScorerPolicy
@@ -70,8 +76,15 @@ def run_ablation(demos: int = 400, episodes: int = 200, groups: tuple[str, ...] 
         tensors = policy.tensors
         zero = _zeroing(group)
         policy.tensors = lambda decisions, _t=tensors, _z=zero: _z(_t(decisions))  # type: ignore[method-assign]
-        log = clone(policy, data.decisions, data.labels, epochs=defaults.epochs, batch_size=defaults.batch_size,
-                    learning_rate=defaults.learning_rate, seed=seed)
+        log = clone(
+            policy,
+            data.decisions,
+            data.labels,
+            epochs=defaults.epochs,
+            batch_size=defaults.batch_size,
+            learning_rate=defaults.learning_rate,
+            seed=seed,
+        )
         row: dict[str, Any] = {"removed": group, "train_accuracy": log[-1]["accuracy"]}
         for name, temperature in (("sampled", 1.0), ("greedy", 0.0)):
             policy.temperature = temperature
@@ -79,16 +92,26 @@ def run_ablation(demos: int = 400, episodes: int = 200, groups: tuple[str, ...] 
             row[name] = {"success": s["success"], "ci95": s["ci95"], "mean_return": s["mean_return"]}
         row["seconds"] = time.perf_counter() - t
         rows.append(row)
-        print(f"[ablation] {group}: sampled {row['sampled']['success']:.3f}, greedy {row['greedy']['success']:.3f}",
-              flush=True)
+        print(
+            f"[ablation] {group}: sampled {row['sampled']['success']:.3f}, greedy {row['greedy']['success']:.3f}",
+            flush=True,
+        )
         out = _write(out_dir, demos, len(data.decisions), episodes, seed, rows)  # after every row: a kill keeps them
     return out
 
 
-def _write(out_dir: str | Path, demos: int, decisions: int, episodes: int, seed: int,
-           rows: list[dict[str, Any]]) -> dict[str, Any]:
-    out = {"demos": demos, "decisions": decisions, "episodes": episodes, "seed": seed, "rows": rows,
-           "machine": machine_info(), "git_commit": git_commit()}
+def _write(
+    out_dir: str | Path, demos: int, decisions: int, episodes: int, seed: int, rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    out = {
+        "demos": demos,
+        "decisions": decisions,
+        "episodes": episodes,
+        "seed": seed,
+        "rows": rows,
+        "machine": machine_info(),
+        "git_commit": git_commit(),
+    }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scorer-ablation.json").write_text(json.dumps(out, indent=2) + "\n")
@@ -98,18 +121,23 @@ def _write(out_dir: str | Path, demos: int, decisions: int, episodes: int, seed:
 
 def markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
-    lines = [f"Scorer feature ablation: each row clones the same {r['demos']} deficient-oracle demonstrations "
-             f"({r['decisions']} decisions) with one input group removed, then plays {r['episodes']} held-out "
-             f"`trace/retail-v0` seeds (1000000..). {m.get('cpu_model')}, {m.get('cpu_count')} CPUs; commit "
-             f"`{r['git_commit']}`. Command: `python benchmarks/bench_scorer_ablation.py --demos {r['demos']} "
-             f"--episodes {r['episodes']}`.", "",
-             "| removed | train accuracy | success, sampled (95% CI) | success, greedy (95% CI) | mean return, sampled |",
-             "|---|---:|---|---|---:|"]
+    lines = [
+        f"Scorer feature ablation: each row clones the same {r['demos']} deficient-oracle demonstrations "
+        f"({r['decisions']} decisions) with one input group removed, then plays {r['episodes']} held-out "
+        f"`trace/retail-v0` seeds (1000000..). {m.get('cpu_model')}, {m.get('cpu_count')} CPUs; commit "
+        f"`{r['git_commit']}`. Command: `python benchmarks/bench_scorer_ablation.py --demos {r['demos']} "
+        f"--episodes {r['episodes']}`.",
+        "",
+        "| removed | train accuracy | success, sampled (95% CI) | success, greedy (95% CI) | mean return, sampled |",
+        "|---|---:|---|---|---:|",
+    ]
     for row in r["rows"]:
         s, g = row["sampled"], row["greedy"]
-        lines.append(f"| {row['removed']} | {row['train_accuracy']:.3f} | {s['success']:.3f} "
-                     f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] | {g['success']:.3f} "
-                     f"[{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}] | {s['mean_return']:.3f} |")
+        lines.append(
+            f"| {row['removed']} | {row['train_accuracy']:.3f} | {s['success']:.3f} "
+            f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] | {g['success']:.3f} "
+            f"[{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}] | {s['mean_return']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

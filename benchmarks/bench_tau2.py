@@ -47,9 +47,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path
-from machine import git_commit, machine_info  # noqa: E402
-
 import gymnasium as gym
+from machine import git_commit, machine_info  # noqa: E402
 
 import trace_envs  # noqa: F401  (registers the env ids)
 from trace_envs import OraclePolicy, tool_call
@@ -240,8 +239,11 @@ def bench_read_calls(data_dir: str, data: tau2.Tau2Data, seconds: float) -> dict
         "bare_tool": _side(bare_rate, base, target),
         "baseline": base,
         "target": target,
-        "met_by": [name for name, r in (("env_step", env_step), ("env_step_wrapped", env_step_wrapped),
-                                        ("bare_tool", bare_rate)) if r["per_s"] >= target],
+        "met_by": [
+            name
+            for name, r in (("env_step", env_step), ("env_step_wrapped", env_step_wrapped), ("bare_tool", bare_rate))
+            if r["per_s"] >= target
+        ],
         "tools": sorted({name for name, _ in cycle}),
     }
 
@@ -255,8 +257,10 @@ def _row(label: str, side: dict[str, Any], baseline_label: str) -> str:
     met = side.get("met")
     met_s = "" if met is None else ("yes" if met else "**no**")
     target = f"≥ {_fmt(side['target'])}" if "target" in side else ""
-    return (f"| {label} | {_fmt(side['ours']['per_s'])} | {_fmt(side['baseline']['per_s'])} ({baseline_label}) "
-            f"| {side['ratio']:,.1f}x | {target} | {met_s} |")
+    return (
+        f"| {label} | {_fmt(side['ours']['per_s'])} | {_fmt(side['baseline']['per_s'])} ({baseline_label}) "
+        f"| {side['ratio']:,.1f}x | {target} | {met_s} |"
+    )
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -280,7 +284,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"Scoring: {r['scoring']['episodes']} oracle-finished episodes, ours and baseline agree: "
         f"{r['scoring']['ours_and_baseline_agree']}.",
         f"Read-call target ({_fmt(reads['target'])}/s) met by: "
-        + (", ".join(reads["met_by"]) if reads["met_by"] else "none") + ".",
+        + (", ".join(reads["met_by"]) if reads["met_by"] else "none")
+        + ".",
         "",
         "Baselines: reset = `copy.deepcopy` of the whole loaded DB per episode; scoring = deepcopy of the DB, "
         "gold writes applied on `Database.from_json(copy)`, `==` of the full JSON dicts; read calls = a plain-dict "
@@ -296,8 +301,9 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def run_benchmark(data_dir: str | os.PathLike | None = None, seconds: float = 2.0,
-                  out_dir: str | os.PathLike = "benchmarks/results") -> dict[str, Any]:
+def run_benchmark(
+    data_dir: str | os.PathLike | None = None, seconds: float = 2.0, out_dir: str | os.PathLike = "benchmarks/results"
+) -> dict[str, Any]:
     """Measure reset, scoring and read-call throughput; write tau2.json and tau2.md under ``out_dir``."""
     if data_dir is None:
         data_dir = os.environ.get(tau2.ENV_VAR) or (DEFAULT_DATA if DEFAULT_DATA.is_dir() else None)
@@ -320,9 +326,12 @@ def run_benchmark(data_dir: str | os.PathLike | None = None, seconds: float = 2.
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "wall_s": time.time() - started,
         "targets": dict(TARGETS),
-        "targets_met": {"reset": results["reset"]["met"], "scoring": results["scoring"]["met"],
-                        "read_calls": bool(results["read_calls"]["met_by"]),
-                        "read_calls_met_by": results["read_calls"]["met_by"]},
+        "targets_met": {
+            "reset": results["reset"]["met"],
+            "scoring": results["scoring"]["met"],
+            "read_calls": bool(results["read_calls"]["met_by"]),
+            "read_calls_met_by": results["read_calls"]["met_by"],
+        },
         "results": results,
     }
     out = Path(out_dir)
@@ -334,7 +343,9 @@ def run_benchmark(data_dir: str | os.PathLike | None = None, seconds: float = 2.
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None, help="τ²-bench data dir (default: $TAU2_DATA_DIR or ../shared/tau2)")
+    parser.add_argument(
+        "--data-dir", default=None, help="τ²-bench data dir (default: $TAU2_DATA_DIR or ../shared/tau2)"
+    )
     parser.add_argument("--seconds", type=float, default=2.0, help="wall seconds per measurement (default 2)")
     parser.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"), help="where to write tau2.json/.md")
     args = parser.parse_args(argv)

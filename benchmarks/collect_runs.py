@@ -36,10 +36,10 @@ def _time(path: Path) -> dict[str, float]:
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", text)
     if wall:
         parts = [float(p) for p in wall.group(1).split(":")]
-        out["wall_s"] = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+        out["wall_s"] = sum(p * 60**i for i, p in enumerate(reversed(parts)))
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
     if rss:
-        out["peak_rss_gb"] = int(rss.group(1)) / 1024 ** 2
+        out["peak_rss_gb"] = int(rss.group(1)) / 1024**2
     return out
 
 
@@ -47,20 +47,30 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     """One run's results, config, stage timings and (if logged) wall clock and peak RSS."""
     d = Path(run_dir)
     stages = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted((d / "stages").glob("*.json"))}
-    return {"dir": str(d), "config": json.loads((d / "config.json").read_text(encoding="utf-8")),
-            "results": json.loads((d / "results.json").read_text(encoding="utf-8")),
-            "stages_s": {k: v.get("seconds") for k, v in stages.items() if isinstance(v, dict)},
-            **_time(d / "time.txt")}
+    return {
+        "dir": str(d),
+        "config": json.loads((d / "config.json").read_text(encoding="utf-8")),
+        "results": json.loads((d / "results.json").read_text(encoding="utf-8")),
+        "stages_s": {k: v.get("seconds") for k, v in stages.items() if isinstance(v, dict)},
+        **_time(d / "time.txt"),
+    }
 
 
 def markdown(runs: list[dict[str, Any]], command: str, commit: str, machine: dict[str, Any]) -> str:
-    lines = [f"Command: `{command}`. Machine: {machine.get('cpu_model')}, {machine.get('cpu_count')} CPUs, no GPU; "
-             f"commit `{commit}`.", ""]
+    lines = [
+        f"Command: `{command}`. Machine: {machine.get('cpu_model')}, {machine.get('cpu_count')} CPUs, no GPU; "
+        f"commit `{commit}`.",
+        "",
+    ]
     methods = list(runs[0]["results"]["methods"])
     seeds = [r["config"].get("seed") for r in runs]
-    lines += ["| method | " + " | ".join(f"success, seed {s} (95% CI)" for s in seeds)
-              + (" | mean ± sd across runs |" if len(runs) > 1 else " |") + " rollouts used |",
-              "|---|" + "---|" * len(runs) + ("---|" if len(runs) > 1 else "") + "---:|"]
+    lines += [
+        "| method | "
+        + " | ".join(f"success, seed {s} (95% CI)" for s in seeds)
+        + (" | mean ± sd across runs |" if len(runs) > 1 else " |")
+        + " rollouts used |",
+        "|---|" + "---|" * len(runs) + ("---|" if len(runs) > 1 else "") + "---:|",
+    ]
     for m in methods:
         cells, values = [], []
         for r in runs:
@@ -76,8 +86,11 @@ def markdown(runs: list[dict[str, Any]], command: str, commit: str, machine: dic
             spread = f" {statistics.mean(values):.3f} ± {sd:.3f} |"
         used = runs[0]["results"]["methods"][m]["rollouts_used"]
         lines.append(f"| {m} | " + " | ".join(cells) + " |" + spread + f" {used} |")
-    lines += ["", "| run | wall clock | peak RSS | " + " | ".join(runs[0]["stages_s"]) + " |",
-              "|---|---:|---:|" + "---:|" * len(runs[0]["stages_s"])]
+    lines += [
+        "",
+        "| run | wall clock | peak RSS | " + " | ".join(runs[0]["stages_s"]) + " |",
+        "|---|---:|---:|" + "---:|" * len(runs[0]["stages_s"]),
+    ]
     for r in runs:
         wall = f"{r['wall_s'] / 60:.1f} min" if "wall_s" in r else "–"
         rss = f"{r['peak_rss_gb']:.1f} GB" if "peak_rss_gb" in r else "–"
@@ -97,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     commit, machine = git_commit(), machine_info()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{a.name}.json").write_text(json.dumps({"command": a.command, "commit": commit, "machine": machine,
-                                                    "runs": runs}, indent=2) + "\n", encoding="utf-8")
+    (out / f"{a.name}.json").write_text(
+        json.dumps({"command": a.command, "commit": commit, "machine": machine, "runs": runs}, indent=2) + "\n",
+        encoding="utf-8",
+    )
     text = markdown(runs, a.command, commit, machine)
     for r in runs:
         text += f"\n## Run `{r['dir']}` (seed {r['config'].get('seed')})\n\n"

@@ -40,8 +40,9 @@ def maskable_ppo() -> Any:
     try:
         from sb3_contrib import MaskablePPO
     except ImportError as exc:
-        raise ImportError('this example needs stable-baselines3 and sb3-contrib: pip install "trace-rl[classic]"'
-                          ) from exc
+        raise ImportError(
+            'this example needs stable-baselines3 and sb3-contrib: pip install "trace-rl[classic]"'
+        ) from exc
     return MaskablePPO
 
 
@@ -50,20 +51,21 @@ def make_env(env_id: str, max_actions: int = 128, dim: int = 128) -> DiscreteAct
     return DiscreteActions(gym.make(env_id), max_actions=max_actions, featurizer=HashingFeaturizer(dim=dim))
 
 
-def train(env_id: str, steps: int, seed: int, *, max_actions: int = 128, dim: int = 128,
-          callback: Any = None) -> Any:
+def train(env_id: str, steps: int, seed: int, *, max_actions: int = 128, dim: int = 128, callback: Any = None) -> Any:
     """Train MaskablePPO (MultiInputPolicy, CPU) for ``steps`` env steps; returns the model."""
     import torch
 
     torch.set_num_threads(1)  # small MLPs: one thread is as fast and leaves the other cores free
-    model = maskable_ppo()("MultiInputPolicy", make_env(env_id, max_actions, dim), seed=seed, device="cpu",
-                           verbose=0, **PPO_SETTINGS)
+    model = maskable_ppo()(
+        "MultiInputPolicy", make_env(env_id, max_actions, dim), seed=seed, device="cpu", verbose=0, **PPO_SETTINGS
+    )
     model.learn(total_timesteps=steps, callback=callback)
     return model
 
 
 def model_policy(model: Any) -> Act:
     """The trained model's greedy choice among the valid actions."""
+
     def act(obs: dict[str, np.ndarray], env: DiscreteActions, rng: np.random.Generator) -> int:
         action, _ = model.predict(obs, action_masks=env.action_masks(), deterministic=True)
         return int(action)
@@ -76,8 +78,9 @@ def random_admissible(obs: dict[str, np.ndarray], env: DiscreteActions, rng: np.
     return int(rng.choice(np.flatnonzero(env.action_masks())))
 
 
-def evaluate(env: DiscreteActions, act: Act, seeds: Sequence[int], rng_seed: int | Sequence[int] = 0
-             ) -> dict[str, float]:
+def evaluate(
+    env: DiscreteActions, act: Act, seeds: Sequence[int], rng_seed: int | Sequence[int] = 0
+) -> dict[str, float]:
     """Mean return and success rate of ``act`` over one episode per task seed (``rng_seed`` seeds ``act``'s RNG)."""
     rng = np.random.default_rng(rng_seed)
     returns, successes = [], []
@@ -95,13 +98,13 @@ def evaluate(env: DiscreteActions, act: Act, seeds: Sequence[int], rng_seed: int
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Train, then print the trained and the random-admissible policy's held-out return and success."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--env", default="trace/precondition-v0", help="a registered trace env id")
     parser.add_argument("--steps", type=int, default=20_000, help="training env steps")
     parser.add_argument("--seed", type=int, default=0, help="seed of PPO and of the training tasks")
-    parser.add_argument("--eval-episodes", type=int, default=100,
-                        help=f"held-out episodes, task seeds {EVAL_SEED} on")
+    parser.add_argument("--eval-episodes", type=int, default=100, help=f"held-out episodes, task seeds {EVAL_SEED} on")
     parser.add_argument("--max-actions", type=int, default=128, help="size of the Discrete action space")
     parser.add_argument("--dim", type=int, default=128, help="width of the hashed n-gram features")
     args = parser.parse_args(argv)
@@ -113,8 +116,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     seeds = range(EVAL_SEED, EVAL_SEED + args.eval_episodes)
     for name, act in (("MaskablePPO", model_policy(model)), ("random admissible", random_admissible)):
         result = evaluate(env, act, seeds, rng_seed=args.seed)
-        print(f"{name:>18}: return {result['return']:.3f}, success {result['success']:.0%} "
-              f"over {args.eval_episodes} held-out episodes")
+        print(
+            f"{name:>18}: return {result['return']:.3f}, success {result['success']:.0%} "
+            f"over {args.eval_episodes} held-out episodes"
+        )
 
 
 if __name__ == "__main__":

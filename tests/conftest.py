@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import HealthCheck, settings
-
 from helpers import ID_PARAMS, TINY  # also points TAU2_DATA_DIR at ../shared/tau2 when present
+from hypothesis import HealthCheck, settings
 
 # Derandomized and bounded, so CI runs the same examples every time and stays fast.
 settings.register_profile(

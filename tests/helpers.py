@@ -17,8 +17,10 @@ from trace_envs import registered_ids
 # τ²-bench data: the project's CI has ../shared/tau2 beside the checkout. Tests that need
 # it skip with this reason when it is absent (and an explicit TAU2_DATA_DIR wins).
 TAU2_DIR = Path(__file__).resolve().parents[2] / "shared" / "tau2"
-TAU2_MISSING = (f"τ²-bench data not found: set TAU2_DATA_DIR to a tau2-bench checkout's data/tau2 directory "
-                f"(CI has it at {TAU2_DIR})")
+TAU2_MISSING = (
+    f"τ²-bench data not found: set TAU2_DATA_DIR to a tau2-bench checkout's data/tau2 directory "
+    f"(CI has it at {TAU2_DIR})"
+)
 if TAU2_DIR.is_dir():
     os.environ.setdefault("TAU2_DATA_DIR", str(TAU2_DIR))
 HAVE_TAU2 = bool(os.environ.get("TAU2_DATA_DIR"))
@@ -38,8 +40,16 @@ RUNNABLE_IDS = [i for i in registered_ids() if HAVE_TAU2 or i not in NEEDS_DATA]
 
 # A tiny random Qwen2 for agent tests. A wide init (0.2, not 0.02) so greedy outputs
 # depend on the prompt instead of repeating one token.
-TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "intermediate_size": 128, "max_position_embeddings": 4096, "initializer_range": 0.2}
+TINY = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "max_position_embeddings": 4096,
+    "initializer_range": 0.2,
+}
+
 
 @contextlib.contextmanager
 def quiet_peft():
@@ -128,8 +138,10 @@ class StandInVLLM:
     def get(self, path):
         if path.rstrip("/").endswith("/models"):
             adapters = [{"id": name, "object": "model", "root": name, "parent": self.base} for name in self.loaded]
-            return 200, {"object": "list", "data": [{"id": self.base, "object": "model", "root": self.root,
-                                                     "parent": None}, *adapters]}
+            return 200, {
+                "object": "list",
+                "data": [{"id": self.base, "object": "model", "root": self.root, "parent": None}, *adapters],
+            }
         return 404, {"detail": "Not Found"}
 
     def __call__(self, request):

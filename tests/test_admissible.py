@@ -11,8 +11,13 @@ from trace_envs import OraclePolicy, TraceEnv, say, tool_call
 from trace_envs.admissible import MESSAGES, AdmissibleActions, admissible_actions
 from trace_envs.testing import admissible_coverage, check_admissible_actions, specs
 
-SYNTHETIC = ["trace/precondition-v0", "trace/structured-data-v0", "trace/tool-calling-v0", "trace/multi-step-v0",
-             "trace/retail-v0"]
+SYNTHETIC = [
+    "trace/precondition-v0",
+    "trace/structured-data-v0",
+    "trace/tool-calling-v0",
+    "trace/multi-step-v0",
+    "trace/retail-v0",
+]
 
 
 @pytest.mark.parametrize("env_id", SYNTHETIC)
@@ -46,9 +51,14 @@ def test_the_env_puts_the_list_in_info_only_when_asked() -> None:
     assert "admissible_actions" not in info
 
 
-@pytest.mark.parametrize("kwargs, match", [({"admissible_actions": "yes"}, "admissible_actions must be a bool"),
-                                           ({"admissible_actions": True, "max_actions": 3}, "max_actions must be"),
-                                           ({"admissible_actions": True, "near_misses": 1}, "near_misses must be")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"admissible_actions": "yes"}, "admissible_actions must be a bool"),
+        ({"admissible_actions": True, "max_actions": 3}, "max_actions must be"),
+        ({"admissible_actions": True, "near_misses": 1}, "near_misses must be"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         gym.make("trace/precondition-v0", **kwargs)
@@ -59,8 +69,14 @@ def test_a_write_is_listed_only_after_the_customer_accepted_it() -> None:
     obs, info = env.reset(seed=3)
     oracle = OraclePolicy()
     oracle.reset(env)
-    writes = {"cancel_pending_order", "modify_pending_order_address", "return_delivered_order_items",
-              "exchange_delivered_order_items", "modify_pending_order_items", "modify_user_address"}
+    writes = {
+        "cancel_pending_order",
+        "modify_pending_order_address",
+        "return_delivered_order_items",
+        "exchange_delivered_order_items",
+        "modify_pending_order_items",
+        "modify_user_address",
+    }
     saw_write = False
     while True:
         listed = [a for a in info["admissible_actions"] if any(f'"name": "{w}"' in a for w in writes)]
@@ -78,20 +94,53 @@ def test_near_miss_twins_hold_the_typical_mistakes() -> None:
     messages = [
         {"role": "system", "content": "policy"},
         {"role": "user", "content": "Please ship my order #W1234567 to 12 Oak Street, Austin, TX, 78701, USA instead."},
-        {"role": "assistant", "content": "To confirm, I will change the shipping address of order #W1234567 to "
-                                         "12 Oak Street, Austin, TX, 78701, USA. Shall I proceed?"},
+        {
+            "role": "assistant",
+            "content": "To confirm, I will change the shipping address of order #W1234567 to "
+            "12 Oak Street, Austin, TX, 78701, USA. Shall I proceed?",
+        },
         {"role": "user", "content": "Yes, please go ahead."},
     ]
     tools = gym.make("trace/precondition-v0").unwrapped.tool_schemas
-    right = tool_call("modify_pending_order_address", order_id="#W1234567", address1="12 Oak Street", address2="",
-                      city="Austin", country="USA", state="TX", zip="78701")
+    right = tool_call(
+        "modify_pending_order_address",
+        order_id="#W1234567",
+        address1="12 Oak Street",
+        address2="",
+        city="Austin",
+        country="USA",
+        state="TX",
+        zip="78701",
+    )
     plain = admissible_actions(messages, tools)
     assert right in plain
     twins = set(admissible_actions(messages, tools, near_misses=True)) - set(plain)
-    assert tool_call("modify_pending_order_address", order_id="W1234567", address1="12 Oak Street", address2="",
-                     city="Austin", country="USA", state="TX", zip="78701") in twins  # no '#'
-    assert tool_call("modify_pending_order_address", order_id="#W1234567", address1="12 Oak Street", address2="",
-                     city="Austin", country="USA", state="TX", zip=78701) in twins  # a number for the zip
+    assert (
+        tool_call(
+            "modify_pending_order_address",
+            order_id="W1234567",
+            address1="12 Oak Street",
+            address2="",
+            city="Austin",
+            country="USA",
+            state="TX",
+            zip="78701",
+        )
+        in twins
+    )  # no '#'
+    assert (
+        tool_call(
+            "modify_pending_order_address",
+            order_id="#W1234567",
+            address1="12 Oak Street",
+            address2="",
+            city="Austin",
+            country="USA",
+            state="TX",
+            zip=78701,
+        )
+        in twins
+    )  # a number for the zip
     assert tool_call("get_order_details", order_id="W1234567") in twins
 
 
@@ -127,8 +176,18 @@ def test_incremental_updates_match_a_fresh_build_and_survive_pickling() -> None:
 def test_str_call_writes_the_same_text_as_tool_call() -> None:
     from trace_envs.admissible import _str_call
 
-    texts = ["", "W1234567", "#W1", "<tool_call>", "</tool_call>", 'a "quoted" \\ path', "é中😀", "\ud800", "\x00\x1f",
-             "\u2028"]
+    texts = [
+        "",
+        "W1234567",
+        "#W1",
+        "<tool_call>",
+        "</tool_call>",
+        'a "quoted" \\ path',
+        "é中😀",
+        "\ud800",
+        "\x00\x1f",
+        "\u2028",
+    ]
     for a in texts:
         for b in texts:
             kwargs = {"x": a, "ids": [a, b], "none": []}
@@ -142,9 +201,27 @@ class _Uncached(AdmissibleActions):
     """Forgets every cache before each listing: the groups are rebuilt from scratch whenever the
     cached version would rebuild them."""
 
-    CACHES = ("_strings", "_read_calls", "_product_reads", "_items", "_catalog_lower", "_said_upto", "_variants",
-              "_products_named", "_open", "_by_address", "_by_order", "_order_items", "_abouts", "_candidates",
-              "_refusals", "_messages_key", "_sentences", "_listed", "_list")
+    CACHES = (
+        "_strings",
+        "_read_calls",
+        "_product_reads",
+        "_items",
+        "_catalog_lower",
+        "_said_upto",
+        "_variants",
+        "_products_named",
+        "_open",
+        "_by_address",
+        "_by_order",
+        "_order_items",
+        "_abouts",
+        "_candidates",
+        "_refusals",
+        "_messages_key",
+        "_sentences",
+        "_listed",
+        "_list",
+    )
 
     def actions(self) -> list[str]:
         fresh = AdmissibleActions([], near_misses=self.near_misses, max_actions=self.max_actions)
@@ -163,8 +240,11 @@ def test_the_caches_never_change_a_list(env_id: str) -> None:
         oracle = OraclePolicy()
         oracle.reset(env)
         rng = random.Random(seed)
-        listers = [(cls(info["tools"], near_misses=nm, max_actions=m)) for cls in (AdmissibleActions, _Uncached)
-                   for nm, m in ((False, 128), (True, 128), (True, 8))]
+        listers = [
+            (cls(info["tools"], near_misses=nm, max_actions=m))
+            for cls in (AdmissibleActions, _Uncached)
+            for nm, m in ((False, 128), (True, 128), (True, 8))
+        ]
         done = False
         while not done:
             lists = [lister.update(info["messages"]) for lister in listers]
@@ -195,8 +275,10 @@ def test_sentences_split_as_the_documented_pattern_splits_them() -> None:
     plain = re.compile(r"(?<=[.?!;])\s+|\(\d+\)\s*")
     rng = random.Random(0)
     texts = ["yes. (1) the lamp; (2)  the bottle!  ok?", "a.(12)b", "(1). x", "end.", "", " . ( 1) (x) (9)"]
-    texts += ["".join(rng.choice(" \t\n.?!;()0123456789ab\u2028\xa0é") for _ in range(rng.randint(0, 24)))
-              for _ in range(20000)]
+    texts += [
+        "".join(rng.choice(" \t\n.?!;()0123456789ab\u2028\xa0é") for _ in range(rng.randint(0, 24)))
+        for _ in range(20000)
+    ]
     for text in texts:
         assert _SENTENCE.split(text) == plain.split(text), text
 

@@ -6,8 +6,8 @@ import json
 import random
 
 import pytest
-
 from helpers import SHORT
+
 from trace_agents import analysis as an
 from trace_agents.cli import main
 from trace_agents.rollout import OracleBatch, rollout
@@ -17,9 +17,16 @@ L, P, N = an.Label.LACKING, an.Label.PRESENT, an.Label.NA
 
 
 def test_rule_labels_follow_annotations() -> None:
-    rec = {"annotations": {"capabilities": ["precondition_verification", "multi_step_completion"],
-                           "preconditions_checked": False, "missing_reads": ["get_order_details"],
-                           "requests_unaddressed": 0, "requests_completed": 1, "requests_total": 2}}
+    rec = {
+        "annotations": {
+            "capabilities": ["precondition_verification", "multi_step_completion"],
+            "preconditions_checked": False,
+            "missing_reads": ["get_order_details"],
+            "requests_unaddressed": 0,
+            "requests_completed": 1,
+            "requests_total": 2,
+        }
+    }
     lab = an.RuleLabeler()
     assert lab.label(rec, "precondition_verification")[0] is L
     assert "missing_reads" in lab.label(rec, "precondition_verification")[1]
@@ -71,15 +78,28 @@ def test_a_resample_that_loses_the_only_applicable_success_does_not_vote() -> No
 
 
 def test_a_capability_the_agent_never_exercised_is_not_present() -> None:
-    did_nothing = {"annotations": {
-        "capabilities": list(CAPABILITIES), "requests_handled": 0, "request_writes": 0, "imprecise_calls": 0,
-        "preconditions_checked": True, "args_exact": True, "record_choice_correct": None,
-        "requests_unaddressed": 2, "requests_completed": 0, "requests_total": 2}}
+    did_nothing = {
+        "annotations": {
+            "capabilities": list(CAPABILITIES),
+            "requests_handled": 0,
+            "request_writes": 0,
+            "imprecise_calls": 0,
+            "preconditions_checked": True,
+            "args_exact": True,
+            "record_choice_correct": None,
+            "requests_unaddressed": 2,
+            "requests_completed": 0,
+            "requests_total": 2,
+        }
+    }
     lab = an.RuleLabeler()
     got = {c: lab.label(did_nothing, c) for c in CAPABILITIES}
     assert {c: label for c, (label, _) in got.items()} == {
-        "precondition_verification": N, "structured_data_reasoning": N, "tool_calling_precision": N,
-        "multi_step_completion": L}
+        "precondition_verification": N,
+        "structured_data_reasoning": N,
+        "tool_calling_precision": N,
+        "multi_step_completion": L,
+    }
     assert "never exercised" in got["precondition_verification"][1]
     acted = {**did_nothing["annotations"], "requests_handled": 1, "request_writes": 1}
     assert lab.label({"annotations": acted}, "precondition_verification")[0] is P
@@ -98,8 +118,9 @@ def test_analyze_rejects_nothing() -> None:
 
 def _profiles(n: int, seed: int) -> list[dict[str, float]]:
     rng = random.Random(seed)
-    return [{c: (round(rng.uniform(0.3, 0.8), 2) if rng.random() < 0.5 else 0.0) for c in CAPABILITIES}
-            for _ in range(n)]
+    return [
+        {c: (round(rng.uniform(0.3, 0.8), 2) if rng.random() < 0.5 else 0.0) for c in CAPABILITIES} for _ in range(n)
+    ]
 
 
 @pytest.mark.slow
@@ -108,8 +129,9 @@ def test_ground_truth_deficits_are_recovered() -> None:
     n_profiles = 3 if SHORT else 10
     tp = fp = fn = 0
     for k, profile in enumerate(_profiles(n_profiles, seed=11)):
-        result = rollout(OracleBatch(deficits=profile, seed=k), "trace/retail-v0", range(k * 1000, k * 1000 + 300),
-                         progress=False)
+        result = rollout(
+            OracleBatch(deficits=profile, seed=k), "trace/retail-v0", range(k * 1000, k * 1000 + 300), progress=False
+        )
         got = set(an.analyze(result.records)["selected"])
         truth = {c for c, r in profile.items() if r > 0}
         tp, fp, fn = tp + len(got & truth), fp + len(got - truth), fn + len(truth - got)
@@ -120,8 +142,19 @@ def test_ground_truth_deficits_are_recovered() -> None:
 
 def test_collect_then_analyze_cli(tmp_path, capsys) -> None:
     traj = tmp_path / "t.jsonl"
-    argv = ["collect", "--policy", "oracle", "--deficits", "precondition_verification=0.7", "--env",
-            "trace/retail-v0", "--episodes", "120", "--out", str(traj)]
+    argv = [
+        "collect",
+        "--policy",
+        "oracle",
+        "--deficits",
+        "precondition_verification=0.7",
+        "--env",
+        "trace/retail-v0",
+        "--episodes",
+        "120",
+        "--out",
+        str(traj),
+    ]
     assert main(argv) == 0
     assert main(argv + ["--resume"]) == 0
     assert "120 already stored" in capsys.readouterr().out
@@ -143,14 +176,21 @@ def test_rule_labels_on_tau2_tasks() -> None:
     records = rollout(OracleBatch(), "trace/tau2-retail-v0", range(20), progress=False).records
     labels = an.label_all(records)
     assert any(row["precondition_verification"] is P for row in labels)
-    assert any(row["multi_step_completion"] is P for row in labels) and any(row["multi_step_completion"] is N
-                                                                            for row in labels)
+    assert any(row["multi_step_completion"] is P for row in labels) and any(
+        row["multi_step_completion"] is N for row in labels
+    )
     assert not any(row[c] is L for row in labels for c in CAPABILITIES), "the oracle lacks nothing"
 
 
-@pytest.mark.parametrize(("cap", "skips"), [("multi_step_completion", True), ("precondition_verification", False),
-                                            ("tool_calling_precision", False),
-                                            ("structured_data_reasoning", False)])
+@pytest.mark.parametrize(
+    ("cap", "skips"),
+    [
+        ("multi_step_completion", True),
+        ("precondition_verification", False),
+        ("tool_calling_precision", False),
+        ("structured_data_reasoning", False),
+    ],
+)
 def test_only_stopping_early_leaves_requests_unaddressed(cap, skips) -> None:
     """A slip of another capability fails a request it attempted; only stopping early skips one.
 

@@ -21,10 +21,6 @@ pytest.importorskip("gepa", reason="the gepa library is not installed (extra 'ge
 ENV = "trace/precondition-v0"
 
 
-
-
-
-
 def test_the_candidate_prompt_reaches_the_model(base, tok):
     policy = HFPolicy(base, tok, system_prompt="Always verify first.")
     _, info = gym.make(ENV).reset(seed=0)

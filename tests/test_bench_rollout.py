@@ -20,8 +20,15 @@ def test_rollout_benchmark_reports_medians_of_pairs(tmp_path, base, tok):
     base.save_pretrained(tmp_path / "model")
     tok.save_pretrained(tmp_path / "model")
     bench = _load_bench()
-    result = bench.run_benchmark(str(tmp_path / "model"), "trace/precondition-v0", episodes=2, batch_size=2,
-                                 max_new_tokens=4, out_dir=tmp_path / "out", repeats=3)
+    result = bench.run_benchmark(
+        str(tmp_path / "model"),
+        "trace/precondition-v0",
+        episodes=2,
+        batch_size=2,
+        max_new_tokens=4,
+        out_dir=tmp_path / "out",
+        repeats=3,
+    )
     data = json.loads((tmp_path / "out" / "rollout.json").read_text(encoding="utf-8"))
     assert data == json.loads(json.dumps(result))
     assert len(data["speedups"]) == len(data["timings"]) == 3
@@ -45,8 +52,14 @@ def test_scorer_benchmark_replays_the_same_episodes_from_a_warm_cache(tmp_path):
 
     ScorerPolicy.new(ScorerNetConfig(hidden=16, heads=2), encoder="hashing-16").save_pretrained(tmp_path / "scorer")
     bench = _load_bench()
-    result = bench.run_scorer_benchmark(str(tmp_path / "scorer"), "trace/precondition-v0", episodes=3, batch_size=2,
-                                        out_dir=tmp_path / "out", warmup_episodes=2)
+    result = bench.run_scorer_benchmark(
+        str(tmp_path / "scorer"),
+        "trace/precondition-v0",
+        episodes=3,
+        batch_size=2,
+        out_dir=tmp_path / "out",
+        warmup_episodes=2,
+    )
     runs = result["runs"]
     assert runs["cold"]["new_texts"] > 0 and runs["warm, same seeds"]["new_texts"] == 0
     assert runs["warm, same seeds"]["steps"] == runs["cold"]["steps"]  # the same episodes, replayed

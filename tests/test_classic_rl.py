@@ -33,8 +33,9 @@ def test_maskable_ppo_trains_and_acts_within_the_mask(example) -> None:
     import torch
 
     torch.manual_seed(0)
-    model = example.maskable_ppo()("MultiInputPolicy", example.make_env(ENV, dim=32), seed=0, device="cpu",
-                                   **example.PPO_SETTINGS)
+    model = example.maskable_ppo()(
+        "MultiInputPolicy", example.make_env(ENV, dim=32), seed=0, device="cpu", **example.PPO_SETTINGS
+    )
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(total_timesteps=example.PPO_SETTINGS["n_steps"])
     assert model.num_timesteps == example.PPO_SETTINGS["n_steps"]
@@ -65,10 +66,12 @@ def test_example_main_prints_both_policies(example, capsys) -> None:
 
 def test_benchmark_writes_its_files(tmp_path) -> None:
     bench = load("benchmarks/bench_classic_rl.py")
-    result = bench.run_benchmark([ENV], steps=512, seeds=1, eval_episodes=2, points=2, dim=32, out_dir=tmp_path,
-                                 command="test")
+    result = bench.run_benchmark(
+        [ENV], steps=512, seeds=1, eval_episodes=2, points=2, dim=32, out_dir=tmp_path, command="test"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(bench.RESULT_FILES)
     saved = json.loads((tmp_path / "classic_rl.json").read_text())
+    assert saved == json.loads(json.dumps(result))  # what it returns is what it wrote
     row = saved["envs"][ENV]
     assert set(row) == {"oracle", "random", "ppo", "ppo_episodes", "verdict", "evidence"}
     assert row["oracle"]["success"] == 1.0  # the oracle solves every task

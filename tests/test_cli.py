@@ -38,8 +38,7 @@ def _bad_spec(tmp_path: Path, name: str, edit) -> Path:
 def test_every_flag_has_help() -> None:
     parser = build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(subparsers.choices) == {"list", "show", "validate", "play", "check", "bench", "tau2-check",
-                                        "replay"}
+    assert set(subparsers.choices) == {"list", "show", "validate", "play", "check", "bench", "tau2-check", "replay"}
     for name, sub in subparsers.choices.items():
         for action in sub._actions:
             assert action.help, f"`{name} {action.dest}` has no help text"
@@ -96,15 +95,21 @@ def test_validate_reports_each_bad_file(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_play_shorthand_and_quit(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    _stdin(monkeypatch, "\n".join([
-        "Hello! Could you give me your email?",
-        "",
-        ":help",
-        ':tool get_order_details {"order_id": "#W0"}',
-        ":tool get_order_details {not json",
-        ":quit",
-        "this line is never read",
-    ]) + "\n")
+    _stdin(
+        monkeypatch,
+        "\n".join(
+            [
+                "Hello! Could you give me your email?",
+                "",
+                ":help",
+                ':tool get_order_details {"order_id": "#W0"}',
+                ":tool get_order_details {not json",
+                ":quit",
+                "this line is never read",
+            ]
+        )
+        + "\n",
+    )
     assert main(["play", "trace/retail-v0", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "> " in out and ":tool NAME {json-args}" in out  # the prompt and :help
@@ -132,8 +137,7 @@ def test_play_to_the_end(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
 
 
 @pytest.mark.parametrize("command", ["play", "show"])
-def test_bad_task_id_exits_2(command: str, monkeypatch: pytest.MonkeyPatch,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_task_id_exits_2(command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     _stdin(monkeypatch, "")
     assert main([command, ID, "--task-id", "not-a-task"]) == 2
     err = capsys.readouterr().err
@@ -153,8 +157,9 @@ def test_check_spec_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert ID in registered_ids()
 
 
-def test_check_fallback_without_testing_module(monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_fallback_without_testing_module(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setitem(sys.modules, "trace_envs.testing", None)  # makes the import fail
     assert main(["check", ID, "--episodes", "2"]) == 0
     assert "fallback" in capsys.readouterr().out
@@ -166,12 +171,15 @@ def test_check_invalid_spec_fails(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "Did you mean 'db_match'" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [
-    ["show", "trace/precondtion-v0"],
-    ["play", "trace/precondtion-v0"],
-    ["check", "trace/precondtion-v0"],
-    ["bench", "--ids", "trace/precondtion-v0", "--seconds", "0.05"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["show", "trace/precondtion-v0"],
+        ["play", "trace/precondtion-v0"],
+        ["check", "trace/precondtion-v0"],
+        ["bench", "--ids", "trace/precondtion-v0", "--seconds", "0.05"],
+    ],
+)
 def test_unknown_id_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -188,15 +196,23 @@ def test_bench_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert {"machine", "git_commit", "seconds_per_id", "envs", "skipped", "note"} <= set(result)
     assert {"platform", "python", "cpu_count", "cpu_model", "gymnasium"} <= set(result["machine"])
     row = result["envs"][ID]
-    for key in ("resets_per_s", "oracle_steps_per_s", "oracle_step_only_steps_per_s", "wrapped_steps_per_s",
-                "wrapped_step_only_steps_per_s", "adversarial_steps_per_s", "peak_mib"):
+    for key in (
+        "resets_per_s",
+        "oracle_steps_per_s",
+        "oracle_step_only_steps_per_s",
+        "wrapped_steps_per_s",
+        "wrapped_step_only_steps_per_s",
+        "adversarial_steps_per_s",
+        "peak_mib",
+    ):
         assert row[key] > 0, key
     assert row["oracle_success_rate"] == 1.0
 
 
 def test_python_dash_m() -> None:
-    done = subprocess.run([sys.executable, "-m", "trace_envs.cli", "list"], capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "trace_envs.cli", "list"], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert ID in done.stdout
 
@@ -240,8 +256,9 @@ def test_bad_param_is_a_usage_error(capsys) -> None:
     assert "Did you mean 'refuse_rate'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["show", ID, "--seed", "-1"], ["check", ID, "--seed", "-2"],
-                                  ["tau2-check", "--limit", "-73"]])
+@pytest.mark.parametrize(
+    "argv", [["show", ID, "--seed", "-1"], ["check", ID, "--seed", "-2"], ["tau2-check", "--limit", "-73"]]
+)
 def test_negative_seeds_and_limits_are_usage_errors(argv, capsys) -> None:
     assert main(argv) == 2  # a gymnasium traceback, or a slice from the end, before
     assert "expected an integer >= 0" in capsys.readouterr().err

@@ -13,8 +13,10 @@ from trace_agents.stats import paired_difference, summarize_annotations, wilson
 from trace_envs.capabilities import REGISTRY
 
 
-@pytest.mark.parametrize(("k", "n", "lo", "hi"), [(0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (5, 10, 0.2366, 0.7634),
-                                                   (81, 100, 0.7222, 0.8749)])
+@pytest.mark.parametrize(
+    ("k", "n", "lo", "hi"),
+    [(0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (5, 10, 0.2366, 0.7634), (81, 100, 0.7222, 0.8749)],
+)
 def test_wilson_matches_reference_values(k: int, n: int, lo: float, hi: float) -> None:
     got = wilson(k, n)
     assert got == pytest.approx((lo, hi), abs=1e-4)
@@ -67,9 +69,24 @@ def test_mistake_rates_follow_injected_deficits(cap: str, env_id: str) -> None:
 
 def test_cli_evaluates_the_oracle_and_writes_json(tmp_path, capsys) -> None:
     out = tmp_path / "eval.json"
-    code = main(["evaluate", "--model", "oracle", "--env", "trace/precondition-v0", "trace/multi-step-v0",
-                 "--episodes", "10", "--seed-start", "7", "--deficits", "precondition_verification=1.0",
-                 "--out", str(out)])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "oracle",
+            "--env",
+            "trace/precondition-v0",
+            "trace/multi-step-v0",
+            "--episodes",
+            "10",
+            "--seed-start",
+            "7",
+            "--deficits",
+            "precondition_verification=1.0",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     table = capsys.readouterr().out
     assert "`trace/precondition-v0`" in table and "`trace/multi-step-v0`" in table
@@ -96,12 +113,34 @@ def test_cli_reruns_do_not_duplicate_stored_episodes(tmp_path, capsys) -> None:
     from trace_agents.trajectories import TrajectoryStore
 
     traj, out = tmp_path / "t.jsonl", tmp_path / "e.json"
-    args = ["evaluate", "--model", "oracle", "--env", "trace/precondition-v0", "--episodes", "4",
-            "--trajectories", str(traj), "--out", str(out)]
+    args = [
+        "evaluate",
+        "--model",
+        "oracle",
+        "--env",
+        "trace/precondition-v0",
+        "--episodes",
+        "4",
+        "--trajectories",
+        str(traj),
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0 and main(args) == 0  # the rerun reuses the stored episodes
     assert len(list(TrajectoryStore(traj))) == 4
-    collect = ["collect", "--policy", "oracle", "--env", "trace/precondition-v0", "--episodes", "4",
-               "--seed-start", "1000000", "--out", str(traj)]
+    collect = [
+        "collect",
+        "--policy",
+        "oracle",
+        "--env",
+        "trace/precondition-v0",
+        "--episodes",
+        "4",
+        "--seed-start",
+        "1000000",
+        "--out",
+        str(traj),
+    ]
     assert main(collect) == 2 and "already holds 4 of these episodes" in capsys.readouterr().err
     assert main([*collect, "--resume"]) == 0 and len(list(TrajectoryStore(traj))) == 4
 
@@ -113,9 +152,42 @@ def test_cli_passes_a_data_dir_to_the_tau2_env_only(tmp_path, capsys, monkeypatc
         pytest.skip(TAU2_MISSING)
     monkeypatch.delenv("TAU2_DATA_DIR", raising=False)  # the flag alone must find the data
     out = tmp_path / "e.json"
-    assert main(["evaluate", "--model", "oracle", "--env", "trace/tau2-retail-v0", "trace/precondition-v0",
-                 "--episodes", "2", "--data-dir", str(TAU2_DIR), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                "oracle",
+                "--env",
+                "trace/tau2-retail-v0",
+                "trace/precondition-v0",
+                "--episodes",
+                "2",
+                "--data-dir",
+                str(TAU2_DIR),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert [s["env_id"] for s in json.loads(out.read_text())] == ["trace/tau2-retail-v0", "trace/precondition-v0"]
-    assert main(["evaluate", "--model", "oracle", "--env", "trace/precondition-v0", "--episodes", "1",
-                 "--data-dir", str(TAU2_DIR), "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                "oracle",
+                "--env",
+                "trace/precondition-v0",
+                "--episodes",
+                "1",
+                "--data-dir",
+                str(TAU2_DIR),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "none of ['trace/precondition-v0'] reads a data directory" in capsys.readouterr().err

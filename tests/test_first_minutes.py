@@ -17,8 +17,15 @@ import pytest
 from hypothesis import find, settings
 from hypothesis.errors import NoSuchExample
 
-from trace_envs import OraclePolicy, RegistrationError, SpecError, multiagent, register_spec, registered_ids
-from trace_envs import registration
+from trace_envs import (
+    OraclePolicy,
+    RegistrationError,
+    SpecError,
+    multiagent,
+    register_spec,
+    registered_ids,
+    registration,
+)
 from trace_envs.cli import main
 from trace_envs.registration import BUILTIN_SPEC_DIRS
 from trace_envs.testing import specs
@@ -61,8 +68,11 @@ def _oracle_episode(env, seed: int = 0) -> list[str]:
 # ---------------------------------------------------------------------------- specs() from any clone
 def test_specs_draws_only_families_that_load_here(no_tau2_data) -> None:
     with pytest.raises(NoSuchExample):
-        find(specs(), lambda spec: spec["tasks"]["family"] == "tau2",
-             settings=settings(max_examples=50, database=None, derandomize=True))
+        find(
+            specs(),
+            lambda spec: spec["tasks"]["family"] == "tau2",
+            settings=settings(max_examples=50, database=None, derandomize=True),
+        )
 
 
 def test_specs_refuses_a_named_family_that_cannot_load_here(no_tau2_data) -> None:
@@ -117,8 +127,13 @@ def test_trace_env_specs_file_registers_through_the_start_up_hook(tmp_path: Path
     mine = tmp_path / "mine.json"
     mine.write_text(json.dumps(copy.deepcopy(BASE) | {"id": "user/one-file-v0"}), encoding="utf-8")
     code = "import gymnasium as gym; print(gym.make('user/one-file-v0').reset(seed=0)[1]['env_id'])"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "TRACE_ENV_SPECS": str(mine)})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TRACE_ENV_SPECS": str(mine)},
+    )
     assert done.returncode == 0 and "user/one-file-v0" in done.stdout, done.stderr[-3000:]
 
 
@@ -248,10 +263,13 @@ def test_replay_one_episode(trajectories: Path, capsys) -> None:
     assert "== episode 1 (line 2)" in out and "== episode 0" not in out
 
 
-@pytest.mark.parametrize(("argv", "says"), [
-    (["--episode", "2"], "--episode 2 is out of range: {path} holds 2 episodes (0 to 1)"),
-    ([], "no such trajectory file: {missing}"),
-])
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--episode", "2"], "--episode 2 is out of range: {path} holds 2 episodes (0 to 1)"),
+        ([], "no such trajectory file: {missing}"),
+    ],
+)
 def test_replay_errors(trajectories: Path, tmp_path: Path, capsys, argv: list[str], says: str) -> None:
     missing = tmp_path / "none.jsonl"
     path = missing if not argv else trajectories
@@ -268,4 +286,3 @@ def test_replay_names_a_bad_line(trajectories: Path, tmp_path: Path, capsys) -> 
     bad.write_text('{"a": 1}\n', encoding="utf-8")
     assert main(["replay", str(bad)]) == 2
     assert "line 1 is not a trajectory" in capsys.readouterr().err
-

@@ -19,6 +19,7 @@ from trace_envs.testing import INFO_KEYS, actions, adversarial_actions, specs, t
 
 ALL_IDS = trace_envs.registered_ids()
 from helpers import ID_PARAMS  # noqa: E402  (skips ids whose data is absent)
+
 TOL = 1e-6
 _ENVS: dict[str, gym.Env] = {}
 GOODBYE = say("Thank you, goodbye!")
@@ -126,10 +127,14 @@ def test_parse_action_never_raises_on_text(text: str) -> None:
     assert (parsed.kind == "error") == bool(parsed.error)
 
 
-@given(st.one_of(st.binary().map(lambda b: b.decode("latin-1")),
-                 st.binary().map(lambda b: b.decode("utf-8", "surrogateescape")),
-                 st.text(st.characters(categories=["Cs", "Cc", "Co", "Cn"])),
-                 adversarial_actions()))
+@given(
+    st.one_of(
+        st.binary().map(lambda b: b.decode("latin-1")),
+        st.binary().map(lambda b: b.decode("utf-8", "surrogateescape")),
+        st.text(st.characters(categories=["Cs", "Cc", "Co", "Cn"])),
+        adversarial_actions(),
+    )
+)
 def test_parse_action_never_raises_on_binary_ish(text: str) -> None:
     parsed = parse_action(text)
     assert parsed.kind in ("tool", "message", "error")
@@ -150,8 +155,10 @@ JSON_VALUES = st.recursive(
 NO_TAGS = st.text(min_size=1).filter(lambda s: "<tool_call>" not in s and "</tool_call>" not in s)
 
 
-@given(name=NO_TAGS, arguments=st.dictionaries(NO_TAGS, JSON_VALUES.filter(lambda v: "tool_call>" not in json.dumps(v)),
-                                               max_size=4))
+@given(
+    name=NO_TAGS,
+    arguments=st.dictionaries(NO_TAGS, JSON_VALUES.filter(lambda v: "tool_call>" not in json.dumps(v)), max_size=4),
+)
 def test_tool_call_builder_output_parses_as_a_tool(name: str, arguments: dict) -> None:
     parsed = parse_action(tool_call(name, **arguments))
     assert parsed.kind == "tool", parsed
@@ -165,7 +172,8 @@ def test_tool_call_builder_escapes_the_tags(value: str) -> None:
     parsed = parse_action(action)
     assert parsed.kind == "tool" and parsed.arguments == {"expression": value}, (
         f"tool_call('calculate', expression={value!r}) gives {action!r}, which parses as {parsed.kind}: "
-        f"{parsed.error}. tool_call should escape '<' in the JSON (e.g. as \\u003c)")
+        f"{parsed.error}. tool_call should escape '<' in the JSON (e.g. as \\u003c)"
+    )
 
 
 # ---------------------------------------------------------------------------- specs()
@@ -201,18 +209,20 @@ def test_specs_strategy_rejects_unknown_families() -> None:
 
 
 def test_testing_module_needs_neither_pytest_nor_hypothesis_to_import() -> None:
-    code = ("import sys\n"
-            "sys.modules['hypothesis'] = None  # as if it were not installed\n"
-            "import trace_envs.testing as t\n"
-            "assert 'pytest' not in sys.modules, 'trace_envs.testing imported pytest'\n"
-            "try:\n"
-            "    t.adversarial_actions()\n"
-            "except ImportError as exc:\n"
-            "    assert 'pip install \"trace-rl[dev]\"' in str(exc), str(exc)\n"
-            "else:\n"
-            "    raise SystemExit('no ImportError without hypothesis')\n"
-            "import gymnasium as gym\n"
-            "print(t.check_text_env(gym.make('trace/precondition-v0'), episodes=1)['env_id'])\n")
+    code = (
+        "import sys\n"
+        "sys.modules['hypothesis'] = None  # as if it were not installed\n"
+        "import trace_envs.testing as t\n"
+        "assert 'pytest' not in sys.modules, 'trace_envs.testing imported pytest'\n"
+        "try:\n"
+        "    t.adversarial_actions()\n"
+        "except ImportError as exc:\n"
+        "    assert 'pip install \"trace-rl[dev]\"' in str(exc), str(exc)\n"
+        "else:\n"
+        "    raise SystemExit('no ImportError without hypothesis')\n"
+        "import gymnasium as gym\n"
+        "print(t.check_text_env(gym.make('trace/precondition-v0'), episodes=1)['env_id'])\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trace/precondition-v0" in done.stdout

@@ -24,11 +24,18 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_gpu_check_dry_run_bootstraps_and_time_boxes_the_run(tmp_path) -> None:
     out = tmp_path / "out"
-    env = {**os.environ, "GPU_CHECK_DRY": "1", "OUT": str(out), "PYTHON": sys.executable,
-           "GPU_CHECK_WORK": str(tmp_path / "gpu-check-work"), "TRACE_CACHE_DIR": str(tmp_path / "cache"),
-           "RUN_S": "2"}  # the run stage is cut short on purpose: a stage past its box must not sink the rest
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], env=env, capture_output=True,
-                          text=True, timeout=600)
+    env = {
+        **os.environ,
+        "GPU_CHECK_DRY": "1",
+        "OUT": str(out),
+        "PYTHON": sys.executable,
+        "GPU_CHECK_WORK": str(tmp_path / "gpu-check-work"),
+        "TRACE_CACHE_DIR": str(tmp_path / "cache"),
+        "RUN_S": "2",
+    }  # the run stage is cut short on purpose: a stage past its box must not sink the rest
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 124  # the first failed stage's status: the run, cut by its time box
     device = (out / "device.txt").read_text()
     assert "torch" in device and "bootstrap: exit 0" in device, device + done.stderr
@@ -48,7 +55,8 @@ def test_gpu_check_refuses_to_empty_a_folder_it_does_not_own(tmp_path) -> None:
     keep.mkdir()
     (keep / "file").write_text("x")
     env = {**os.environ, "GPU_CHECK_DRY": "1", "OUT": str(tmp_path / "out"), "GPU_CHECK_WORK": str(keep)}
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2 and "gpu-check" in done.stderr
     assert (keep / "file").read_text() == "x"

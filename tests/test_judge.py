@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import fake_endpoint
+
 from trace_agents import analysis as an
 from trace_agents import judge as jd
 from trace_agents.rollout import OracleBatch, rollout
@@ -27,8 +27,9 @@ class Canned:
 
 @pytest.fixture(scope="module")
 def records():
-    return rollout(OracleBatch(deficits={"precondition_verification": 0.5}, seed=0), "trace/retail-v0", range(6),
-                   progress=False).records
+    return rollout(
+        OracleBatch(deficits={"precondition_verification": 0.5}, seed=0), "trace/retail-v0", range(6), progress=False
+    ).records
 
 
 def test_prompts_are_package_files():
@@ -38,9 +39,11 @@ def test_prompts_are_package_files():
 
 
 def test_discovery_parses_snake_case_capabilities(records):
-    reply = ('Here you go:\n[{"name": "verify_order_status", "description": "Reads the order before writing."},'
-             ' {"name": "Bad Name", "description": "x"}, {"name": "copy_ids", "description": "Copies ids."},'
-             ' {"name": "third_one", "description": "y"}]')
+    reply = (
+        'Here you go:\n[{"name": "verify_order_status", "description": "Reads the order before writing."},'
+        ' {"name": "Bad Name", "description": "x"}, {"name": "copy_ids", "description": "Copies ids."},'
+        ' {"name": "third_one", "description": "y"}]'
+    )
     judge = jd.JudgeLabeler(Canned([reply]))
     caps = judge.discover(records, n=2)
     assert caps == {"verify_order_status": "Reads the order before writing.", "copy_ids": "Copies ids."}
@@ -50,8 +53,11 @@ def test_discovery_parses_snake_case_capabilities(records):
 
 
 def test_labels_are_majority_voted_over_runs(records):
-    replies = ["LABEL: LACKING\nEVIDENCE: wrote before reading", "LABEL: PRESENT\nEVIDENCE: read first",
-               "LABEL: lacking\nEVIDENCE: no read"]
+    replies = [
+        "LABEL: LACKING\nEVIDENCE: wrote before reading",
+        "LABEL: PRESENT\nEVIDENCE: read first",
+        "LABEL: lacking\nEVIDENCE: no read",
+    ]
     judge = jd.JudgeLabeler(Canned(replies), {"verify": "Reads first."}, runs=3)
     label, evidence = judge.label(records[0], "verify")
     assert label is L and evidence.startswith("2/3 runs: wrote before reading")
@@ -87,8 +93,9 @@ def test_hf_chat_runs_a_local_model(records):
     from trace_agents import models
 
     tok = models.build_tokenizer(models.corpus(8), vocab_size=600)
-    model = models.build_model(tok, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                               num_key_value_heads=1, intermediate_size=64)
+    model = models.build_model(
+        tok, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=64
+    )
     with pytest.warns(UserWarning, match="repeat one answer"):  # two greedy runs: one answer twice
         jd.JudgeLabeler(jd.HFChat(model, tok), {"c": "d"}, runs=2)
     judge = jd.JudgeLabeler(jd.HFChat(model, tok, max_new_tokens=6, temperature=0.8), {"c": "d"}, runs=2)
@@ -106,15 +113,31 @@ def test_analyze_cli_with_a_judge_endpoint(tmp_path, capsys):
         return "LABEL: LACKING\nEVIDENCE: x" if "outcome: failure" in text else "LABEL: PRESENT"
 
     traj = tmp_path / "t.jsonl"
-    assert main(["collect", "--policy", "oracle", "--deficits", "precondition_verification=0.6", "--episodes",
-                 "30", "--out", str(traj)]) == 0
+    assert (
+        main(
+            [
+                "collect",
+                "--policy",
+                "oracle",
+                "--deficits",
+                "precondition_verification=0.6",
+                "--episodes",
+                "30",
+                "--out",
+                str(traj),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "r.json"
     with fake_endpoint(reply) as (url, seen):
         assert main(["analyze", str(traj), "--out", str(out), "--judge-runs", "1", "--judge-url", url]) == 0
         assert {r["temperature"] for _, r in seen} == {0.0}  # one run: greedy
         seen.clear()
-        assert main(["analyze", str(traj), "--out", str(tmp_path / "r3.json"), "--judge-runs", "3",
-                     "--judge-url", url]) == 0
+        assert (
+            main(["analyze", str(traj), "--out", str(tmp_path / "r3.json"), "--judge-runs", "3", "--judge-url", url])
+            == 0
+        )
         assert {r["temperature"] for _, r in seen} == {0.7}  # several runs: sampled, so they are independent
     report = json.loads(out.read_text())
     assert report["labeler"] == "JudgeLabeler" and report["selected"] == ["check_status_first"]

@@ -15,10 +15,15 @@ from trace_agents import models
 from trace_agents.chat import template_tools, to_chat
 from trace_envs import OraclePolicy, parse_action
 
-GENERATED_CALL = ('<tool_call>\n{"name": "get_order_details", "arguments": {"order_id": "#W0000001"}}\n'
-                  '</tool_call>')
-TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "intermediate_size": 128, "max_position_embeddings": 4096}
+GENERATED_CALL = '<tool_call>\n{"name": "get_order_details", "arguments": {"order_id": "#W0000001"}}\n</tool_call>'
+TINY = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "max_position_embeddings": 4096,
+}
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +84,14 @@ def test_tokenizer_round_trips_every_corpus_text(tok, texts):
         assert tok.decode(tok.encode(text)) == text
 
 
-@pytest.mark.parametrize("text", [
-    "Ünïcödé names: José Müller, 東京, emoji 🙂, ß and ﬁ ligature",
-    "  leading and   inner spaces\r\n\ttabs\n\n",
-    '{"price": 320.92, "zip": "43237", "ids": ["#W0000001", "8384507844"]}',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Ünïcödé names: José Müller, 東京, emoji 🙂, ß and ﬁ ligature",
+        "  leading and   inner spaces\r\n\ttabs\n\n",
+        '{"price": 320.92, "zip": "43237", "ids": ["#W0000001", "8384507844"]}',
+    ],
+)
 def test_tokenizer_round_trips_unicode_and_whitespace(tok, text):
     assert tok.decode(tok.encode(text)) == text
 
@@ -103,21 +111,44 @@ def test_template_round_trips_a_tool_call_conversation(tok):
     messages = [
         {"role": "system", "content": "policy"},
         {"role": "user", "content": "Cancel #W0000001, I'm Zoë (zoë@example.com)."},
-        {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function", "function": {
-            "name": "find_user_id_by_email", "arguments": json.dumps({"email": "zoë@example.com"})}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {
+                        "name": "find_user_id_by_email",
+                        "arguments": json.dumps({"email": "zoë@example.com"}),
+                    },
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "name": "find_user_id_by_email", "content": "zoe_1"},
         {"role": "assistant", "content": "Done."},
     ]
-    tools = [{"type": "function", "function": {"name": "find_user_id_by_email", "description": "d", "parameters": {
-        "type": "object", "properties": {"email": {"type": "string"}}, "required": ["email"]}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "find_user_id_by_email",
+                "description": "d",
+                "parameters": {"type": "object", "properties": {"email": {"type": "string"}}, "required": ["email"]},
+            },
+        }
+    ]
     for obs_format in ("compact", "chat"):
         chat = to_chat(messages, tools, obs_format)
         text = tok.apply_chat_template(chat, tools=template_tools(tools, obs_format), tokenize=False)
         assert text == models.render_chat(chat, template_tools(tools, obs_format))
-        assert '<tool_call>\n{"name": "find_user_id_by_email", "arguments": {"email": "zoë@example.com"}}\n' \
-               '</tool_call><|im_end|>' in text
-        ids = tok.apply_chat_template(chat, tools=template_tools(tools, obs_format), tokenize=True,
-                                      return_dict=True)["input_ids"]
+        assert (
+            '<tool_call>\n{"name": "find_user_id_by_email", "arguments": {"email": "zoë@example.com"}}\n'
+            "</tool_call><|im_end|>" in text
+        )
+        ids = tok.apply_chat_template(chat, tools=template_tools(tools, obs_format), tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
         assert list(ids) == tok.encode(text)
         assert tok.decode(ids) == text
 
@@ -143,8 +174,13 @@ def test_assistant_masks_cover_exactly_the_assistant_turns(tok, texts):
         obs, _, terminated, truncated, info = env.step(oracle.act(obs, info))
         done = terminated or truncated
     chat = to_chat(info["messages"], info["tools"], "compact")
-    out = tok.apply_chat_template(chat, chat_template=get_training_chat_template(tok), tokenize=True,
-                                  return_dict=True, return_assistant_tokens_mask=True)
+    out = tok.apply_chat_template(
+        chat,
+        chat_template=get_training_chat_template(tok),
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
+    )
     ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
     spans, start = [], None
     for k, m in enumerate([*mask, 0]):
@@ -155,7 +191,7 @@ def test_assistant_masks_cover_exactly_the_assistant_turns(tok, texts):
             start = None
     assistant = [m for m in chat if m["role"] == "assistant"]
     assert len(spans) == len(assistant)
-    for span, message in zip(spans, assistant):
+    for span, message in zip(spans, assistant, strict=True):
         assert span.endswith("<|im_end|>\n")
         if message.get("tool_calls"):
             assert span.startswith("\n<tool_call>\n{") and parse_action(span.split("<|im_end|>")[0]).kind == "tool"
@@ -180,7 +216,7 @@ def test_build_model_is_seeded_and_sized_by_the_tokenizer(tok):
     assert a.config.vocab_size == len(tok)
     assert (a.config.eos_token_id, a.config.pad_token_id) == (tok.eos_token_id, tok.pad_token_id)
     assert set(a.generation_config.eos_token_id) == {tok.eos_token_id, tok.pad_token_id}
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     assert not torch.equal(a.model.embed_tokens.weight, c.model.embed_tokens.weight)
     tiny = models.build_model(tok)
     assert 1e6 < sum(p.numel() for p in tiny.parameters()) < 5e6
@@ -219,11 +255,17 @@ def test_concurrent_builders_all_get_a_complete_preset(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from trace_agents import models; "
-            "p = models.tiny_preset(cache=sys.argv[1], n_episodes=6); "
-            "m, t = models.load(p); print('ok', m.config.vocab_size == len(t))")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    code = (
+        "import sys; from trace_agents import models; "
+        "p = models.tiny_preset(cache=sys.argv[1], n_episodes=6); "
+        "m, t = models.load(p); print('ok', m.config.vocab_size == len(t))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
     assert all(out.strip().endswith("ok True") for out, _ in outs)

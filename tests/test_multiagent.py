@@ -62,6 +62,7 @@ def _rule_user(task):
         if "shall i proceed" in text:
             return "Yes, please."
         return "Okay."
+
     return reply
 
 

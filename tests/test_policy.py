@@ -9,9 +9,9 @@ import json
 import gymnasium as gym
 import pytest
 import torch
+from helpers import TINY, quiet_peft
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from helpers import TINY, quiet_peft
 from trace_agents import models
 from trace_agents.policy import HFPolicy, Policy, _merged_cache, _prefill_groups
 from trace_agents.rollout import rollout
@@ -25,7 +25,6 @@ def peft_model(base, path, **kw):
     """A deep copy of ``base`` with the adapter at ``path``, as a PeftModel."""
     with quiet_peft():
         return PeftModel.from_pretrained(copy.deepcopy(base), path, **kw)
-
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +114,7 @@ def tool_caller(tok, infos):
     target = tok.encode(CALL + " and then words that must not appear<|im_end|>")
     ids = torch.tensor([prompt + target])
     labels = ids.clone()
-    labels[0, :len(prompt)] = -100
+    labels[0, : len(prompt)] = -100
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
     for _ in range(200):
@@ -180,7 +179,7 @@ def test_adapters_per_row_match_each_adapter_alone(base, tok, infos, adapter_dir
     mixed = policy.act_batch(rows, choice)
 
     alone = []
-    for info, name in zip(rows, choice):
+    for info, name in zip(rows, choice, strict=True):
         model = copy.deepcopy(base) if name is None else peft_model(base, adapter_dirs[name])
         alone.append(HFPolicy(model, tok, max_new_tokens=16).act_batch([info])[0])
     assert mixed == alone
@@ -236,6 +235,7 @@ def test_rollout_drives_an_hf_policy(base, tok):
 
 def test_reused_kv_caches_play_the_same_episodes(base, tok):
     """Keeping each slot's cache across turns changes the cost, not the actions."""
+
     def play(reuse):
         policy = HFPolicy(base, tok, max_new_tokens=8, reuse_cache=reuse)
         result = rollout(policy, "trace/precondition-v0", range(3), batch_size=2, progress=False)
@@ -257,8 +257,10 @@ def test_prefill_groups_split_off_long_rows_only_when_it_saves_work():
 def test_rows_prefilled_apart_decode_as_when_alone(base, tok, infos):
     """A long row is prefilled in its own group; every row still decodes as it would alone."""
     policy = HFPolicy(base, tok, max_new_tokens=12)
-    long_info = dict(infos[3], messages=infos[3]["messages"] + [
-        {"role": "user", "content": "Here is my whole order history again. " * 40}])
+    long_info = dict(
+        infos[3],
+        messages=infos[3]["messages"] + [{"role": "user", "content": "Here is my whole order history again. " * 40}],
+    )
     batch = [dict(infos[0], slot=0), dict(long_info, slot=1), dict(infos[1], slot=2)]
     lengths = [len(tok.encode(policy.prompt(i))) for i in batch]
     assert len(_prefill_groups(lengths)) == 2
@@ -347,8 +349,9 @@ def test_eager_attention_batches_padded_rows_like_single_rows(base, tok, infos):
 
 def test_sliding_window_models_decode_and_keep_no_slot_cache(tok, infos):
     torch.manual_seed(0)
-    model = models.build_model(tok, **{**TINY, "use_sliding_window": True, "sliding_window": 32,
-                                       "max_window_layers": 0})
+    model = models.build_model(
+        tok, **{**TINY, "use_sliding_window": True, "sliding_window": 32, "max_window_layers": 0}
+    )
     assert set(model.config.layer_types) == {"sliding_attention"}
     policy = HFPolicy(model, tok, max_new_tokens=8)
     alone = [HFPolicy(model, tok, max_new_tokens=8).act_batch([info])[0] for info in infos]
@@ -359,8 +362,10 @@ def test_sliding_window_models_decode_and_keep_no_slot_cache(tok, infos):
 
 def test_cache_reuse_leaves_sampled_actions_alone(base, tok, infos):
     """Reuse changes how rows are grouped for prefill; each row still draws the same sample."""
-    long_info = dict(infos[3], messages=infos[3]["messages"] + [
-        {"role": "user", "content": "Here is my whole order history again. " * 40}])
+    long_info = dict(
+        infos[3],
+        messages=infos[3]["messages"] + [{"role": "user", "content": "Here is my whole order history again. " * 40}],
+    )
     batch = [dict(infos[0], slot=0), dict(long_info, slot=1), dict(infos[1], slot=2), dict(infos[2], slot=3)]
     settings = dict(max_new_tokens=8, temperature=1.0, top_k=50, top_p=0.9, seed=3)
     cached, plain = HFPolicy(base, tok, **settings), HFPolicy(base, tok, reuse_cache=False, **settings)
@@ -421,11 +426,18 @@ class _OlderForward(torch.nn.Module):
         super().__init__()
         self.inner, self.config = base, base.config
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
-                logits_to_keep=0):
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None, logits_to_keep=0
+    ):
         name = "cache" if "cache" in inspect.signature(self.inner.forward).parameters else "past_key_values"
-        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         use_cache=use_cache, logits_to_keep=logits_to_keep, **{name: past_key_values})
+        out = self.inner(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **{name: past_key_values},
+        )
         return type("Output", (), {"logits": out.logits, "past_key_values": getattr(out, name)})()
 
 

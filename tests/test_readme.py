@@ -45,10 +45,12 @@ def test_readme_has_a_python_snippet() -> None:
 
 @pytest.mark.parametrize(("code", "expected"), SNIPPETS)
 def test_readme_snippet_runs(code: str, expected: str | None, tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, f"README snippet failed:\n{proc.stderr}"
     if expected is not None:
         assert proc.stdout == expected, (
             "README.md shows other output than its snippet prints; paste the real output into the "
-            f"```text block after it:\n{proc.stdout}")
+            f"```text block after it:\n{proc.stdout}"
+        )

@@ -25,6 +25,7 @@ from trace_envs.testing import check_text_env
 
 ALL_IDS = trace_envs.registered_ids()
 from helpers import ID_PARAMS, RUNNABLE_IDS  # noqa: E402  (skips ids whose data is absent)
+
 BUILTIN_DIR = next(d for d in BUILTIN_SPEC_DIRS if d.is_dir())
 BUILTIN_FILES = sorted(BUILTIN_DIR.glob("*.json"))
 TOL = 1e-6
@@ -63,8 +64,17 @@ def _continue(env, actions: list[str]) -> list[tuple]:
     out = []
     for action in actions:
         obs, reward, terminated, truncated, info = env.step(action)
-        out.append((obs, reward, terminated, truncated, info["reward_components"], info.get("return_components"),
-                    info["messages"]))
+        out.append(
+            (
+                obs,
+                reward,
+                terminated,
+                truncated,
+                info["reward_components"],
+                info.get("return_components"),
+                info["messages"],
+            )
+        )
         if terminated or truncated:
             break
     return out
@@ -83,14 +93,17 @@ def test_check_env_passes_without_warnings(env_id: str) -> None:
 @id_params
 def test_make_works_after_importing_only_gymnasium(env_id: str, tmp_path: Path) -> None:
     # The .pth start-up hook must register ids when gymnasium is imported; trace_envs is never imported here.
-    code = ("import sys, gymnasium as gym\n"
-            "env = gym.make(sys.argv[1])\n"
-            "obs, info = env.reset(seed=0)\n"
-            "assert isinstance(obs, str) and obs, obs\n"
-            "assert info['env_id'] == sys.argv[1], info['env_id']\n"
-            "print('made', info['env_id'])\n")
-    done = subprocess.run([sys.executable, "-W", "error", "-c", code, env_id], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import sys, gymnasium as gym\n"
+        "env = gym.make(sys.argv[1])\n"
+        "obs, info = env.reset(seed=0)\n"
+        "assert isinstance(obs, str) and obs, obs\n"
+        "assert info['env_id'] == sys.argv[1], info['env_id']\n"
+        "print('made', info['env_id'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code, env_id], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, f"gym.make({env_id!r}) after `import gymnasium` failed:\n{done.stderr[-3000:]}"
     assert f"made {env_id}" in done.stdout
 
@@ -101,7 +114,7 @@ def test_make_vec(env_id: str, mode: str) -> None:
     single = [gym.make(env_id) for _ in range(2)]
     expected_reset = [e.reset(seed=i)[0] for i, e in enumerate(single)]
     acts = (say("hello"), tool_call("get_order_details", order_id="#W0000000"))
-    expected_step = [e.step(a) for e, a in zip(single, acts)]
+    expected_step = [e.step(a) for e, a in zip(single, acts, strict=True)]
     vec = gym.make_vec(env_id, num_envs=2, vectorization_mode=mode)
     try:
         obs, infos = vec.reset(seed=0)
@@ -112,13 +125,15 @@ def test_make_vec(env_id: str, mode: str) -> None:
                 f"make_vec({mode}) reset observation {i} differs from a single env's: got {len(obs[i])} chars "
                 f"starting {obs[i][:60]!r}, expected {len(expected_reset[i])} chars starting "
                 f"{expected_reset[i][:60]!r}. (AsyncVectorEnv with shared_memory=True reads Text observations from "
-                f"shared memory once, at construction, so every observation is the zeroed buffer decoded)")
+                f"shared memory once, at construction, so every observation is the zeroed buffer decoded)"
+            )
         obs, rewards, terminated, truncated, infos = vec.step(acts)
         assert isinstance(rewards, np.ndarray) and rewards.shape == (2,) and np.isfinite(rewards).all()
         assert not terminated.any() and not truncated.any()
         for i in range(2):
             assert obs[i] == expected_step[i][0], (
-                f"make_vec({mode}) step observation {i} is {obs[i][:60]!r}, expected {expected_step[i][0][:60]!r}")
+                f"make_vec({mode}) step observation {i} is {obs[i][:60]!r}, expected {expected_step[i][0][:60]!r}"
+            )
             assert rewards[i] == expected_step[i][1]
     finally:
         vec.close()
@@ -169,7 +184,7 @@ def test_copy_mid_episode_continues_identically(env_id: str, how: str) -> None:
 
 
 # ---------------------------------------------------------------------------- determinism
-_HASH_CODE = '''
+_HASH_CODE = """
 import hashlib, json
 import gymnasium as gym
 import trace_envs
@@ -189,7 +204,7 @@ def oracle_hash(env_id):
             done = terminated or truncated
         h.update(json.dumps(info["return_components"], sort_keys=True).encode())
     return h.hexdigest()
-'''
+"""
 
 
 def _hash_in_process(env_id: str) -> str:
@@ -204,8 +219,13 @@ def subprocess_hashes() -> list[dict[str, str]]:
     code = _HASH_CODE + "import sys\nprint(json.dumps({i: oracle_hash(i) for i in sys.argv[1:]}))\n"
     out = []
     for hash_seed in ("1", "987654"):
-        done = subprocess.run([sys.executable, "-c", code, *RUNNABLE_IDS], capture_output=True, text=True,
-                              timeout=300, env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        done = subprocess.run(
+            [sys.executable, "-c", code, *RUNNABLE_IDS],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         out.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return out
@@ -228,7 +248,8 @@ def test_reset_with_task_id_reproduces_the_task(env_id: str) -> None:
         again, info2 = env.reset(seed=seed + 1, options={"task_id": info["task_id"]})
         assert info2["task_id"] == info["task_id"]
         assert again == obs and info2["messages"] == info["messages"], (
-            f"{env_id}: reset(options={{'task_id': {info['task_id']!r}}}) gave another task than seed {seed}")
+            f"{env_id}: reset(options={{'task_id': {info['task_id']!r}}}) gave another task than seed {seed}"
+        )
         assert env.unwrapped.task.gold_calls == gold
 
 
@@ -270,8 +291,10 @@ def test_info_tools_do_not_alias_shared_state(env_id: str) -> None:
         for name, params in shared.items():
             _restore_in_place(params, saved[name])
     assert json.dumps(other.unwrapped.tool_schemas, sort_keys=True) == before, "the restore failed"
-    assert after == before, (f"{env_id}: editing info['tools'] changed the tool schemas of every env in the process "
-                             f"(Tool.schema returns the domain's shared parameters dict; copy it)")
+    assert after == before, (
+        f"{env_id}: editing info['tools'] changed the tool schemas of every env in the process "
+        f"(Tool.schema returns the domain's shared parameters dict; copy it)"
+    )
 
 
 # ---------------------------------------------------------------------------- oracle
@@ -351,11 +374,21 @@ def test_recorded_oracle_mistakes_are_flagged(env_id: str, cap: str) -> None:
         _, _, info, _ = _play(env, seed, weak)
         if weak.mistakes.get(cap) and not FLAGGED[cap](info):
             task = env.unwrapped.task
-            missed.append((seed, [(r.kind, r.capabilities, "refuse" if r.refuse else "allowed")
-                                  for r in task.requests if cap in r.capabilities]))
-    assert not missed, (f"{env_id}: OraclePolicy recorded a {cap} mistake that the annotations do not show on "
-                        f"{len(missed)}/100 seeds (the oracle counts a slip it never makes, or the task tags a "
-                        f"request with {cap} that cannot exercise it); e.g. {missed[:2]}")
+            missed.append(
+                (
+                    seed,
+                    [
+                        (r.kind, r.capabilities, "refuse" if r.refuse else "allowed")
+                        for r in task.requests
+                        if cap in r.capabilities
+                    ],
+                )
+            )
+    assert not missed, (
+        f"{env_id}: OraclePolicy recorded a {cap} mistake that the annotations do not show on "
+        f"{len(missed)}/100 seeds (the oracle counts a slip it never makes, or the task tags a "
+        f"request with {cap} that cannot exercise it); e.g. {missed[:2]}"
+    )
 
 
 # ---------------------------------------------------------------------------- caller bugs
@@ -390,7 +423,8 @@ def test_spec_json_round_trip(path: Path) -> None:
     assert reloaded == spec, (
         f"load_spec(spec.to_json()) != spec for {path.name}: only `source` differs "
         f"({reloaded.source!r} vs {spec.source!r}); TraceSpec.source should be field(compare=False), as the "
-        f"to_json docstring promises equality")
+        f"to_json docstring promises equality"
+    )
 
 
 def test_builtin_files_are_registered() -> None:

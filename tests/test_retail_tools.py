@@ -24,8 +24,14 @@ BAG_S, BAG_L = "2000000011", "2000000012"
 ADA, BOB = "ada_lovelace_1234", "bob_smith_5678"
 CARD, GIFT, PAYPAL = "credit_card_1111111", "gift_card_2222222", "paypal_3333333"
 BOB_CARD, BOB_GIFT = "credit_card_4444444", "gift_card_5555555"
-NEW_ADDRESS = {"address1": "1 New Road", "address2": "", "city": "Boston", "state": "MA",
-               "country": "USA", "zip": "02101"}
+NEW_ADDRESS = {
+    "address1": "1 New Road",
+    "address2": "",
+    "city": "Boston",
+    "state": "MA",
+    "country": "USA",
+    "zip": "02101",
+}
 
 
 def _variant(item_id: str, color: str, price: float, available: bool = True) -> dict[str, Any]:
@@ -33,13 +39,24 @@ def _variant(item_id: str, color: str, price: float, available: bool = True) -> 
 
 
 def _line(product_id: str, name: str, variant: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "product_id": product_id, "item_id": variant["item_id"], "price": variant["price"],
-            "options": dict(variant["options"])}
+    return {
+        "name": name,
+        "product_id": product_id,
+        "item_id": variant["item_id"],
+        "price": variant["price"],
+        "options": dict(variant["options"]),
+    }
 
 
 def _address(zip_code: str) -> dict[str, str]:
-    return {"address1": "10 Old Street", "address2": "Apt 2", "city": "New York", "country": "USA",
-            "state": "NY", "zip": zip_code}
+    return {
+        "address1": "10 Old Street",
+        "address2": "Apt 2",
+        "city": "New York",
+        "country": "USA",
+        "state": "NY",
+        "zip": zip_code,
+    }
 
 
 def _order(order_id: str, user_id: str, status: str, lines: list[dict], pm: str, **extra: Any) -> dict:
@@ -47,17 +64,31 @@ def _order(order_id: str, user_id: str, status: str, lines: list[dict], pm: str,
     history = [{"transaction_type": "payment", "amount": total, "payment_method_id": pm}]
     if status == "cancelled":
         history.append({"transaction_type": "refund", "amount": total, "payment_method_id": pm})
-    return {"order_id": order_id, "user_id": user_id, "address": _address("10001"), "items": lines,
-            "status": status, "fulfillments": [], "payment_history": history, **extra}
+    return {
+        "order_id": order_id,
+        "user_id": user_id,
+        "address": _address("10001"),
+        "items": lines,
+        "status": status,
+        "fulfillments": [],
+        "payment_history": history,
+        **extra,
+    }
 
 
 def raw_tables() -> dict[str, dict[str, Any]]:
     """Fresh plain-JSON tables of the fixture world."""
-    shirt = {BLUE: _variant(BLUE, "blue", 50.0), RED: _variant(RED, "red", 55.25),
-             GREEN: _variant(GREEN, "green", 45.1), BLACK: _variant(BLACK, "black", 60.0, available=False)}
+    shirt = {
+        BLUE: _variant(BLUE, "blue", 50.0),
+        RED: _variant(RED, "red", 55.25),
+        GREEN: _variant(GREEN, "green", 45.1),
+        BLACK: _variant(BLACK, "black", 60.0, available=False),
+    }
     bag = {BAG_S: _variant(BAG_S, "small", 100.0), BAG_L: _variant(BAG_L, "large", 130.5)}
-    products = {SHIRT: {"name": "T-Shirt", "product_id": SHIRT, "variants": shirt},
-                BAG: {"name": "Backpack", "product_id": BAG, "variants": bag}}
+    products = {
+        SHIRT: {"name": "T-Shirt", "product_id": SHIRT, "variants": shirt},
+        BAG: {"name": "Backpack", "product_id": BAG, "variants": bag},
+    }
     s = lambda v: _line(SHIRT, "T-Shirt", shirt[v])  # noqa: E731
     b = lambda v: _line(BAG, "Backpack", bag[v])  # noqa: E731
     orders = {
@@ -71,19 +102,29 @@ def raw_tables() -> dict[str, dict[str, Any]]:
         "#W0000008": _order("#W0000008", BOB, "pending", [s(GREEN)], BOB_CARD),
     }
     users = {
-        ADA: {"user_id": ADA, "name": {"first_name": "Ada", "last_name": "Lovelace"}, "address": _address("10001"),
-              "email": "ada.lovelace1234@example.com",
-              "payment_methods": {
-                  CARD: {"source": "credit_card", "id": CARD, "brand": "visa", "last_four": "1111"},
-                  GIFT: {"source": "gift_card", "id": GIFT, "balance": 100.0},
-                  PAYPAL: {"source": "paypal", "id": PAYPAL}},
-              "orders": [f"#W000000{i}" for i in range(1, 7)]},
-        BOB: {"user_id": BOB, "name": {"first_name": "Bob", "last_name": "Smith"}, "address": _address("94105"),
-              "email": "bob.smith5678@example.com",
-              "payment_methods": {
-                  BOB_CARD: {"source": "credit_card", "id": BOB_CARD, "brand": "amex", "last_four": "4444"},
-                  BOB_GIFT: {"source": "gift_card", "id": BOB_GIFT, "balance": 10.0}},
-              "orders": ["#W0000007", "#W0000008"]},
+        ADA: {
+            "user_id": ADA,
+            "name": {"first_name": "Ada", "last_name": "Lovelace"},
+            "address": _address("10001"),
+            "email": "ada.lovelace1234@example.com",
+            "payment_methods": {
+                CARD: {"source": "credit_card", "id": CARD, "brand": "visa", "last_four": "1111"},
+                GIFT: {"source": "gift_card", "id": GIFT, "balance": 100.0},
+                PAYPAL: {"source": "paypal", "id": PAYPAL},
+            },
+            "orders": [f"#W000000{i}" for i in range(1, 7)],
+        },
+        BOB: {
+            "user_id": BOB,
+            "name": {"first_name": "Bob", "last_name": "Smith"},
+            "address": _address("94105"),
+            "email": "bob.smith5678@example.com",
+            "payment_methods": {
+                BOB_CARD: {"source": "credit_card", "id": BOB_CARD, "brand": "amex", "last_four": "4444"},
+                BOB_GIFT: {"source": "gift_card", "id": BOB_GIFT, "balance": 10.0},
+            },
+            "orders": ["#W0000007", "#W0000008"],
+        },
     }
     return {"products": products, "users": users, "orders": orders}
 
@@ -115,12 +156,25 @@ def balance(db: Database, user_id: str, pm: str) -> float:
 # -- toolkit shape ------------------------------------------------------------------------
 def test_toolkit_order_kinds_and_schemas():
     names = list(RETAIL_TOOLS)
-    assert names[:7] == ["find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details",
-                         "get_order_details", "get_product_details", "get_item_details", "list_all_product_types"]
+    assert names[:7] == [
+        "find_user_id_by_email",
+        "find_user_id_by_name_zip",
+        "get_user_details",
+        "get_order_details",
+        "get_product_details",
+        "get_item_details",
+        "list_all_product_types",
+    ]
     assert names[7:9] == ["calculate", "transfer_to_human_agents"]
-    assert names[9:] == ["cancel_pending_order", "modify_pending_order_address", "modify_pending_order_items",
-                         "modify_pending_order_payment", "modify_user_address", "return_delivered_order_items",
-                         "exchange_delivered_order_items"]
+    assert names[9:] == [
+        "cancel_pending_order",
+        "modify_pending_order_address",
+        "modify_pending_order_items",
+        "modify_pending_order_payment",
+        "modify_user_address",
+        "return_delivered_order_items",
+        "exchange_delivered_order_items",
+    ]
     kinds = [t.kind for t in RETAIL_TOOLS.values()]
     assert kinds == ["read"] * 7 + ["generic", "terminal"] + ["write"] * 7
     for name, tool in RETAIL_TOOLS.items():
@@ -150,8 +204,13 @@ def test_check_arguments_rejects_extra_and_missing():
     tool = RETAIL_TOOLS["cancel_pending_order"]
     assert check_arguments(tool, {"order_id": "#W0000001"}) is not None
     assert check_arguments(tool, {"order_id": "#W0000001", "reason": "x", "extra": 1}) is not None
-    assert check_arguments(RETAIL_TOOLS["return_delivered_order_items"],
-                           {"order_id": "#W1", "item_ids": [1], "payment_method_id": CARD}) is not None
+    assert (
+        check_arguments(
+            RETAIL_TOOLS["return_delivered_order_items"],
+            {"order_id": "#W1", "item_ids": [1], "payment_method_id": CARD},
+        )
+        is not None
+    )
 
 
 # -- read tools ---------------------------------------------------------------------------
@@ -171,8 +230,15 @@ def test_user_lookups_see_the_overlay(db):
     fork = db.fork()
     call(fork, "modify_user_address", user_id=ADA, **NEW_ADDRESS)
     fork.users.mut(BOB)["email"] = "bob@new.example.com"
-    fork.users.put("cy_young_1", {**copy.deepcopy(db.users[BOB]), "user_id": "cy_young_1",
-                                  "email": "cy@example.com", "name": {"first_name": "Cy", "last_name": "Young"}})
+    fork.users.put(
+        "cy_young_1",
+        {
+            **copy.deepcopy(db.users[BOB]),
+            "user_id": "cy_young_1",
+            "email": "cy@example.com",
+            "name": {"first_name": "Cy", "last_name": "Young"},
+        },
+    )
     assert call(fork, "find_user_id_by_name_zip", first_name="Ada", last_name="Lovelace", zip="02101") == ADA
     fails(fork, "find_user_id_by_name_zip", "not found", first_name="Ada", last_name="Lovelace", zip="10001")
     assert call(fork, "find_user_id_by_email", email="bob@new.example.com") == BOB
@@ -187,8 +253,7 @@ def test_lookup_index_is_per_base():
     raw = raw_tables()
     raw["users"]["other_id_9"] = raw["users"].pop(ADA)
     other = Database.from_json(raw)
-    assert call(Database.from_json(raw_tables()), "find_user_id_by_email",
-                email="ada.lovelace1234@example.com") == ADA
+    assert call(Database.from_json(raw_tables()), "find_user_id_by_email", email="ada.lovelace1234@example.com") == ADA
     assert call(other, "find_user_id_by_email", email="ada.lovelace1234@example.com") == "other_id_9"
 
 
@@ -228,25 +293,56 @@ def test_calculate_tool_and_transfer(db):
     assert call(db, "transfer_to_human_agents", summary="wants a refund outside policy") == "Transfer successful"
 
 
-@pytest.mark.parametrize("expression, expected", [
-    ("(1+2)*3.5/2", 5.25), ("-3 + 5", 2.0), ("-(2 - 5) * +2", 6.0), ("--4", 4.0), ("2 - -2", 4.0),
-    ("10 / 3", 3.33), ("2/3", 0.67), (".5 + 1.", 1.5), ("652.61 + 473.43", 1126.04),
-    ("2623.69 - 1126.04", 1497.65), ("1 - 2 - 3", -4.0), ("8 / 4 / 2", 1.0), ("2 + 3 * 4", 14.0),
-    ("-0.001", 0.0), ("((((1))))", 1.0),
-])
+@pytest.mark.parametrize(
+    "expression, expected",
+    [
+        ("(1+2)*3.5/2", 5.25),
+        ("-3 + 5", 2.0),
+        ("-(2 - 5) * +2", 6.0),
+        ("--4", 4.0),
+        ("2 - -2", 4.0),
+        ("10 / 3", 3.33),
+        ("2/3", 0.67),
+        (".5 + 1.", 1.5),
+        ("652.61 + 473.43", 1126.04),
+        ("2623.69 - 1126.04", 1497.65),
+        ("1 - 2 - 3", -4.0),
+        ("8 / 4 / 2", 1.0),
+        ("2 + 3 * 4", 14.0),
+        ("-0.001", 0.0),
+        ("((((1))))", 1.0),
+    ],
+)
 def test_calculator_accepts(expression, expected):
     result = calculate(expression)
     assert result == expected and isinstance(result, float)
 
 
-@pytest.mark.parametrize("expression, match", [
-    ("__import__('os')", "invalid characters"), ("abc", "invalid characters"), ("2 ** 3", r"\*\*"),
-    ("2**3", r"\*\*"), ("1" * 300, "longer than 256"), ("(" * 40 + "1" + ")" * 40, "nested deeper"),
-    ("1/0", "division by zero"), ("1/(2-2)", "division by zero"), ("", "empty"), ("   ", "empty"),
-    ("1.2.3", "invalid number"), ("1 2", "unexpected"), ("2(3)", "unexpected"), ("(1+2", "missing"),
-    ("1+", "end of expression"), ("*2", "unexpected"), (")", "unexpected"), ("1\n+2", "invalid characters"),
-    ("1e5", "invalid characters"), (".", "invalid number"),
-])
+@pytest.mark.parametrize(
+    "expression, match",
+    [
+        ("__import__('os')", "invalid characters"),
+        ("abc", "invalid characters"),
+        ("2 ** 3", r"\*\*"),
+        ("2**3", r"\*\*"),
+        ("1" * 300, "longer than 256"),
+        ("(" * 40 + "1" + ")" * 40, "nested deeper"),
+        ("1/0", "division by zero"),
+        ("1/(2-2)", "division by zero"),
+        ("", "empty"),
+        ("   ", "empty"),
+        ("1.2.3", "invalid number"),
+        ("1 2", "unexpected"),
+        ("2(3)", "unexpected"),
+        ("(1+2", "missing"),
+        ("1+", "end of expression"),
+        ("*2", "unexpected"),
+        (")", "unexpected"),
+        ("1\n+2", "invalid characters"),
+        ("1e5", "invalid characters"),
+        (".", "invalid number"),
+    ],
+)
 def test_calculator_rejects(expression, match):
     with pytest.raises(ToolError, match=match):
         calculate(expression)
@@ -272,16 +368,19 @@ def test_cancel_pending_order_refunds_gift_card_at_once(db):
     assert db.orders["#W0000002"]["payment_history"][-1]["payment_method_id"] == GIFT
 
 
-@pytest.mark.parametrize("order_id, reason, match", [
-    ("#W9999999", "no longer needed", "order not found"),
-    ("#W0000003", "no longer needed", "non-pending"),
-    ("#W0000004", "no longer needed", "non-pending"),
-    ("#W0000005", "no longer needed", "non-pending"),
-    ("#W0000006", "no longer needed", "non-pending"),
-    ("#W0000001", "No longer needed", "invalid reason"),
-    ("#W0000001", "changed my mind", "invalid reason"),
-    ("#W0000001", "no longer needed.", "invalid reason"),
-])
+@pytest.mark.parametrize(
+    "order_id, reason, match",
+    [
+        ("#W9999999", "no longer needed", "order not found"),
+        ("#W0000003", "no longer needed", "non-pending"),
+        ("#W0000004", "no longer needed", "non-pending"),
+        ("#W0000005", "no longer needed", "non-pending"),
+        ("#W0000006", "no longer needed", "non-pending"),
+        ("#W0000001", "No longer needed", "invalid reason"),
+        ("#W0000001", "changed my mind", "invalid reason"),
+        ("#W0000001", "no longer needed.", "invalid reason"),
+    ],
+)
 def test_cancel_pending_order_errors(db, order_id, reason, match):
     fails(db, "cancel_pending_order", match, order_id=order_id, reason=reason)
 
@@ -318,7 +417,11 @@ def test_modify_pending_order_payment_card_to_gift_card(db):
 def test_modify_pending_order_payment_gift_card_to_card_refunds_gift_card(db):
     call(db, "modify_pending_order_payment", order_id="#W0000002", payment_method_id=CARD)
     assert balance(db, ADA, GIFT) == 200.0
-    assert [p["transaction_type"] for p in db.orders["#W0000002"]["payment_history"]] == ["payment", "payment", "refund"]
+    assert [p["transaction_type"] for p in db.orders["#W0000002"]["payment_history"]] == [
+        "payment",
+        "payment",
+        "refund",
+    ]
 
 
 def test_modify_pending_order_payment_after_item_modification(db):
@@ -329,23 +432,37 @@ def test_modify_pending_order_payment_after_item_modification(db):
 def test_modify_pending_order_payment_errors(db):
     fails(db, "modify_pending_order_payment", "order not found", order_id="#W9", payment_method_id=PAYPAL)
     fails(db, "modify_pending_order_payment", "non-pending", order_id="#W0000004", payment_method_id=PAYPAL)
-    fails(db, "modify_pending_order_payment", "payment method not found", order_id="#W0000001",
-          payment_method_id=BOB_CARD)
+    fails(
+        db, "modify_pending_order_payment", "payment method not found", order_id="#W0000001", payment_method_id=BOB_CARD
+    )
     fails(db, "modify_pending_order_payment", "different", order_id="#W0000001", payment_method_id=CARD)
     # 150.00 > the gift card's 100.00
-    fails(db, "modify_pending_order_payment", "insufficient gift card balance", order_id="#W0000001",
-          payment_method_id=GIFT)
+    fails(
+        db,
+        "modify_pending_order_payment",
+        "insufficient gift card balance",
+        order_id="#W0000001",
+        payment_method_id=GIFT,
+    )
     call(db, "modify_pending_order_payment", order_id="#W0000001", payment_method_id=PAYPAL)
     fails(db, "modify_pending_order_payment", "exactly one payment", order_id="#W0000001", payment_method_id=CARD)
 
 
 # -- modify items -------------------------------------------------------------------------
 def test_modify_pending_order_items_charge_card(db):
-    order = call(db, "modify_pending_order_items", order_id="#W0000001", item_ids=[BLUE, BAG_S],
-                 new_item_ids=[RED, BAG_L], payment_method_id=CARD)
+    order = call(
+        db,
+        "modify_pending_order_items",
+        order_id="#W0000001",
+        item_ids=[BLUE, BAG_S],
+        new_item_ids=[RED, BAG_L],
+        payment_method_id=CARD,
+    )
     assert order["status"] == "pending (item modified)"
     assert [(it["item_id"], it["price"], it["options"]) for it in order["items"]] == [
-        (RED, 55.25, {"color": "red"}), (BAG_L, 130.5, {"color": "large"})]
+        (RED, 55.25, {"color": "red"}),
+        (BAG_L, 130.5, {"color": "large"}),
+    ]
     assert order["payment_history"][-1] == {"transaction_type": "payment", "amount": 35.75, "payment_method_id": CARD}
     # The catalog record was copied, not aliased.
     order["items"][0]["options"]["color"] = "x"
@@ -353,8 +470,14 @@ def test_modify_pending_order_items_charge_card(db):
 
 
 def test_modify_pending_order_items_duplicates_and_gift_card_refund(db):
-    order = call(db, "modify_pending_order_items", order_id="#W0000002", item_ids=[BLUE, BLUE],
-                 new_item_ids=[GREEN, RED], payment_method_id=GIFT)
+    order = call(
+        db,
+        "modify_pending_order_items",
+        order_id="#W0000002",
+        item_ids=[BLUE, BLUE],
+        new_item_ids=[GREEN, RED],
+        payment_method_id=GIFT,
+    )
     assert [it["item_id"] for it in order["items"]] == [GREEN, RED]
     # 45.10 + 55.25 - 100.00 = 0.35 charged to the gift card.
     assert order["payment_history"][-1] == {"transaction_type": "payment", "amount": 0.35, "payment_method_id": GIFT}
@@ -364,61 +487,97 @@ def test_modify_pending_order_items_duplicates_and_gift_card_refund(db):
 def test_modify_pending_order_items_swap_replaces_each_line_once(db):
     order = db.orders.mut("#W0000001")
     order["items"][1] = copy.deepcopy(db.orders["#W0000006"]["items"][0])  # [BLUE, RED]
-    order = call(db, "modify_pending_order_items", order_id="#W0000001", item_ids=[BLUE, RED],
-                 new_item_ids=[RED, BLUE], payment_method_id=CARD)
+    order = call(
+        db,
+        "modify_pending_order_items",
+        order_id="#W0000001",
+        item_ids=[BLUE, RED],
+        new_item_ids=[RED, BLUE],
+        payment_method_id=CARD,
+    )
     assert [(it["item_id"], it["price"]) for it in order["items"]] == [(RED, 55.25), (BLUE, 50.0)]
     assert order["payment_history"][-1] == {"transaction_type": "refund", "amount": 0.0, "payment_method_id": CARD}
 
 
 def test_modify_pending_order_items_refund_to_gift_card(db):
-    order = call(db, "modify_pending_order_items", order_id="#W0000001", item_ids=[BLUE],
-                 new_item_ids=[GREEN], payment_method_id=GIFT)
+    order = call(
+        db,
+        "modify_pending_order_items",
+        order_id="#W0000001",
+        item_ids=[BLUE],
+        new_item_ids=[GREEN],
+        payment_method_id=GIFT,
+    )
     assert order["payment_history"][-1] == {"transaction_type": "refund", "amount": 4.9, "payment_method_id": GIFT}
     assert balance(db, ADA, GIFT) == 104.9
 
 
-@pytest.mark.parametrize("order_id, old, new, pm, match", [
-    ("#W9", [BLUE], [RED], CARD, "order not found"),
-    ("#W0000006", [RED], [BLUE], CARD, "non-pending"),  # already modified once
-    ("#W0000003", [BLUE], [RED], CARD, "non-pending"),
-    ("#W0000004", [BLUE], [RED], CARD, "non-pending"),
-    ("#W0000001", [BLUE, BAG_S], [RED], CARD, "number of items"),
-    ("#W0000001", [], [], CARD, "must not be empty"),
-    ("#W0000001", [GREEN], [RED], CARD, f"item {GREEN} not found"),
-    ("#W0000001", [BLUE, BLUE], [RED, GREEN], CARD, f"item {BLUE} not found"),  # only one BLUE ordered
-    ("#W0000001", [BLUE], [BLUE], CARD, "same as the old item"),
-    ("#W0000001", [BLUE], [BAG_L], CARD, "not a variant of the same product"),
-    ("#W0000001", [BLUE], ["9999999999"], CARD, "not a variant of the same product"),
-    ("#W0000001", [BLUE], [BLACK], CARD, "not available"),
-    ("#W0000001", [BLUE], [RED], BOB_CARD, "payment method not found"),
-    ("#W0000001", [BLUE], [RED], "credit_card_0000000", "payment method not found"),
-])
+@pytest.mark.parametrize(
+    "order_id, old, new, pm, match",
+    [
+        ("#W9", [BLUE], [RED], CARD, "order not found"),
+        ("#W0000006", [RED], [BLUE], CARD, "non-pending"),  # already modified once
+        ("#W0000003", [BLUE], [RED], CARD, "non-pending"),
+        ("#W0000004", [BLUE], [RED], CARD, "non-pending"),
+        ("#W0000001", [BLUE, BAG_S], [RED], CARD, "number of items"),
+        ("#W0000001", [], [], CARD, "must not be empty"),
+        ("#W0000001", [GREEN], [RED], CARD, f"item {GREEN} not found"),
+        ("#W0000001", [BLUE, BLUE], [RED, GREEN], CARD, f"item {BLUE} not found"),  # only one BLUE ordered
+        ("#W0000001", [BLUE], [BLUE], CARD, "same as the old item"),
+        ("#W0000001", [BLUE], [BAG_L], CARD, "not a variant of the same product"),
+        ("#W0000001", [BLUE], ["9999999999"], CARD, "not a variant of the same product"),
+        ("#W0000001", [BLUE], [BLACK], CARD, "not available"),
+        ("#W0000001", [BLUE], [RED], BOB_CARD, "payment method not found"),
+        ("#W0000001", [BLUE], [RED], "credit_card_0000000", "payment method not found"),
+    ],
+)
 def test_modify_pending_order_items_errors(db, order_id, old, new, pm, match):
-    fails(db, "modify_pending_order_items", match, order_id=order_id, item_ids=old, new_item_ids=new,
-          payment_method_id=pm)
+    fails(
+        db, "modify_pending_order_items", match, order_id=order_id, item_ids=old, new_item_ids=new, payment_method_id=pm
+    )
 
 
 def test_gift_card_balance_is_rounded_to_cents(db):
     db.users.mut(ADA)["payment_methods"][GIFT]["balance"] = 0.7  # 0.7 + 4.9 is 5.6000000000000005 in floats
-    call(db, "modify_pending_order_items", order_id="#W0000002", item_ids=[BLUE], new_item_ids=[GREEN],
-         payment_method_id=GIFT)
+    call(
+        db,
+        "modify_pending_order_items",
+        order_id="#W0000002",
+        item_ids=[BLUE],
+        new_item_ids=[GREEN],
+        payment_method_id=GIFT,
+    )
     assert balance(db, ADA, GIFT) == 5.6
 
 
 def test_modify_pending_order_items_gift_card_must_cover(db):
     db.users.mut(ADA)["payment_methods"][GIFT]["balance"] = 35.74
-    fails(db, "modify_pending_order_items", "insufficient gift card balance", order_id="#W0000001",
-          item_ids=[BLUE, BAG_S], new_item_ids=[RED, BAG_L], payment_method_id=GIFT)
+    fails(
+        db,
+        "modify_pending_order_items",
+        "insufficient gift card balance",
+        order_id="#W0000001",
+        item_ids=[BLUE, BAG_S],
+        new_item_ids=[RED, BAG_L],
+        payment_method_id=GIFT,
+    )
     db.users.mut(ADA)["payment_methods"][GIFT]["balance"] = 35.75
-    call(db, "modify_pending_order_items", order_id="#W0000001", item_ids=[BLUE, BAG_S],
-         new_item_ids=[RED, BAG_L], payment_method_id=GIFT)
+    call(
+        db,
+        "modify_pending_order_items",
+        order_id="#W0000001",
+        item_ids=[BLUE, BAG_S],
+        new_item_ids=[RED, BAG_L],
+        payment_method_id=GIFT,
+    )
     assert balance(db, ADA, GIFT) == 0.0
 
 
 # -- return -------------------------------------------------------------------------------
 def test_return_delivered_order_items(db):
-    order = call(db, "return_delivered_order_items", order_id="#W0000004", item_ids=[BAG_S, BLUE, BAG_S],
-                 payment_method_id=CARD)
+    order = call(
+        db, "return_delivered_order_items", order_id="#W0000004", item_ids=[BAG_S, BLUE, BAG_S], payment_method_id=CARD
+    )
     assert order["status"] == "return requested"
     assert order["return_items"] == sorted([BAG_S, BLUE, BAG_S]) and order["return_payment_method_id"] == CARD
     assert len(order["payment_history"]) == 1 and balance(db, ADA, GIFT) == 100.0
@@ -429,25 +588,34 @@ def test_return_to_gift_card(db):
     assert order["return_payment_method_id"] == GIFT and balance(db, ADA, GIFT) == 100.0
 
 
-@pytest.mark.parametrize("order_id, items, pm, match", [
-    ("#W9", [BLUE], CARD, "order not found"),
-    ("#W0000001", [BLUE], CARD, "non-delivered"),
-    ("#W0000003", [BLUE], CARD, "non-delivered"),
-    ("#W0000005", [RED], CARD, "non-delivered"),
-    ("#W0000004", [BLUE], PAYPAL, "original payment method or a gift card"),
-    ("#W0000004", [BLUE], BOB_GIFT, "payment method not found"),
-    ("#W0000004", [RED], CARD, f"item {RED} not found"),
-    ("#W0000004", [BLUE, BLUE], CARD, f"item {BLUE} not found"),
-    ("#W0000004", [], CARD, "must not be empty"),
-])
+@pytest.mark.parametrize(
+    "order_id, items, pm, match",
+    [
+        ("#W9", [BLUE], CARD, "order not found"),
+        ("#W0000001", [BLUE], CARD, "non-delivered"),
+        ("#W0000003", [BLUE], CARD, "non-delivered"),
+        ("#W0000005", [RED], CARD, "non-delivered"),
+        ("#W0000004", [BLUE], PAYPAL, "original payment method or a gift card"),
+        ("#W0000004", [BLUE], BOB_GIFT, "payment method not found"),
+        ("#W0000004", [RED], CARD, f"item {RED} not found"),
+        ("#W0000004", [BLUE, BLUE], CARD, f"item {BLUE} not found"),
+        ("#W0000004", [], CARD, "must not be empty"),
+    ],
+)
 def test_return_errors(db, order_id, items, pm, match):
     fails(db, "return_delivered_order_items", match, order_id=order_id, item_ids=items, payment_method_id=pm)
 
 
 # -- exchange -----------------------------------------------------------------------------
 def test_exchange_delivered_order_items(db):
-    order = call(db, "exchange_delivered_order_items", order_id="#W0000004", item_ids=[BAG_S, BLUE],
-                 new_item_ids=[BAG_L, GREEN], payment_method_id=GIFT)
+    order = call(
+        db,
+        "exchange_delivered_order_items",
+        order_id="#W0000004",
+        item_ids=[BAG_S, BLUE],
+        new_item_ids=[BAG_L, GREEN],
+        payment_method_id=GIFT,
+    )
     assert order["status"] == "exchange requested"
     assert order["exchange_items"] == sorted([BAG_S, BLUE]) and order["exchange_new_items"] == sorted([BAG_L, GREEN])
     assert order["exchange_payment_method_id"] == GIFT
@@ -457,38 +625,73 @@ def test_exchange_delivered_order_items(db):
 
 
 def test_exchange_negative_difference_and_duplicates(db):
-    order = call(db, "exchange_delivered_order_items", order_id="#W0000004", item_ids=[BLUE],
-                 new_item_ids=[GREEN], payment_method_id=CARD)
+    order = call(
+        db,
+        "exchange_delivered_order_items",
+        order_id="#W0000004",
+        item_ids=[BLUE],
+        new_item_ids=[GREEN],
+        payment_method_id=CARD,
+    )
     assert order["exchange_price_difference"] == -4.9
     fork = Database.from_json(raw_tables())
-    order = call(fork, "exchange_delivered_order_items", order_id="#W0000004", item_ids=[BAG_S, BAG_S],
-                 new_item_ids=[BAG_L, BAG_L], payment_method_id=PAYPAL)
+    order = call(
+        fork,
+        "exchange_delivered_order_items",
+        order_id="#W0000004",
+        item_ids=[BAG_S, BAG_S],
+        new_item_ids=[BAG_L, BAG_L],
+        payment_method_id=PAYPAL,
+    )
     assert order["exchange_price_difference"] == 61.0
 
 
-@pytest.mark.parametrize("order_id, old, new, pm, match", [
-    ("#W9", [BLUE], [RED], CARD, "order not found"),
-    ("#W0000001", [BLUE], [RED], CARD, "non-delivered"),
-    ("#W0000005", [RED], [BLUE], CARD, "non-delivered"),
-    ("#W0000004", [BLUE], [RED, GREEN], CARD, "number of items"),
-    ("#W0000004", [RED], [GREEN], CARD, f"item {RED} not found"),
-    ("#W0000004", [BLUE, BLUE], [RED, GREEN], CARD, f"item {BLUE} not found"),
-    ("#W0000004", [BLUE], [BLUE], CARD, "same as the old item"),
-    ("#W0000004", [BLUE], [BAG_L], CARD, "not a variant of the same product"),
-    ("#W0000004", [BLUE], [BLACK], CARD, "not available"),
-    ("#W0000004", [BLUE], [RED], BOB_CARD, "payment method not found"),
-])
+@pytest.mark.parametrize(
+    "order_id, old, new, pm, match",
+    [
+        ("#W9", [BLUE], [RED], CARD, "order not found"),
+        ("#W0000001", [BLUE], [RED], CARD, "non-delivered"),
+        ("#W0000005", [RED], [BLUE], CARD, "non-delivered"),
+        ("#W0000004", [BLUE], [RED, GREEN], CARD, "number of items"),
+        ("#W0000004", [RED], [GREEN], CARD, f"item {RED} not found"),
+        ("#W0000004", [BLUE, BLUE], [RED, GREEN], CARD, f"item {BLUE} not found"),
+        ("#W0000004", [BLUE], [BLUE], CARD, "same as the old item"),
+        ("#W0000004", [BLUE], [BAG_L], CARD, "not a variant of the same product"),
+        ("#W0000004", [BLUE], [BLACK], CARD, "not available"),
+        ("#W0000004", [BLUE], [RED], BOB_CARD, "payment method not found"),
+    ],
+)
 def test_exchange_errors(db, order_id, old, new, pm, match):
-    fails(db, "exchange_delivered_order_items", match, order_id=order_id, item_ids=old, new_item_ids=new,
-          payment_method_id=pm)
+    fails(
+        db,
+        "exchange_delivered_order_items",
+        match,
+        order_id=order_id,
+        item_ids=old,
+        new_item_ids=new,
+        payment_method_id=pm,
+    )
 
 
 def test_exchange_gift_card_must_cover_positive_difference(db):
     # Bob's gift card holds 10.00; GREEN -> RED costs 10.15 more, GREEN -> BLUE 4.90 more.
-    fails(db, "exchange_delivered_order_items", "insufficient gift card balance", order_id="#W0000007",
-          item_ids=[GREEN], new_item_ids=[RED], payment_method_id=BOB_GIFT)
-    order = call(db, "exchange_delivered_order_items", order_id="#W0000007", item_ids=[GREEN],
-                 new_item_ids=[BLUE], payment_method_id=BOB_GIFT)
+    fails(
+        db,
+        "exchange_delivered_order_items",
+        "insufficient gift card balance",
+        order_id="#W0000007",
+        item_ids=[GREEN],
+        new_item_ids=[RED],
+        payment_method_id=BOB_GIFT,
+    )
+    order = call(
+        db,
+        "exchange_delivered_order_items",
+        order_id="#W0000007",
+        item_ids=[GREEN],
+        new_item_ids=[BLUE],
+        payment_method_id=BOB_GIFT,
+    )
     assert order["exchange_price_difference"] == 4.9 and balance(db, BOB, BOB_GIFT) == 10.0
 
 
@@ -499,12 +702,24 @@ def test_writes_never_touch_the_shared_base():
     db = Database.from_json(raw)
     fork = db.fork()
     call(fork, "cancel_pending_order", order_id="#W0000002", reason="no longer needed")
-    call(fork, "modify_pending_order_items", order_id="#W0000001", item_ids=[BLUE], new_item_ids=[RED],
-         payment_method_id=GIFT)
+    call(
+        fork,
+        "modify_pending_order_items",
+        order_id="#W0000001",
+        item_ids=[BLUE],
+        new_item_ids=[RED],
+        payment_method_id=GIFT,
+    )
     call(fork, "modify_user_address", user_id=BOB, **NEW_ADDRESS)
     call(fork, "return_delivered_order_items", order_id="#W0000004", item_ids=[BLUE], payment_method_id=CARD)
-    call(fork, "exchange_delivered_order_items", order_id="#W0000007", item_ids=[GREEN], new_item_ids=[BLUE],
-         payment_method_id=BOB_GIFT)
+    call(
+        fork,
+        "exchange_delivered_order_items",
+        order_id="#W0000007",
+        item_ids=[GREEN],
+        new_item_ids=[BLUE],
+        payment_method_id=BOB_GIFT,
+    )
     call(fork, "modify_pending_order_address", order_id="#W0000008", **NEW_ADDRESS)
     assert json.dumps(raw, sort_keys=True) == snapshot
     assert db.dumps() == Database.from_json(raw_tables()).dumps()
@@ -554,7 +769,10 @@ def test_tau2_gold_actions_apply_cleanly():
                     assert "not found" in str(err), (task["id"], action, err)
                     continue
                 assert "insufficient gift card balance" in str(err) and _gift_card_short(db, args), (
-                    task["id"], action, err)
+                    task["id"],
+                    action,
+                    err,
+                )
                 refused_writes += 1
                 continue
             writes += tool.kind == "write"

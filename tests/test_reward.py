@@ -13,8 +13,13 @@ from trace_envs.reward import COMPONENTS, Component, earned
 from trace_envs.tasks.base import CAPABILITIES
 from trace_envs.testing import check_text_env, trivial_policies
 
-SYNTHETIC = ["trace/precondition-v0", "trace/structured-data-v0", "trace/tool-calling-v0", "trace/multi-step-v0",
-             "trace/retail-v0"]
+SYNTHETIC = [
+    "trace/precondition-v0",
+    "trace/structured-data-v0",
+    "trace/tool-calling-v0",
+    "trace/multi-step-v0",
+    "trace/retail-v0",
+]
 SEEDS = range(100)
 
 
@@ -97,14 +102,19 @@ def test_refusing_a_pending_return_after_reading_the_order_is_a_success() -> Non
     # A refund to the gift card needs the user's record only when the return goes ahead;
     # order status alone decides a refusal (it failed with missing_reads: get_user_details).
     env = TraceEnv("env_specs/precondition-v0.json", n_requests=1)
-    seed = _task_with(env, lambda r: r.kind == "return" and r.refuse
-                      and r.desired.arguments["payment_method_id"].startswith("gift_card"))
+    seed = _task_with(
+        env,
+        lambda r: r.kind == "return" and r.refuse and r.desired.arguments["payment_method_id"].startswith("gift_card"),
+    )
     env.reset(seed=seed)
     task = env.unwrapped.task
     (req,) = task.requests
-    plan = [say("Could you tell me your email, or your name and zip code?"), *_authenticate(task),
-            tool_call("get_order_details", order_id=req.target),
-            say(f"I'm sorry, but I cannot return items from order {req.target}: it is not delivered yet.")]
+    plan = [
+        say("Could you tell me your email, or your name and zip code?"),
+        *_authenticate(task),
+        tool_call("get_order_details", order_id=req.target),
+        say(f"I'm sorry, but I cannot return items from order {req.target}: it is not delivered yet."),
+    ]
     for action in plan:
         *_, terminated, truncated, info = env.step(action)
     if not (terminated or truncated):
@@ -118,8 +128,12 @@ def test_a_refusal_without_the_deciding_read_is_a_guess_and_earns_nothing() -> N
     seed = _task_with(env, lambda r: r.refuse)
     env.reset(seed=seed)
     task = env.unwrapped.task
-    for action in [say("Your email or name and zip, please?"), *_authenticate(task),
-                   say("I'm sorry, but I cannot do that."), say("Goodbye!")]:
+    for action in [
+        say("Your email or name and zip, please?"),
+        *_authenticate(task),
+        say("I'm sorry, but I cannot do that."),
+        say("Goodbye!"),
+    ]:
         *_, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             break
@@ -134,8 +148,12 @@ def test_reading_the_deciding_record_without_acting_earns_half_its_read_credit()
     env.reset(seed=seed)
     task = env.unwrapped.task
     (req,) = task.requests
-    for action in [say("Your email or name and zip, please?"), *_authenticate(task),
-                   tool_call("get_order_details", order_id=req.target), say("Goodbye!")]:
+    for action in [
+        say("Your email or name and zip, please?"),
+        *_authenticate(task),
+        tool_call("get_order_details", order_id=req.target),
+        say("Goodbye!"),
+    ]:
         *_, terminated, truncated, info = env.step(action)
     assert info["return_components"]["read_before_write"] == 0.5
     assert info["return_components"]["db_match"] == 0.0 and not info["success"]
@@ -157,13 +175,20 @@ def test_a_component_with_nothing_to_judge_pays_progress_not_one() -> None:
 
 def test_check_text_env_flags_a_reward_that_pays_for_doing_nothing(monkeypatch) -> None:
     # The version-2 rule for answer_match: a task without questions paid a free 1.
-    old = Component("answer_match", lambda log, end: 1.0 if not any(r.answer for r in log.task.requests)
-                    else float(all(log.answered)), False, "vacuous")
+    old = Component(
+        "answer_match",
+        lambda log, end: 1.0 if not any(r.answer for r in log.task.requests) else float(all(log.answered)),
+        False,
+        "vacuous",
+    )
     monkeypatch.setitem(COMPONENTS, "answer_match", old)
     spec = TraceEnv("env_specs/precondition-v0.json").trace_spec.to_json()
     spec["id"] = "testing/vacuous-v0"
-    spec["reward"] = {"components": {"db_match": 0.5, "answer_match": 0.5}, "range": [0.0, 1.0],
-                      "success": ["db_match"]}
+    spec["reward"] = {
+        "components": {"db_match": 0.5, "answer_match": 0.5},
+        "range": [0.0, 1.0],
+        "success": ["db_match"],
+    }
     env = TraceEnv(spec)
     with pytest.raises(AssertionError, match="trivial policy 'goodbye'.*answer_match"):
         check_text_env(env, episodes=2)

@@ -16,8 +16,13 @@ from trace_agents.rollout import OracleBatch, compare_batching, episodes, rollou
 from trace_agents.trajectories import FIELDS, TrajectoryStore, policy_key
 from trace_envs import RegistrationError, say
 
-IDS = ["trace/precondition-v0", "trace/multi-step-v0", "trace/structured-data-v0", "trace/tool-calling-v0",
-       "trace/retail-v0"]
+IDS = [
+    "trace/precondition-v0",
+    "trace/multi-step-v0",
+    "trace/structured-data-v0",
+    "trace/tool-calling-v0",
+    "trace/retail-v0",
+]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -138,7 +143,10 @@ def test_compare_batching_reports_each_runs_policy_stats():
     report = compare_batching(policy, IDS[:2], 3, batch_size=3)
     seq, bat = report["sequential"], report["batched"]
     assert seq["policy_stats"]["rows"] == bat["policy_stats"]["rows"] == seq["steps"]  # one row per step, each run
-    assert seq["policy_stats"]["calls"] == seq["act_batch_calls"] and bat["policy_stats"]["calls"] == bat["act_batch_calls"]
+    assert (
+        seq["policy_stats"]["calls"] == seq["act_batch_calls"]
+        and bat["policy_stats"]["calls"] == bat["act_batch_calls"]
+    )
     assert policy.stats["rows"] == 2 * seq["steps"]  # deltas, not running totals
 
 
@@ -166,8 +174,14 @@ def test_fake_policy_without_begin_episode_or_adapters(tmp_path):
 
 def test_adapters_are_passed_per_episode_and_keyed():
     policy = Recorder()
-    result = rollout(policy, "trace/precondition-v0", 4, batch_size=4, progress=False,
-                     adapters=lambda env_id, seed: f"lora-{seed % 2}" if seed else None)
+    result = rollout(
+        policy,
+        "trace/precondition-v0",
+        4,
+        batch_size=4,
+        progress=False,
+        adapters=lambda env_id, seed: f"lora-{seed % 2}" if seed else None,
+    )
     assert [r["adapter"] for r in result.records] == [None, "lora-1", "lora-0", "lora-1"]
     assert policy.adapters[:4] == [None, "lora-1", "lora-0", "lora-1"]
     assert len({r["key"].rsplit("|", 1)[1] for r in result.records}) == 3  # the adapter is part of the key
@@ -198,11 +212,18 @@ def test_pairs_repeats_and_final_infos(tmp_path):
     """GRPO's groups: explicit (env_id, seed) pairs, K episodes each, with each episode's last info."""
     pairs = [(IDS[0], 3), (IDS[1], 5)]
     assert episodes(pairs, None) == pairs
-    result = rollout(OracleBatch(deficits={"precondition_verification": 0.5}), pairs, None, repeats=3,
-                     keep_infos=True, batch_size=4, progress=False)
+    result = rollout(
+        OracleBatch(deficits={"precondition_verification": 0.5}),
+        pairs,
+        None,
+        repeats=3,
+        keep_infos=True,
+        batch_size=4,
+        progress=False,
+    )
     assert [(r["env_id"], r["seed"]) for r in result.records] == [pairs[0]] * 3 + [pairs[1]] * 3
     assert len(result.final_infos) == 6
-    for record, info in zip(result.records, result.final_infos):
+    for record, info in zip(result.records, result.final_infos, strict=True):
         assert info["messages"][-1]["role"] in ("assistant", "user", "tool")
         assert sum(m["role"] == "assistant" for m in info["messages"]) == record["n_steps"]
     assert rollout(OracleBatch(), pairs, None, progress=False).final_infos is None
@@ -227,8 +248,10 @@ def test_resume_skips_stored_episodes(tmp_path):
     # Other env settings are other episodes: a turn limit is part of the key.
     cut = rollout(OracleBatch(), IDS[:2], 3, store=path, resume=True, progress=False, env_kwargs={"max_turns": 4})
     assert cut.skipped == 0 and cut.n_episodes == 6
-    assert rollout(OracleBatch(), IDS[:2], 3, store=path, resume=True, progress=False,
-                   env_kwargs={"max_turns": 4}).skipped == 6
+    assert (
+        rollout(OracleBatch(), IDS[:2], 3, store=path, resume=True, progress=False, env_kwargs={"max_turns": 4}).skipped
+        == 6
+    )
     # Without resume, running stored episodes again would duplicate their keys: refused, nothing written.
     size = path.stat().st_size
     with pytest.raises(ValueError, match="already holds 6 of these episodes"):
@@ -252,8 +275,12 @@ _CHILD = textwrap.dedent("""
 def test_kill_9_then_resume_completes_the_set(tmp_path):
     ids, n = IDS[:2], 60
     path = tmp_path / "killed.jsonl"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, ",".join(ids), str(n), str(path)], cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, ",".join(ids), str(n), str(path)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and child.poll() is None:
@@ -283,8 +310,12 @@ def test_kill_9_then_resume_completes_the_set(tmp_path):
     assert store.torn_lines == 0
     for r in store:
         want = clean[r["key"]]
-        assert (r["success"], r["return"], r["steps"], r["annotations"]) == \
-               (want["success"], want["return"], want["steps"], want["annotations"])
+        assert (r["success"], r["return"], r["steps"], r["annotations"]) == (
+            want["success"],
+            want["return"],
+            want["steps"],
+            want["annotations"],
+        )
 
 
 def test_turn_limit_overrides_every_env_or_nothing():

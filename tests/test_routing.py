@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
-
 from helpers import two_adapter_model
+
 from trace_agents.routing import (
     CAPABILITY_DESCRIPTIONS,
     NONE,
@@ -22,17 +21,17 @@ from trace_agents.routing import (
 )
 from trace_envs.capabilities import get as get_capability
 
-ENVS = {name: get_capability(name).env_id
-        for name in ("precondition_verification", "structured_data_reasoning", "multi_step_completion")}
-
-
-
-
+ENVS = {
+    name: get_capability(name).env_id
+    for name in ("precondition_verification", "structured_data_reasoning", "multi_step_completion")
+}
 
 
 def opening(text):
-    return {"messages": [{"role": "system", "content": "policy"}, {"role": "user", "content": text}],
-            "tools": [{"type": "function", "function": {"name": "get_order_details"}}]}
+    return {
+        "messages": [{"role": "system", "content": "policy"}, {"role": "user", "content": text}],
+        "tools": [{"type": "function", "function": {"name": "get_order_details"}}],
+    }
 
 
 def bag_of_words(texts):
@@ -51,8 +50,11 @@ def test_nearest_neighbours_route_clear_openings():
     router.fit([opening("cancel my order"), opening("cancel it please"), opening("I want to cancel")], "pre")
     router.fit([opening("what is the price"), opening("price of the lamp"), opening("cheapest price")], "data")
     router.fit([opening("return this"), opening("return that")], None)
-    assert router.route([opening("cancel order 5"), opening("the price?"), opening("return the mat")]) == \
-        ["pre", "data", None]
+    assert router.route([opening("cancel order 5"), opening("the price?"), opening("return the mat")]) == [
+        "pre",
+        "data",
+        None,
+    ]
     # Nothing like any example: no adapter.
     assert router.route([opening("how is the weather")]) == [None]
     probs = router.probabilities([opening("cancel order 5")])[0]

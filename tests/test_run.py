@@ -32,7 +32,7 @@ def test_seed_ranges_are_disjoint_from_the_heldout_seeds():
     assert all(start < heldout for name, start in SEEDS.items() if name != "heldout")
     # Each range is far wider than any configured episode count.
     starts = sorted(SEEDS.values())
-    assert all(b - a >= 10_000 for a, b in zip(starts, starts[1:]))
+    assert all(b - a >= 10_000 for a, b in zip(starts, starts[1:], strict=False))
 
 
 def test_the_budget_charges_every_trace_episode_and_baselines_get_the_same():
@@ -86,8 +86,9 @@ def test_training_stages_pass_the_vllm_server_on(tmp_path, monkeypatch):
 def test_collection_and_evaluation_generate_on_the_server_and_load_no_model_here(tmp_path, monkeypatch):
     """With vllm_url, every method's episodes go to the server; adapters (curve checkpoints too) are
     loaded there under the run's prefix and unloaded at the end."""
-    import trace_agents.models as models
     from helpers import StandInVLLM, fake_adapter, fake_endpoint
+
+    import trace_agents.models as models
     from trace_agents.run import stage_collect, stage_evaluate
 
     monkeypatch.delenv("TAU2_DATA_DIR", raising=False)
@@ -97,12 +98,22 @@ def test_collection_and_evaluation_generate_on_the_server_and_load_no_model_here
     for step in (1, 2):  # the curve evaluates every checkpoint but the last
         fake_adapter(ad / "grpo_target" / f"checkpoint-{step}", bytes([step]))
     train = {"adapters": {"pre": str(fake_adapter(ad / "pre" / "adapter"))}, "rollouts": 8}
-    baselines = {"grpo_target": {"adapter": str(fake_adapter(ad / "grpo_target" / "adapter")), "rollouts": 8},
-                 "single_adapter": {"adapter": str(fake_adapter(ad / "single" / "adapter")), "rollouts": 8},
-                 "gepa": {"best_prompt": "Be brief.", "rollouts": 8}}
+    baselines = {
+        "grpo_target": {"adapter": str(fake_adapter(ad / "grpo_target" / "adapter")), "rollouts": 8},
+        "single_adapter": {"adapter": str(fake_adapter(ad / "single" / "adapter")), "rollouts": 8},
+        "gepa": {"best_prompt": "Be brief.", "rollouts": 8},
+    }
     route = {"choices": {str(SEEDS["heldout"]): "pre", str(SEEDS["heldout"] + 1): None}}
-    settings = dict(runs_dir=str(tmp_path), name="v", model="/models/base", collect_episodes=2, eval_episodes=2,
-                    curve_episodes=1, batch_size=2, max_turns=3)
+    settings = dict(
+        runs_dir=str(tmp_path),
+        name="v",
+        model="/models/base",
+        collect_episodes=2,
+        eval_episodes=2,
+        curve_episodes=1,
+        batch_size=2,
+        max_turns=3,
+    )
     with fake_endpoint(server, server.get) as (url, seen):
         run = Run(RunConfig(vllm_url=url, **settings))
         collect = stage_collect(run, None, None)
@@ -114,7 +125,8 @@ def test_collection_and_evaluation_generate_on_the_server_and_load_no_model_here
     prefix = next(name for name in chats if name != "base").partition(":")[0] + ":"
     assert set(chats) == {"base", *(prefix + a for a in ("pre", "grpo_target", "single_adapter", "grpo_target@1"))}
     assert sorted(name for kind, name in server.log if kind == "load") == sorted(
-        prefix + a for a in ("pre", "grpo_target", "single_adapter", "grpo_target@1"))
+        prefix + a for a in ("pre", "grpo_target", "single_adapter", "grpo_target@1")
+    )
     assert not server.loaded, "the evaluate stage unloads the run's adapters"
     chats = [r for path, r in seen if r and "messages" in r]
     prompted = [r for r in chats if r["messages"][0]["content"].startswith("Be brief.\n\n")]
@@ -129,6 +141,7 @@ def test_collection_and_evaluation_generate_on_the_server_and_load_no_model_here
 
 def test_a_failed_served_evaluation_still_unloads_the_runs_adapters(tmp_path, monkeypatch):
     from helpers import StandInVLLM, fake_adapter, fake_endpoint
+
     from trace_agents.endpoint import EndpointError
     from trace_agents.run import stage_evaluate
 
@@ -139,19 +152,39 @@ def test_a_failed_served_evaluation_still_unloads_the_runs_adapters(tmp_path, mo
 
     server = StandInVLLM(chat)
     adapter = str(fake_adapter(tmp_path / "a"))
-    baselines = {"grpo_target": {"adapter": adapter, "rollouts": 1}, "single_adapter": {"adapter": adapter,
-                 "rollouts": 1}, "gepa": {"best_prompt": "", "rollouts": 1}}
+    baselines = {
+        "grpo_target": {"adapter": adapter, "rollouts": 1},
+        "single_adapter": {"adapter": adapter, "rollouts": 1},
+        "gepa": {"best_prompt": "", "rollouts": 1},
+    }
     with fake_endpoint(server, server.get) as (url, _):
-        run = Run(RunConfig(runs_dir=str(tmp_path), name="f", model="/models/base", vllm_url=url, eval_episodes=1,
-                            batch_size=1, max_turns=2))
+        run = Run(
+            RunConfig(
+                runs_dir=str(tmp_path),
+                name="f",
+                model="/models/base",
+                vllm_url=url,
+                eval_episodes=1,
+                batch_size=1,
+                max_turns=2,
+            )
+        )
         with pytest.raises(EndpointError, match="engine died"):
-            stage_evaluate(run, {}, {"adapters": {"pre": adapter}, "rollouts": 1},
-                           {"choices": {str(SEEDS["heldout"]): "pre"}}, baselines, budget=3, model_path="/models/base")
+            stage_evaluate(
+                run,
+                {},
+                {"adapters": {"pre": adapter}, "rollouts": 1},
+                {"choices": {str(SEEDS["heldout"]): "pre"}},
+                baselines,
+                budget=3,
+                model_path="/models/base",
+            )
     assert len([kind for kind, _ in server.log if kind == "load"]) == 3 and not server.loaded
 
 
 def test_a_server_serving_another_base_model_is_refused(tmp_path):
     from helpers import StandInVLLM, fake_endpoint
+
     from trace_agents.run import stage_collect
 
     server = StandInVLLM(lambda request: "Goodbye.", base="other", root="/models/other")
@@ -163,9 +196,19 @@ def test_a_server_serving_another_base_model_is_refused(tmp_path):
 
 
 def test_bad_settings_are_rejected():
-    for bad in ({"router": "oracle"}, {"top_p": 1.5}, {"num_generations": 1}, {"eval_episodes": 0},
-                {"min_capabilities": 0}, {"min_capabilities": 4, "max_capabilities": 3}, {"temperature": 0},
-                {"groups_per_step": 0}, {"calibration_seeds": 0}, {"max_turns": -3}, {"curve_episodes": 0}):
+    for bad in (
+        {"router": "oracle"},
+        {"top_p": 1.5},
+        {"num_generations": 1},
+        {"eval_episodes": 0},
+        {"min_capabilities": 0},
+        {"min_capabilities": 4, "max_capabilities": 3},
+        {"temperature": 0},
+        {"groups_per_step": 0},
+        {"calibration_seeds": 0},
+        {"max_turns": -3},
+        {"curve_episodes": 0},
+    ):
         with pytest.raises(ValueError):
             RunConfig.from_flags(**bad)
     with pytest.raises(ValueError, match="does not go with --vllm-url"):
@@ -185,8 +228,9 @@ def test_the_run_config_holds_the_stage_configs_and_the_flags_stay_flat():
     assert RunConfig.from_flags(**config.flags()) == config
     with pytest.raises(TypeError, match="no flag 'seeds'"):
         RunConfig.from_flags(seeds=2)  # a nested field's own name is not a flag
-    args = build_parser().parse_args(["run", "--calibration-seeds", "2", "--steps-per-adapter", "3", "--lora-r", "4",
-                                      "--eval-episodes", "5"])
+    args = build_parser().parse_args(
+        ["run", "--calibration-seeds", "2", "--steps-per-adapter", "3", "--lora-r", "4", "--eval-episodes", "5"]
+    )
     assert _config(RunConfig, args) == config
 
 
@@ -202,14 +246,24 @@ def test_a_run_dir_refuses_other_settings_and_skips_finished_stages(tmp_path):
 
 
 def _methods(success):
-    return {m: {"success": s, "ci95": [max(0, s - 0.1), min(1, s + 0.1)], "rollouts_used": 10, "mean_return": s,
-                "episodes": 20} for m, s in zip(METHODS, success)}
+    return {
+        m: {
+            "success": s,
+            "ci95": [max(0, s - 0.1), min(1, s + 0.1)],
+            "rollouts_used": 10,
+            "mean_return": s,
+            "episodes": 20,
+        }
+        for m, s in zip(METHODS, success, strict=True)
+    }
 
 
 def test_findings_state_the_result_whatever_it_is():
-    stages = {"analyze": {"forced": ["tool_calling_precision"]},
-              "synthesize": {"calibration": {"x": {"status": "too_hard_at_easiest"}}},
-              "route": {"accuracy": {"accuracy": 0.5}}}
+    stages = {
+        "analyze": {"forced": ["tool_calling_precision"]},
+        "synthesize": {"calibration": {"x": {"status": "too_hard_at_easiest"}}},
+        "route": {"accuracy": {"accuracy": 0.5}},
+    }
     text = "\n".join(findings({"methods": _methods([0.2, 0.5, 0.3, 0.3, 0.2])}, stages))
     assert "TRACE is above the base agent" in text and "do not overlap" in text
     assert "trained the next ranked by gap x coverage" in text and "tool_calling_precision" in text
@@ -233,8 +287,19 @@ def test_findings_state_the_result_whatever_it_is():
 def test_quick_lm_run_survives_a_kill_and_writes_the_report(tmp_path):
     """The CI-sized ``trace run --quick --agent lm``, from the tiny preset: killed mid-way, then resumed to the end."""
     env = {**os.environ, "TQDM_DISABLE": "1", "TRACE_CACHE_DIR": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "trace_agents.cli", "run", "--quick", "--agent", "lm", "--name", "ci", "--runs-dir",
-           str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trace_agents.cli",
+        "run",
+        "--quick",
+        "--agent",
+        "lm",
+        "--name",
+        "ci",
+        "--runs-dir",
+        str(tmp_path),
+    ]
     root = tmp_path / "ci"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 400
@@ -277,8 +342,13 @@ def test_quick_lm_run_survives_a_kill_and_writes_the_report(tmp_path):
         seeds = [json.loads(line)["seed"] for line in lines]
         assert sorted(seeds) == list(range(lo, hi + 1))
     report = (root / "report.md").read_text()
-    for needle in ("## Success by method", "## Findings", "budget_curve.png", "routing_confusion.png",
-                   "## Rollout budget"):
+    for needle in (
+        "## Success by method",
+        "## Findings",
+        "budget_curve.png",
+        "routing_confusion.png",
+        "## Rollout budget",
+    ):
         assert needle in report
     for png in ("success.png", "budget_curve.png", "routing_confusion.png", "analysis.png"):
         assert (root / png).stat().st_size > 1000
@@ -312,8 +382,12 @@ def test_quick_scorer_run_survives_a_kill_and_reports_every_scorer_method(tmp_pa
         assert budget - per_step < results["methods"][name]["rollouts_used"] <= budget
     assert set(results["adapters"]) == set(json.loads((root / "stages" / "synthesize.json").read_text())["envs"])
     report = (root / "report.md").read_text()
-    for needle in ("agent kind `scorer`", "## Each adapter on its capability", "GEPA evolves the agent's prompt",
-                   "routes by embedding only"):
+    for needle in (
+        "agent kind `scorer`",
+        "## Each adapter on its capability",
+        "GEPA evolves the agent's prompt",
+        "routes by embedding only",
+    ):
         assert needle in report
     assert json.loads((root / "bootstrap" / "model" / "agent.json").read_text())["kind"] == "scorer"
 
@@ -322,13 +396,18 @@ def test_top_p_routing_merges_from_the_stored_probabilities(tmp_path, base):
     from types import SimpleNamespace
 
     from helpers import two_adapter_model
+
     from trace_agents.run import _merged_choices
 
     model = two_adapter_model(base, seed=2)
     run = Run(RunConfig(runs_dir=str(tmp_path), name="m", top_p=0.9))
-    route = {"probabilities": {"3000000": {"pre": 0.95, "data": 0.05, "None": 0.0},
-                               "3000001": {"pre": 0.5, "data": 0.45, "None": 0.05},
-                               "3000002": {"pre": 0.1, "data": 0.1, "None": 0.8}}}
+    route = {
+        "probabilities": {
+            "3000000": {"pre": 0.95, "data": 0.05, "None": 0.0},
+            "3000001": {"pre": 0.5, "data": 0.45, "None": 0.05},
+            "3000002": {"pre": 0.1, "data": 0.1, "None": 0.8},
+        }
+    }
     choices = _merged_choices(run, SimpleNamespace(model=model), route)
     assert choices == {3000000: "pre", 3000001: "merge:data@47+pre@53", 3000002: None}
     assert "merge:data@47+pre@53" in model.peft_config
@@ -340,8 +419,8 @@ def test_curve_points_merge_each_checkpoint_as_the_route_merged_the_final_adapte
     from types import SimpleNamespace
 
     import torch
-
     from helpers import two_adapter_model
+
     from trace_agents.run import checkpoint_choice
 
     model = two_adapter_model(base, seed=3)
@@ -361,11 +440,17 @@ def test_the_report_scores_the_analysis_against_the_injected_deficits(tmp_path):
 
     run = Run(RunConfig(runs_dir=str(tmp_path), name="a"))
     (run.dir / "bootstrap").mkdir()
-    deficits = {"precondition_verification": 0.35, "structured_data_reasoning": 0.2, "tool_calling_precision": 0.1,
-                "multi_step_completion": 0.0}
+    deficits = {
+        "precondition_verification": 0.35,
+        "structured_data_reasoning": 0.2,
+        "tool_calling_precision": 0.1,
+        "multi_step_completion": 0.0,
+    }
     (run.dir / "bootstrap" / "report.json").write_text(json.dumps({"config": {"deficits": deficits}}))
-    stages = {"base": {"bootstrapped": True},
-              "analyze": {"by_analysis": ["precondition_verification", "multi_step_completion"]}}
+    stages = {
+        "base": {"bootstrapped": True},
+        "analyze": {"by_analysis": ["precondition_verification", "multi_step_completion"]},
+    }
     got = analysis_vs_deficits(run, stages)
     assert got["precision"] == 0.5 and got["recall"] == 1 / 3
     assert analysis_vs_deficits(run, {**stages, "base": {"bootstrapped": False}}) is None

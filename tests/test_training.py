@@ -13,9 +13,9 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 import torch
+from helpers import StandInVLLM, fake_endpoint
 from safetensors.torch import load_file
 
-from helpers import StandInVLLM, fake_endpoint
 from trace_agents import models
 from trace_agents.rollout import OracleBatch, rollout
 from trace_agents.training import (
@@ -30,8 +30,6 @@ from trace_agents.training import (
 from trace_envs import OraclePolicy
 
 ENV = "trace/precondition-v0"
-
-
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +56,35 @@ def oracle_play(tasks, repeats, model, step):
     """A scripted player: the oracle with mistakes, so a group's returns differ."""
     played = []
     for k in range(repeats):
-        policy = OracleBatch(deficits=dict.fromkeys(("precondition_verification", "tool_calling_precision",
-                                                     "structured_data_reasoning", "multi_step_completion"), 0.5),
-                             seed=1000 * step + k)
+        policy = OracleBatch(
+            deficits=dict.fromkeys(
+                (
+                    "precondition_verification",
+                    "tool_calling_precision",
+                    "structured_data_reasoning",
+                    "multi_step_completion",
+                ),
+                0.5,
+            ),
+            seed=1000 * step + k,
+        )
         result = rollout(policy, tasks, None, keep_infos=True, progress=False)
         played += zip(result.records, result.final_infos, strict=True)
     return played
 
 
 def settings(tmp_path, **kw):
-    base = dict(out=str(tmp_path / "run"), env_ids=[ENV], max_steps=2, num_generations=2, groups_per_step=2,
-                max_new_tokens=8, max_length=2048, save_steps=1, rollout_batch_size=4)
+    base = dict(
+        out=str(tmp_path / "run"),
+        env_ids=[ENV],
+        max_steps=2,
+        num_generations=2,
+        groups_per_step=2,
+        max_new_tokens=8,
+        max_length=2048,
+        save_steps=1,
+        rollout_batch_size=4,
+    )
     return GRPOSettings(**{**base, **kw})
 
 
@@ -81,7 +97,7 @@ def test_the_env_mask_covers_exactly_the_agent_turns(tok):
     assert completion[-1] == tok.eos_token_id  # a finished turn, as generation ends it
     # Each run of 1s is one agent turn; each run of 0s is what the env said in between.
     runs, current, prev = [], [], None
-    for t, m in zip(completion, mask):
+    for t, m in zip(completion, mask, strict=True):
         if m != prev and current:
             runs.append((prev, current))
             current = []
@@ -92,7 +108,7 @@ def test_the_env_mask_covers_exactly_the_agent_turns(tok):
     env_text = [tok.decode(ids) for m, ids in runs if m == 0]
     turns = [m for m in info["messages"] if m["role"] == "assistant"]
     assert len(agent) == len(turns)
-    for text, turn in zip(agent, turns):
+    for text, turn in zip(agent, turns, strict=True):
         if turn.get("tool_calls"):
             assert turn["tool_calls"][0]["function"]["name"] in text
         else:
@@ -103,8 +119,10 @@ def test_the_env_mask_covers_exactly_the_agent_turns(tok):
 
 
 def _fake(env_id, seed, ret, info):
-    return ({"env_id": env_id, "seed": seed, "return": ret, "success": ret > 0.9, "return_components": {"x": ret}},
-            info)
+    return (
+        {"env_id": env_id, "seed": seed, "return": ret, "success": ret > 0.9, "return_components": {"x": ret}},
+        info,
+    )
 
 
 def test_groups_without_variance_are_dropped(tok):
@@ -125,8 +143,14 @@ def test_groups_without_variance_are_dropped(tok):
 def test_settings_are_checked_and_budgeted(tmp_path):
     s = settings(tmp_path, env_ids=["trace/a-v0", "trace/b-v0"], max_steps=3, groups_per_step=2, num_generations=4)
     assert s.rollouts_per_step == 8 and s.rollouts == 24
-    assert s.tasks() == [("trace/a-v0", 0), ("trace/b-v0", 0), ("trace/a-v0", 1), ("trace/b-v0", 1),
-                         ("trace/a-v0", 2), ("trace/b-v0", 2)]
+    assert s.tasks() == [
+        ("trace/a-v0", 0),
+        ("trace/b-v0", 0),
+        ("trace/a-v0", 1),
+        ("trace/b-v0", 1),
+        ("trace/a-v0", 2),
+        ("trace/b-v0", 2),
+    ]
     assert json.loads(task_prompt("trace/a-v0", 3)) == {"env_id": "trace/a-v0", "seed": 3}
     for bad in ({"num_generations": 1}, {"env_ids": []}, {"max_steps": 0}, {"obs_format": "xml"}, {"temperature": 0}):
         with pytest.raises(ValueError):
@@ -179,8 +203,9 @@ def test_the_budget_charged_is_the_episodes_played(tmp_path, model_dir):
         played.extend(episodes)
         return episodes
 
-    summary = train_adapter(settings(tmp_path, max_steps=2, num_generations=3), model_dir, progress=False,
-                            play=counting)
+    summary = train_adapter(
+        settings(tmp_path, max_steps=2, num_generations=3), model_dir, progress=False, play=counting
+    )
     assert len(played) == summary["rollouts_used"] == summary["rollouts_this_run"] == 2 * 3 * 2
 
 
@@ -234,9 +259,30 @@ def test_an_unknown_env_is_reported_before_training(tmp_path, model_dir):
 # ---------------------------------------------------------------- kill -9 and resume
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, model_dir):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "trace_agents.cli", "train", "--model", str(model_dir), "--out", str(out),
-           "--env-ids", ENV, "--max-steps", "4", "--save-steps", "1", "--num-generations", "2",
-           "--groups-per-step", "1", "--max-new-tokens", "8", "--max-length", "2048"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trace_agents.cli",
+        "train",
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--env-ids",
+        ENV,
+        "--max-steps",
+        "4",
+        "--save-steps",
+        "1",
+        "--num-generations",
+        "2",
+        "--groups-per-step",
+        "1",
+        "--max-new-tokens",
+        "8",
+        "--max-length",
+        "2048",
+    ]
     env = {**os.environ, "TQDM_DISABLE": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
@@ -268,11 +314,37 @@ def test_training_runs_distributed_over_two_processes(tmp_path, model_dir):
     """The scale-out path as far as CPU goes: torchrun (what `accelerate launch --multi_gpu` runs), DDP over
     gloo, each process playing its share of the groups."""
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "trace_agents.cli", "train",
-           "--model", str(model_dir), "--env-ids", ENV, "--out", str(out), "--max-steps", "2",
-           "--num-generations", "2", "--groups-per-step", "2", "--max-new-tokens", "8"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "trace_agents.cli",
+        "train",
+        "--model",
+        str(model_dir),
+        "--env-ids",
+        ENV,
+        "--out",
+        str(out),
+        "--max-steps",
+        "2",
+        "--num-generations",
+        "2",
+        "--groups-per-step",
+        "2",
+        "--max-new-tokens",
+        "8",
+    ]
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 2 and summary["rollouts_used"] == 8
@@ -308,8 +380,13 @@ def test_rollouts_can_be_generated_on_a_served_model(tmp_path, model_dir, monkey
     chats = [name for kind, name in events if kind == "chat"]
     assert len(chats) >= 8 and set(chats) == set(names)
     # Per step: (the stale name unloaded,) load, that step's requests, unload; nothing stays loaded.
-    assert [e for e in events if e[0] != "chat"] == [("unload", names[0]), ("load", names[0]), ("unload", names[0]),
-                                                    ("load", names[1]), ("unload", names[1])]
+    assert [e for e in events if e[0] != "chat"] == [
+        ("unload", names[0]),
+        ("load", names[0]),
+        ("unload", names[0]),
+        ("load", names[1]),
+        ("unload", names[1]),
+    ]
     assert [name for kind, name in events if kind == "chat"] == sorted(chats)
     assert not server.loaded and not any((Path(s.out) / "served").iterdir())
 
@@ -333,9 +410,9 @@ def test_the_served_adapter_is_the_one_being_trained(tmp_path, model_dir, monkey
 def test_a_failed_step_still_unloads_its_adapter(tmp_path, base, monkeypatch):
     import copy
 
+    from helpers import quiet_peft
     from peft import LoraConfig, get_peft_model
 
-    from helpers import quiet_peft
     from trace_agents.endpoint import EndpointError
     from trace_agents.training import ServedRollouts
 
@@ -368,8 +445,9 @@ def test_activation_checkpointing_is_turned_off_under_either_field_name():
 
     from trace_agents import no_activation_checkpointing
 
-    newer = dataclasses.make_dataclass("Newer", [("activation_checkpointing", bool, True),
-                                                 ("gradient_checkpointing", bool, True)])
+    newer = dataclasses.make_dataclass(
+        "Newer", [("activation_checkpointing", bool, True), ("gradient_checkpointing", bool, True)]
+    )
     older = dataclasses.make_dataclass("Older", [("gradient_checkpointing", bool, True)])
     assert no_activation_checkpointing(newer) == {"activation_checkpointing": False}  # not the deprecated alias
     assert no_activation_checkpointing(older) == {"gradient_checkpointing": False}

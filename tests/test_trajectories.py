@@ -20,8 +20,14 @@ from trace_agents.trajectories import (
 
 
 def _record(i: int) -> dict:
-    return {"key": f"trace/x-v0|x-{i}|{i}|abc", "env_id": "trace/x-v0", "seed": i, "steps": [{"obs": "o" * i}],
-            "return": float(i), "success": i % 2 == 0}
+    return {
+        "key": f"trace/x-v0|x-{i}|{i}|abc",
+        "env_id": "trace/x-v0",
+        "seed": i,
+        "steps": [{"obs": "o" * i}],
+        "return": float(i),
+        "success": i % 2 == 0,
+    }
 
 
 @pytest.fixture
@@ -128,8 +134,14 @@ def test_keys_and_policy_key_helpers():
 
 def test_to_dataset_round_trips_rows(tmp_path):
     store = TrajectoryStore(tmp_path / "ds.jsonl")
-    result = rollout(OracleBatch({"tool_calling_precision": 0.5}), ["trace/precondition-v0", "trace/tool-calling-v0"],
-                     3, batch_size=4, store=store, progress=False)
+    result = rollout(
+        OracleBatch({"tool_calling_precision": 0.5}),
+        ["trace/precondition-v0", "trace/tool-calling-v0"],
+        3,
+        batch_size=4,
+        store=store,
+        progress=False,
+    )
     ds = store.to_dataset()
     assert ds.num_rows == len(store) == result.n_episodes == 6
     assert set(ds.column_names) == set(FIELDS)
@@ -151,22 +163,34 @@ def test_select_returns_each_seeds_episode_in_seed_order(store):
 def test_a_lone_surrogate_or_nan_is_stored_and_read_back(store):
     """A server's "\\ud83d" reaches an action as a lone surrogate: the store must not fail on it (every
     resume would fail at the same episode), nor write NaN that strict readers refuse."""
-    odd = {**_record(5), "steps": [{"obs": "x", "action": "I will check \ud83d now"}],
-           "annotations": {"score": float("nan"), "big": 2 ** 70}}
+    odd = {
+        **_record(5),
+        "steps": [{"obs": "x", "action": "I will check \ud83d now"}],
+        "annotations": {"score": float("nan"), "big": 2**70},
+    }
     store.append([odd, _record(6)])
     back = {r["seed"]: r for r in store.records()}
     assert back[5]["steps"][0]["action"] == "I will check ? now"
-    assert back[5]["annotations"] == {"score": None, "big": 2 ** 70} and 6 in back
+    assert back[5]["annotations"] == {"score": None, "big": 2**70} and 6 in back
 
 
 def test_an_endpoint_reply_with_a_lone_surrogate_is_stored(tmp_path):
     from helpers import fake_endpoint
+
     from trace_agents.endpoint import EndpointPolicy
 
     path = tmp_path / "s.jsonl"
     with fake_endpoint(lambda request: "I will check \ud83d") as (url, _):
-        result = rollout(EndpointPolicy(url, "m", temperature=0.0), "trace/precondition-v0", range(2), batch_size=2,
-                         store=path, resume=True, progress=False, env_kwargs={"max_turns": 2})
+        result = rollout(
+            EndpointPolicy(url, "m", temperature=0.0),
+            "trace/precondition-v0",
+            range(2),
+            batch_size=2,
+            store=path,
+            resume=True,
+            progress=False,
+            env_kwargs={"max_turns": 2},
+        )
     assert result.n_episodes == 2 and len(list(TrajectoryStore(path).records())) == 2
 
 

@@ -46,8 +46,9 @@ def hedge(env, seed):
     for req in env.unwrapped.task.requests:
         for call in req.required_reads:
             env.step(_call(call))
-        obs, _, te, tr, info = env.step(say(f"I cannot promise anything yet. To confirm, I will {req.describe}. "
-                                            f"Shall I proceed?"))
+        obs, _, te, tr, info = env.step(
+            say(f"I cannot promise anything yet. To confirm, I will {req.describe}. Shall I proceed?")
+        )
         if te or tr:
             return _finish(env, info, True)
         if obs.startswith("user: Yes"):

@@ -162,8 +162,17 @@ MESSAGES = [
     {"role": "user", "content": "Please cancel order #W1234567, I no longer need it."},
     {"role": "assistant", "content": "Could you please tell me your email address?"},
     {"role": "user", "content": "It is jane.doe1234@example.com."},
-    {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function", "function": {
-        "name": "get_order_details", "arguments": '{"order_id": "#W7654321"}'}}]},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_order_details", "arguments": '{"order_id": "#W7654321"}'},
+            }
+        ],
+    },
     {"role": "tool", "tool_call_id": "call_1", "name": "get_order_details", "content": "Error: order not found"},
 ]
 ACTIONS = [
@@ -189,8 +198,14 @@ def test_features_are_deterministic_across_processes() -> None:
     here = digest(HashingFeaturizer(dim=64).features(MESSAGES, ACTIONS, 8))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for hash_seed in ("1", "2"):  # str hashes differ between these processes; the features must not
-        out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=root, capture_output=True, text=True, check=True,
-                             env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        out = subprocess.run(
+            [sys.executable, "-c", SCRIPT],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+        )
         assert out.stdout.strip() == here
 
 

@@ -30,8 +30,10 @@ def require_train_extra(module: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise ImportError(f"trace_agents needs {module!r}: install the train extra with "
-                          f"`pip install \"trace-rl[train]\"` (or `TRACE_EXTRAS=dev,train bash scripts/setup.sh`)")
+        raise ImportError(
+            f"trace_agents needs {module!r}: install the train extra with "
+            f'`pip install "trace-rl[train]"` (or `TRACE_EXTRAS=dev,train bash scripts/setup.sh`)'
+        )
 
 
 def no_activation_checkpointing(config_class: type) -> dict[str, bool]:

@@ -51,8 +51,7 @@ class Label(str, enum.Enum):
 class Labeler(Protocol):
     """Maps (trajectory, capability) to a label and a short evidence string."""
 
-    def label(self, trajectory: Mapping[str, Any], capability: str) -> tuple[Label, str]:
-        ...
+    def label(self, trajectory: Mapping[str, Any], capability: str) -> tuple[Label, str]: ...
 
 
 class RuleLabeler:
@@ -71,8 +70,10 @@ class RuleLabeler:
             raise ValueError(f"the rule-based labeler knows {sorted(RECORDS)}, not {capability!r}")
         ann = trajectory.get("annotations")
         if not isinstance(ann, Mapping) or "capabilities" not in ann:
-            raise ValueError(f"trajectory {trajectory.get('task_id', '?')} has no env annotations; "
-                             "record it with trace_agents.rollout or use an LLM judge")
+            raise ValueError(
+                f"trajectory {trajectory.get('task_id', '?')} has no env annotations; "
+                "record it with trace_agents.rollout or use an LLM judge"
+            )
         if capability not in ann["capabilities"]:
             return Label.NA, "the task does not need it"
         cap = RECORDS[capability]
@@ -102,8 +103,12 @@ class ThresholdsConfig:
 Thresholds = ThresholdsConfig  # the name before configs were all called *Config
 
 
-def label_all(records: Sequence[Mapping[str, Any]], labeler: Labeler | None = None,
-              capabilities: Iterable[str] = CAPABILITIES, progress: bool = False) -> list[dict[str, Label]]:
+def label_all(
+    records: Sequence[Mapping[str, Any]],
+    labeler: Labeler | None = None,
+    capabilities: Iterable[str] = CAPABILITIES,
+    progress: bool = False,
+) -> list[dict[str, Label]]:
     """One ``{capability: label}`` per record (a progress bar with ``progress``, for slow judges)."""
     from tqdm.auto import tqdm
 
@@ -113,8 +118,9 @@ def label_all(records: Sequence[Mapping[str, Any]], labeler: Labeler | None = No
     return [{c: labeler.label(r, c)[0] for c in caps} for r in rows]
 
 
-def capability_stats(labels: Sequence[Mapping[str, Label]], successes: Sequence[bool],
-                     capability: str) -> dict[str, Any]:
+def capability_stats(
+    labels: Sequence[Mapping[str, Label]], successes: Sequence[bool], capability: str
+) -> dict[str, Any]:
     """ER+, ER-, coverage and the counts behind them, for one capability (ER+ and ER- are
     None without an applicable success or failure)."""
     lack_pos = app_pos = lack_neg = app_neg = 0
@@ -134,7 +140,9 @@ def capability_stats(labels: Sequence[Mapping[str, Label]], successes: Sequence[
         "er_plus": lack_pos / app_pos if app_pos else None,
         "er_minus": lack_neg / app_neg if app_neg else None,
         "coverage": lack_neg / failures if failures else 0.0,
-        "applicable_successes": app_pos, "applicable_failures": app_neg, "failures": failures,
+        "applicable_successes": app_pos,
+        "applicable_failures": app_neg,
+        "failures": failures,
         "lacking_in_failures": lack_neg,
     }
 
@@ -154,8 +162,12 @@ def _passes(stats: Mapping[str, Any], t: ThresholdsConfig, contrasted: bool) -> 
     return gap is not None and stats["coverage"] >= t.rho and gap >= t.delta
 
 
-def select(labels: Sequence[Mapping[str, Label]], successes: Sequence[bool], capabilities: Iterable[str],
-           thresholds: ThresholdsConfig = ThresholdsConfig()) -> dict[str, Any]:
+def select(
+    labels: Sequence[Mapping[str, Label]],
+    successes: Sequence[bool],
+    capabilities: Iterable[str],
+    thresholds: ThresholdsConfig = ThresholdsConfig(),
+) -> dict[str, Any]:
     """The analysis report: per-capability statistics, resample votes and the ranked selection."""
     if len(labels) != len(successes):
         raise ValueError(f"{len(labels)} label rows for {len(successes)} outcomes")
@@ -171,19 +183,33 @@ def select(labels: Sequence[Mapping[str, Label]], successes: Sequence[bool], cap
         ok = [successes[i] for i in idx]
         for c in caps:
             votes[c] += _passes(capability_stats(lab, ok, c), thresholds, contrasted[c])
-    rows = {c: {**full[c], "gap": _gap(full[c], contrasted[c]), "contrasted": contrasted[c], "votes": votes[c],
-                "selected": votes[c] >= thresholds.s} for c in caps}
+    rows = {
+        c: {
+            **full[c],
+            "gap": _gap(full[c], contrasted[c]),
+            "contrasted": contrasted[c],
+            "votes": votes[c],
+            "selected": votes[c] >= thresholds.s,
+        }
+        for c in caps
+    }
     ranked = sorted(caps, key=lambda c: (-rows[c]["selected"], -(rows[c]["gap"] or 0.0) * rows[c]["coverage"], c))
     return {
-        "episodes": n, "successes": sum(map(bool, successes)), "thresholds": asdict(thresholds),
+        "episodes": n,
+        "successes": sum(map(bool, successes)),
+        "thresholds": asdict(thresholds),
         "capabilities": {c: rows[c] for c in ranked},
         "selected": [c for c in ranked if rows[c]["selected"]],
     }
 
 
-def analyze(records: Sequence[Mapping[str, Any]], labeler: Labeler | None = None,
-            capabilities: Iterable[str] = CAPABILITIES, thresholds: ThresholdsConfig = ThresholdsConfig(),
-            progress: bool = False) -> dict[str, Any]:
+def analyze(
+    records: Sequence[Mapping[str, Any]],
+    labeler: Labeler | None = None,
+    capabilities: Iterable[str] = CAPABILITIES,
+    thresholds: ThresholdsConfig = ThresholdsConfig(),
+    progress: bool = False,
+) -> dict[str, Any]:
     """Label every record and select the lacking capabilities (see the module docstring)."""
     if not records:
         raise ValueError("no trajectories to analyze")
@@ -218,8 +244,9 @@ def describe_policy(record: Mapping[str, Any]) -> str:
     return " ".join(filter(None, parts))
 
 
-def one_policy(records: Iterable[Mapping[str, Any]], policy: str | None = None,
-               source: str = "the trajectories") -> list[Any]:
+def one_policy(
+    records: Iterable[Mapping[str, Any]], policy: str | None = None, source: str = "the trajectories"
+) -> list[Any]:
     """The records of one policy: the one whose key starts with ``policy``, or the only one there is.
 
     Records of several policies are refused without ``policy``: analyzed together, they would
@@ -233,28 +260,39 @@ def one_policy(records: Iterable[Mapping[str, Any]], policy: str | None = None,
         return groups[matches[0]]
     found = "\n".join(f"  {key}  {describe_policy(group[0])} ({len(group)} episodes)" for key, group in groups.items())
     if policy is None:
-        raise ValueError(f"{source} holds the episodes of {len(groups)} policies; analyze one at a time "
-                         f"(trace analyze --policy ID):\n{found}")
+        raise ValueError(
+            f"{source} holds the episodes of {len(groups)} policies; analyze one at a time "
+            f"(trace analyze --policy ID):\n{found}"
+        )
     raise ValueError(f"policy {policy!r} matches {len(matches)} of the {len(groups)} policies in {source}:\n{found}")
 
 
 def format_table(report: Mapping[str, Any]) -> str:
     """The report as a markdown table, selected capabilities first."""
     t = report["thresholds"]
-    lines = [f"{report['episodes']} trajectories, {report['successes']} successful. Selected when coverage >= "
-             f"{t['rho']} and ER- - ER+ >= {t['delta']} in >= {t['s']} of {t['R']} resamples.", "",
-             "| capability | ER+ | ER- | ER- - ER+ | coverage | votes | selected |",
-             "|---|---:|---:|---:|---:|---:|:---:|"]
+    lines = [
+        f"{report['episodes']} trajectories, {report['successes']} successful. Selected when coverage >= "
+        f"{t['rho']} and ER- - ER+ >= {t['delta']} in >= {t['s']} of {t['R']} resamples.",
+        "",
+        "| capability | ER+ | ER- | ER- - ER+ | coverage | votes | selected |",
+        "|---|---:|---:|---:|---:|---:|:---:|",
+    ]
+
     def num(x: float | None, sign: str = "") -> str:
         return "n/a" if x is None else f"{x:{sign}.3f}"
 
     for cap, r in report["capabilities"].items():
-        lines.append(f"| {cap} | {num(r['er_plus'])} | {num(r['er_minus'])} | {num(r['gap'], '+')} "
-                     f"| {r['coverage']:.3f} | {r['votes']}/{t['R']} | {'yes' if r['selected'] else 'no'} |")
+        lines.append(
+            f"| {cap} | {num(r['er_plus'])} | {num(r['er_minus'])} | {num(r['gap'], '+')} "
+            f"| {r['coverage']:.3f} | {r['votes']}/{t['R']} | {'yes' if r['selected'] else 'no'} |"
+        )
     alone = [cap for cap, r in report["capabilities"].items() if not r.get("contrasted", True) and r["er_minus"]]
     if alone:
-        lines += ["", f"No successful episode needed {', '.join(alone)}: ER+ is undefined, so the gap there is "
-                      f"ER- alone (nothing to contrast with)."]
+        lines += [
+            "",
+            f"No successful episode needed {', '.join(alone)}: ER+ is undefined, so the gap there is "
+            f"ER- alone (nothing to contrast with).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -276,8 +314,9 @@ def plot(report: Mapping[str, Any], path: str | Path) -> Path | None:
     for x, r in zip(xs, rates["er_plus"], strict=True):
         if r is None:  # no applicable success: undefined, not zero
             ax.text(x - 0.2, 0.02, "n/a", ha="center", fontsize=7, rotation=90)
-    ax.set_xticks(list(xs), [c.replace("_", "\n") + (" *" if c in report["selected"] else "") for c in caps],
-                  fontsize=8)
+    ax.set_xticks(
+        list(xs), [c.replace("_", "\n") + (" *" if c in report["selected"] else "") for c in caps], fontsize=8
+    )
     ax.set_ylabel("share LACKING")
     ax.set_ylim(0, 1)
     ax.set_title("Error rate by outcome (* selected)")

@@ -90,8 +90,9 @@ class EnvPromptAdapter:
     # GEPA reads this attribute: None means "use GEPA's own reflective proposer".
     propose_new_texts = None
 
-    def __init__(self, policy: Any, batch_size: int = 16, max_examples: int = 3,
-                 env_kwargs: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, policy: Any, batch_size: int = 16, max_examples: int = 3, env_kwargs: Mapping[str, Any] | None = None
+    ) -> None:
         if not hasattr(policy, "system_prompt"):
             raise TypeError("the GEPA baseline needs a policy with a system_prompt attribute (HFPolicy)")
         self.policy, self.batch_size, self.max_examples = policy, batch_size, max_examples
@@ -107,8 +108,9 @@ class EnvPromptAdapter:
         records = []
         # GEPA may ask for one task twice in a batch; each asks for its own episode.
         for chunk in _distinct_chunks(batch):
-            records += rollout(self.policy, chunk, None, batch_size=self.batch_size, progress=False,
-                               env_kwargs=self.env_kwargs).records
+            records += rollout(
+                self.policy, chunk, None, batch_size=self.batch_size, progress=False, env_kwargs=self.env_kwargs
+            ).records
         self.rollouts += len(records)
         by_pair: dict[tuple[str, int], list[Any]] = {}
         for r in records:
@@ -118,15 +120,19 @@ class EnvPromptAdapter:
         outputs = [{"success": bool(r["success"]), "return": float(r["return"])} for r in ordered]
         return EvaluationBatch(outputs=outputs, scores=scores, trajectories=ordered if capture_traces else None)
 
-    def make_reflective_dataset(self, candidate: dict[str, str], eval_batch: Any,
-                                components_to_update: list[str]) -> dict[str, list[dict[str, Any]]]:
+    def make_reflective_dataset(
+        self, candidate: dict[str, str], eval_batch: Any, components_to_update: list[str]
+    ) -> dict[str, list[dict[str, Any]]]:
         records = list(eval_batch.trajectories or [])
-        worst = sorted(records, key=lambda r: (r["success"], r["return"]))[:self.max_examples]
-        examples = [{
-            "Inputs": {"task": _first_user_message(r)},
-            "Generated Outputs": transcript(r),
-            "Feedback": feedback(r),
-        } for r in worst]
+        worst = sorted(records, key=lambda r: (r["success"], r["return"]))[: self.max_examples]
+        examples = [
+            {
+                "Inputs": {"task": _first_user_message(r)},
+                "Generated Outputs": transcript(r),
+                "Feedback": feedback(r),
+            }
+            for r in worst
+        ]
         return {c: examples for c in components_to_update}
 
 
@@ -168,42 +174,69 @@ class LocalReflection:
         keep = self.limit - 64
         if len(ids) > keep:  # GEPA puts the current instruction first and what to write last: cut the middle
             head = keep // 2
-            messages[-1] = {**messages[-1], "content": self.tokenizer.decode(ids[:head]) + "\n...\n"
-                            + self.tokenizer.decode(ids[len(ids) - (keep - head):])}
+            messages[-1] = {
+                **messages[-1],
+                "content": self.tokenizer.decode(ids[:head])
+                + "\n...\n"
+                + self.tokenizer.decode(ids[len(ids) - (keep - head) :]),
+            }
         self.calls += 1
         return self.chat(messages)
 
 
-def run_gepa(policy: Any, tasks: Sequence[tuple[str, int]], budget: int, reflection_lm: Chat, *,
-             seed_prompt: str = SEED_PROMPT, minibatch: int = 3, seed: int = 0,
-             batch_size: int = 16, log_path: Any = None, env_kwargs: Mapping[str, Any] | None = None
-             ) -> dict[str, Any]:
+def run_gepa(
+    policy: Any,
+    tasks: Sequence[tuple[str, int]],
+    budget: int,
+    reflection_lm: Chat,
+    *,
+    seed_prompt: str = SEED_PROMPT,
+    minibatch: int = 3,
+    seed: int = 0,
+    batch_size: int = 16,
+    log_path: Any = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Evolve the system prompt on ``tasks`` with at most ``budget`` episodes; returns the result as JSON data.
 
     GEPA's progress lines go to ``log_path`` when given (else they are dropped).
     """
     gepa = _require_gepa()
     if budget < len(tasks):
-        raise ValueError(f"a GEPA budget of {budget} episodes cannot even score the seed prompt on "
-                         f"{len(tasks)} tasks; give more budget or fewer tasks")
+        raise ValueError(
+            f"a GEPA budget of {budget} episodes cannot even score the seed prompt on "
+            f"{len(tasks)} tasks; give more budget or fewer tasks"
+        )
     adapter = EnvPromptAdapter(policy, batch_size=batch_size, env_kwargs=env_kwargs)
     trainset = [(e, int(s)) for e, s in tasks]
     # The last iteration may run past GEPA's limit by one iteration's episodes (module docstring).
     limit = max(budget - (2 * minibatch + len(tasks) - 1), len(tasks))
     result = gepa.optimize(
-        seed_candidate={COMPONENT: seed_prompt}, trainset=trainset, valset=trainset, adapter=adapter,
-        reflection_lm=reflection_lm, max_metric_calls=limit, reflection_minibatch_size=minibatch, seed=seed,
-        raise_on_exception=False, display_progress_bar=False, track_best_outputs=False,
+        seed_candidate={COMPONENT: seed_prompt},
+        trainset=trainset,
+        valset=trainset,
+        adapter=adapter,
+        reflection_lm=reflection_lm,
+        max_metric_calls=limit,
+        reflection_minibatch_size=minibatch,
+        seed=seed,
+        raise_on_exception=False,
+        display_progress_bar=False,
+        track_best_outputs=False,
         logger=_FileLogger(log_path),
     )
     best = result.best_candidate[COMPONENT] if isinstance(result.best_candidate, dict) else str(result.best_candidate)
     scores = [float(s) for s in result.val_aggregate_scores]
     return {
-        "best_prompt": best, "seed_prompt": seed_prompt, "candidates": len(result.candidates),
-        "val_scores": scores, "best_val_score": max(scores) if scores else None,
+        "best_prompt": best,
+        "seed_prompt": seed_prompt,
+        "candidates": len(result.candidates),
+        "val_scores": scores,
+        "best_val_score": max(scores) if scores else None,
         "prompts": [c[COMPONENT] for c in result.candidates],
         "discovery_counts": [int(n) for n in result.discovery_eval_counts],
-        "rollouts_used": adapter.rollouts, "metric_calls": result.total_metric_calls,
+        "rollouts_used": adapter.rollouts,
+        "metric_calls": result.total_metric_calls,
         "reflection_calls": getattr(reflection_lm, "calls", None),
     }
 

@@ -60,23 +60,34 @@ class BootstrapConfig:
     out: str = field(default="runs/bootstrap", metadata={"help": "output directory"})
     preset: str = field(default="tiny", metadata={"help": "model preset to build: tiny (CPU) or small (GPU)"})
     model: str | None = field(default=None, metadata={"help": "start from this HF model path instead of a preset"})
-    deficits: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DEFICITS),
-                                       metadata={"help": "capability=rate pairs for the demonstrations"})
+    deficits: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_DEFICITS),
+        metadata={"help": "capability=rate pairs for the demonstrations"},
+    )
     demos: int = field(default=900, metadata={"help": "demonstration episodes (split over the envs)"})
     target_share: float = field(default=0.5, metadata={"help": "share of demos on the retail target"})
     max_length: int = field(default=4096, metadata={"help": "training sequences are cut to this many tokens"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the demonstrations"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: epochs)"})
     batch_size: int = field(default=4, metadata={"help": "sequences per optimizer step"})
-    micro_batch: int = field(default=1, metadata={
-        "help": "sequences per forward pass (1 on CPU: no padding, so attention takes the fast causal kernel)"})
+    micro_batch: int = field(
+        default=1,
+        metadata={
+            "help": "sequences per forward pass (1 on CPU: no padding, so attention takes the fast causal kernel)"
+        },
+    )
     learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate (cosine decay)"})
     eval_episodes: int = field(default=20, metadata={"help": "held-out episodes per evaluated env"})
     eval_seed_start: int = field(default=1_000_000, metadata={"help": "first held-out seed (demos use 0..)"})
-    eval_envs: list[str] = field(default_factory=lambda: [TARGET, *CAPABILITY_ENVS],
-                                 metadata={"help": "envs to evaluate on"})
-    probe_episodes: int = field(default=10, metadata={
-        "help": "held-out oracle target episodes on which to measure how well the agent copies ids (0: skip)"})
+    eval_envs: list[str] = field(
+        default_factory=lambda: [TARGET, *CAPABILITY_ENVS], metadata={"help": "envs to evaluate on"}
+    )
+    probe_episodes: int = field(
+        default=10,
+        metadata={
+            "help": "held-out oracle target episodes on which to measure how well the agent copies ids (0: skip)"
+        },
+    )
     eval_batch_size: int = field(default=20, metadata={"help": "episodes generated for at once in evaluation"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the saved agent"})
     max_new_tokens: int = field(default=160, metadata={"help": "longest generated turn in tokens"})
@@ -93,19 +104,21 @@ class BootstrapConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.probe_episodes < 0 or self.temperature < 0:
-            raise ValueError(f"probe_episodes and temperature must be >= 0, got {self.probe_episodes} and "
-                             f"{self.temperature}")
+            raise ValueError(
+                f"probe_episodes and temperature must be >= 0, got {self.probe_episodes} and {self.temperature}"
+            )
         if self.learning_rate <= 0 or (self.epochs <= 0 and self.max_steps <= 0):
-            raise ValueError(f"learning_rate must be > 0 and epochs > 0 (or max_steps > 0); got "
-                             f"{self.learning_rate}, {self.epochs} and {self.max_steps}")
+            raise ValueError(
+                f"learning_rate must be > 0 and epochs > 0 (or max_steps > 0); got "
+                f"{self.learning_rate}, {self.epochs} and {self.max_steps}"
+            )
         from trace_envs.registration import check_id
 
         for env_id in self.eval_envs:
             check_id(env_id)
 
 
-def demonstrations(deficits: dict[str, float], n: int, target_share: float, seed: int = 0
-                   ) -> list[dict[str, Any]]:
+def demonstrations(deficits: dict[str, float], n: int, target_share: float, seed: int = 0) -> list[dict[str, Any]]:
     """Oracle conversations: the target gets ``target_share``, the capability envs the rest."""
     from trace_envs import OraclePolicy
 
@@ -131,15 +144,24 @@ def _play(oracle: Any, env_id: str, seeds: range) -> list[dict[str, Any]]:
         while not done:
             obs, _, terminated, truncated, info = env.step(oracle.act(obs, info))
             done = terminated or truncated
-        out.append({"env_id": env_id, "seed": s, "messages": info["messages"], "tools": info["tools"],
-                    "success": info["success"], "mistakes": dict(oracle.mistakes),
-                    "annotations": {k: v for k, v in info.items() if k not in NOT_ANNOTATIONS}})
+        out.append(
+            {
+                "env_id": env_id,
+                "seed": s,
+                "messages": info["messages"],
+                "tools": info["tools"],
+                "success": info["success"],
+                "mistakes": dict(oracle.mistakes),
+                "annotations": {k: v for k, v in info.items() if k not in NOT_ANNOTATIONS},
+            }
+        )
     env.close()
     return out
 
 
-def tokenize_demos(demos: list[dict[str, Any]], tokenizer: Any, max_length: int, obs_format: str = "compact"
-                   ) -> tuple[dict[str, list[list[int]]], int]:
+def tokenize_demos(
+    demos: list[dict[str, Any]], tokenizer: Any, max_length: int, obs_format: str = "compact"
+) -> tuple[dict[str, list[list[int]]], int]:
     """input_ids and assistant masks per conversation, cut to ``max_length``; returns them and how many were cut.
 
     A conversation cut before its first assistant turn has nothing to learn from and is left out.
@@ -152,14 +174,21 @@ def tokenize_demos(demos: list[dict[str, Any]], tokenizer: Any, max_length: int,
     from trace_agents.chat import template_tools, to_chat
 
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("the model's tokenizer has no chat template: trace bootstrap --model needs a chat model "
-                         "(a chat_template in its tokenizer_config.json or chat_template.jinja)")
+        raise ValueError(
+            "the model's tokenizer has no chat template: trace bootstrap --model needs a chat model "
+            "(a chat_template in its tokenizer_config.json or chat_template.jinja)"
+        )
     template = get_training_chat_template(tokenizer) or tokenizer.chat_template
     ids, masks, cut = [], [], 0
     for demo in demos:
         out = tokenizer.apply_chat_template(
-            to_chat(demo["messages"], demo["tools"], obs_format), tools=template_tools(demo["tools"], obs_format),
-            chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+            to_chat(demo["messages"], demo["tools"], obs_format),
+            tools=template_tools(demo["tools"], obs_format),
+            chat_template=template,
+            tokenize=True,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
+        )
         cut += len(out["input_ids"]) > max_length
         if not any(out["assistant_masks"][:max_length]):
             continue  # cut before the first assistant turn: nothing to learn from
@@ -168,8 +197,9 @@ def tokenize_demos(demos: list[dict[str, Any]], tokenizer: Any, max_length: int,
     return {"input_ids": ids, "assistant_masks": masks}, cut
 
 
-def copy_probe(model: Any, tokenizer: Any, episodes: int = 10, seed_start: int = 1_000_000,
-               max_length: int = 4096) -> dict[str, Any]:
+def copy_probe(
+    model: Any, tokenizer: Any, episodes: int = 10, seed_start: int = 1_000_000, max_length: int = 4096
+) -> dict[str, Any]:
     """How well ``model`` copies the digit strings its turns need, teacher-forced on oracle episodes.
 
     A retail agent copies order, item and user ids from the conversation into its tool
@@ -187,8 +217,9 @@ def copy_probe(model: Any, tokenizer: Any, episodes: int = 10, seed_start: int =
 
     from trace_envs import OraclePolicy
 
-    data, _ = tokenize_demos(_play(OraclePolicy(), TARGET, range(seed_start, seed_start + episodes)),
-                             tokenizer, max_length)
+    data, _ = tokenize_demos(
+        _play(OraclePolicy(), TARGET, range(seed_start, seed_start + episodes)), tokenizer, max_length
+    )
     is_digit: dict[int, bool] = {}
 
     def digit(token: int) -> bool:
@@ -211,9 +242,13 @@ def copy_probe(model: Any, tokenizer: Any, episodes: int = 10, seed_start: int =
                     runs, exact = runs + 1, exact + all(run)
                     right, total = right + sum(run[1:]), total + len(run) - 1
                     run = []
-    return {"episodes": len(data["input_ids"]), "continuation_tokens": total,
-            "continuation_accuracy": right / total if total else None,
-            "runs": runs, "runs_exact": exact / runs if runs else None}
+    return {
+        "episodes": len(data["input_ids"]),
+        "continuation_tokens": total,
+        "continuation_accuracy": right / total if total else None,
+        "runs": runs,
+        "runs_exact": exact / runs if runs else None,
+    }
 
 
 def run(config: BootstrapConfig) -> dict[str, Any]:
@@ -242,17 +277,30 @@ def run(config: BootstrapConfig) -> dict[str, Any]:
             f.write(json.dumps(d) + "\n")
     data, cut = tokenize_demos(demos, tokenizer, config.max_length)
     timings["demos"] = time.perf_counter() - t
-    print(f"[bootstrap] {len(demos)} demonstrations, {cut} cut to {config.max_length} tokens; "
-          f"oracle success {sum(d['success'] for d in demos) / len(demos):.3f}")
+    print(
+        f"[bootstrap] {len(demos)} demonstrations, {cut} cut to {config.max_length} tokens; "
+        f"oracle success {sum(d['success'] for d in demos) / len(demos):.3f}"
+    )
 
     t = time.perf_counter()
     torch.manual_seed(config.seed)
     args = SFTConfig(
-        output_dir=str(out / "sft"), per_device_train_batch_size=config.micro_batch,
-        gradient_accumulation_steps=config.batch_size // config.micro_batch, num_train_epochs=config.epochs,
-        max_steps=config.max_steps, learning_rate=config.learning_rate, lr_scheduler_type="cosine",
-        warmup_steps=0.05, weight_decay=0.0, logging_steps=10, save_strategy="no", report_to=[],
-        seed=config.seed, max_length=None, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+        output_dir=str(out / "sft"),
+        per_device_train_batch_size=config.micro_batch,
+        gradient_accumulation_steps=config.batch_size // config.micro_batch,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        weight_decay=0.0,
+        logging_steps=10,
+        save_strategy="no",
+        report_to=[],
+        seed=config.seed,
+        max_length=None,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
         bf16=torch.cuda.is_available(),
         # Batches of several sequences are grouped by length to waste little on padding.
         train_sampling_strategy="group_by_length" if config.micro_batch > 1 else "random",
@@ -268,24 +316,41 @@ def run(config: BootstrapConfig) -> dict[str, Any]:
     tokenizer.save_pretrained(model_dir)
 
     t = time.perf_counter()
-    policy = HFPolicy(trainer.model, tokenizer, temperature=config.temperature, seed=config.seed,
-                      max_new_tokens=config.max_new_tokens, name=str(model_dir))
-    summaries = [ev.evaluate(policy, env_id, config.eval_episodes, config.eval_seed_start,
-                             batch_size=config.eval_batch_size)
-                 for env_id in config.eval_envs]
+    policy = HFPolicy(
+        trainer.model,
+        tokenizer,
+        temperature=config.temperature,
+        seed=config.seed,
+        max_new_tokens=config.max_new_tokens,
+        name=str(model_dir),
+    )
+    summaries = [
+        ev.evaluate(policy, env_id, config.eval_episodes, config.eval_seed_start, batch_size=config.eval_batch_size)
+        for env_id in config.eval_envs
+    ]
     timings["evaluate"] = time.perf_counter() - t
     t = time.perf_counter()
-    probe = copy_probe(trainer.model, tokenizer, config.probe_episodes, config.eval_seed_start,
-                       config.max_length) if config.probe_episodes else None
+    probe = (
+        copy_probe(trainer.model, tokenizer, config.probe_episodes, config.eval_seed_start, config.max_length)
+        if config.probe_episodes
+        else None
+    )
     timings["probe"] = time.perf_counter() - t
     profile = ev.profile_agreement(config.deficits, summaries)
     checks = acceptance(summaries, profile)
     timings["total"] = time.perf_counter() - t0
     report = {
-        "config": asdict(config), "source": source, "model_dir": str(model_dir),
-        "train_loss": train_out.training_loss, "steps": train_out.global_step,
-        "sequences": len(data["input_ids"]), "cut_to_max_length": cut,
-        "evaluation": summaries, "profile": profile, "checks": checks, "copy_probe": probe,
+        "config": asdict(config),
+        "source": source,
+        "model_dir": str(model_dir),
+        "train_loss": train_out.training_loss,
+        "steps": train_out.global_step,
+        "sequences": len(data["input_ids"]),
+        "cut_to_max_length": cut,
+        "evaluation": summaries,
+        "profile": profile,
+        "checks": checks,
+        "copy_probe": probe,
         "timings_s": timings,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -306,13 +371,22 @@ def acceptance(summaries: list[dict[str, Any]], profile: dict[str, Any]) -> dict
     target = next((s for s in summaries if s["env_id"] == TARGET), None)
     if target is not None:
         lo, hi = SUCCESS_BAND
-        checks["target_success_in_band"] = {"value": target["success"], "band": list(SUCCESS_BAND),
-                                            "passed": lo <= target["success"] <= hi}
-        checks["well_formed"] = {"value": target["well_formed_rate"], "min": MIN_WELL_FORMED,
-                                 "passed": target["well_formed_rate"] >= MIN_WELL_FORMED}
+        checks["target_success_in_band"] = {
+            "value": target["success"],
+            "band": list(SUCCESS_BAND),
+            "passed": lo <= target["success"] <= hi,
+        }
+        checks["well_formed"] = {
+            "value": target["well_formed_rate"],
+            "min": MIN_WELL_FORMED,
+            "passed": target["well_formed_rate"] >= MIN_WELL_FORMED,
+        }
     if profile["measured"]:
-        checks["profile_follows_deficits"] = {"value": profile["measured"], "discordant": profile["discordant"],
-                                              "passed": profile["follows"]}
+        checks["profile_follows_deficits"] = {
+            "value": profile["measured"],
+            "discordant": profile["discordant"],
+            "passed": profile["follows"],
+        }
     return checks
 
 
@@ -321,8 +395,11 @@ def format_checks(checks: dict[str, dict[str, Any]]) -> str:
     lines = []
     for name, c in checks.items():
         value = c["value"]
-        shown = (", ".join(f"{k.split('_')[0]} {v:.2f}" for k, v in value.items()) if isinstance(value, dict)
-                 else f"{value:.3f}")
+        shown = (
+            ", ".join(f"{k.split('_')[0]} {v:.2f}" for k, v in value.items())
+            if isinstance(value, dict)
+            else f"{value:.3f}"
+        )
         lines.append(f"- {'PASS' if c['passed'] else 'FAIL'} {name}: {shown}")
     return "\n".join(lines) + "\n"
 
@@ -332,12 +409,17 @@ def format_report(report: dict[str, Any]) -> str:
     from trace_agents import evaluate as ev
 
     timings = ", ".join(f"{k} {v:.0f}" for k, v in report["timings_s"].items())
-    return (f"# Bootstrap\n\nModel: `{report['model_dir']}` (from `{report['source']}`), "
-            f"{report['steps']} optimizer steps on {report['sequences']} demonstrations, "
-            f"final train loss {report['train_loss']:.3f}.\n\n"
-            f"Injected deficits: {json.dumps(report['config']['deficits'])}\n\n"
-            + ev.format_table(report["evaluation"]) + "\n## Checks\n\n" + format_checks(report["checks"])
-            + format_probe(report.get("copy_probe")) + f"\nTimings (s): {timings}\n")
+    return (
+        f"# Bootstrap\n\nModel: `{report['model_dir']}` (from `{report['source']}`), "
+        f"{report['steps']} optimizer steps on {report['sequences']} demonstrations, "
+        f"final train loss {report['train_loss']:.3f}.\n\n"
+        f"Injected deficits: {json.dumps(report['config']['deficits'])}\n\n"
+        + ev.format_table(report["evaluation"])
+        + "\n## Checks\n\n"
+        + format_checks(report["checks"])
+        + format_probe(report.get("copy_probe"))
+        + f"\nTimings (s): {timings}\n"
+    )
 
 
 def format_probe(probe: dict[str, Any] | None) -> str:
@@ -348,10 +430,12 @@ def format_probe(probe: dict[str, Any] | None) -> str:
     def share(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.3f}"
 
-    return ("\n## Copying ids\n\n"
-            f"Teacher-forced on {probe['episodes']} held-out oracle episodes of `{TARGET}`: "
-            f"digits after the first of a run right {share(probe['continuation_accuracy'])} "
-            f"(n={probe['continuation_tokens']}; chance about 0.1 with one-digit tokens), "
-            f"whole digit runs right {share(probe['runs_exact'])} (n={probe['runs']}). "
-            "The agent's tool calls need ids copied from the conversation; near chance here, it cannot "
-            "succeed on the target.\n")
+    return (
+        "\n## Copying ids\n\n"
+        f"Teacher-forced on {probe['episodes']} held-out oracle episodes of `{TARGET}`: "
+        f"digits after the first of a run right {share(probe['continuation_accuracy'])} "
+        f"(n={probe['continuation_tokens']}; chance about 0.1 with one-digit tokens), "
+        f"whole digit runs right {share(probe['runs_exact'])} (n={probe['runs']}). "
+        "The agent's tool calls need ids copied from the conversation; near chance here, it cannot "
+        "succeed on the target.\n"
+    )

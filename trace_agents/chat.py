@@ -13,7 +13,6 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-
 TOOL_CLOSE = "</tool_call>"
 _THINK = re.compile(r"^\s*<think>.*?</think>", re.DOTALL)
 
@@ -23,7 +22,7 @@ def one_action(text: str) -> str:
     text = text.split("<|im_end|>", 1)[0]
     end = text.find(TOOL_CLOSE)
     if end >= 0:
-        text = text[:end + len(TOOL_CLOSE)]
+        text = text[: end + len(TOOL_CLOSE)]
     return _THINK.sub("", text, count=1).strip()
 
 
@@ -37,8 +36,9 @@ def compact_tools(tools: Sequence[Mapping[str, Any]]) -> str:
     return "Tools:\n" + "\n".join(lines)
 
 
-def to_chat(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]],
-            obs_format: str = "chat") -> list[dict[str, Any]]:
+def to_chat(
+    messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]], obs_format: str = "chat"
+) -> list[dict[str, Any]]:
     """Template-ready messages from env messages (the system message adapted to the format)."""
     out: list[dict[str, Any]] = []
     for m in messages:

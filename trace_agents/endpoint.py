@@ -48,8 +48,9 @@ def _request(url: str, body: Mapping[str, Any] | None, api_key: str | None, time
     if body is None:
         request = urllib.request.Request(url, headers=headers)
     else:
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json", **headers})
+        request = urllib.request.Request(
+            url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json", **headers}
+        )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.read()
@@ -60,8 +61,9 @@ def _request(url: str, body: Mapping[str, Any] | None, api_key: str | None, time
         raise EndpointError(f"endpoint {url} failed: {exc}") from exc
 
 
-def chat_completion(base_url: str, body: Mapping[str, Any], api_key: str | None = None, timeout: float = 60.0
-                    ) -> dict[str, Any]:
+def chat_completion(
+    base_url: str, body: Mapping[str, Any], api_key: str | None = None, timeout: float = 60.0
+) -> dict[str, Any]:
     """``POST {base_url}/chat/completions`` and return ``choices[0].message``; clear errors otherwise."""
     url = base_url.rstrip("/") + "/chat/completions"
     raw = _request(url, body, api_key, timeout)
@@ -78,8 +80,9 @@ def chat_completion(base_url: str, body: Mapping[str, Any], api_key: str | None 
     return message
 
 
-def load_lora_adapter(base_url: str, name: str, path: str | os.PathLike[str], api_key: str | None = None,
-                      timeout: float = 120.0) -> None:
+def load_lora_adapter(
+    base_url: str, name: str, path: str | os.PathLike[str], api_key: str | None = None, timeout: float = 120.0
+) -> None:
     """Have a vLLM server load the PEFT adapter at ``path`` (a path the server can read) as model ``name``.
 
     The server must run with ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``
@@ -90,8 +93,12 @@ def load_lora_adapter(base_url: str, name: str, path: str | os.PathLike[str], ap
         _request(url, {"lora_name": name, "lora_path": str(path)}, api_key, timeout)
     except EndpointError as exc:
         if exc.status == 404 and '"Not Found"' in exc.detail:  # the route itself is missing
-            raise EndpointError(f"{exc}. Runtime LoRA loading needs a vLLM server started with --enable-lora "
-                                f"and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True", exc.status, exc.detail) from exc
+            raise EndpointError(
+                f"{exc}. Runtime LoRA loading needs a vLLM server started with --enable-lora "
+                f"and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True",
+                exc.status,
+                exc.detail,
+            ) from exc
         raise
 
 
@@ -136,8 +143,10 @@ def served_base_model(base_url: str, api_key: str | None = None, timeout: float 
         raise EndpointError(f"endpoint {url} did not list models as OpenAI's API does ({exc!r})") from exc
     # One model, perhaps under several --served-model-name aliases (one root).
     if len({m.get("root") or m["id"] for m in bases}) != 1:
-        raise EndpointError(f"endpoint {url} serves {len(bases)} base models "
-                            f"({', '.join(str(m['id']) for m in bases) or 'none'}); expected exactly one")
+        raise EndpointError(
+            f"endpoint {url} serves {len(bases)} base models "
+            f"({', '.join(str(m['id']) for m in bases) or 'none'}); expected exactly one"
+        )
     return bases[0]
 
 
@@ -164,7 +173,7 @@ def without_older_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]] 
     cuts = [k for k in range(1, len(rest)) if rest[k]["role"] == "assistant" and rest[k - 1]["role"] == "user"]
     if not cuts:
         return None
-    return messages[:head] + rest[cuts[(len(cuts) - 1) // 2]:]
+    return messages[:head] + rest[cuts[(len(cuts) - 1) // 2] :]
 
 
 def action_text(message: Mapping[str, Any]) -> str:
@@ -191,11 +200,24 @@ class EndpointPolicy:
     :meth:`close` unloads what it loaded.
     """
 
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, obs_format: str = "chat",
-                 temperature: float = 1.0, top_p: float = 1.0, max_tokens: int = 256, seed: int = 0,
-                 concurrency: int = 16, timeout: float = 120.0, system_prompt: str | None = None,
-                 adapter_prefix: str = "", name: str | None = None,
-                 extra_body: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        obs_format: str = "chat",
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_tokens: int = 256,
+        seed: int = 0,
+        concurrency: int = 16,
+        timeout: float = 120.0,
+        system_prompt: str | None = None,
+        adapter_prefix: str = "",
+        name: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> None:
         if obs_format not in ("compact", "chat"):
             raise ValueError(f"obs_format must be 'compact' or 'chat', got {obs_format!r}")
         if concurrency < 1 or max_tokens < 1:
@@ -250,9 +272,15 @@ class EndpointPolicy:
         for m in messages:  # the wire format wants arguments as JSON strings
             for call in m.get("tool_calls", []):
                 call["function"] = {**call["function"], "arguments": json.dumps(call["function"]["arguments"])}
-        body: dict[str, Any] = {"model": self.served_name(adapter) if adapter else self.model, "messages": messages,
-                                "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
-                                "seed": self.seed + 100_003 * self._calls + row, **self.extra_body}
+        body: dict[str, Any] = {
+            "model": self.served_name(adapter) if adapter else self.model,
+            "messages": messages,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed + 100_003 * self._calls + row,
+            **self.extra_body,
+        }
         tools = template_tools(info["tools"], self.obs_format)
         if tools:
             body["tools"] = tools
@@ -280,9 +308,12 @@ class EndpointPolicy:
                     raise
                 shorter = without_older_turns(body["messages"])
                 if shorter is None:
-                    raise EndpointError(f"{exc} (even with only the opening and the latest exchange: "
-                                        f"serve the model with a longer --max-model-len)",
-                                        exc.status, exc.detail) from exc
+                    raise EndpointError(
+                        f"{exc} (even with only the opening and the latest exchange: "
+                        f"serve the model with a longer --max-model-len)",
+                        exc.status,
+                        exc.detail,
+                    ) from exc
                 body = {**body, "messages": shorter}
                 with self._lock:  # rows run in the pool's threads
                     self.shortened += 1
@@ -290,9 +321,16 @@ class EndpointPolicy:
     def identity(self) -> dict[str, Any]:
         """What generates (the model, its adapters, the sampling settings), not where: a run resumed on
         another server finds its stored episodes."""
-        return {"policy": "endpoint", "model": self.name, "obs_format": self.obs_format,
-                "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
-                "seed": self.seed, **({"adapters": dict(sorted(self.adapters.items()))} if self.adapters else {}),
-                **({"adapter_weights": dict(sorted(self.adapter_weights.items()))} if self.adapters else {}),
-                **({"extra_body": dict(sorted(self.extra_body.items()))} if self.extra_body else {}),
-                **({"system_prompt": self.system_prompt} if self.system_prompt else {})}
+        return {
+            "policy": "endpoint",
+            "model": self.name,
+            "obs_format": self.obs_format,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            **({"adapters": dict(sorted(self.adapters.items()))} if self.adapters else {}),
+            **({"adapter_weights": dict(sorted(self.adapter_weights.items()))} if self.adapters else {}),
+            **({"extra_body": dict(sorted(self.extra_body.items()))} if self.extra_body else {}),
+            **({"system_prompt": self.system_prompt} if self.system_prompt else {}),
+        }

@@ -57,10 +57,19 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def evaluate(policy: Any, env_id: str, episodes: int = 100, seed_start: int = 10_000, *,
-             adapter: str | Callable[[str, int], str | None] | None = None, batch_size: int = 16,
-             store: str | Path | None = None, resume: bool = False, progress: bool = True,
-             env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def evaluate(
+    policy: Any,
+    env_id: str,
+    episodes: int = 100,
+    seed_start: int = 10_000,
+    *,
+    adapter: str | Callable[[str, int], str | None] | None = None,
+    batch_size: int = 16,
+    store: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    env_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Roll out ``episodes`` seeds from ``seed_start`` and summarize them.
 
     ``adapter`` is one adapter name for every episode, or a function ``(env_id, seed) ->
@@ -73,22 +82,36 @@ def evaluate(policy: Any, env_id: str, episodes: int = 100, seed_start: int = 10
     adapters = adapter if callable(adapter) else ((lambda env, seed: adapter) if adapter else None)
     env_kwargs = {**getattr(policy, "env_kwargs", {}), **(env_kwargs or {})}  # as rollout passes them
     seeds = range(seed_start, seed_start + episodes)
-    result = rollout(policy, env_id, seeds, batch_size=batch_size, store=store, resume=resume,
-                     adapters=adapters, progress=progress, env_kwargs=dict(env_kwargs or {}))
+    result = rollout(
+        policy,
+        env_id,
+        seeds,
+        batch_size=batch_size,
+        store=store,
+        resume=resume,
+        adapters=adapters,
+        progress=progress,
+        env_kwargs=dict(env_kwargs or {}),
+    )
     records = result.records
     if resume and store is not None:  # the stored episodes of this policy, one per seed, in seed order
         identity = policy.identity()
-        keys = {seed: policy_key(identity, adapters(env_id, seed) if adapters else None, env_kwargs)
-                for seed in seeds}
+        keys = {seed: policy_key(identity, adapters(env_id, seed) if adapters else None, env_kwargs) for seed in seeds}
         records = TrajectoryStore(store).select(env_id, seeds, keys)
     summary = summarize(records)
-    summary.update(env_id=env_id, seed_start=seed_start, adapter=None if callable(adapter) else adapter,
-                   policy=policy.identity(), timings=result.timings)
+    summary.update(
+        env_id=env_id,
+        seed_start=seed_start,
+        adapter=None if callable(adapter) else adapter,
+        policy=policy.identity(),
+        timings=result.timings,
+    )
     return summary
 
 
-def profile_agreement(deficits: Mapping[str, float], summaries: Sequence[Mapping[str, Any]],
-                      min_gap: float = 0.1) -> dict[str, Any]:
+def profile_agreement(
+    deficits: Mapping[str, float], summaries: Sequence[Mapping[str, Any]], min_gap: float = 0.1
+) -> dict[str, Any]:
     """Whether measured mistake rates rank the capabilities as the injected deficits do.
 
     Each capability's rate is read on its own env (:data:`CAPABILITY_ENVS`). A pair of
@@ -98,25 +121,38 @@ def profile_agreement(deficits: Mapping[str, float], summaries: Sequence[Mapping
     not compared, only the order.
     """
     by_env = {s["env_id"]: s for s in summaries}
-    measured = {cap: by_env[env]["capabilities"][cap]["mistake_rate"]
-                for cap, env in CAPABILITY_ENVS.items() if env in by_env}
+    measured = {
+        cap: by_env[env]["capabilities"][cap]["mistake_rate"] for cap, env in CAPABILITY_ENVS.items() if env in by_env
+    }
     rates = {cap: float(deficits.get(cap, 0.0)) for cap in measured}
     pairs = [(a, b) for a in measured for b in measured if rates[a] - rates[b] >= min_gap]
     discordant = [f"{a} ({measured[a]:.2f}) <= {b} ({measured[b]:.2f})" for a, b in pairs if measured[a] <= measured[b]]
-    return {"deficits": rates, "measured": measured, "pairs": len(pairs), "discordant": discordant,
-            "follows": bool(pairs) and not discordant}
+    return {
+        "deficits": rates,
+        "measured": measured,
+        "pairs": len(pairs),
+        "discordant": discordant,
+        "follows": bool(pairs) and not discordant,
+    }
 
 
 def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
     """A markdown table: one row per evaluated env."""
-    lines = ["| env | episodes | success | 95% CI | mean return | well-formed | mistake rates by capability |",
-             "|---|---:|---:|---|---:|---:|---|"]
+    lines = [
+        "| env | episodes | success | 95% CI | mean return | well-formed | mistake rates by capability |",
+        "|---|---:|---:|---|---:|---:|---|",
+    ]
     for s in summaries:
-        caps = ", ".join(f"{c.split('_')[0]} {v['mistake_rate']:.2f} (n={v['episodes']})"
-                         for c, v in s["capabilities"].items() if v["episodes"])
-        lines.append(f"| `{s['env_id']}` | {s['episodes']} | {s['success']:.3f} | "
-                     f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] | {s['mean_return']:.3f} | "
-                     f"{s['well_formed_rate']:.3f} | {caps} |")
+        caps = ", ".join(
+            f"{c.split('_')[0]} {v['mistake_rate']:.2f} (n={v['episodes']})"
+            for c, v in s["capabilities"].items()
+            if v["episodes"]
+        )
+        lines.append(
+            f"| `{s['env_id']}` | {s['episodes']} | {s['success']:.3f} | "
+            f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] | {s['mean_return']:.3f} | "
+            f"{s['well_formed_rate']:.3f} | {caps} |"
+        )
     return "\n".join(lines) + "\n"
 
 

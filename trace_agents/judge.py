@@ -57,15 +57,19 @@ def render_trajectory(record: Mapping[str, Any], max_chars: int = 6000) -> str:
 class JudgeLabeler:
     """A :class:`trace_agents.analysis.Labeler` backed by a chat model."""
 
-    def __init__(self, chat: Chat, capabilities: Mapping[str, str] | None = None, runs: int = 3,
-                 max_chars: int = 6000) -> None:
+    def __init__(
+        self, chat: Chat, capabilities: Mapping[str, str] | None = None, runs: int = 3, max_chars: int = 6000
+    ) -> None:
         if runs < 1:
             raise ValueError(f"runs must be >= 1, got {runs}")
         if runs > 1 and getattr(chat, "temperature", None) == 0:
             import warnings
 
-            warnings.warn(f"{runs} labelling runs of a greedy judge (temperature 0) repeat one answer: the vote "
-                          f"means nothing; sample (temperature > 0) or use runs=1", stacklevel=2)
+            warnings.warn(
+                f"{runs} labelling runs of a greedy judge (temperature 0) repeat one answer: the vote "
+                f"means nothing; sample (temperature > 0) or use runs=1",
+                stacklevel=2,
+            )
         self.chat = chat
         self.capabilities: dict[str, str] = dict(capabilities or {})
         self.runs = runs
@@ -76,9 +80,11 @@ class JudgeLabeler:
         if not records:
             raise ValueError("discovery needs trajectories")
         shown = sorted(records, key=lambda r: bool(r.get("success")))[:sample]
-        body = "\n\n".join(f"## Episode {i} ({'success' if r.get('success') else 'failure'})\n"
-                           + render_trajectory(r, self.max_chars // max(len(shown), 1) * 2)
-                           for i, r in enumerate(shown))
+        body = "\n\n".join(
+            f"## Episode {i} ({'success' if r.get('success') else 'failure'})\n"
+            + render_trajectory(r, self.max_chars // max(len(shown), 1) * 2)
+            for i, r in enumerate(shown)
+        )
         reply = self.chat([{"role": "user", "content": prompt("discover").substitute(n=n, trajectories=body)}])
         found = parse_capabilities(reply)[:n]
         if not found:
@@ -90,9 +96,11 @@ class JudgeLabeler:
         if capability not in self.capabilities:
             raise ValueError(f"no definition for {capability!r}; call discover() or pass capabilities=")
         text = prompt("label").substitute(
-            capability=capability, description=self.capabilities[capability],
+            capability=capability,
+            description=self.capabilities[capability],
             outcome="success" if trajectory.get("success") else "failure",
-            trajectory=render_trajectory(trajectory, self.max_chars))
+            trajectory=render_trajectory(trajectory, self.max_chars),
+        )
         votes: list[tuple[Label, str]] = []
         for _ in range(self.runs):
             parsed = parse_label(self.chat([{"role": "user", "content": text}]))
@@ -107,7 +115,7 @@ def parse_capabilities(reply: str) -> list[tuple[str, str]]:
     if start < 0 or end <= start:
         return []
     try:
-        items = json.loads(reply[start:end + 1])
+        items = json.loads(reply[start : end + 1])
     except ValueError:
         return []
     out = []
@@ -149,27 +157,42 @@ class HFChat:
     def __call__(self, messages: list[dict[str, str]]) -> str:
         import torch
 
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                 return_dict=True)
+        ids = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         device = next(self.model.parameters()).device
         with torch.inference_mode():
-            out = self.model.generate(**{k: v.to(device) for k, v in ids.items()},
-                                      max_new_tokens=self.max_new_tokens, do_sample=self.temperature > 0,
-                                      **({"temperature": self.temperature} if self.temperature > 0 else {}))
-        return self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+            out = self.model.generate(
+                **{k: v.to(device) for k, v in ids.items()},
+                max_new_tokens=self.max_new_tokens,
+                do_sample=self.temperature > 0,
+                **({"temperature": self.temperature} if self.temperature > 0 else {}),
+            )
+        return self.tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 class OpenAIChat:
     """An OpenAI-compatible endpoint: ``POST {base_url}/chat/completions``; the key from ``$OPENAI_API_KEY``."""
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, temperature: float = 0.0,
-                 max_tokens: int = 256, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+        timeout: float = 60.0,
+    ) -> None:
         self.base_url, self.model, self.api_key = base_url, model, api_key
         self.temperature, self.max_tokens, self.timeout = temperature, max_tokens, timeout
 
     def __call__(self, messages: list[dict[str, str]]) -> str:
         from trace_agents.endpoint import chat_completion
 
-        body = {"model": self.model, "messages": messages, "temperature": self.temperature,
-                "max_tokens": self.max_tokens}
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
         return str(chat_completion(self.base_url, body, self.api_key, self.timeout).get("content") or "")

@@ -29,20 +29,36 @@ PAD, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 TOOL_TOKENS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
 PRESET_VERSION = "v2"  # v2: the corpus lists product types before reading a product
 # Qwen2's pre-tokenizer split (transformers' qwen2 PRETOKENIZE_REGEX): "\p{N}" is one digit per pre-token.
-_SPLIT_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_SPLIT_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 _MARKER = ".complete"
 
 # Qwen2Config kwargs per preset; vocab and special-token ids come from the tokenizer.
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU default: 1.9M parameters with the default tokenizer (1748 tokens; the tied embedding is 0.34M).
-    "tiny": {"hidden_size": 192, "num_hidden_layers": 4, "num_attention_heads": 6, "num_key_value_heads": 2,
-             "intermediate_size": 512, "max_position_embeddings": 8192, "tie_word_embeddings": True,
-             "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}},
+    "tiny": {
+        "hidden_size": 192,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "intermediate_size": 512,
+        "max_position_embeddings": 8192,
+        "tie_word_embeddings": True,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+    },
     # GPU: ~26M parameters with the default tokenizer.
-    "small": {"hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 4,
-              "intermediate_size": 1536, "max_position_embeddings": 8192, "tie_word_embeddings": True,
-              "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}},
+    "small": {
+        "hidden_size": 512,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "intermediate_size": 1536,
+        "max_position_embeddings": 8192,
+        "tie_word_embeddings": True,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+    },
 }
 PRESET_VOCAB = {"tiny": 4096, "small": 4096}
 
@@ -50,8 +66,12 @@ PRESET_VOCAB = {"tiny": 4096, "small": 4096}
 # the tokenizer also sees wrong-format arguments and wrong records.
 _CORPUS_PROFILES: tuple[dict[str, float], ...] = (
     {},
-    {"precondition_verification": 0.5, "structured_data_reasoning": 0.5, "tool_calling_precision": 0.5,
-     "multi_step_completion": 0.5},
+    {
+        "precondition_verification": 0.5,
+        "structured_data_reasoning": 0.5,
+        "tool_calling_precision": 0.5,
+        "multi_step_completion": 0.5,
+    },
 )
 _CORPUS_EXCLUDE = frozenset({"trace/tau2-retail-v0"})  # needs external benchmark data
 
@@ -69,19 +89,27 @@ def _qwen_template() -> str:
     return qwen2_5_chat_template
 
 
-def render_chat(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None,
-                chat_template: str | None = None, add_generation_prompt: bool = False) -> str:
+def render_chat(
+    messages: Sequence[Mapping[str, Any]],
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    chat_template: str | None = None,
+    add_generation_prompt: bool = False,
+) -> str:
     """Template-ready messages rendered to text (TRL's Qwen2.5 template by default), no tokenizer needed."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    rendered, _ = render_jinja_template(conversations=[list(messages)], tools=list(tools) if tools else None,
-                                        chat_template=chat_template or _qwen_template(),
-                                        add_generation_prompt=add_generation_prompt)
+    rendered, _ = render_jinja_template(
+        conversations=[list(messages)],
+        tools=list(tools) if tools else None,
+        chat_template=chat_template or _qwen_template(),
+        add_generation_prompt=add_generation_prompt,
+    )
     return rendered[0]
 
 
-def corpus(n_episodes: int = 400, seed: int = 0, obs_format: str = "compact",
-           env_ids: Iterable[str] | None = None) -> list[str]:
+def corpus(
+    n_episodes: int = 400, seed: int = 0, obs_format: str = "compact", env_ids: Iterable[str] | None = None
+) -> list[str]:
     """Rendered oracle conversations over the registered envs, clean and with deficits."""
     import gymnasium as gym
 
@@ -107,8 +135,13 @@ def corpus(n_episodes: int = 400, seed: int = 0, obs_format: str = "compact",
             while not done:
                 obs, _, terminated, truncated, info = env.step(oracle.act(obs, info))
                 done = terminated or truncated
-            texts.append(render_chat(to_chat(info["messages"], info["tools"], obs_format),
-                                     template_tools(info["tools"], obs_format), template))
+            texts.append(
+                render_chat(
+                    to_chat(info["messages"], info["tools"], obs_format),
+                    template_tools(info["tools"], obs_format),
+                    template,
+                )
+            )
         env.close()
     return texts
 
@@ -136,8 +169,10 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 4096) -> Any:
     specials = [PAD, IM_START, IM_END]
     n_base = vocab_size - len(TOOL_TOKENS)
     if n_base < 256 + len(specials):
-        raise ValueError(f"vocab_size must be at least {256 + len(specials) + len(TOOL_TOKENS)} "
-                         f"(bytes, special and tool tokens), got {vocab_size}")
+        raise ValueError(
+            f"vocab_size must be at least {256 + len(specials) + len(TOOL_TOKENS)} "
+            f"(bytes, special and tool tokens), got {vocab_size}"
+        )
     tk = Tokenizer(BPE())
     # Exactly Qwen2's normalizer and pre-tokenizer, because AutoTokenizer loads any
     # model_type="qwen2" directory as Qwen2Tokenizer, which rebuilds both from code: a
@@ -146,20 +181,34 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 4096) -> Any:
     # word keep its leading "_" or quote, ~10% fewer tokens on env text than GPT-2's regex.
     # NFC means decode(encode(s)) == s for NFC text (all env text), not for decomposed accents.
     tk.normalizer = normalizers.NFC()
-    tk.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_SPLIT_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tk.decoder = decoders.ByteLevel()
     # trim_offsets=False keeps character offsets exact, which assistant-token masks rely on.
     tk.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
-    trainer = trainers.BpeTrainer(vocab_size=n_base, special_tokens=specials, min_frequency=2,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=n_base,
+        special_tokens=specials,
+        min_frequency=2,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tk.train_from_iterator(texts, trainer=trainer)
     # Added after training: added before, they take ids 0-3 and collide with the special tokens.
     tk.add_tokens([AddedToken(t, special=False, normalized=False) for t in TOOL_TOKENS])
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, eos_token=IM_END, pad_token=PAD, unk_token=None, bos_token=None,
-        extra_special_tokens=[IM_START], clean_up_tokenization_spaces=False, padding_side="left",
+        tokenizer_object=tk,
+        eos_token=IM_END,
+        pad_token=PAD,
+        unk_token=None,
+        bos_token=None,
+        extra_special_tokens=[IM_START],
+        clean_up_tokenization_spaces=False,
+        padding_side="left",
         model_max_length=PRESETS["tiny"]["max_position_embeddings"],
     )
     tok.chat_template = _qwen_template()
@@ -179,8 +228,13 @@ def build_model(tokenizer: Any, preset: str = "tiny", seed: int = 0, **overrides
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    config = Qwen2Config(vocab_size=len(tokenizer), bos_token_id=pad, eos_token_id=eos, pad_token_id=pad,
-                         **copy.deepcopy({**PRESETS[preset], **overrides}))  # the config must not share the table
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        bos_token_id=pad,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        **copy.deepcopy({**PRESETS[preset], **overrides}),
+    )  # the config must not share the table
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
     # Both end markers stop generation, as in Qwen2.5-Instruct's generation config.
@@ -201,13 +255,23 @@ def preset_fingerprint(preset: str = "tiny", n_episodes: int = 400) -> str:
     import hashlib
     import json
 
-    import trace_envs
     import trace_agents.chat
+    import trace_envs
     from trace_envs.registration import spec_of
 
-    h = hashlib.sha256(json.dumps({"version": PRESET_VERSION, "preset": PRESETS[preset], "n_episodes": n_episodes,
-                                   "vocab": PRESET_VOCAB[preset], "template": _qwen_template()},
-                                  sort_keys=True, default=str).encode())
+    h = hashlib.sha256(
+        json.dumps(
+            {
+                "version": PRESET_VERSION,
+                "preset": PRESETS[preset],
+                "n_episodes": n_episodes,
+                "vocab": PRESET_VOCAB[preset],
+                "template": _qwen_template(),
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
     for env_id in _corpus_ids():
         h.update(json.dumps(spec_of(env_id).to_json(), sort_keys=True, default=str).encode())
     sources = [*sorted(Path(trace_envs.__file__).parent.rglob("*.py")), Path(trace_agents.chat.__file__)]
@@ -221,8 +285,9 @@ def preset_path(preset: str = "tiny", cache: str | Path | None = None, n_episode
     return Path(cache or cache_dir()) / "presets" / f"{preset}-{preset_fingerprint(preset, n_episodes)}"
 
 
-def tiny_preset(preset: str = "tiny", cache: str | Path | None = None, rebuild: bool = False,
-                n_episodes: int = 400) -> Path:
+def tiny_preset(
+    preset: str = "tiny", cache: str | Path | None = None, rebuild: bool = False, n_episodes: int = 400
+) -> Path:
     """Build the preset's tokenizer and random-init model once; the directory ``load`` reads."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
@@ -257,8 +322,11 @@ def _build_preset(preset: str, path: Path, n_episodes: int) -> None:
     (tmp / _MARKER).write_text(f"{preset} {PRESET_VERSION} params={n_params} vocab={len(tokenizer)}\n")
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
-    print(f"[models] built {preset}: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
-          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(
+        f"[models] built {preset}: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
+        f"{time.perf_counter() - t0:.1f} s",
+        file=sys.stderr,
+    )
 
 
 def looks_like_path(name: str | Path) -> bool:
@@ -283,8 +351,9 @@ def resolve(path_or_id: str | Path) -> str:
     if local.exists():
         return str(local)
     if looks_like_path(path_or_id):
-        raise FileNotFoundError(f"no such model directory: {path_or_id} (run `trace bootstrap` first, "
-                                f"or pass a hub id)")
+        raise FileNotFoundError(
+            f"no such model directory: {path_or_id} (run `trace bootstrap` first, or pass a hub id)"
+        )
     return str(path_or_id)
 
 

@@ -114,22 +114,22 @@ def _roomy_layer() -> type:
         def _grow(self, extra: int) -> None:
             def bigger(t: Any) -> Any:
                 out = t.new_empty((*t.shape[:-2], t.shape[-2] + extra, t.shape[-1]))
-                out[..., :self._length, :] = t[..., :self._length, :]
+                out[..., : self._length, :] = t[..., : self._length, :]
                 return out
 
             self._keys, self._values = bigger(self._keys), bigger(self._values)
             self._view()
 
         def _view(self) -> None:
-            self.keys = self._keys[..., :self._length, :]
-            self.values = self._values[..., :self._length, :]
+            self.keys = self._keys[..., : self._length, :]
+            self.values = self._values[..., : self._length, :]
 
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
             n = key_states.shape[-2]
             if self._length + n > self._keys.shape[-2]:
                 self._grow(max(n, self.room))
-            self._keys[..., self._length:self._length + n, :] = key_states
-            self._values[..., self._length:self._length + n, :] = value_states
+            self._keys[..., self._length : self._length + n, :] = key_states
+            self._values[..., self._length : self._length + n, :] = value_states
             self._length += n
             self._view()
             return self.keys, self.values
@@ -148,6 +148,7 @@ def _right_aligned(keys: list[Any], values: list[Any], width: int, room: int) ->
     Each block is right-aligned at ``width``: positions before its start are zeros, masked
     out. ``room`` more positions follow, so decoding writes in place.
     """
+
     def stacked(blocks: list[Any]) -> Any:
         head = blocks[0]
         # Only the padding before each block is zeroed: the room after ``width`` is outside
@@ -156,8 +157,8 @@ def _right_aligned(keys: list[Any], values: list[Any], width: int, room: int) ->
         row = 0
         for b in blocks:
             start = width - b.shape[-2]
-            out[row:row + b.shape[0], ..., :start, :] = 0
-            out[row:row + b.shape[0], ..., start:width, :] = b
+            out[row : row + b.shape[0], ..., :start, :] = 0
+            out[row : row + b.shape[0], ..., start:width, :] = b
             row += b.shape[0]
         return out
 
@@ -239,19 +240,34 @@ class HFPolicy:
     not applied.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, obs_format: str = "compact", max_new_tokens: int = 192,
-                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, max_prompt_tokens: int | None = None,
-                 top_k: int = 0, chat_template_kwargs: Mapping[str, Any] | None = None,
-                 name: str | None = None, reuse_cache: bool = True, system_prompt: str | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        obs_format: str = "compact",
+        max_new_tokens: int = 192,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        max_prompt_tokens: int | None = None,
+        top_k: int = 0,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        reuse_cache: bool = True,
+        system_prompt: str | None = None,
+    ) -> None:
         require_train_extra("torch")
         if obs_format not in ("compact", "chat"):
             raise ValueError(f"obs_format must be 'compact' or 'chat', got {obs_format!r}")
         if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
-            raise ValueError(f"need temperature >= 0, 0 < top_p <= 1 and top_k >= 0; got temperature={temperature}, "
-                             f"top_p={top_p}, top_k={top_k}")
+            raise ValueError(
+                f"need temperature >= 0, 0 < top_p <= 1 and top_k >= 0; got temperature={temperature}, "
+                f"top_p={top_p}, top_k={top_k}"
+            )
         if max_new_tokens < 1 or (max_prompt_tokens is not None and max_prompt_tokens < 1):
-            raise ValueError(f"max_new_tokens and max_prompt_tokens must be >= 1, got {max_new_tokens} "
-                             f"and {max_prompt_tokens}")
+            raise ValueError(
+                f"max_new_tokens and max_prompt_tokens must be >= 1, got {max_new_tokens} and {max_prompt_tokens}"
+            )
         if getattr(tokenizer, "chat_template", None) is None:
             raise ValueError("the tokenizer has no chat_template; HFPolicy renders prompts with it")
         self.model = model
@@ -273,8 +289,9 @@ class HFPolicy:
         from trace_agents.trajectories import weights_id
 
         # Identities key stored episodes: a local model is its resolved path plus a weights digest.
-        self.name, self.weights = (name, None) if name else weights_id(
-            str(getattr(model, "name_or_path", "") or type(model).__name__))
+        self.name, self.weights = (
+            (name, None) if name else weights_id(str(getattr(model, "name_or_path", "") or type(model).__name__))
+        )
         self.adapters: dict[str, str] = {}
         self.adapter_weights: dict[str, str | None] = {}
         # Per-slot KV caches kept across turns (see _batched_past); rows without a "slot" skip it.
@@ -293,8 +310,17 @@ class HFPolicy:
         # prefills and decode_steps count forward passes; generated_tokens over their sum is how
         # many rows a pass served on average (a batch decodes until its longest row ends its turn).
         # kv_reads: cache positions (padding included) the decode steps attended over, summed over rows.
-        self.stats = {"calls": 0, "rows": 0, "prompt_tokens": 0, "reused_tokens": 0, "generated_tokens": 0,
-                      "prefills": 0, "decode_steps": 0, "kv_reads": 0, "seconds": 0.0}
+        self.stats = {
+            "calls": 0,
+            "rows": 0,
+            "prompt_tokens": 0,
+            "reused_tokens": 0,
+            "generated_tokens": 0,
+            "prefills": 0,
+            "decode_steps": 0,
+            "kv_reads": 0,
+            "seconds": 0.0,
+        }
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError("the tokenizer has neither a pad nor an eos token")
@@ -304,8 +330,14 @@ class HFPolicy:
         self._forward_kw: tuple[dict[str, Any], str] | None = None  # see _forward_kwargs
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, adapters: Mapping[str, str | Path] | None = None,
-                        device: str | None = None, dtype: Any = None, **kw: Any) -> HFPolicy:
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        adapters: Mapping[str, str | Path] | None = None,
+        device: str | None = None,
+        dtype: Any = None,
+        **kw: Any,
+    ) -> HFPolicy:
         """Load a model directory or hub id (see :func:`trace_agents.models.load`) and its adapters."""
         from trace_agents.models import load
 
@@ -344,8 +376,9 @@ class HFPolicy:
             raise ValueError(f"an adapter named {name!r} is already loaded")
         with warnings.catch_warnings():
             # PEFT reads transformers' deprecated `is_gradient_checkpointing`; nothing a caller can fix.
-            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
-                                    category=FutureWarning)
+            warnings.filterwarnings(
+                "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+            )
             if isinstance(self.model, PeftModel):
                 self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
             else:
@@ -362,8 +395,12 @@ class HFPolicy:
         """The chat-template text the model continues for ``info`` (ends with the assistant header)."""
         messages = with_system_prompt(to_chat(info["messages"], info["tools"], self.obs_format), self.system_prompt)
         return self.tokenizer.apply_chat_template(
-            messages, tools=template_tools(info["tools"], self.obs_format), add_generation_prompt=True,
-            tokenize=False, **self.chat_template_kwargs)
+            messages,
+            tools=template_tools(info["tools"], self.obs_format),
+            add_generation_prompt=True,
+            tokenize=False,
+            **self.chat_template_kwargs,
+        )
 
     def _adapter_state(self) -> Any:
         """The adapters a model run as given applies now: ``(active adapters, disabled)``, None without any.
@@ -391,8 +428,10 @@ class HFPolicy:
         for a in {a for a in adapters if a is not None}:
             if a not in known:
                 close = difflib.get_close_matches(a, sorted(known), n=1)
-                raise ValueError(f"no adapter named {a!r}; loaded: {sorted(known) or 'none'} (use load_adapter)."
-                                 + (f" Did you mean {close[0]!r}?" if close else ""))
+                raise ValueError(
+                    f"no adapter named {a!r}; loaded: {sorted(known) or 'none'} (use load_adapter)."
+                    + (f" Did you mean {close[0]!r}?" if close else "")
+                )
         if not known:  # a plain model and every row asks for the base model
             return None
         return [BASE if a is None else a for a in adapters]
@@ -412,7 +451,7 @@ class HFPolicy:
         adapter_names = self._adapter_names(adapters, len(infos))
         rows = [self._encode(self.prompt(info), info.get("slot")) for info in infos]
         if self.max_prompt_tokens is not None:
-            rows = [r[-self.max_prompt_tokens:] for r in rows]  # keep the latest turns
+            rows = [r[-self.max_prompt_tokens :] for r in rows]  # keep the latest turns
         slots = [info.get("slot") for info in infos]
         full_attention = self._plain_cache()
         param = next(self.model.parameters())
@@ -425,13 +464,24 @@ class HFPolicy:
         # A model run as given runs whatever adapters are active now: a cache made under others must not be reused.
         row_adapters = adapter_names or [self._adapter_state()] * len(rows)
         prefix = self._reusable(rows, slots, row_adapters) if keyed else [0] * len(rows)
-        groups = _prefill_groups([len(r) - p for r, p in zip(rows, prefix, strict=True)]) if full_attention else [
-            list(range(len(rows)))]
+        groups = (
+            _prefill_groups([len(r) - p for r, p in zip(rows, prefix, strict=True)])
+            if full_attention
+            else [list(range(len(rows)))]
+        )
         parts = [self._layout([rows[i] for i in g], [prefix[i] for i in g], [slots[i] for i in g]) for g in groups]
         # Eval mode: no dropout, and PEFT refuses adapter_names in training mode.
         with eval_mode(self.model), torch.inference_mode():
-            new = self._generate(groups, parts, param.device, adapter_names, rows, slots if keyed else None,
-                                 row_adapters, seed=self.seed + self._calls)
+            new = self._generate(
+                groups,
+                parts,
+                param.device,
+                adapter_names,
+                rows,
+                slots if keyed else None,
+                row_adapters,
+                seed=self.seed + self._calls,
+            )
         self._calls += 1
         generated = sum(len(row) for row in new)
         actions = [one_action(self.tokenizer.decode(row, skip_special_tokens=True)) for row in new]
@@ -457,7 +507,7 @@ class HFPolicy:
             # so the ids before it do not depend on what follows.
             cut = next(((c, t) for c, t in reversed(entry.marks) if c + len(marker) <= shared), None)
             if cut is not None:
-                ids = entry.ids[:cut[1]] + encode(text[cut[0]:])
+                ids = entry.ids[: cut[1]] + encode(text[cut[0] :])
         if ids is None:
             ids = encode(text)
         offsets, i = [], text.find(marker)
@@ -502,9 +552,17 @@ class HFPolicy:
         donor = next(self._kv[s] for s, p in zip(slots, prefix, strict=True) if p)  # shape of an empty row
         entries = [self._kv[s] if p else donor for s, p in zip(slots, prefix, strict=True)]
         pairs = list(zip(entries, prefix, strict=True))
-        return _cache_of([_right_aligned([e.keys[layer][None, ..., :p, :] for e, p in pairs],
-                                         [e.values[layer][None, ..., :p, :] for e, p in pairs], longest, room)
-                          for layer in range(len(donor.keys))])
+        return _cache_of(
+            [
+                _right_aligned(
+                    [e.keys[layer][None, ..., :p, :] for e, p in pairs],
+                    [e.values[layer][None, ..., :p, :] for e, p in pairs],
+                    longest,
+                    room,
+                )
+                for layer in range(len(donor.keys))
+            ]
+        )
 
     def _layout(self, rows: list[list[int]], prefix: list[int], slots: list[Any]) -> tuple[Any, Any, int, Any]:
         """``(input_ids, attention_mask, reused, past)`` of a group of rows.
@@ -520,10 +578,10 @@ class HFPolicy:
         input_ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, (r, p) in enumerate(zip(rows, prefix, strict=True)):
-            input_ids[i, reused - p:reused] = torch.tensor(r[:p], dtype=torch.long)
-            attention_mask[i, reused - p:reused] = 1
-            input_ids[i, width - (len(r) - p):] = torch.tensor(r[p:], dtype=torch.long)
-            attention_mask[i, width - (len(r) - p):] = 1
+            input_ids[i, reused - p : reused] = torch.tensor(r[:p], dtype=torch.long)
+            attention_mask[i, reused - p : reused] = 1
+            input_ids[i, width - (len(r) - p) :] = torch.tensor(r[p:], dtype=torch.long)
+            attention_mask[i, width - (len(r) - p) :] = 1
         room = width - reused + self.max_new_tokens
         return input_ids, attention_mask, reused, self._batched_past(slots, prefix, room)
 
@@ -552,8 +610,9 @@ class HFPolicy:
         if kind == "sdpa":
             return lambda attend: attend[:, None, None, :]
         low = torch.finfo(dtype).min
-        return lambda attend: torch.zeros(attend.shape, dtype=dtype, device=attend.device).masked_fill_(
-            ~attend, low)[:, None, None, :]
+        return lambda attend: torch.zeros(attend.shape, dtype=dtype, device=attend.device).masked_fill_(~attend, low)[
+            :, None, None, :
+        ]
 
     def _sampling(self) -> Any:
         """The logits warpers of this policy's sampling settings, or None for greedy decoding."""
@@ -580,8 +639,10 @@ class HFPolicy:
         if self._forward_kw is None:
             base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
             params = inspect.signature(base.forward).parameters
-            self._forward_kw = ({"logits_to_keep": 1} if "logits_to_keep" in params else {},
-                                "cache" if "cache" in params else "past_key_values")
+            self._forward_kw = (
+                {"logits_to_keep": 1} if "logits_to_keep" in params else {},
+                "cache" if "cache" in params else "past_key_values",
+            )
         return self._forward_kw
 
     def _stopped(self, ids: list[int]) -> bool:
@@ -593,9 +654,17 @@ class HFPolicy:
         tail = self.tokenizer.decode(ids[-16:], skip_special_tokens=False)
         return any(tail.endswith(s) for s in self._stop_strings)
 
-    def _generate(self, groups: list[list[int]], parts: list[tuple[Any, Any, int, Any]], device: Any,
-                  adapter_names: list[str] | None, rows: list[list[int]], slots: list[Any] | None,
-                  row_adapters: list[str | None], seed: int = 0) -> list[list[int]]:
+    def _generate(
+        self,
+        groups: list[list[int]],
+        parts: list[tuple[Any, Any, int, Any]],
+        device: Any,
+        adapter_names: list[str] | None,
+        rows: list[list[int]],
+        slots: list[Any] | None,
+        row_adapters: list[str | None],
+        seed: int = 0,
+    ) -> list[list[int]]:
         """Each row's new tokens, up to and including the one that ends its turn.
 
         ``parts`` are the :meth:`_layout` of each group of rows (``groups`` lists their
@@ -614,8 +683,15 @@ class HFPolicy:
         def forward(ids: Any, mask: Any, pos: Any, cache: Any, adapters: list[str] | None) -> tuple[Any, Any]:
             """The last position's logits and the cache."""
             extra = {} if adapters is None else {"adapter_names": adapters}
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                             **{cache_name: cache}, **logits_kw, **extra)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                use_cache=True,
+                **{cache_name: cache},
+                **logits_kw,
+                **extra,
+            )
             return out.logits[:, -1, :], getattr(out, cache_name)
 
         prefilled, logits, lasts = [], [], []
@@ -685,21 +761,32 @@ class HFPolicy:
         index = mask.nonzero().flatten()
         # Each layer's own device: a sharded model spreads its layers over several.
         self._kv[slot] = _SlotCache(
-            ids=ids, adapter=adapter,
+            ids=ids,
+            adapter=adapter,
             keys=[layer.keys[j].index_select(1, index.to(layer.keys.device)) for layer in cache.layers],
-            values=[layer.values[j].index_select(1, index.to(layer.values.device)) for layer in cache.layers])
+            values=[layer.values[j].index_select(1, index.to(layer.values.device)) for layer in cache.layers],
+        )
 
     def identity(self) -> dict[str, Any]:
         """Model, loaded adapters and sampling settings (JSON-able)."""
         return {
-            "policy": "hf", "model": self.name, "adapters": dict(sorted(self.adapters.items())),
+            "policy": "hf",
+            "model": self.name,
+            "adapters": dict(sorted(self.adapters.items())),
             **({"weights": self.weights} if self.weights else {}),
-            **({"adapter_weights": dict(sorted(self.adapter_weights.items()))} if any(self.adapter_weights.values())
-               else {}),
-            "obs_format": self.obs_format, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
-            "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed, "max_prompt_tokens": self.max_prompt_tokens,
+            **(
+                {"adapter_weights": dict(sorted(self.adapter_weights.items()))}
+                if any(self.adapter_weights.values())
+                else {}
+            ),
+            "obs_format": self.obs_format,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "seed": self.seed,
+            "max_prompt_tokens": self.max_prompt_tokens,
             "reuse_cache": self.reuse_cache,
             **({"system_prompt": self.system_prompt} if self.system_prompt else {}),
             **({"chat_template_kwargs": self.chat_template_kwargs} if self.chat_template_kwargs else {}),
         }
-

@@ -104,15 +104,19 @@ class OracleBatch:
             slot = info.get("slot", i)
             oracle = self._oracles.get(slot)
             if oracle is None:
-                raise RuntimeError(f"OracleBatch has no episode in slot {slot}: call begin_episode(slot, env) "
-                                   f"after each env.reset")
+                raise RuntimeError(
+                    f"OracleBatch has no episode in slot {slot}: call begin_episode(slot, env) after each env.reset"
+                )
             actions.append(oracle.act("", info))
         return actions
 
     def identity(self) -> dict[str, Any]:
         """``{"policy": "oracle", "deficits": ..., "seed": ...}`` (only the nonzero deficits)."""
-        return {"policy": "oracle", "deficits": {k: v for k, v in sorted(self.deficits.items()) if v},
-                "seed": self.seed}
+        return {
+            "policy": "oracle",
+            "deficits": {k: v for k, v in sorted(self.deficits.items()) if v},
+            "seed": self.seed,
+        }
 
 
 @dataclass
@@ -132,8 +136,9 @@ def turn_limit(max_turns: int) -> dict[str, Any]:
     return {"max_turns": max_turns} if max_turns else {}
 
 
-def episodes(env_ids: str | Sequence[str] | Sequence[tuple[str, int]], seeds: Iterable[int] | int | None
-             ) -> list[tuple[str, int]]:
+def episodes(
+    env_ids: str | Sequence[str] | Sequence[tuple[str, int]], seeds: Iterable[int] | int | None
+) -> list[tuple[str, int]]:
     """The ``(env_id, seed)`` pairs a rollout runs: ids × seeds (an int ``n`` means seeds ``0..n-1``).
 
     With ``seeds=None``, ``env_ids`` is the list of ``(env_id, seed)`` pairs itself.
@@ -151,8 +156,10 @@ def episodes(env_ids: str | Sequence[str] | Sequence[tuple[str, int]], seeds: It
         pairs = [(env_id, seed) for env_id in ids for seed in seed_list]
     if len(set(pairs)) != len(pairs):
         dups = sorted({p for p in pairs if pairs.count(p) > 1})[:3]
-        raise ValueError(f"duplicate (env_id, seed) pairs, e.g. {dups}: each pair is one episode with one record "
-                         f"key; pass distinct env ids and seeds")
+        raise ValueError(
+            f"duplicate (env_id, seed) pairs, e.g. {dups}: each pair is one episode with one record "
+            f"key; pass distinct env ids and seeds"
+        )
     return pairs
 
 
@@ -165,12 +172,21 @@ def _progress_bar(total: int, progress: bool, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="ep", disable=None if progress else True, dynamic_ncols=True)
 
 
-def rollout(policy: Policy, env_ids: str | Sequence[str] | Sequence[tuple[str, int]], seeds: Iterable[int] | int | None,
-            *, batch_size: int = 16,
-            store: TrajectoryStore | str | os.PathLike[str] | None = None, resume: bool = False,
-            adapters: AdapterFunc | None = None,
-            progress: bool = True, env_kwargs: Mapping[str, Any] | None = None,
-            sequential: bool = False, repeats: int = 1, keep_infos: bool = False) -> RolloutResult:
+def rollout(
+    policy: Policy,
+    env_ids: str | Sequence[str] | Sequence[tuple[str, int]],
+    seeds: Iterable[int] | int | None,
+    *,
+    batch_size: int = 16,
+    store: TrajectoryStore | str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    adapters: AdapterFunc | None = None,
+    progress: bool = True,
+    env_kwargs: Mapping[str, Any] | None = None,
+    sequential: bool = False,
+    repeats: int = 1,
+    keep_infos: bool = False,
+) -> RolloutResult:
     """Run one episode per ``(env_id, seed)`` with ``batch_size`` envs stepping together.
 
     ``store`` (a path or store) receives each finished episode; with ``resume=True`` the
@@ -218,8 +234,10 @@ def rollout(policy: Policy, env_ids: str | Sequence[str] | Sequence[tuple[str, i
         keys = {a: policy_key(identity, a, env_kwargs) for a in {a for *_, a in plan}}
         kept = [p for p in plan if (p[1], p[2], keys[p[3]]) not in done]
         if not resume and len(kept) < len(plan):  # appending them again would duplicate their keys
-            raise ValueError(f"{store.path} already holds {len(plan) - len(kept)} of these episodes (same policy, "
-                             f"seeds and adapters); resume (--resume) to skip them, or store to another file")
+            raise ValueError(
+                f"{store.path} already holds {len(plan) - len(kept)} of these episodes (same policy, "
+                f"seeds and adapters); resume (--resume) to skip them, or store to another file"
+            )
         skipped = len(plan) - len(kept)
         plan = kept
 
@@ -270,26 +288,42 @@ def rollout(policy: Policy, env_ids: str | Sequence[str] | Sequence[tuple[str, i
             timings["policy"] += time.perf_counter() - t
             calls += 1
             if len(actions) != len(infos):
-                raise ValueError(f"policy.act_batch returned {len(actions)} actions for {len(infos)} infos; "
-                                 f"it must return one per info")
+                raise ValueError(
+                    f"policy.act_batch returned {len(actions)} actions for {len(infos)} infos; "
+                    f"it must return one per info"
+                )
             finished: list[tuple[int, Trajectory]] = []
             for slot, action in zip(active, actions, strict=True):
                 ep = slots[slot]
                 if not isinstance(action, str):
-                    raise TypeError(f"policy.act_batch must return str actions, got {type(action).__name__} "
-                                    f"for slot {slot}")
+                    raise TypeError(
+                        f"policy.act_batch must return str actions, got {type(action).__name__} for slot {slot}"
+                    )
                 t = time.perf_counter()
                 obs, reward, terminated, truncated, info = ep.env.step(action)
                 timings["env"] += time.perf_counter() - t
                 steps_total += 1
-                ep.steps.append({"obs": ep.obs, "action": action, "reward": float(reward),
-                                 "components": dict(info.get("reward_components", {})),
-                                 "parse_error": info.get("parse_error")})
+                ep.steps.append(
+                    {
+                        "obs": ep.obs,
+                        "action": action,
+                        "reward": float(reward),
+                        "components": dict(info.get("reward_components", {})),
+                        "parse_error": info.get("parse_error"),
+                    }
+                )
                 ep.obs, ep.info = obs, info
                 if terminated or truncated:
-                    record = from_episode(ep.env, seed=ep.seed, policy=identity, adapter=ep.adapter,
-                                          steps=ep.steps, final_info=info, truncated=truncated and not terminated,
-                                          env_kwargs=kwargs)
+                    record = from_episode(
+                        ep.env,
+                        seed=ep.seed,
+                        policy=identity,
+                        adapter=ep.adapter,
+                        steps=ep.steps,
+                        final_info=info,
+                        truncated=truncated and not terminated,
+                        env_kwargs=kwargs,
+                    )
                     finished.append((ep.index, record))
                     if keep_infos:
                         final_infos[ep.index] = info
@@ -312,19 +346,32 @@ def rollout(policy: Policy, env_ids: str | Sequence[str] | Sequence[tuple[str, i
     records.sort(key=lambda pair: pair[0])
     wall = time.perf_counter() - t_start
     timings = {
-        "wall": wall, **timings,
+        "wall": wall,
+        **timings,
         "env_share": timings["env"] / wall if wall else 0.0,
         "policy_share": timings["policy"] / wall if wall else 0.0,
-        "steps": steps_total, "act_batch_calls": calls, "batch_size": len(slots),
+        "steps": steps_total,
+        "act_batch_calls": calls,
+        "batch_size": len(slots),
         "episodes_per_s": len(records) / wall if wall else 0.0,
         "steps_per_s": steps_total / wall if wall else 0.0,
     }
-    return RolloutResult(records=[r for _, r in records], skipped=skipped, timings=timings,
-                         final_infos=[final_infos[i] for i, _ in records] if keep_infos else None)
+    return RolloutResult(
+        records=[r for _, r in records],
+        skipped=skipped,
+        timings=timings,
+        final_infos=[final_infos[i] for i, _ in records] if keep_infos else None,
+    )
 
 
-def compare_batching(policy: Policy, env_ids: str | Sequence[str], seeds: Iterable[int] | int, *,
-                     batch_size: int = 16, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def compare_batching(
+    policy: Policy,
+    env_ids: str | Sequence[str],
+    seeds: Iterable[int] | int,
+    *,
+    batch_size: int = 16,
+    env_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Run the same episodes sequentially and batched; returns both timings and the speedup.
 
     Nothing is stored. The two runs' records are compared too (``same_records``): with a
@@ -346,10 +393,14 @@ def compare_batching(policy: Policy, env_ids: str | Sequence[str], seeds: Iterab
     seq = run(sequential=True)
     bat = run(batch_size=batch_size)
     strip = ("created",)
-    same = [{k: v for k, v in r.items() if k not in strip} for r in seq.records] == \
-           [{k: v for k, v in r.items() if k not in strip} for r in bat.records]
+    same = [{k: v for k, v in r.items() if k not in strip} for r in seq.records] == [
+        {k: v for k, v in r.items() if k not in strip} for r in bat.records
+    ]
     return {
-        "episodes": len(pairs), "batch_size": batch_size, "sequential": seq.timings, "batched": bat.timings,
+        "episodes": len(pairs),
+        "batch_size": batch_size,
+        "sequential": seq.timings,
+        "batched": bat.timings,
         "speedup": seq.timings["wall"] / bat.timings["wall"] if bat.timings["wall"] else 0.0,
         "same_records": same,
     }

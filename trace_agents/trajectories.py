@@ -46,10 +46,24 @@ from trace_envs import TraceError
 
 # Keys of the final info that describe the step or the episode's identity and outcome,
 # not the episode's behaviour; everything else there is an annotation.
-NOT_ANNOTATIONS = frozenset({
-    "env_id", "spec_version", "capability", "task_id", "seed", "tools", "step", "messages",
-    "reward_components", "return_components", "success", "episode_return", "parse_error", "slot",
-})
+NOT_ANNOTATIONS = frozenset(
+    {
+        "env_id",
+        "spec_version",
+        "capability",
+        "task_id",
+        "seed",
+        "tools",
+        "step",
+        "messages",
+        "reward_components",
+        "return_components",
+        "success",
+        "episode_return",
+        "parse_error",
+        "slot",
+    }
+)
 # Nested fields that to_dataset stores as JSON text (their shapes differ between specs).
 JSON_FIELDS = ("policy", "steps", "annotations", "return_components")
 _TAIL_CHUNK = 1 << 16
@@ -70,17 +84,48 @@ class Step(TypedDict):
 
 
 # The functional form, because "return" is a keyword. See the module docstring for each field.
-Trajectory = TypedDict("Trajectory", {
-    "key": str, "env_id": str, "spec_version": int, "capability": str, "seed": int, "task_id": str,
-    "policy": dict[str, Any], "adapter": "str | None", "steps": list[Step], "return": float, "success": bool,
-    "annotations": dict[str, Any], "return_components": dict[str, float], "n_steps": int, "truncated": bool,
-    "created": str,
-})
+Trajectory = TypedDict(
+    "Trajectory",
+    {
+        "key": str,
+        "env_id": str,
+        "spec_version": int,
+        "capability": str,
+        "seed": int,
+        "task_id": str,
+        "policy": dict[str, Any],
+        "adapter": "str | None",
+        "steps": list[Step],
+        "return": float,
+        "success": bool,
+        "annotations": dict[str, Any],
+        "return_components": dict[str, float],
+        "n_steps": int,
+        "truncated": bool,
+        "created": str,
+    },
+)
 Trajectory.__doc__ = "One finished episode, as stored on one JSONL line (see the module docstring)."
 
 
-FIELDS = ("key", "env_id", "spec_version", "capability", "seed", "task_id", "policy", "adapter", "steps",
-          "return", "success", "annotations", "return_components", "n_steps", "truncated", "created")
+FIELDS = (
+    "key",
+    "env_id",
+    "spec_version",
+    "capability",
+    "seed",
+    "task_id",
+    "policy",
+    "adapter",
+    "steps",
+    "return",
+    "success",
+    "annotations",
+    "return_components",
+    "n_steps",
+    "truncated",
+    "created",
+)
 
 
 def _finite(value: Any) -> Any:
@@ -105,8 +150,9 @@ def _encode(value: Any) -> bytes:
         return text.encode("utf-8", "replace")
 
 
-def policy_key(identity: Mapping[str, Any], adapter: str | None = None,
-               env_kwargs: Mapping[str, Any] | None = None) -> str:
+def policy_key(
+    identity: Mapping[str, Any], adapter: str | None = None, env_kwargs: Mapping[str, Any] | None = None
+) -> str:
     """A short stable hash of a policy's identity, the episode's adapter and the env settings
     it played under (``gym.make`` kwargs such as ``max_turns``; none leaves the key as before).
 
@@ -150,9 +196,18 @@ def split_key(key: str) -> tuple[str, str, int, str]:
     return env_id, task_id, int(seed), pkey
 
 
-def from_episode(env: Any, *, seed: int, policy: Mapping[str, Any], adapter: str | None, steps: list[Step],
-                 final_info: Mapping[str, Any], truncated: bool, created: str | None = None,
-                 env_kwargs: Mapping[str, Any] | None = None) -> Trajectory:
+def from_episode(
+    env: Any,
+    *,
+    seed: int,
+    policy: Mapping[str, Any],
+    adapter: str | None,
+    steps: list[Step],
+    final_info: Mapping[str, Any],
+    truncated: bool,
+    created: str | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+) -> Trajectory:
     """Build the record of a finished episode of ``env`` (a TraceEnv, wrapped or not)."""
     base = getattr(env, "unwrapped", env)
     spec, task = base.trace_spec, base.task
@@ -298,13 +353,16 @@ class TrajectoryStore:
         except orjson.JSONDecodeError as exc:
             if last:
                 return None  # torn by a crash mid-write: counted by torn_lines
-            raise TrajectoryStoreError(f"{self.path}: line {number} is not valid JSON ({exc}); only the last "
-                                       f"line may be torn, so the file is corrupt there") from None
+            raise TrajectoryStoreError(
+                f"{self.path}: line {number} is not valid JSON ({exc}); only the last "
+                f"line may be torn, so the file is corrupt there"
+            ) from None
         if not isinstance(record, dict):
             if last:
                 return None
-            raise TrajectoryStoreError(f"{self.path}: line {number}: expected a JSON object, got "
-                                       f"{type(record).__name__}")
+            raise TrajectoryStoreError(
+                f"{self.path}: line {number}: expected a JSON object, got {type(record).__name__}"
+            )
         return record
 
     def records(self) -> list[Trajectory]:
@@ -352,16 +410,26 @@ class TrajectoryStore:
             for name in FIELDS:
                 value = record.get(name)
                 columns[name].append(_encode(value).decode() if name in JSON_FIELDS else value)
-        features = datasets.Features({
-            "key": datasets.Value("string"), "env_id": datasets.Value("string"),
-            "spec_version": datasets.Value("int64"), "capability": datasets.Value("string"),
-            "seed": datasets.Value("int64"), "task_id": datasets.Value("string"),
-            "policy": datasets.Value("string"), "adapter": datasets.Value("string"),
-            "steps": datasets.Value("string"), "return": datasets.Value("float64"),
-            "success": datasets.Value("bool"), "annotations": datasets.Value("string"),
-            "return_components": datasets.Value("string"), "n_steps": datasets.Value("int64"),
-            "truncated": datasets.Value("bool"), "created": datasets.Value("string"),
-        })
+        features = datasets.Features(
+            {
+                "key": datasets.Value("string"),
+                "env_id": datasets.Value("string"),
+                "spec_version": datasets.Value("int64"),
+                "capability": datasets.Value("string"),
+                "seed": datasets.Value("int64"),
+                "task_id": datasets.Value("string"),
+                "policy": datasets.Value("string"),
+                "adapter": datasets.Value("string"),
+                "steps": datasets.Value("string"),
+                "return": datasets.Value("float64"),
+                "success": datasets.Value("bool"),
+                "annotations": datasets.Value("string"),
+                "return_components": datasets.Value("string"),
+                "n_steps": datasets.Value("int64"),
+                "truncated": datasets.Value("bool"),
+                "created": datasets.Value("string"),
+            }
+        )
         return datasets.Dataset.from_dict(columns, features=features)
 
 

@@ -19,7 +19,21 @@ register_envs()
 
 __version__ = "0.1.0"
 __all__ = [
-    "CAPABILITIES", "OraclePolicy", "RegistrationError", "ResetNeeded", "SpecError", "ToolError", "TraceEnv",
-    "TraceError", "TraceSpec", "load_spec", "make", "parse_action", "register_envs", "register_spec",
-    "registered_ids", "say", "tool_call",
+    "CAPABILITIES",
+    "OraclePolicy",
+    "RegistrationError",
+    "ResetNeeded",
+    "SpecError",
+    "ToolError",
+    "TraceEnv",
+    "TraceError",
+    "TraceSpec",
+    "load_spec",
+    "make",
+    "parse_action",
+    "register_envs",
+    "register_spec",
+    "registered_ids",
+    "say",
+    "tool_call",
 ]

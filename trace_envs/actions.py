@@ -74,7 +74,7 @@ def parse_action(action: Any) -> Parsed:
     start = action.find(_OPEN)
     if start >= 0:
         end = action.find(_CLOSE, start)
-        payload = action[start + len(_OPEN): end if end >= 0 else len(action)]
+        payload = action[start + len(_OPEN) : end if end >= 0 else len(action)]
         if action.find(_OPEN, start + 1) >= 0:
             return _error(action, "one tool call per turn: found several <tool_call> blocks")
         return _decode(payload.strip(), action)

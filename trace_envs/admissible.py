@@ -45,9 +45,9 @@ from __future__ import annotations
 
 import itertools
 import re
-from json.encoder import encode_basestring_ascii as _json_str  # a str as json.dumps writes it
-from dataclasses import dataclass
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_str  # a str as json.dumps writes it
 from typing import Any
 
 from trace_envs._json import loads
@@ -67,14 +67,18 @@ _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _NAME_ZIP = re.compile(r"\bI'm ([A-Z][\w'-]*) ([A-Z][\w'-]*), zip code (\d{5})")
 _ORDER = re.compile(r"#?\bW\d{7}\b")
 _ORDER_ID = re.compile(r"W(?<=\bW)\d{7}\b")  # _ORDER without the '#': the same ids, found from each "W"
-_ADDRESS = re.compile(r"\b(\d+ [A-Z][^,]*), (?:(Suite \d+|Apt\.? \d+|Unit \d+), )?([A-Z][^,]*), ([A-Z]{2}), "
-                      r"(\d{5}), (USA)\b")
+_ADDRESS = re.compile(
+    r"\b(\d+ [A-Z][^,]*), (?:(Suite \d+|Apt\.? \d+|Unit \d+), )?([A-Z][^,]*), ([A-Z]{2}), "
+    r"(\d{5}), (USA)\b"
+)
 _YES = re.compile(r"^\W*(?:yes|yeah|yep|sure|ok(?:ay)?|please do|go ahead)\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"[\s(](?:(?<=[.?!;]\s)\s*|(?<=\()\d+\)\s*)")  # splits as r"(?<=[.?!;])\s+|\(\d+\)\s*"
 # does (every match starts with a space or "("), but skips to those characters first
 _SWAPS = {"exchange_delivered_order_items": "delivered", "modify_pending_order_items": "pending"}
-_CONSTANT_READS = (("list_all_product_types", tool_call("list_all_product_types")),
-                   ("transfer_to_human_agents", tool_call("transfer_to_human_agents", summary=TRANSFER_SUMMARY)))
+_CONSTANT_READS = (
+    ("list_all_product_types", tool_call("list_all_product_types")),
+    ("transfer_to_human_agents", tool_call("transfer_to_human_agents", summary=TRANSFER_SUMMARY)),
+)
 
 
 @dataclass(frozen=True)
@@ -88,10 +92,14 @@ class AdmissibleConfig:
     def __post_init__(self) -> None:
         for name in ("on", "near_misses"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{'admissible_actions' if name == 'on' else name} must be a bool, got "
-                                 f"{getattr(self, name)!r}")
-        if not isinstance(self.max_actions, int) or isinstance(self.max_actions, bool) \
-                or self.max_actions < MIN_ACTIONS:
+                raise ValueError(
+                    f"{'admissible_actions' if name == 'on' else name} must be a bool, got {getattr(self, name)!r}"
+                )
+        if (
+            not isinstance(self.max_actions, int)
+            or isinstance(self.max_actions, bool)
+            or self.max_actions < MIN_ACTIONS
+        ):
             raise ValueError(f"max_actions must be an integer >= {MIN_ACTIONS}, got {self.max_actions!r}")
 
 
@@ -125,7 +133,8 @@ def _read_call(tool: str, field: str, value: Any) -> str:
     prefix = _READ_PREFIXES.get((tool, field))
     if prefix is None:
         prefix = _READ_PREFIXES[(tool, field)] = _OPEN + (
-            '{"name": ' + _json_str(tool) + ', "arguments": {' + _json_str(field) + ": ").replace("<", "\\u003c")
+            '{"name": ' + _json_str(tool) + ', "arguments": {' + _json_str(field) + ": "
+        ).replace("<", "\\u003c")
     return prefix + _json_str(value).replace("<", "\\u003c") + "}}" + _CLOSE
 
 
@@ -176,12 +185,13 @@ def describe(name: str, args: Mapping[str, Any]) -> str:
     if name == "modify_user_address":
         return f"update your default address to {_address_line(args)}"
     if name == "return_delivered_order_items":
-        return (f"return items {ids('item_ids')} from order {args['order_id']}, refunding to "
-                f"{args['payment_method_id']}")
+        return f"return items {ids('item_ids')} from order {args['order_id']}, refunding to {args['payment_method_id']}"
     if name in _SWAPS:
         verb = "exchange" if name.startswith("exchange") else "modify"
-        return (f"{verb} items {ids('item_ids')} in order {args['order_id']} for items {ids('new_item_ids')}, "
-                f"settling any difference with {args['payment_method_id']}")
+        return (
+            f"{verb} items {ids('item_ids')} in order {args['order_id']} for items {ids('new_item_ids')}, "
+            f"settling any difference with {args['payment_method_id']}"
+        )
     if name == "modify_pending_order_payment":
         return f"change the payment method of order {args['order_id']} to {args['payment_method_id']}"
     values = ", ".join(f"{k} {v}" for k, v in args.items())
@@ -200,12 +210,17 @@ class AdmissibleActions:
     with the whole message history after every step; it parses only what is new.
     """
 
-    def __init__(self, tools: Sequence[Mapping[str, Any]], *, near_misses: bool = False,
-                 max_actions: int = 128) -> None:
+    def __init__(
+        self, tools: Sequence[Mapping[str, Any]], *, near_misses: bool = False, max_actions: int = 128
+    ) -> None:
         if not (type(near_misses) is bool and type(max_actions) is int and max_actions >= MIN_ACTIONS):
             AdmissibleConfig(True, near_misses, max_actions)  # checks the arguments
-        self.schemas = {f["name"]: f for t in tools if (type(t) is dict or isinstance(t, Mapping))
-                        and (type(f := t.get("function")) is dict or isinstance(f, Mapping))}
+        self.schemas = {
+            f["name"]: f
+            for t in tools
+            if (type(t) is dict or isinstance(t, Mapping))
+            and (type(f := t.get("function")) is dict or isinstance(f, Mapping))
+        }
         self.near_misses = near_misses
         self.max_actions = max_actions
         self._seen = 0
@@ -229,9 +244,16 @@ class AdmissibleActions:
         self._strings: dict[tuple, str] = {}
         self._constant_reads = [text for name, text in _CONSTANT_READS if name in self.schemas]
         # The ordered sets the reads are built from, with their tool, for the tools there are.
-        self._read_sets = [(tool, seen) for tool, seen in (
-            ("find_user_id_by_email", self.emails), ("find_user_id_by_name_zip", self.name_zips),
-            ("get_user_details", self.user_ids), ("get_order_details", self.order_ids)) if tool in self.schemas]
+        self._read_sets = [
+            (tool, seen)
+            for tool, seen in (
+                ("find_user_id_by_email", self.emails),
+                ("find_user_id_by_name_zip", self.name_zips),
+                ("get_user_details", self.user_ids),
+                ("get_order_details", self.order_ids),
+            )
+            if tool in self.schemas
+        ]
         self._lower = ""  # user_text.lower(), kept in step
         self._said: list[str] = []  # each customer message, lower case
         self._sentences: dict[int, list[str]] = {}  # index in _said -> that message's sentences, when needed
@@ -244,8 +266,10 @@ class AdmissibleActions:
         self._reads_list: list[str] = []
         # The read calls of each ordered set above, appended as its keys arrive (and the number
         # of keys done), so that a rebuild builds only the calls of what is new.
-        self._read_calls: dict[str, tuple[list[str], list[int]]] = {tool: ([], [0]) for tool in (
-            "find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details", "get_order_details")}
+        self._read_calls: dict[str, tuple[list[str], list[int]]] = {
+            tool: ([], [0])
+            for tool in ("find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details", "get_order_details")
+        }
         self._product_reads: dict[str, str] = {}  # product id -> its read call
         # Bumped when the catalog, or a record of self.products, self.orders or self.users, changes.
         self._t_catalog = self._t_orders = 0
@@ -305,8 +329,16 @@ class AdmissibleActions:
                 oid = "#" + oid
                 self.named_orders[oid] = self.order_ids[oid] = found = True
             for a1, a2, city, state, zip_, country in _ADDRESS.findall(content) if ", USA" in content else ():
-                self.addresses[(("address1", a1), ("address2", a2), ("city", city), ("country", country),
-                                ("state", state), ("zip", zip_))] = found = True
+                self.addresses[
+                    (
+                        ("address1", a1),
+                        ("address2", a2),
+                        ("city", city),
+                        ("country", country),
+                        ("state", state),
+                        ("zip", zip_),
+                    )
+                ] = found = True
             # The lists read the customer's words only for ids, addresses and names of things seen.
             unmentioned = self._unmentioned
             named = [n for n in unmentioned if n in lower] if unmentioned else ()
@@ -422,14 +454,21 @@ class AdmissibleActions:
         # so joining them is de-duplicating them.
         messages, reads, answers, proposals = self._message_list, self._reads_list, self._answer_list, self._proposals
         last = self._listed
-        if not (last and last[0] is reads and last[1] is messages and last[2] is proposals and last[3] is answers
-                and last[4] == self.accepted and (not self.accepted or last[5] is self._writes)):
+        if not (
+            last
+            and last[0] is reads
+            and last[1] is messages
+            and last[2] is proposals
+            and last[3] is answers
+            and last[4] == self.accepted
+            and (not self.accepted or last[5] is self._writes)
+        ):
             if self.accepted:
                 out = [*messages, *dict.fromkeys(self._accepted(self._writes)), *reads, *answers, *proposals]
             else:
                 out = [*messages, *reads, *answers, *proposals]
             if len(out) > self.max_actions:
-                del out[self.max_actions:]
+                del out[self.max_actions :]
             self._list = out
             self._listed = (reads, messages, proposals, answers, self.accepted, self._writes)
         return self._list[:]
@@ -447,8 +486,9 @@ class AdmissibleActions:
         for oid in self.orders:
             text = refusals.get(oid)
             if text is None:
-                text = refusals[oid] = say(f"I'm sorry, but I cannot do that for order {oid}: "
-                                           "our policy does not allow it.")
+                text = refusals[oid] = say(
+                    f"I'm sorry, but I cannot do that for order {oid}: our policy does not allow it."
+                )
             out.append(text)
         out.append(say(GOODBYE))
         self._messages_key = key
@@ -502,8 +542,12 @@ class AdmissibleActions:
             return self._products_named[1]
         version, items = self._items
         if version != self._t_orders:
-            items = [(str(it.get("name", "")).lower(), str(it.get("product_id", ""))) for o in self.orders.values()
-                     for it in o.get("items") or () if isinstance(it, dict)]
+            items = [
+                (str(it.get("name", "")).lower(), str(it.get("product_id", "")))
+                for o in self.orders.values()
+                for it in o.get("items") or ()
+                if isinstance(it, dict)
+            ]
             self._items = (self._t_orders, items)
         version, catalog = self._catalog_lower
         if version != self._t_catalog:
@@ -543,16 +587,20 @@ class AdmissibleActions:
             return []
         amounts: list[float] = []
         if isinstance(data.get("items"), list):
-            prices = [it["price"] for it in data["items"] if isinstance(it, dict)
-                      and isinstance(it.get("price"), (int, float))]
+            prices = [
+                it["price"]
+                for it in data["items"]
+                if isinstance(it, dict) and isinstance(it.get("price"), (int, float))
+            ]
             if prices:
                 amounts.append(sum(prices))
                 amounts += prices
                 if self.near_misses:
                     amounts += [sum(prices) - p for p in prices]
         elif isinstance(data.get("variants"), dict):
-            variants = [v for v in data["variants"].values() if isinstance(v, dict)
-                        and isinstance(v.get("price"), (int, float))]
+            variants = [
+                v for v in data["variants"].values() if isinstance(v, dict) and isinstance(v.get("price"), (int, float))
+            ]
             available = [v["price"] for v in variants if v.get("available")]
             if available:
                 amounts += [min(available), max(available)]
@@ -579,8 +627,11 @@ class AdmissibleActions:
         uid = order.get("user_id")
         user = self.users.get(uid) if isinstance(uid, str) else None
         if user is not None:
-            out += [k for k, v in (user.get("payment_methods") or {}).items()
-                    if isinstance(v, dict) and v.get("source") == "gift_card"]
+            out += [
+                k
+                for k, v in (user.get("payment_methods") or {}).items()
+                if isinstance(v, dict) and v.get("source") == "gift_card"
+            ]
         return _unique(out)
 
     def _status(self, oid: str) -> str | None:
@@ -594,8 +645,9 @@ class AdmissibleActions:
         if key == self._open[0]:
             return self._open[1]
         orders = self.orders
-        named = [oid for oid in self.named_orders
-                 if oid not in orders or orders[oid].get("status") in (None, "pending")]
+        named = [
+            oid for oid in self.named_orders if oid not in orders or orders[oid].get("status") in (None, "pending")
+        ]
         out = _unique([*named, *(oid for oid, o in orders.items() if o.get("status") == "pending")])
         if out == self._open[1]:
             out = self._open[1]
@@ -616,12 +668,14 @@ class AdmissibleActions:
         candidate = self._candidate
         open_orders = self._open_orders()
         last_key, by_address = self._by_address
-        if not (last_key[0] is open_orders and last_key[1] == len(self.addresses)
-                and last_key[2] == self.authenticated):  # addresses only grow
+        if not (
+            last_key[0] is open_orders and last_key[1] == len(self.addresses) and last_key[2] == self.authenticated
+        ):  # addresses only grow
             by_address = []
             if "cancel_pending_order" in self.schemas:
-                reasons = (self.schemas["cancel_pending_order"].get("parameters", {}).get("properties", {})
-                           .get("reason", {}).get("enum") or ["no longer needed", "ordered by mistake"])
+                reasons = self.schemas["cancel_pending_order"].get("parameters", {}).get("properties", {}).get(
+                    "reason", {}
+                ).get("enum") or ["no longer needed", "ordered by mistake"]
                 candidates = self._candidates
                 for oid in open_orders:
                     for r in reasons:
@@ -631,18 +685,30 @@ class AdmissibleActions:
                         found = candidates.get(("cancel_pending_order", oid, r))
                         if found is None:  # propose(), written out
                             found = candidates[("cancel_pending_order", oid, r)] = [
-                                "cancel_pending_order", {"order_id": oid, "reason": r},
-                                say(f"To confirm, I will cancel order {oid} with reason '{r}'. Shall I proceed?")]
+                                "cancel_pending_order",
+                                {"order_id": oid, "reason": r},
+                                say(f"To confirm, I will cancel order {oid} with reason '{r}'. Shall I proceed?"),
+                            ]
                         by_address.append(found)
             for address in self.addresses:
                 addr = dict(address)
                 if "modify_pending_order_address" in self.schemas:
-                    by_address += [candidate(("modify_pending_order_address", oid, address),
-                                             "modify_pending_order_address", {"order_id": oid, **addr})
-                                   for oid in open_orders]
+                    by_address += [
+                        candidate(
+                            ("modify_pending_order_address", oid, address),
+                            "modify_pending_order_address",
+                            {"order_id": oid, **addr},
+                        )
+                        for oid in open_orders
+                    ]
                 if "modify_user_address" in self.schemas and self.authenticated:
-                    by_address.append(candidate(("modify_user_address", self.authenticated, address),
-                                                "modify_user_address", {"user_id": self.authenticated, **addr}))
+                    by_address.append(
+                        candidate(
+                            ("modify_user_address", self.authenticated, address),
+                            "modify_user_address",
+                            {"user_id": self.authenticated, **addr},
+                        )
+                    )
             self._by_address = ((open_orders, len(self.addresses), self.authenticated), by_address)
         if not self.orders:
             return by_address
@@ -664,8 +730,11 @@ class AdmissibleActions:
         # What the writes read besides the order and the text: its user (see _payment_methods and
         # _user_methods) and its items' products (see _swaps).
         products = self.products
-        key = (self.users.get(uid) if isinstance(uid, str) else None,
-               [products.get(p) for p in product_ids] if products else None, text)
+        key = (
+            self.users.get(uid) if isinstance(uid, str) else None,
+            [products.get(p) for p in product_ids] if products else None,
+            text,
+        )
         cached = self._by_order.get(oid)
         if cached is not None and cached[0] is order and cached[1] == key:
             return cached[2]
@@ -673,10 +742,12 @@ class AdmissibleActions:
         if items:
             status = order.get("status")
             has = self.schemas
-            uses_methods = (status == "delivered" and ("return_delivered_order_items" in has
-                                                       or "exchange_delivered_order_items" in has)
-                            or status == "pending" and ("modify_pending_order_items" in has
-                                                        or "modify_pending_order_payment" in has))
+            uses_methods = (
+                status == "delivered"
+                and ("return_delivered_order_items" in has or "exchange_delivered_order_items" in has)
+                or status == "pending"
+                and ("modify_pending_order_items" in has or "modify_pending_order_payment" in has)
+            )
             methods = self._payment_methods(order) if uses_methods else []
             if status == "delivered" and "return_delivered_order_items" in has:
                 candidates = self._candidates
@@ -688,8 +759,11 @@ class AdmissibleActions:
                             found = candidates[("return_delivered_order_items", oid, t, pm)] = [
                                 "return_delivered_order_items",
                                 {"order_id": oid, "item_ids": ids, "payment_method_id": pm},
-                                say(f"To confirm, I will return items {', '.join(map(str, ids))} from order {oid}, "
-                                    f"refunding to {pm}. Shall I proceed?")]
+                                say(
+                                    f"To confirm, I will return items {', '.join(map(str, ids))} from order {oid}, "
+                                    f"refunding to {pm}. Shall I proceed?"
+                                ),
+                            ]
                         out.append(found)
             if products:
                 for tool, wanted in _SWAPS.items():
@@ -697,9 +771,15 @@ class AdmissibleActions:
                         out += self._swaps(tool, oid, methods[:1], items, text)
             if status == "pending" and "modify_pending_order_payment" in has:
                 current = methods[:1]
-                out += [self._candidate(("modify_pending_order_payment", oid, pm) if type(pm) is str else None,
-                                        "modify_pending_order_payment", {"order_id": oid, "payment_method_id": pm})
-                        for pm in self._user_methods(order) if pm not in current]
+                out += [
+                    self._candidate(
+                        ("modify_pending_order_payment", oid, pm) if type(pm) is str else None,
+                        "modify_pending_order_payment",
+                        {"order_id": oid, "payment_method_id": pm},
+                    )
+                    for pm in self._user_methods(order)
+                    if pm not in current
+                ]
         self._by_order[oid] = (order, key, out)
         return out
 
@@ -734,8 +814,7 @@ class AdmissibleActions:
         sets = [[i] for i in ids] + [sorted(ids)] + [s for s in (named, rest) if s]
         return [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
 
-    def _swaps(self, tool: str, oid: str, pm: list[str], items: list[Mapping[str, Any]], text: str
-               ) -> list[list]:
+    def _swaps(self, tool: str, oid: str, pm: list[str], items: list[Mapping[str, Any]], text: str) -> list[list]:
         """Swaps of one item of order ``oid`` for another variant, settled with ``pm`` (the original
         method, if known); ``text`` is what the customer said about the order."""
         out: list[list] = []
@@ -751,10 +830,14 @@ class AdmissibleActions:
                 found = candidates.get((tool, oid, item_id, new, pm[0]))
                 if found is None:  # propose(), written out
                     found = candidates[(tool, oid, item_id, new, pm[0])] = [
-                        tool, {"order_id": oid, "item_ids": [item_id], "new_item_ids": [new], "payment_method_id": pm[0]},
-                        say(f"To confirm, I will {'exchange' if tool.startswith('exchange') else 'modify'} items "
+                        tool,
+                        {"order_id": oid, "item_ids": [item_id], "new_item_ids": [new], "payment_method_id": pm[0]},
+                        say(
+                            f"To confirm, I will {'exchange' if tool.startswith('exchange') else 'modify'} items "
                             f"{item_id} in order {oid} for items {new}, settling any difference with {pm[0]}. "
-                            "Shall I proceed?")]
+                            "Shall I proceed?"
+                        ),
+                    ]
                 out.append(found)
         return out
 
@@ -763,20 +846,27 @@ class AdmissibleActions:
         prepared = self._variants.get(id(product))
         if prepared is None or prepared[0] is not product:
             try:
-                variants = [(v, [(k, val, f"{k} {val}".lower()) for k, val in v["options"].items()])
-                            for v in (product.get("variants") or {}).values()
-                            if isinstance(v, dict) and isinstance(v.get("options"), dict)]
+                variants = [
+                    (v, [(k, val, f"{k} {val}".lower()) for k, val in v["options"].items()])
+                    for v in (product.get("variants") or {}).values()
+                    if isinstance(v, dict) and isinstance(v.get("options"), dict)
+                ]
                 # Sorted with the current item too: dropping it later leaves the same order.
-                available = sorted((x for x in variants if x[0].get("available")),
-                                   key=lambda x: (x[0].get("price", 0), x[0]["item_id"]))
+                available = sorted(
+                    (x for x in variants if x[0].get("available")),
+                    key=lambda x: (x[0].get("price", 0), x[0]["item_id"]),
+                )
             except (KeyError, TypeError):  # a malformed record: as the plain version does it
                 return self._variant_choices(product, current, text)
             words = list(dict.fromkeys(words for _, options in variants for _, _, words in options))
             prepared = self._variants[id(product)] = (product, variants, available, words)
         _, variants, available, words = prepared
         said = {w: w in text for w in words}  # option text -> whether the customer said it
-        exact = [v["item_id"] for v, options in variants
-                 if v.get("item_id") != current and all(said[words] for _, _, words in options)]
+        exact = [
+            v["item_id"]
+            for v, options in variants
+            if v.get("item_id") != current and all(said[words] for _, _, words in options)
+        ]
         available = [x for x in available if x[0].get("item_id") != current]
         cheapest_with = []
         taken: set = set()  # the (option, value) pairs of cheapest_with
@@ -792,11 +882,13 @@ class AdmissibleActions:
     def _variant_choices(product: Mapping[str, Any], current: str, text: str) -> list[str]:
         """The variant whose options the customer named, the cheapest available with each named
         option value, and the cheapest available."""
-        variants = [v for v in (product.get("variants") or {}).values() if isinstance(v, dict)
-                    and v.get("item_id") != current and isinstance(v.get("options"), dict)]
+        variants = [
+            v
+            for v in (product.get("variants") or {}).values()
+            if isinstance(v, dict) and v.get("item_id") != current and isinstance(v.get("options"), dict)
+        ]
         available = sorted((v for v in variants if v.get("available")), key=lambda v: (v.get("price", 0), v["item_id"]))
-        exact = [v["item_id"] for v in variants
-                 if all(f"{k} {val}".lower() in text for k, val in v["options"].items())]
+        exact = [v["item_id"] for v in variants if all(f"{k} {val}".lower() in text for k, val in v["options"].items())]
         cheapest_with = []
         for v in available:
             for k, val in v["options"].items():
@@ -830,15 +922,24 @@ class AdmissibleActions:
         if str(args.get("zip", "")).isdigit():
             twins.append({**args, "zip": int(args["zip"])})
         for other_name, other, *_ in writes:  # another record next to the right one
-            if other_name == name and other.get("order_id") == args.get("order_id") and other != args \
-                    and other.get("payment_method_id") == args.get("payment_method_id") \
-                    and "item_ids" in args:
+            if (
+                other_name == name
+                and other.get("order_id") == args.get("order_id")
+                and other != args
+                and other.get("payment_method_id") == args.get("payment_method_id")
+                and "item_ids" in args
+            ):
                 twins.append(other)
         return twins
 
 
-def admissible_actions(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]], *,
-                       near_misses: bool = False, max_actions: int = 128) -> list[str]:
+def admissible_actions(
+    messages: Sequence[Mapping[str, Any]],
+    tools: Sequence[Mapping[str, Any]],
+    *,
+    near_misses: bool = False,
+    max_actions: int = 128,
+) -> list[str]:
     """The admissible actions after ``messages`` (``info["messages"]``) with ``tools`` (``info["tools"]``).
 
     For a loop over one episode, keep an :class:`AdmissibleActions` and call its

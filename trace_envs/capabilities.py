@@ -45,7 +45,7 @@ REGISTRY: tuple[Capability, ...] = (
     Capability(
         name="precondition_verification",
         description="checking the facts an action depends on (order status, identity, policy rules) before "
-                    "acting, and refusing when a rule forbids it",
+        "acting, and refusing when a rule forbids it",
         env_id="trace/precondition-v0",
         evidence=("preconditions_checked", "missing_reads", "violating_writes"),
         mistake=lambda a: not a["preconditions_checked"],
@@ -54,7 +54,7 @@ REGISTRY: tuple[Capability, ...] = (
     Capability(
         name="structured_data_reasoning",
         description="reading the right record and field out of nested tool results: picking the item, price, "
-                    "option or payment method the user means",
+        "option or payment method the user means",
         env_id="trace/structured-data-v0",
         evidence=("record_choice_correct", "wrong_records", "wrong_answers"),
         mistake=lambda a: a["record_choice_correct"] is False,

@@ -36,8 +36,23 @@ from trace_envs.tasks import tau2
 
 PROG = "trace-envs"
 # Keys of every step's info; whatever else the last info holds is an end-of-episode annotation.
-_STEP_KEYS = frozenset({"env_id", "spec_version", "capability", "task_id", "seed", "step", "messages", "tools",
-                        "reward_components", "parse_error", "success", "return_components", "episode_return"})
+_STEP_KEYS = frozenset(
+    {
+        "env_id",
+        "spec_version",
+        "capability",
+        "task_id",
+        "seed",
+        "step",
+        "messages",
+        "tools",
+        "reward_components",
+        "parse_error",
+        "success",
+        "return_components",
+        "episode_return",
+    }
+)
 _DESCRIPTION_WIDTH = 60
 _OBS_PREVIEW = 3000  # `show` clips the first observation (policy + tool schemas, ~10k chars) unless --full
 _BENCH_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_envs.py"
@@ -158,9 +173,17 @@ def _listing() -> list[dict[str, Any]]:
         except SpecError as exc:  # a user spec registered unvalidated: show it, flagged
             entries.append({"id": env_id, "error": str(exc)})
             continue
-        entries.append({"id": env_id, "version": s.version, "capability": s.capability, "family": s.family,
-                        "max_turns": s.max_turns, "description": " ".join(s.description.split()),
-                        "source": s.source})
+        entries.append(
+            {
+                "id": env_id,
+                "version": s.version,
+                "capability": s.capability,
+                "family": s.family,
+                "max_turns": s.max_turns,
+                "description": " ".join(s.description.split()),
+                "source": s.source,
+            }
+        )
     return entries
 
 
@@ -181,7 +204,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         else:
             row = (e["id"], e["capability"], e["family"], str(e["max_turns"]), e["description"])
         if len(row[4]) > _DESCRIPTION_WIDTH:
-            row = (*row[:4], row[4][:_DESCRIPTION_WIDTH - 1] + "…")
+            row = (*row[:4], row[4][: _DESCRIPTION_WIDTH - 1] + "…")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for i, row in enumerate(rows):
@@ -222,7 +245,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         policy = env.unwrapped.messages[0]["content"]
         print(f"\n== transcript ({info['step']} turns, {'terminated' if terminated else 'truncated'}) ==")
         # The chat observation above already shows the policy; do not print it twice.
-        if policy and policy in first_obs[:_OBS_PREVIEW if not args.full else None]:
+        if policy and policy in first_obs[: _OBS_PREVIEW if not args.full else None]:
             transcript = transcript.replace(f"system: {policy}", f"system: [the policy above, {len(policy)} chars]", 1)
         print(transcript)
         print("\n== result ==")
@@ -367,8 +390,12 @@ def _fallback_check(env: gym.Env, episodes: int, seed: int) -> dict[str, Any]:
         if not info.get("success"):  # raised explicitly: an assert would vanish under python -O
             raise AssertionError(f"oracle seed {s} did not succeed: return_components={info.get('return_components')}")
         returns.append(total)
-    return {"env_id": env.unwrapped.trace_spec.id, "episodes": episodes, "oracle_returns": returns,
-            "checker": "fallback (gymnasium check_env + oracle)"}
+    return {
+        "env_id": env.unwrapped.trace_spec.id,
+        "episodes": episodes,
+        "oracle_returns": returns,
+        "checker": "fallback (gymnasium check_env + oracle)",
+    }
 
 
 def _check_one(target: str, args: argparse.Namespace) -> str:
@@ -434,8 +461,7 @@ def cmd_tau2_check(args: argparse.Namespace) -> int:
         if not info["success"]:
             failed.append((task_id, info.get("db_diff")))
         if sys.stderr.isatty() or n == len(ids):
-            print(f"\r{n}/{len(ids)} tasks, {len(failed)} failed", end="" if n < len(ids) else "\n",
-                  file=sys.stderr)
+            print(f"\r{n}/{len(ids)} tasks, {len(failed)} failed", end="" if n < len(ids) else "\n", file=sys.stderr)
     env.close()
     print(f"data: {tau2.resolve_data_dir(params.get('data_dir'))}")
     print(f"passed {len(ids) - len(failed)}, failed {len(failed)} (of {len(ids)} tasks)")
@@ -488,8 +514,10 @@ def _trajectories(path: Path):
             except ValueError as exc:
                 raise UsageError(f"{path}: line {number} is not valid JSON ({exc})") from None
             if not isinstance(record, dict) or not isinstance(record.get("steps"), list):
-                raise UsageError(f"{path}: line {number} is not a trajectory (a JSON object with 'steps', as "
-                                 f"`trace collect` and `trace evaluate --trajectories` write)")
+                raise UsageError(
+                    f"{path}: line {number} is not a trajectory (a JSON object with 'steps', as "
+                    f"`trace collect` and `trace evaluate --trajectories` write)"
+                )
             yield number, record
 
 
@@ -500,14 +528,16 @@ def _number(value: Any) -> str:
 def _print_trajectory(index: int, number: int, record: Mapping[str, Any], full: bool) -> None:
     """One stored episode: a header, each turn's observation and action with its reward, and the outcome."""
     ended = "cut by the turn limit" if record.get("truncated") else "ended"
-    print(f"== episode {index} (line {number}): {record.get('env_id')} task {record.get('task_id')}, seed "
-          f"{record.get('seed')}; {len(record['steps'])} turns, {ended} ==")
+    print(
+        f"== episode {index} (line {number}): {record.get('env_id')} task {record.get('task_id')}, seed "
+        f"{record.get('seed')}; {len(record['steps'])} turns, {ended} =="
+    )
     adapter = f", adapter {record['adapter']}" if record.get("adapter") else ""
     print(f"policy: {_value(record.get('policy'))}{adapter}")
     for turn, step in enumerate(record["steps"], 1):
         obs = str(step.get("obs", ""))
         if not full and len(obs) > _OBS_PREVIEW:  # e.g. the opening: cut its policy and tools, keep the conversation
-            head, tail = obs[:_OBS_PREVIEW // 2], obs[-_OBS_PREVIEW // 2:]
+            head, tail = obs[: _OBS_PREVIEW // 2], obs[-_OBS_PREVIEW // 2 :]
             obs = f"{head}\n[... {len(obs) - len(head) - len(tail)} chars; --full prints them ...]\n{tail}"
         print(f"\n-- turn {turn} --\n{obs}\nassistant: {step.get('action', '')}")
         error = f" | parse error: {step['parse_error']}" if step.get("parse_error") else ""
@@ -532,8 +562,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if args.episode is not None:
                 return 0
     if args.episode is not None:
-        raise UsageError(f"--episode {args.episode} is out of range: {path} holds {held} episodes"
-                         + (f" (0 to {held - 1})" if held else ""))
+        raise UsageError(
+            f"--episode {args.episode} is out of range: {path} holds {held} episodes"
+            + (f" (0 to {held - 1})" if held else "")
+        )
     if not held:
         print(f"{path} holds no episodes")
     return 0
@@ -542,89 +574,155 @@ def cmd_replay(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                     epilog=textwrap.dedent(__doc__.split("\n\n")[1]),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        epilog=textwrap.dedent(__doc__.split("\n\n")[1]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     formats = sorted(RENDERERS)
 
     def add_episode_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("id", metavar="ID", help="a registered env id, e.g. trace/precondition-v0")
         p.add_argument("--seed", type=natural, default=0, help="reset seed; picks the task (default: 0)")
-        p.add_argument("--task-id", default=None, metavar="T",
-                       help="play this task id instead (e.g. precondition-17, or a τ²-bench task id)")
-        p.add_argument("--format", choices=formats, default=None,
-                       help="observation format (default: the spec's)")
-        p.add_argument("--param", action="append", metavar="KEY=VALUE",
-                       help="override a task-family param, e.g. --param refuse_rate=0.8 (repeatable)")
-        p.add_argument("--data-dir", default=None, metavar="DIR",
-                       help="τ²-bench data directory, for trace/tau2-retail-v0 (default: $TAU2_DATA_DIR)")
+        p.add_argument(
+            "--task-id",
+            default=None,
+            metavar="T",
+            help="play this task id instead (e.g. precondition-17, or a τ²-bench task id)",
+        )
+        p.add_argument("--format", choices=formats, default=None, help="observation format (default: the spec's)")
+        p.add_argument(
+            "--param",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override a task-family param, e.g. --param refuse_rate=0.8 (repeatable)",
+        )
+        p.add_argument(
+            "--data-dir",
+            default=None,
+            metavar="DIR",
+            help="τ²-bench data directory, for trace/tau2-retail-v0 (default: $TAU2_DATA_DIR)",
+        )
 
     p = sub.add_parser("list", help="table of the registered ids", description="Table of the registered ids.")
     p.add_argument("--json", action="store_true", help="print a JSON list of the ids and their specs' summaries")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", help="print a spec and one oracle-played episode",
-                       description="Print the spec JSON, one oracle-played episode as a transcript, and its outcome.")
+    p = sub.add_parser(
+        "show",
+        help="print a spec and one oracle-played episode",
+        description="Print the spec JSON, one oracle-played episode as a transcript, and its outcome.",
+    )
     add_episode_flags(p)
-    p.add_argument("--full", action="store_true",
-                   help=f"print the whole first observation (default: its first {_OBS_PREVIEW} characters)")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help=f"print the whole first observation (default: its first {_OBS_PREVIEW} characters)",
+    )
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("validate", help="validate spec files (none: every registered spec)",
-                       description="Validate spec files against the schema and the registries; exit 1 if any fails.")
-    p.add_argument("specs", nargs="*", metavar="SPEC",
-                   help="spec .json files, or directories of them (none: every registered spec, and the files "
-                        "registration skipped)")
+    p = sub.add_parser(
+        "validate",
+        help="validate spec files (none: every registered spec)",
+        description="Validate spec files against the schema and the registries; exit 1 if any fails.",
+    )
+    p.add_argument(
+        "specs",
+        nargs="*",
+        metavar="SPEC",
+        help="spec .json files, or directories of them (none: every registered spec, and the files "
+        "registration skipped)",
+    )
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("play", help="play an episode as the agent in the terminal",
-                       description="Play one episode as the agent: one action per line on stdin.\n\n" + PLAY_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "play",
+        help="play an episode as the agent in the terminal",
+        description="Play one episode as the agent: one action per line on stdin.\n\n" + PLAY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_episode_flags(p)
     p.set_defaults(func=cmd_play)
 
-    p = sub.add_parser("check", help="run the API-contract checker on ids or spec files (none: every id)",
-                       description="Run trace_envs.testing.check_text_env on envs (registering spec files "
-                                   "first); exit 1 on a failure. With no argument it checks every registered id, "
-                                   "skipping those whose data is absent.")
-    p.add_argument("targets", nargs="*", metavar="ID|SPEC",
-                   help="registered ids, or spec .json files to register and check (none: every registered id)")
-    p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="τ²-bench data directory, for envs that read one (default: $TAU2_DATA_DIR)")
+    p = sub.add_parser(
+        "check",
+        help="run the API-contract checker on ids or spec files (none: every id)",
+        description="Run trace_envs.testing.check_text_env on envs (registering spec files "
+        "first); exit 1 on a failure. With no argument it checks every registered id, "
+        "skipping those whose data is absent.",
+    )
+    p.add_argument(
+        "targets",
+        nargs="*",
+        metavar="ID|SPEC",
+        help="registered ids, or spec .json files to register and check (none: every registered id)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="τ²-bench data directory, for envs that read one (default: $TAU2_DATA_DIR)",
+    )
     p.add_argument("--episodes", type=int, default=3, help="oracle episodes (seeds) to check (default: 3)")
     p.add_argument("--seed", type=natural, default=0, help="first seed (default: 0)")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("tau2-check", help="play every τ²-bench task of a data dir with the oracle",
-                       description="Check a τ²-bench data directory: the oracle plays every task; prints the "
-                                   "counts that pass and fail; exit 1 if any fails.")
-    p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="τ²-bench data directory holding domains/retail (default: $TAU2_DATA_DIR)")
+    p = sub.add_parser(
+        "tau2-check",
+        help="play every τ²-bench task of a data dir with the oracle",
+        description="Check a τ²-bench data directory: the oracle plays every task; prints the "
+        "counts that pass and fail; exit 1 if any fails.",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="τ²-bench data directory holding domains/retail (default: $TAU2_DATA_DIR)",
+    )
     p.add_argument("--limit", type=natural, default=0, help="check only the first N tasks (default: all)")
     p.set_defaults(func=cmd_tau2_check)
 
-    p = sub.add_parser("bench", help="throughput benchmark (source checkout only)",
-                       description="Run benchmarks/bench_envs.py: resets/s, oracle and adversarial steps/s and "
-                                   "peak memory per id; prints the table, and writes envs.json and envs.md to --out.")
+    p = sub.add_parser(
+        "bench",
+        help="throughput benchmark (source checkout only)",
+        description="Run benchmarks/bench_envs.py: resets/s, oracle and adversarial steps/s and "
+        "peak memory per id; prints the table, and writes envs.json and envs.md to --out.",
+    )
     p.add_argument("--ids", nargs="+", metavar="ID", default=None, help="ids to measure (default: every registered id)")
-    p.add_argument("--seconds", type=float, default=2.0,
-                   help="timed budget per id, split over its four timed loops (default: 2)")
-    p.add_argument("--out", default=None, metavar="DIR",
-                   help="write envs.json and envs.md there, e.g. benchmarks/results to update the committed "
-                        "results (default: print the table only)")
+    p.add_argument(
+        "--seconds", type=float, default=2.0, help="timed budget per id, split over its four timed loops (default: 2)"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="write envs.json and envs.md there, e.g. benchmarks/results to update the committed "
+        "results (default: print the table only)",
+    )
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("replay", help="print stored episodes as transcripts with their rewards",
-                       description="Print the episodes of a trajectory file (JSONL, as `trace collect` and "
-                                   "`trace evaluate --trajectories` write) as transcripts: each turn's observation, "
-                                   "action and reward, then success, the return and its components.")
+    p = sub.add_parser(
+        "replay",
+        help="print stored episodes as transcripts with their rewards",
+        description="Print the episodes of a trajectory file (JSONL, as `trace collect` and "
+        "`trace evaluate --trajectories` write) as transcripts: each turn's observation, "
+        "action and reward, then success, the return and its components.",
+    )
     p.add_argument("file", metavar="TRAJECTORIES.jsonl", help="a trajectory file, one episode per line")
-    p.add_argument("--episode", type=natural, default=None, metavar="N",
-                   help="print only episode N, counted from 0 in file order (default: every episode)")
-    p.add_argument("--full", action="store_true",
-                   help=f"print long observations whole (default: their first and last {_OBS_PREVIEW // 2} "
-                        f"characters)")
+    p.add_argument(
+        "--episode",
+        type=natural,
+        default=None,
+        metavar="N",
+        help="print only episode N, counted from 0 in file order (default: every episode)",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help=f"print long observations whole (default: their first and last {_OBS_PREVIEW // 2} characters)",
+    )
     p.set_defaults(func=cmd_replay)
     return parser
 

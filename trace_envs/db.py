@@ -100,7 +100,7 @@ class Table(Mapping):
         """Ids of records written since this table was forked from its base."""
         return set(self._over)
 
-    def fork(self) -> "Table":
+    def fork(self) -> Table:
         """An independent copy sharing the base; cost is O(records touched)."""
         child = Table(self._base, dict(self._over))
         # Both sides now share overlay records: either must copy before writing again.
@@ -119,12 +119,10 @@ class Database:
     __slots__ = ("tables",)
 
     def __init__(self, tables: Mapping[str, Table | dict]) -> None:
-        self.tables: dict[str, Table] = {
-            name: t if isinstance(t, Table) else Table(t) for name, t in tables.items()
-        }
+        self.tables: dict[str, Table] = {name: t if isinstance(t, Table) else Table(t) for name, t in tables.items()}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, dict]) -> "Database":
+    def from_json(cls, data: Mapping[str, dict]) -> Database:
         """Wrap plain JSON data; the data becomes the shared, read-only base."""
         return cls({name: Table(dict(records)) for name, records in data.items()})
 
@@ -137,7 +135,7 @@ class Database:
     def __getitem__(self, name: str) -> Table:
         return self.tables[name]
 
-    def fork(self) -> "Database":
+    def fork(self) -> Database:
         """An independent copy; shares every untouched record with this one."""
         return Database({name: t.fork() for name, t in self.tables.items()})
 

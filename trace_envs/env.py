@@ -74,11 +74,19 @@ class TraceEnv(gym.Env[str, str]):
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}  # render_fps: gymnasium warns without it
 
-    def __init__(self, spec: TraceSpec | Mapping[str, Any] | str | Path, render_mode: str | None = None,
-                 obs_format: str | None = None, max_chars: int | None = None,
-                 user_model: UserModel | None = None, max_turns: int | None = None,
-                 admissible_actions: bool = False, near_misses: bool = False, max_actions: int = 128,
-                 **params: Any) -> None:
+    def __init__(
+        self,
+        spec: TraceSpec | Mapping[str, Any] | str | Path,
+        render_mode: str | None = None,
+        obs_format: str | None = None,
+        max_chars: int | None = None,
+        user_model: UserModel | None = None,
+        max_turns: int | None = None,
+        admissible_actions: bool = False,
+        near_misses: bool = False,
+        max_actions: int = 128,
+        **params: Any,
+    ) -> None:
         """Build the env from a spec.
 
         ``admissible_actions=True`` adds ``info["admissible_actions"]`` on reset and every step:
@@ -91,8 +99,7 @@ class TraceEnv(gym.Env[str, str]):
         step, unlike Gymnasium's ``max_episode_steps``); extra keyword arguments override the
         task family's params.
         """
-        if max_turns is not None and (not isinstance(max_turns, int) or isinstance(max_turns, bool)
-                                      or max_turns < 1):
+        if max_turns is not None and (not isinstance(max_turns, int) or isinstance(max_turns, bool) or max_turns < 1):
             raise ValueError(f"max_turns must be a positive integer, got {max_turns!r}")
         self.user_model = user_model
         self.admissible = AdmissibleConfig(admissible_actions, near_misses, max_actions)
@@ -105,8 +112,10 @@ class TraceEnv(gym.Env[str, str]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         if obs_format is not None and obs_format not in RENDERERS:
             close = difflib.get_close_matches(obs_format, RENDERERS, n=1)
-            raise SpecError(f"obs_format must be one of {sorted(RENDERERS)}, got {obs_format!r}."
-                            + (f" Did you mean {close[0]!r}?" if close else ""))
+            raise SpecError(
+                f"obs_format must be one of {sorted(RENDERERS)}, got {obs_format!r}."
+                + (f" Did you mean {close[0]!r}?" if close else "")
+            )
         self.render_mode = render_mode
         self.domain = get_domain(s.domain)
         self.tools = self.domain.subset(list(s.tools) if s.tools else None)
@@ -115,8 +124,9 @@ class TraceEnv(gym.Env[str, str]):
         self._tool_list = list(self.tools.values())
         self.family = get_family(s.family)
         if max_chars is not None and (not isinstance(max_chars, int) or max_chars < MIN_OBS_CHARS):
-            raise SpecError(f"max_chars must be an integer >= {MIN_OBS_CHARS} (the schema's minimum), got "
-                            f"{max_chars!r}")
+            raise SpecError(
+                f"max_chars must be an integer >= {MIN_OBS_CHARS} (the schema's minimum), got {max_chars!r}"
+            )
         self.max_chars = max_chars or s.max_chars
         self.max_turns = max_turns or s.max_turns
         self.renderer = RENDERERS[obs_format or s.obs_format](self.max_chars)
@@ -144,7 +154,7 @@ class TraceEnv(gym.Env[str, str]):
         if task_id is not None:
             prefix = f"{self.family.name}-"
             text = str(task_id)
-            num = text[len(prefix):] if text.startswith(prefix) else text
+            num = text[len(prefix) :] if text.startswith(prefix) else text
             if not num.isdigit():
                 raise ValueError(f"task_id must look like '{prefix}<int>' or be an int, got {task_id!r}")
             return int(num)
@@ -157,8 +167,10 @@ class TraceEnv(gym.Env[str, str]):
         unknown = sorted(map(str, set(options or ()) - set(RESET_OPTIONS)))
         if unknown:
             close = difflib.get_close_matches(unknown[0], RESET_OPTIONS, n=1)
-            raise ValueError(f"unknown reset option(s) {unknown}; the valid options are {list(RESET_OPTIONS)}."
-                             + (f" Did you mean {close[0]!r}?" if close else ""))
+            raise ValueError(
+                f"unknown reset option(s) {unknown}; the valid options are {list(RESET_OPTIONS)}."
+                + (f" Did you mean {close[0]!r}?" if close else "")
+            )
         super().reset(seed=seed)
         task_id = (options or {}).get("task_id")
         if task_id is not None and self.family.by_id is not None:
@@ -184,19 +196,29 @@ class TraceEnv(gym.Env[str, str]):
         self._over = False
         s = self.trace_spec
         self._base_info = {
-            "env_id": s.id, "spec_version": s.version, "capability": s.capability,
-            "task_id": task.task_id, "seed": self._task_seed, "tools": self.tool_schemas,
+            "env_id": s.id,
+            "spec_version": s.version,
+            "capability": s.capability,
+            "task_id": task.task_id,
+            "seed": self._task_seed,
+            "tools": self.tool_schemas,
         }
         obs = self.renderer.first(self._policy, self._tool_list, opening)
         self._last_obs = obs
         self._shown = 0
         if self.render_mode == "human":
             self.render()
-        info = dict(self._base_info, step=0, messages=list(self._messages), reward_components=dict(self._zero),
-                    capabilities=list(task.capabilities))
+        info = dict(
+            self._base_info,
+            step=0,
+            messages=list(self._messages),
+            reward_components=dict(self._zero),
+            capabilities=list(task.capabilities),
+        )
         if self.admissible.on:
-            self._admissible = AdmissibleActions(self.tool_schemas, near_misses=self.admissible.near_misses,
-                                                 max_actions=self.admissible.max_actions)
+            self._admissible = AdmissibleActions(
+                self.tool_schemas, near_misses=self.admissible.near_misses, max_actions=self.admissible.max_actions
+            )
             info["admissible_actions"] = self._admissible.update(self._messages)
         return obs, info
 
@@ -204,8 +226,9 @@ class TraceEnv(gym.Env[str, str]):
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         log = self._log
         if log is None or self._over:
-            raise ResetNeeded("call reset() before step()" if log is None else
-                              "the episode is over; call reset() before step()")
+            raise ResetNeeded(
+                "call reset() before step()" if log is None else "the episode is over; call reset() before step()"
+            )
         log.step += 1
         parsed = parse_action(action)
         terminated = False
@@ -255,12 +278,20 @@ class TraceEnv(gym.Env[str, str]):
         call = Call(name, arguments)
         try:
             # The canonical key doubles as the message's argument text: one encode per call.
-            args_text = call.key[len(name):]
+            args_text = call.key[len(name) :]
         except (RecursionError, ValueError) as exc:  # parseable but absurd JSON, e.g. 900 levels deep
-            return self._format_error(raw, f"arguments cannot be re-encoded ({type(exc).__name__}); "
-                                           f"use flat JSON values"), False, "arguments too deeply nested"
-        self._messages.append({"role": "assistant", "content": "", "tool_calls": [
-            {"id": call_id, "type": "function", "function": {"name": name, "arguments": args_text}}]})
+            return (
+                self._format_error(raw, f"arguments cannot be re-encoded ({type(exc).__name__}); use flat JSON values"),
+                False,
+                "arguments too deeply nested",
+            )
+        self._messages.append(
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": args_text}}],
+            }
+        )
         tool = self.tools.get(name)
         parse_error = None
         terminated = False
@@ -319,8 +350,17 @@ class TraceEnv(gym.Env[str, str]):
             log.mark_handled(req_index)
         if ok:
             log.done_writes.add(call.key)
-        log.writes.append(WriteAttempt(step=log.step, call=call, ok=ok, request=req_index, exact=exact,
-                                       confirmed=confirmed, authenticated=log.auth_step is not None))
+        log.writes.append(
+            WriteAttempt(
+                step=log.step,
+                call=call,
+                ok=ok,
+                request=req_index,
+                exact=exact,
+                confirmed=confirmed,
+                authenticated=log.auth_step is not None,
+            )
+        )
 
     # ------------------------------------------------------------------ episode end
     def gold_db(self) -> Database:

@@ -52,27 +52,27 @@ _VALUE = re.compile(r"[\w#@.+-]*\d[\w#@.+-]*")  # a token with a digit: ids, zip
 
 #: The per-candidate features after the hashed text, in order (``actions[i, dim + k]``).
 ACTION_EXTRAS: tuple[str, ...] = (
-    "present",          # 1 for a real candidate, 0 for a padding row (every padding row is all 0)
-    "tool_call",        # 1 if the action calls a tool, 0 if it is a message to the customer
-    "taken",            # 1 if exactly this action (same tool and arguments, or same text) was already taken
-    "taken_failed",     # 1 if it was taken and its tool result was an error
-    "tool_used",        # 1 if a call to the same tool was already made (any arguments)
+    "present",  # 1 for a real candidate, 0 for a padding row (every padding row is all 0)
+    "tool_call",  # 1 if the action calls a tool, 0 if it is a message to the customer
+    "taken",  # 1 if exactly this action (same tool and arguments, or same text) was already taken
+    "taken_failed",  # 1 if it was taken and its tool result was an error
+    "tool_used",  # 1 if a call to the same tool was already made (any arguments)
     "values_in_last_user",  # share of the action's values found in the latest user message
-    "values_in_user",       # ... in any user message
+    "values_in_user",  # ... in any user message
     "values_in_last_tool",  # ... in the latest tool result
-    "values_in_tool",       # ... in any tool result
-    "no_values",        # 1 if the action contains no value (no token with a digit)
+    "values_in_tool",  # ... in any tool result
+    "no_values",  # 1 if the action contains no value (no token with a digit)
 )
 #: The conversation's progress features (``progress[k]``), each in [0, 1].
 PROGRESS: tuple[str, ...] = (
-    "agent_turns",      # agent turns so far / 32, at most 1
-    "tool_calls",       # tool calls so far / 16, at most 1
-    "messages",         # messages to the customer so far / 16, at most 1
-    "errors",           # error tool results so far / 4, at most 1
-    "after_tool",       # 1 if the latest event is a tool result, 0 if it is the customer's reply
+    "agent_turns",  # agent turns so far / 32, at most 1
+    "tool_calls",  # tool calls so far / 16, at most 1
+    "messages",  # messages to the customer so far / 16, at most 1
+    "errors",  # error tool results so far / 4, at most 1
+    "after_tool",  # 1 if the latest event is a tool result, 0 if it is the customer's reply
     "last_tool_error",  # 1 if the latest tool result is an error
-    "candidates",       # number of candidate actions / max_actions
-    "bias",             # always 1
+    "candidates",  # number of candidate actions / max_actions
+    "bias",  # always 1
 )
 _TEXT_KEYS = ("last_user", "last_tool", "customer", "agent")
 
@@ -83,8 +83,9 @@ class Featurizer(Protocol):
     def space(self, max_actions: int) -> spaces.Dict:
         """The observation space of :meth:`features` for lists of at most ``max_actions``."""
 
-    def features(self, messages: Sequence[Mapping[str, Any]], actions: Sequence[str],
-                 max_actions: int) -> dict[str, np.ndarray]:
+    def features(
+        self, messages: Sequence[Mapping[str, Any]], actions: Sequence[str], max_actions: int
+    ) -> dict[str, np.ndarray]:
         """Fixed-shape arrays for the history ``messages`` and the candidate ``actions``."""
 
 
@@ -161,11 +162,17 @@ class HashingFeaturizer:
 
     def space(self, max_actions: int) -> spaces.Dict:
         """The observation space for lists of at most ``max_actions`` candidates."""
+
         def box(*shape: int) -> spaces.Box:
             return spaces.Box(0.0, 1.0, shape=shape, dtype=np.float32)
 
-        return spaces.Dict({**{k: box(self.dim) for k in _TEXT_KEYS}, "progress": box(len(PROGRESS)),
-                            "actions": box(max_actions, self.action_dim)})
+        return spaces.Dict(
+            {
+                **{k: box(self.dim) for k in _TEXT_KEYS},
+                "progress": box(len(PROGRESS)),
+                "actions": box(max_actions, self.action_dim),
+            }
+        )
 
     def text(self, text: str) -> np.ndarray:
         """The hashed n-gram vector of ``text`` (read-only; cached)."""
@@ -180,7 +187,7 @@ class HashingFeaturizer:
         tokens = _TOKEN.findall(text.lower().translate(_DIGITS))
         vec = np.zeros(self.dim, dtype=np.float32)
         for n in self.ngrams:
-            grams = tokens if n == 1 else [" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+            grams = tokens if n == 1 else [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
             if grams:
                 vec[[zlib.crc32(g.encode()) % self.dim for g in grams]] = 1.0
         vec.flags.writeable = False
@@ -193,8 +200,9 @@ class HashingFeaturizer:
                 self._cache.popitem(last=False)
         return entry
 
-    def features(self, messages: Sequence[Mapping[str, Any]], actions: Sequence[str],
-                 max_actions: int) -> dict[str, np.ndarray]:
+    def features(
+        self, messages: Sequence[Mapping[str, Any]], actions: Sequence[str], max_actions: int
+    ) -> dict[str, np.ndarray]:
         """The observation for history ``messages`` and candidates ``actions`` (at most ``max_actions``)."""
         if len(actions) > max_actions:
             raise ValueError(f"{len(actions)} candidate actions do not fit max_actions={max_actions}")
@@ -243,9 +251,19 @@ class HashingFeaturizer:
         out["last_tool"] = out["last_tool"].copy()
         last_user_values = self._entry(last_user)[1]
         last_tool_values = self._entry(last_tool)[1]
-        out["progress"] = np.array([min(turns / 32, 1.0), min(calls / 16, 1.0), min(said / 16, 1.0),
-                                    min(errors / 4, 1.0), after_tool, last_error,
-                                    len(actions) / max_actions, 1.0], dtype=np.float32)
+        out["progress"] = np.array(
+            [
+                min(turns / 32, 1.0),
+                min(calls / 16, 1.0),
+                min(said / 16, 1.0),
+                min(errors / 4, 1.0),
+                after_tool,
+                last_error,
+                len(actions) / max_actions,
+                1.0,
+            ],
+            dtype=np.float32,
+        )
         rows = np.zeros((max_actions, self.action_dim), dtype=np.float32)
         for i, action in enumerate(actions):
             vec, values, key, tool = self._entry(action)
@@ -253,8 +271,13 @@ class HashingFeaturizer:
             extras = [1.0, tool is not None, key in taken, taken.get(key, False), tool in tools_used]
             if values:
                 n = len(values)
-                extras += [len(values & last_user_values) / n, len(values & user_values) / n,
-                           len(values & last_tool_values) / n, len(values & tool_values) / n, 0.0]
+                extras += [
+                    len(values & last_user_values) / n,
+                    len(values & user_values) / n,
+                    len(values & last_tool_values) / n,
+                    len(values & tool_values) / n,
+                    0.0,
+                ]
             else:
                 extras += [0.0, 0.0, 0.0, 0.0, 1.0]
             rows[i, dim:] = extras

@@ -56,8 +56,7 @@ class DualControlEnv(AECEnv):
 
     metadata = {"name": "trace_dual_control_v0", "render_modes": ["ansi", "human"], "is_parallelizable": False}
 
-    def __init__(self, env_id: str, scripted_user: bool = True, render_mode: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, env_id: str, scripted_user: bool = True, render_mode: str | None = None, **kwargs: Any) -> None:
         super().__init__()
         self.env_id = check_id(env_id)
         inner = gym.make(env_id, render_mode=render_mode, **kwargs).unwrapped
@@ -84,8 +83,11 @@ class DualControlEnv(AECEnv):
         # PettingZoo's api_test resets with options={"options": 1}: unknown keys warn here, not raise.
         unknown = sorted(map(str, set(options or ()) - set(RESET_OPTIONS)))
         if unknown:
-            warnings.warn(f"{self.env_id}: reset option(s) {unknown} ignored; the valid options are "
-                          f"{list(RESET_OPTIONS)}", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"{self.env_id}: reset option(s) {unknown} ignored; the valid options are {list(RESET_OPTIONS)}",
+                UserWarning,
+                stacklevel=2,
+            )
         known = {k: v for k, v in (options or {}).items() if k in RESET_OPTIONS}
         obs, info = self.env.reset(seed=seed, options=known)
         scripted = self.env.scripted_user
@@ -132,9 +134,13 @@ class DualControlEnv(AECEnv):
                 self._side.reply = action[:MAX_ACTION_CHARS] if isinstance(action, str) else ""
             elif action is not None and not self._warned_ignored:
                 self._warned_ignored = True
-                warnings.warn(f"{self.env_id} with scripted_user=True: the user agent's action is ignored, since the "
-                              f"scripted customer replies. Fix: step(None) for the user, or make the env with "
-                              f"scripted_user=False to make the user agent's text the reply", UserWarning, stacklevel=2)
+                warnings.warn(
+                    f"{self.env_id} with scripted_user=True: the user agent's action is ignored, since the "
+                    f"scripted customer replies. Fix: step(None) for the user, or make the env with "
+                    f"scripted_user=False to make the user agent's text the reply",
+                    UserWarning,
+                    stacklevel=2,
+                )
             self._advance(self._pending)
             self.agent_selection = ASSISTANT
 

@@ -24,14 +24,22 @@ from trace_envs.actions import say, tool_call
 from trace_envs.tasks.base import CAPABILITIES, Call, Task
 
 PRE, DATA, TOOLS, MULTI = CAPABILITIES
-_WRITES = frozenset({
-    "cancel_pending_order", "modify_pending_order_address", "modify_pending_order_items",
-    "modify_pending_order_payment", "modify_user_address", "return_delivered_order_items",
-    "exchange_delivered_order_items",
-})
+_WRITES = frozenset(
+    {
+        "cancel_pending_order",
+        "modify_pending_order_address",
+        "modify_pending_order_items",
+        "modify_pending_order_payment",
+        "modify_user_address",
+        "return_delivered_order_items",
+        "exchange_delivered_order_items",
+    }
+)
 
-ASK_IDENTITY = ("I'd be happy to help. First, I need to verify your identity: "
-                "please tell me your email address, or your name and zip code.")
+ASK_IDENTITY = (
+    "I'd be happy to help. First, I need to verify your identity: "
+    "please tell me your email address, or your name and zip code."
+)
 GOODBYE = "Thank you for contacting us. Have a great day, goodbye!"
 
 
@@ -87,8 +95,11 @@ class OraclePolicy:
         proposals = {r.desired.key: r.describe for r in task.requests if r.desired is not None}
         for call in task.gold_actions:
             if call.key in proposals:
-                plan += [say(f"To confirm, I will {proposals[call.key]}. Shall I proceed?"), _call(call),
-                         say("It's done. Is there anything else?")]
+                plan += [
+                    say(f"To confirm, I will {proposals[call.key]}. Shall I proceed?"),
+                    _call(call),
+                    say("It's done. Is there anything else?"),
+                ]
             elif call.name not in _WRITES:  # a gold write the tools refuse is not replayed
                 plan.append(_call(call))
         plan.append(say(GOODBYE))
@@ -106,8 +117,11 @@ class OraclePolicy:
         for i, req in enumerate(task.requests):
             if stop_early and i == 1:
                 break
-            if not listed and req.answer is not None and any(
-                    c.name == "get_product_details" for c in req.required_reads):
+            if (
+                not listed
+                and req.answer is not None
+                and any(c.name == "get_product_details" for c in req.required_reads)
+            ):
                 plan.append(tool_call("list_all_product_types"))
                 listed = True
             skip = PRE in req.capabilities and self._roll(rng, PRE)

@@ -57,9 +57,13 @@ def spec_files() -> list[Path]:
             files.append(path)
         elif str(path) not in SKIPPED:
             SKIPPED[str(path)] = "no such file or directory"
-            warnings.warn(f"TRACE_ENV_SPECS names {path}, which does not exist; its specs are not registered. "
-                          f"Fix: set TRACE_ENV_SPECS to spec files or directories of them, separated by "
-                          f"{os.pathsep!r}", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"TRACE_ENV_SPECS names {path}, which does not exist; its specs are not registered. "
+                f"Fix: set TRACE_ENV_SPECS to spec files or directories of them, separated by "
+                f"{os.pathsep!r}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     return files
 
 
@@ -82,16 +86,20 @@ def register_spec(spec: str | Path | Mapping[str, Any], *, validate: bool = True
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise SpecError(f"{where}: cannot read the spec ({exc}). Fix: correct the file, or run "
-                            f"`trace-envs validate {where}` for details") from None
+            raise SpecError(
+                f"{where}: cannot read the spec ({exc}). Fix: correct the file, or run "
+                f"`trace-envs validate {where}` for details"
+            ) from None
     else:
         data = dict(spec)
     if not isinstance(data, dict):
         raise SpecError(f"{where}: $: expected a JSON object, got {type(data).__name__}. Fix: wrap the spec in {{...}}")
     env_id = data.get("id")
     if not isinstance(env_id, str) or not _ID.fullmatch(env_id):
-        raise SpecError(f"{where}: $.id: {env_id!r} is not an id like 'namespace/name-v0' (a name and a version). "
-                        f"Fix: add or correct it, e.g. 'trace/my-env-v0'")
+        raise SpecError(
+            f"{where}: $.id: {env_id!r} is not an id like 'namespace/name-v0' (a name and a version). "
+            f"Fix: add or correct it, e.g. 'trace/my-env-v0'"
+        )
     max_turns = data.get("max_turns", 50)
     if not isinstance(max_turns, int) or isinstance(max_turns, bool) or max_turns < 1:
         raise SpecError(f"{where}: $.max_turns: expected a positive integer, got {max_turns!r}. Fix: set e.g. 40")
@@ -99,19 +107,28 @@ def register_spec(spec: str | Path | Mapping[str, Any], *, validate: bool = True
         if not override:
             if _OURS.get(env_id, object()) == path and path is not None:
                 return env_id  # the same file registered twice (e.g. hook and import): fine
-            raise RegistrationError(f"environment {env_id!r} is already registered (from {_origin(env_id)}); "
-                                    f"pass override=True to replace it or change the spec's id")
+            raise RegistrationError(
+                f"environment {env_id!r} is already registered (from {_origin(env_id)}); "
+                f"pass override=True to replace it or change the spec's id"
+            )
         del gym.registry[env_id]  # an explicit override: no "Overriding environment" warning
     kwargs: dict[str, Any] = {"spec": str(path) if path is not None else data}
     # No TimeLimit wrapper (max_episode_steps): the env truncates at its own max_turns and
     # scores that last step, which a wrapper registered with the spec's limit would cut
     # short when gym.make(..., max_turns=N) raises it.
     try:
-        gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs=kwargs, max_episode_steps=None,
-                     disable_env_checker=False, order_enforce=True)
+        gym.register(
+            id=env_id,
+            entry_point=ENTRY_POINT,
+            kwargs=kwargs,
+            max_episode_steps=None,
+            disable_env_checker=False,
+            order_enforce=True,
+        )
     except gym.error.Error as exc:
-        raise SpecError(f"{where}: $.id: gymnasium refused {env_id!r} ({exc}). Fix: use an id like "
-                        f"'trace/my-env-v0'") from None
+        raise SpecError(
+            f"{where}: $.id: gymnasium refused {env_id!r} ({exc}). Fix: use an id like 'trace/my-env-v0'"
+        ) from None
     _OURS[env_id] = path
     return env_id
 

@@ -186,35 +186,70 @@ def _benchmark_outcome(log: EpisodeLog, end: End | None) -> float:
 
 # Each help says what the component judges; "else progress" marks the rule for a task where
 # that domain is empty (see the module docstring).
-COMPONENTS: dict[str, Component] = {c.name: c for c in [
-    Component("db_match", _db_match, False,
-              "1 if the final DB equals the gold DB and every request to refuse was refused after its deciding "
-              "reads; with no write or refusal in the task, progress (and 0 on any DB change)"),
-    Component("gold_writes_done", _gold_writes_done, False,
-              "share of gold writes executed exactly; else progress"),
-    Component("answer_match", _answer_match, False,
-              "share of questions answered with the right value; else progress"),
-    Component("read_before_write", _read_before_write, False,
-              "per request with deciding reads: 1 if they came before its write or refusal, 0.5 if read but "
-              "not yet acted on; else progress"),
-    Component("no_write_on_refusal", _no_write_on_refusal, False,
-              "0 after any write to a forbidden request or an unrelated record; otherwise the share of requests "
-              "to refuse refused after their deciding reads; else progress"),
-    Component("requests_completed", _requests_completed, False,
-              "progress: the share of requests earned (gold write done, refused after the deciding reads, "
-              "answered right, information said)"),
-    Component("confirmed_writes", _confirmed_writes, False,
-              "share of successful writes the user confirmed first; else progress"),
-    Component("arg_precision", _arg_precision, False,
-              "share of writes on allowed requests with exactly the gold arguments; else progress"),
-    Component("communicate_info", _communicate_info, False,
-              "share of the task's communicate_info strings said; else progress"),
-    Component("benchmark_outcome", _benchmark_outcome, False,
-              "τ²-bench's offline rule: db_match, times communicate_info when the reward basis lists COMMUNICATE "
-              "(the benchmark's own rule: a task with no gold write passes by doing nothing, as in τ²-bench)"),
-    Component("format_error", _format_error, True, "0.25 per unparseable or ill-typed action, capped at 1"),
-    Component("turn_cost", _turn_cost, True, "turns beyond the task's budget, as a share of it, capped at 1"),
-]}
+COMPONENTS: dict[str, Component] = {
+    c.name: c
+    for c in [
+        Component(
+            "db_match",
+            _db_match,
+            False,
+            "1 if the final DB equals the gold DB and every request to refuse was refused after its deciding "
+            "reads; with no write or refusal in the task, progress (and 0 on any DB change)",
+        ),
+        Component("gold_writes_done", _gold_writes_done, False, "share of gold writes executed exactly; else progress"),
+        Component(
+            "answer_match", _answer_match, False, "share of questions answered with the right value; else progress"
+        ),
+        Component(
+            "read_before_write",
+            _read_before_write,
+            False,
+            "per request with deciding reads: 1 if they came before its write or refusal, 0.5 if read but "
+            "not yet acted on; else progress",
+        ),
+        Component(
+            "no_write_on_refusal",
+            _no_write_on_refusal,
+            False,
+            "0 after any write to a forbidden request or an unrelated record; otherwise the share of requests "
+            "to refuse refused after their deciding reads; else progress",
+        ),
+        Component(
+            "requests_completed",
+            _requests_completed,
+            False,
+            "progress: the share of requests earned (gold write done, refused after the deciding reads, "
+            "answered right, information said)",
+        ),
+        Component(
+            "confirmed_writes",
+            _confirmed_writes,
+            False,
+            "share of successful writes the user confirmed first; else progress",
+        ),
+        Component(
+            "arg_precision",
+            _arg_precision,
+            False,
+            "share of writes on allowed requests with exactly the gold arguments; else progress",
+        ),
+        Component(
+            "communicate_info",
+            _communicate_info,
+            False,
+            "share of the task's communicate_info strings said; else progress",
+        ),
+        Component(
+            "benchmark_outcome",
+            _benchmark_outcome,
+            False,
+            "τ²-bench's offline rule: db_match, times communicate_info when the reward basis lists COMMUNICATE "
+            "(the benchmark's own rule: a task with no gold write passes by doing nothing, as in τ²-bench)",
+        ),
+        Component("format_error", _format_error, True, "0.25 per unparseable or ill-typed action, capped at 1"),
+        Component("turn_cost", _turn_cost, True, "turns beyond the task's budget, as a share of it, capped at 1"),
+    ]
+}
 
 
 def reward_range(weights: Mapping[str, float]) -> tuple[float, float]:
@@ -277,8 +312,9 @@ def annotate(log: EpisodeLog, end: End) -> dict[str, Any]:
         "requests_refused": sum(log.refused),
         # Left untouched: never acted on, refused, answered or resolved. Only this shows a
         # skipped request; a request attempted wrongly is another capability's slip.
-        "requests_unaddressed": sum(1 for i, r in enumerate(reqs) if log.handled_step[i] is None
-                                    and not log.resolved[i] and r.kind != "chat"),
+        "requests_unaddressed": sum(
+            1 for i, r in enumerate(reqs) if log.handled_step[i] is None and not log.resolved[i] and r.kind != "chat"
+        ),
         "requests_to_refuse": sum(r.refuse for r in reqs),
         "requests_declined": declined,  # allowed requests the agent refused
         # What the agent did at all: a capability it never exercised shows neither way.

@@ -50,7 +50,7 @@ class LiveTexts(collections.abc.Sequence):
         if isinstance(index, slice):
             return tuple(self[i] for i in range(*index.indices(len(self))))
         row = self._rows[index]
-        return row[1: 1 + int(row[0])].tobytes().decode("utf-32-le", "surrogatepass")
+        return row[1 : 1 + int(row[0])].tobytes().decode("utf-32-le", "surrogatepass")
 
     def __deepcopy__(self, memo: dict) -> tuple[str, ...]:
         return tuple(self)
@@ -79,4 +79,4 @@ def _write_shared(space: UnicodeText, index: int, value: str, shared_memory: Any
         raise ValueError(f"observation of {len(codes)} characters exceeds max_length {space.max_length}")
     rows = np.frombuffer(shared_memory.get_obj(), dtype=np.uint32).reshape((-1, space.max_length + 1))
     rows[index, 0] = len(codes)
-    rows[index, 1: 1 + len(codes)] = codes
+    rows[index, 1 : 1 + len(codes)] = codes

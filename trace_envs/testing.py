@@ -34,15 +34,35 @@ from trace_envs.oracle import OraclePolicy
 from trace_envs.trivial import TrivialPolicy, trivial_policies
 
 __all__ = [
-    "ANNOTATION_KEYS", "END_KEYS", "INFO_KEYS", "actions", "adversarial_actions", "adversarial_examples",
-    "check_text_env", "specs", "tool_calls",
-    "TrivialPolicy", "admissible_coverage", "check_admissible_actions", "equivalent_action", "state_key",
+    "ANNOTATION_KEYS",
+    "END_KEYS",
+    "INFO_KEYS",
+    "actions",
+    "adversarial_actions",
+    "adversarial_examples",
+    "check_text_env",
+    "specs",
+    "tool_calls",
+    "TrivialPolicy",
+    "admissible_coverage",
+    "check_admissible_actions",
+    "equivalent_action",
+    "state_key",
     "trivial_policies",
 ]
 
 #: Keys every ``reset`` and ``step`` info holds.
-INFO_KEYS: tuple[str, ...] = ("env_id", "spec_version", "capability", "task_id", "seed", "step", "messages",
-                              "tools", "reward_components")
+INFO_KEYS: tuple[str, ...] = (
+    "env_id",
+    "spec_version",
+    "capability",
+    "task_id",
+    "seed",
+    "step",
+    "messages",
+    "tools",
+    "reward_components",
+)
 #: Keys the last ``step`` info of an episode adds.
 END_KEYS: tuple[str, ...] = ("success", "return_components")
 #: Capability annotations the last ``step`` info of an episode adds (a sample of them).
@@ -50,9 +70,26 @@ ANNOTATION_KEYS: tuple[str, ...] = ("preconditions_checked", "violating_writes",
 
 _TOL = 1e-6
 _OPEN, _CLOSE = "<tool_call>", "</tool_call>"
-_HOSTILE_NAMES = ("__class__", "__init__", "__dict__", "__getattribute__", "../../etc/passwd", "..", "/", "",
-                  " ", "\t", "tool\x00name", "é中🙂", "a" * 300, "get_order_details ", "GET_ORDER_DETAILS",
-                  "fn()", "eval", "os.system")
+_HOSTILE_NAMES = (
+    "__class__",
+    "__init__",
+    "__dict__",
+    "__getattribute__",
+    "../../etc/passwd",
+    "..",
+    "/",
+    "",
+    " ",
+    "\t",
+    "tool\x00name",
+    "é中🙂",
+    "a" * 300,
+    "get_order_details ",
+    "GET_ORDER_DETAILS",
+    "fn()",
+    "eval",
+    "os.system",
+)
 
 
 def _strategies():
@@ -80,31 +117,83 @@ def adversarial_examples(tool_names: Sequence[str] = ("get_order_details",)) -> 
     name = "get_order_details" if "get_order_details" in names else names[0]
     deep_args = '{"a":' * 990 + "1" + "}" * 990  # parseable JSON near the recursion limit
     return [
-        "", " ", "\n\t  \r\n", "\x00", "hello\x00world", "\ud800", "ok \udfff then", "\ufeff", "\u200b" * 10,
-        "a" * (MAX_ACTION_CHARS - 1), "b" * MAX_ACTION_CHARS, "c" * (MAX_ACTION_CHARS + 1), "d" * 100_000,
+        "",
+        " ",
+        "\n\t  \r\n",
+        "\x00",
+        "hello\x00world",
+        "\ud800",
+        "ok \udfff then",
+        "\ufeff",
+        "\u200b" * 10,
+        "a" * (MAX_ACTION_CHARS - 1),
+        "b" * MAX_ACTION_CHARS,
+        "c" * (MAX_ACTION_CHARS + 1),
+        "d" * 100_000,
         _wrap('{"name": "' + "x" * MAX_ACTION_CHARS + '"}'),
-        "[" * 50_000, '{"a":' * 5000, _wrap("[" * 50_000), _wrap('{"a":' * 5000),
+        "[" * 50_000,
+        '{"a":' * 5000,
+        _wrap("[" * 50_000),
+        _wrap('{"a":' * 5000),
         _wrap(f'{{"name": "{name}", "arguments": {deep_args}}}'),
         f'{{"name": "{name}", "arguments": {deep_args}}}',
-        _wrap(""), _wrap("   "), _wrap("{"), _wrap("{bad json}"), _wrap("null"), _wrap("42"), _wrap('"str"'),
-        _wrap("[]"), _wrap("{}"), _OPEN, _CLOSE, f"{_OPEN}{{\"name\": \"{name}\"", _CLOSE + _OPEN,
+        _wrap(""),
+        _wrap("   "),
+        _wrap("{"),
+        _wrap("{bad json}"),
+        _wrap("null"),
+        _wrap("42"),
+        _wrap('"str"'),
+        _wrap("[]"),
+        _wrap("{}"),
+        _OPEN,
+        _CLOSE,
+        f'{_OPEN}{{"name": "{name}"',
+        _CLOSE + _OPEN,
         _wrap(f'{{"name": "{name}", "arguments": {{}}}}') * 2,
         _json_call(name, {}) + " and " + _json_call(name, {}),
-        _json_call(None, {}), _json_call(7, {}), _json_call("", {}), _json_call([name], {}),
-        _json_call(name, [1, 2]), _json_call(name, 5), _json_call(name, None), _json_call(name, "not json"),
-        _json_call(name, '["a"]'), _json_call(name, json.dumps({"order_id": "#W0000000"})), _json_call(name, ""),
-        _json_call(name, {"order_id": 123}), _json_call(name, {"order_id": None}),
-        _json_call(name, {"order_id": ["#W1"]}), _json_call(name, {"order_id": {"$ne": 1}}),
-        _json_call(name, {"order_id": True}), _json_call(name, {"order_id": 1.5e308}),
-        _json_call(name, {"__class__": "x"}), _json_call(name, {"": ""}),
-        _json_call(name, {"order_id": "#W0000000", "extra": 1}), _json_call(name, {}, extra_key=1),
-        _json_call(name, {"order_id": "#W0000000"}, bare=True), '{"name": 5}', '{"name": "x", "arguments": [',
+        _json_call(None, {}),
+        _json_call(7, {}),
+        _json_call("", {}),
+        _json_call([name], {}),
+        _json_call(name, [1, 2]),
+        _json_call(name, 5),
+        _json_call(name, None),
+        _json_call(name, "not json"),
+        _json_call(name, '["a"]'),
+        _json_call(name, json.dumps({"order_id": "#W0000000"})),
+        _json_call(name, ""),
+        _json_call(name, {"order_id": 123}),
+        _json_call(name, {"order_id": None}),
+        _json_call(name, {"order_id": ["#W1"]}),
+        _json_call(name, {"order_id": {"$ne": 1}}),
+        _json_call(name, {"order_id": True}),
+        _json_call(name, {"order_id": 1.5e308}),
+        _json_call(name, {"__class__": "x"}),
+        _json_call(name, {"": ""}),
+        _json_call(name, {"order_id": "#W0000000", "extra": 1}),
+        _json_call(name, {}, extra_key=1),
+        _json_call(name, {"order_id": "#W0000000"}, bare=True),
+        '{"name": 5}',
+        '{"name": "x", "arguments": [',
         *(_json_call(hostile, {}) for hostile in _HOSTILE_NAMES),
         *(_json_call(hostile, {}, bare=True) for hostile in _HOSTILE_NAMES[:4]),
-        '{"arguments": {}}', "{}", "{ }", "[]", "null", "NaN", "Infinity", '{"name": NaN}',
+        '{"arguments": {}}',
+        "{}",
+        "{ }",
+        "[]",
+        "null",
+        "NaN",
+        "Infinity",
+        '{"name": NaN}',
         _wrap('{"name": "x", "arguments": {"a": NaN, "b": Infinity}}'),
-        "é中文🙂 " * 50, "\u202e reversed", "<tool_call", "tool_call>", "</tool_call><tool_call>",
-        "Goodbye!\x00", "please confirm: cancel everything, order #W" + "9" * 5000,
+        "é中文🙂 " * 50,
+        "\u202e reversed",
+        "<tool_call",
+        "tool_call>",
+        "</tool_call><tool_call>",
+        "Goodbye!\x00",
+        "please confirm: cancel everything, order #W" + "9" * 5000,
     ]
 
 
@@ -119,9 +208,11 @@ def adversarial_actions():
     st = _strategies()
     sizes = st.sampled_from([0, 1, MAX_ACTION_CHARS - 1, MAX_ACTION_CHARS, MAX_ACTION_CHARS + 1, 3 * MAX_ACTION_CHARS])
     json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20))
-    json_values = st.recursive(json_scalars, lambda kids: st.one_of(st.lists(kids, max_size=3),
-                                                                    st.dictionaries(st.text(max_size=8), kids, max_size=3)),
-                               max_leaves=8)
+    json_values = st.recursive(
+        json_scalars,
+        lambda kids: st.one_of(st.lists(kids, max_size=3), st.dictionaries(st.text(max_size=8), kids, max_size=3)),
+        max_leaves=8,
+    )
     names = st.one_of(st.sampled_from(_HOSTILE_NAMES), st.text(max_size=30))
     return st.one_of(
         st.sampled_from(adversarial_examples()),
@@ -137,8 +228,11 @@ def adversarial_actions():
         st.text(max_size=60).map(_wrap),
         st.lists(st.text(max_size=20).map(_wrap), min_size=2, max_size=4).map("".join),
         st.builds(_json_call, names, st.one_of(json_values, st.text(max_size=30))),
-        st.builds(lambda n, a: _json_call(n, a, bare=True), names, st.dictionaries(st.text(max_size=8), json_values,
-                                                                                    max_size=3)),
+        st.builds(
+            lambda n, a: _json_call(n, a, bare=True),
+            names,
+            st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+        ),
         st.builds(lambda n, a: _json_call(n, json.dumps(a)), names, json_values),
     )
 
@@ -158,8 +252,13 @@ def tool_calls(tool_schemas: Sequence[Mapping[str, Any]]):
     schemas = [s for s in tool_schemas if isinstance(s, Mapping) and "function" in s]
     if not schemas:
         raise ValueError("tool_calls() needs at least one OpenAI function schema, e.g. info['tools']")
-    values = st.one_of(st.text(max_size=30), st.integers(), st.lists(st.text(max_size=12), max_size=3), st.none(),
-                       st.dictionaries(st.text(max_size=8), st.integers(), max_size=2))
+    values = st.one_of(
+        st.text(max_size=30),
+        st.integers(),
+        st.lists(st.text(max_size=12), max_size=3),
+        st.none(),
+        st.dictionaries(st.text(max_size=8), st.integers(), max_size=2),
+    )
 
     @st.composite
     def one_call(draw, schema):
@@ -182,11 +281,23 @@ def tool_calls(tool_schemas: Sequence[Mapping[str, Any]]):
 def actions(tool_schemas: Sequence[Mapping[str, Any]] | None = None):
     """A mix of user-facing messages, valid-shaped tool calls and adversarial strings."""
     st = _strategies()
-    cue_words = st.sampled_from(["Please tell me your email.", "Shall I proceed?", "I cannot do that.",
-                                 "What is your order id?", "Can you confirm the zip code?", "Goodbye!",
-                                 "The total is $12.50.", "I will cancel order #W0000000. Confirm?", "ok", "yes"])
-    messages = st.one_of(cue_words, st.text(max_size=80).map(say),
-                         st.lists(cue_words, min_size=1, max_size=3).map(" ".join))
+    cue_words = st.sampled_from(
+        [
+            "Please tell me your email.",
+            "Shall I proceed?",
+            "I cannot do that.",
+            "What is your order id?",
+            "Can you confirm the zip code?",
+            "Goodbye!",
+            "The total is $12.50.",
+            "I will cancel order #W0000000. Confirm?",
+            "ok",
+            "yes",
+        ]
+    )
+    messages = st.one_of(
+        cue_words, st.text(max_size=80).map(say), st.lists(cue_words, min_size=1, max_size=3).map(" ".join)
+    )
     parts = [messages, adversarial_actions()]
     if tool_schemas:
         parts.insert(1, tool_calls(tool_schemas))
@@ -225,8 +336,10 @@ def specs(*, families: Sequence[str] | None = None, spec_id: str = "testing/draw
         except (SpecError, OSError) as exc:
             why_not[name] = str(exc)
     if families and why_not:
-        raise ValueError(f"task families {sorted(why_not)} cannot make tasks here: "
-                         + "; ".join(f"{n}: {why}" for n, why in why_not.items()))
+        raise ValueError(
+            f"task families {sorted(why_not)} cannot make tasks here: "
+            + "; ".join(f"{n}: {why}" for n, why in why_not.items())
+        )
     names = [n for n in names if n not in why_not]
     props = schema()["properties"]
     user_kinds = props["user"]["properties"]["kind"]["enum"]
@@ -241,8 +354,9 @@ def specs(*, families: Sequence[str] | None = None, spec_id: str = "testing/draw
         fam = FAMILIES[draw(st.sampled_from(names))]
         domain = draw(st.sampled_from(domain_names()))
         all_tools = list(get_domain(domain).tools)
-        chosen = draw(st.lists(st.sampled_from(component_names), min_size=1, max_size=len(component_names),
-                               unique=True))
+        chosen = draw(
+            st.lists(st.sampled_from(component_names), min_size=1, max_size=len(component_names), unique=True)
+        )
         weights: dict[str, float] = {}
         for name in chosen:
             w = draw(weight)
@@ -321,15 +435,28 @@ def _check_end(env_id: str, info: Mapping[str, Any], where: str) -> None:
         raise _fail(env_id, f"{where}: info['success'] must be a bool, got {info['success']!r}")
 
 
-def _episode(env, spec, seed: int, plan, *, env_id: str, where: str, options=None, run: _Run | None = None,
-             check_spaces: bool = True) -> tuple[_Run, float]:
+def _episode(
+    env,
+    spec,
+    seed: int,
+    plan,
+    *,
+    env_id: str,
+    where: str,
+    options=None,
+    run: _Run | None = None,
+    check_spaces: bool = True,
+) -> tuple[_Run, float]:
     """Reset with ``seed`` and act with ``plan(obs, info)`` until the episode ends."""
     u = env.unwrapped
     run = run or _Run()
     obs, info = env.reset(seed=seed, options=options)
     if check_spaces and not u.observation_space.contains(obs):
-        raise _fail(env_id, f"{where}: reset's observation ({type(obs).__name__}, {len(obs)} chars) is not in "
-                            f"observation_space {u.observation_space}")
+        raise _fail(
+            env_id,
+            f"{where}: reset's observation ({type(obs).__name__}, {len(obs)} chars) is not in "
+            f"observation_space {u.observation_space}",
+        )
     _check_info(env_id, info, f"{where} reset", spec.weights)
     if info["step"] != 0:
         raise _fail(env_id, f"{where}: reset info['step'] is {info['step']!r}, expected 0")
@@ -340,8 +467,18 @@ def _episode(env, spec, seed: int, plan, *, env_id: str, where: str, options=Non
         if check_spaces and not u.action_space.contains(action):
             raise _fail(env_id, f"{where}: the action {action[:80]!r} is not in action_space {u.action_space}")
         obs, reward, terminated, truncated, info = env.step(action)
-        _check_step(env_id, spec, f"{where} step {step}", obs, reward, terminated, truncated, info, check_spaces,
-                    u.observation_space)
+        _check_step(
+            env_id,
+            spec,
+            f"{where} step {step}",
+            obs,
+            reward,
+            terminated,
+            truncated,
+            info,
+            check_spaces,
+            u.observation_space,
+        )
         if info["step"] != step:
             raise _fail(env_id, f"{where} step {step}: info['step'] is {info['step']!r}")
         run.add(obs, reward, terminated, truncated, info)
@@ -374,8 +511,9 @@ def _check_return(env_id: str, spec, total: float, info: Mapping[str, Any], wher
     final = info["return_components"]
     weighted = sum(spec.weights[n] * final[n] for n in spec.weights)
     if abs(weighted - total) > _TOL:
-        raise _fail(env_id, f"{where}: return {total!r} != weighted sum of return_components {weighted!r} "
-                            f"({dict(final)})")
+        raise _fail(
+            env_id, f"{where}: return {total!r} != weighted sum of return_components {weighted!r} ({dict(final)})"
+        )
 
 
 def _same(env_id: str, a: _Run, b: _Run, what: str) -> None:
@@ -389,8 +527,9 @@ def _same(env_id: str, a: _Run, b: _Run, what: str) -> None:
     for i, (x, y) in enumerate(zip(a.infos, b.infos, strict=True)):
         for key in ("reward_components", "return_components", "success", "task_id", "messages"):
             if x.get(key) != y.get(key):
-                raise _fail(env_id, f"{what}: info[{key!r}] differs at step {i}: {x.get(key)!r:.200} vs "
-                                    f"{y.get(key)!r:.200}")
+                raise _fail(
+                    env_id, f"{what}: info[{key!r}] differs at step {i}: {x.get(key)!r:.200} vs {y.get(key)!r:.200}"
+                )
 
 
 def _replay(actions_: list[str]):
@@ -440,12 +579,18 @@ def check_text_env(env, episodes: int = 3, seed: int = 0, trivial_bound: float |
         info = run.infos[-1]
         _check_return(env_id, spec, total, info, f"oracle seed {s}")
         if not info["success"]:
-            raise _fail(env_id, f"oracle seed {s}: the oracle did not succeed; return_components="
-                                f"{info['return_components']}, annotations: ended_by={info.get('ended_by')!r}, "
-                                f"db_diff={info.get('db_diff')!r}")
+            raise _fail(
+                env_id,
+                f"oracle seed {s}: the oracle did not succeed; return_components="
+                f"{info['return_components']}, annotations: ended_by={info.get('ended_by')!r}, "
+                f"db_diff={info.get('db_diff')!r}",
+            )
         if abs(total - spec.range[1]) > _TOL:
-            raise _fail(env_id, f"oracle seed {s}: the oracle's return {total!r} != declared max {spec.range[1]!r}; "
-                                f"return_components={info['return_components']}")
+            raise _fail(
+                env_id,
+                f"oracle seed {s}: the oracle's return {total!r} != declared max {spec.range[1]!r}; "
+                f"return_components={info['return_components']}",
+            )
         returns.append(total)
         plans.append(plan)
 
@@ -479,10 +624,13 @@ def check_text_env(env, episodes: int = 3, seed: int = 0, trivial_bound: float |
         if totals:
             trivial[name] = sum(totals) / len(totals)
             if trivial[name] > trivial_bound + _TOL:
-                raise _fail(env_id, f"the trivial policy {name!r} earns a mean return of {trivial[name]:.3f} > "
-                                    f"{trivial_bound} on seeds {seeds}; the components that paid it (mean): "
-                                    f"{ {k: round(v, 3) for k, v in paid.items()} }. Weight components that pay only "
-                                    f"for evidence of competence (see trace_envs.reward)")
+                raise _fail(
+                    env_id,
+                    f"the trivial policy {name!r} earns a mean return of {trivial[name]:.3f} > "
+                    f"{trivial_bound} on seeds {seeds}; the components that paid it (mean): "
+                    f"{ {k: round(v, 3) for k, v in paid.items()} }. Weight components that pay only "
+                    f"for evidence of competence (see trace_envs.reward)",
+                )
 
     # Caller bugs raise: stepping a finished episode.
     _episode(env, spec, seeds[0], _replay(plans[0]), env_id=env_id, where="finish")
@@ -498,7 +646,7 @@ def check_text_env(env, episodes: int = 3, seed: int = 0, trivial_bound: float |
     hostile = adversarial_examples(names)
     adversarial_steps = 0
     size = max(1, u.max_turns - 1)
-    chunks = [hostile[i:i + size] for i in range(0, len(hostile), size)]
+    chunks = [hostile[i : i + size] for i in range(0, len(hostile), size)]
     for k, chunk in enumerate(chunks):
         s = seeds[k % len(seeds)]
         # Every chunk but the last ends with a goodbye; the last runs on to truncation.
@@ -521,8 +669,11 @@ def check_text_env(env, episodes: int = 3, seed: int = 0, trivial_bound: float |
             _check_step(env_id, spec, where, obs, reward, terminated, truncated, info, True, u.observation_space)
             errors = u.log.format_errors
             if (errors > seen_errors) != ("parse_error" in info):
-                raise _fail(env_id, f"{where}: format errors went {seen_errors} -> {errors} but "
-                                    f"parse_error={info.get('parse_error')!r}")
+                raise _fail(
+                    env_id,
+                    f"{where}: format errors went {seen_errors} -> {errors} but "
+                    f"parse_error={info.get('parse_error')!r}",
+                )
             if parse_action(action).kind == "error" and "parse_error" not in info:
                 raise _fail(env_id, f"{where}: parse_action calls it an error but info has no parse_error")
             seen_errors = errors
@@ -571,9 +722,19 @@ def state_key(env) -> tuple:
     """What an action changed: requests resolved, refused, answered and closed, writes confirmed
     and done, records read, authentication, the end, answers and format errors."""
     log = env.unwrapped.log
-    return (tuple(log.resolved), tuple(log.refused), tuple(log.answered), tuple(log.closed),
-            frozenset(log.confirmed), frozenset(log.done_writes), frozenset(log.reads), log.auth_step is not None,
-            env.unwrapped._over, log.wrong_answers, log.format_errors)
+    return (
+        tuple(log.resolved),
+        tuple(log.refused),
+        tuple(log.answered),
+        tuple(log.closed),
+        frozenset(log.confirmed),
+        frozenset(log.done_writes),
+        frozenset(log.reads),
+        log.auth_step is not None,
+        env.unwrapped._over,
+        log.wrong_answers,
+        log.format_errors,
+    )
 
 
 def equivalent_action(env, action: str, candidates: Sequence[str]) -> str | None:
@@ -599,8 +760,9 @@ def equivalent_action(env, action: str, candidates: Sequence[str]) -> str | None
     return None
 
 
-def admissible_coverage(env, seeds: Sequence[int], policy=None, near_misses: bool = False,
-                        max_actions: int = 128) -> dict[str, Any]:
+def admissible_coverage(
+    env, seeds: Sequence[int], policy=None, near_misses: bool = False, max_actions: int = 128
+) -> dict[str, Any]:
     """How often ``policy`` (default: the oracle) acts within the admissible list, on ``seeds``.
 
     Returns the steps, how many actions were listed exactly or by an equivalent
@@ -640,10 +802,15 @@ def admissible_coverage(env, seeds: Sequence[int], policy=None, near_misses: boo
     sizes.sort()
     steps = len(sizes)
     return {
-        "steps": steps, "exact": exact, "equivalent": equivalent, "missed": steps - exact - equivalent,
+        "steps": steps,
+        "exact": exact,
+        "equivalent": equivalent,
+        "missed": steps - exact - equivalent,
         "coverage": (exact + equivalent) / steps if steps else 0.0,
-        "misses": dict(misses.most_common()), "examples": examples,
-        "size_median": sizes[steps // 2] if steps else 0, "size_p90": sizes[int(0.9 * steps)] if steps else 0,
+        "misses": dict(misses.most_common()),
+        "examples": examples,
+        "size_median": sizes[steps // 2] if steps else 0,
+        "size_p90": sizes[int(0.9 * steps)] if steps else 0,
         "size_max": sizes[-1] if steps else 0,
     }
 
@@ -685,13 +852,17 @@ def check_admissible_actions(env, episodes: int = 3, seed: int = 0, max_actions:
             for action in with_twins:
                 for token in ident.findall(action):
                     if token.lstrip("#") not in shown:
-                        raise _fail(env_id, f"{where}: listed action names {token!r}, which the agent has not "
-                                            f"been shown: {action[:200]!r}")
+                        raise _fail(
+                            env_id,
+                            f"{where}: listed action names {token!r}, which the agent has not "
+                            f"been shown: {action[:200]!r}",
+                        )
             action = rng.choice(with_twins)
             obs, _, terminated, truncated, info = env.step(action)
             if "parse_error" in info and action in listed:
-                raise _fail(env_id, f"{where}: the listed action {action[:200]!r} gave a parse error: "
-                                    f"{info['parse_error']}")
+                raise _fail(
+                    env_id, f"{where}: the listed action {action[:200]!r} gave a parse error: {info['parse_error']}"
+                )
             steps += 1
             done = terminated or truncated
     return {"env_id": env_id, "episodes": episodes, "steps": steps}

@@ -88,8 +88,9 @@ class RefuseAll(TrivialPolicy):
             if m := _EMAIL.search(said):
                 return tool_call("find_user_id_by_email", email=m.group(0))
             if m := _NAME_ZIP.search(said):
-                return tool_call("find_user_id_by_name_zip", first_name=m.group(1), last_name=m.group(2),
-                                 zip=m.group(3))
+                return tool_call(
+                    "find_user_id_by_name_zip", first_name=m.group(1), last_name=m.group(2), zip=m.group(3)
+                )
         return say(REFUSAL)
 
 

@@ -34,19 +34,65 @@ STOP = "###STOP###"
 # confirms a keyword hit. Substring tests are C-speed; the regex runs only on a hit. Both
 # run on the lower-cased message (re.IGNORECASE is about 3x slower in Python's re).
 _CUES: dict[str, tuple[tuple[str, ...], re.Pattern | None]] = {
-    "identity": (("email", "e-mail", "zip", "your name", "your full name", "identif", "verif", "authenticat",
-                  "locate your account"), None),
-    "confirm": (("confirm", "proceed", "shall i", "should i", "go ahead", "would you like me", "do you want me",
-                 "ok to", "okay to", "is that correct", "is this correct"),
-                re.compile(r"\b(?:confirm|proceed|shall i|should i|go ahead|would you like me|do you want me"
-                           r"|ok to|okay to|is that correct|is this correct)\b")),
-    "write": (("cancel", "return", "exchange", "modify", "change", "update", "ship", "refund", "replace"),
-              re.compile(r"\b(?:cancel|return|exchange|modify|change|update|ship|refund|replace)")),
-    "refusal": (("cannot", "can't", "can not", "unable", "not able", "not possible", "not allowed", "not eligible",
-                 "must decline", "won't be able"),
-                re.compile(r"\b(?:cannot|can't|can not|unable|not able|not possible|not allowed|not eligible"
-                           r"|must decline|won't be able)\b")),
-    "farewell": (("bye", "have a "), re.compile(r"\b(?:goodbye|good bye|bye|have a (?:great|nice|good|wonderful) day)\b")),
+    "identity": (
+        (
+            "email",
+            "e-mail",
+            "zip",
+            "your name",
+            "your full name",
+            "identif",
+            "verif",
+            "authenticat",
+            "locate your account",
+        ),
+        None,
+    ),
+    "confirm": (
+        (
+            "confirm",
+            "proceed",
+            "shall i",
+            "should i",
+            "go ahead",
+            "would you like me",
+            "do you want me",
+            "ok to",
+            "okay to",
+            "is that correct",
+            "is this correct",
+        ),
+        re.compile(
+            r"\b(?:confirm|proceed|shall i|should i|go ahead|would you like me|do you want me"
+            r"|ok to|okay to|is that correct|is this correct)\b"
+        ),
+    ),
+    "write": (
+        ("cancel", "return", "exchange", "modify", "change", "update", "ship", "refund", "replace"),
+        re.compile(r"\b(?:cancel|return|exchange|modify|change|update|ship|refund|replace)"),
+    ),
+    "refusal": (
+        (
+            "cannot",
+            "can't",
+            "can not",
+            "unable",
+            "not able",
+            "not possible",
+            "not allowed",
+            "not eligible",
+            "must decline",
+            "won't be able",
+        ),
+        re.compile(
+            r"\b(?:cannot|can't|can not|unable|not able|not possible|not allowed|not eligible"
+            r"|must decline|won't be able)\b"
+        ),
+    ),
+    "farewell": (
+        ("bye", "have a "),
+        re.compile(r"\b(?:goodbye|good bye|bye|have a (?:great|nice|good|wonderful) day)\b"),
+    ),
     "order_q": (("order id", "order number", "which order"), None),
 }
 
@@ -190,10 +236,14 @@ class ScriptedUser:
         """The customer's goal and identity, as instructions for a learned or LLM user."""
         t = self.task
         u = t.user
-        who = f"Your email is {u.email}." if u.auth == "email" else f"You are {u.first_name} {u.last_name}, zip {u.zip}."
+        who = (
+            f"Your email is {u.email}." if u.auth == "email" else f"You are {u.first_name} {u.last_name}, zip {u.zip}."
+        )
         goals = " ".join(f"({i}) {r.text}" for i, r in enumerate(t.requests, 1) if r.text) or t.opening
-        return (f"You are a customer talking to a store's support agent. {who} What you want: {goals} "
-                f"Answer the agent's questions, say yes only to actions you asked for, and write {STOP} when done.")
+        return (
+            f"You are a customer talking to a store's support agent. {who} What you want: {goals} "
+            f"Answer the agent's questions, say yes only to actions you asked for, and write {STOP} when done."
+        )
 
     # -- the reply --------------------------------------------------------------------
     def respond(self, text: str, log: EpisodeLog) -> tuple[str, bool]:
@@ -265,8 +315,7 @@ class ExternalUser:
 
     def opening(self, log: EpisodeLog) -> str:
         opening = self.scripted.opening(log)
-        self.history = [{"role": "system", "content": self.scripted.brief()},
-                        {"role": "assistant", "content": opening}]
+        self.history = [{"role": "system", "content": self.scripted.brief()}, {"role": "assistant", "content": opening}]
         return opening
 
     def _next_line(self, text: str) -> str:

@@ -71,10 +71,7 @@ def check_arguments(tool: Tool, arguments: Any) -> str | None:
             return f"unexpected argument {name!r} for {tool.name}; expected {sorted(props)}"
         expected = prop.get("type")
         if expected and not _type_ok(value, expected):
-            return (
-                f"argument {name!r} of {tool.name} must be of type {expected}, "
-                f"got {type(value).__name__}"
-            )
+            return f"argument {name!r} of {tool.name} must be of type {expected}, got {type(value).__name__}"
         if expected == "array":
             item_type = prop.get("items", {}).get("type")
             if item_type and not all(_type_ok(v, item_type) for v in value):

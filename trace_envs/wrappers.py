@@ -62,12 +62,14 @@ class DiscreteActions(gym.Wrapper, gym.utils.RecordConstructorArgs):
     wrappers=[DiscreteActions])`` in ``"sync"`` and ``"async"`` mode.
     """
 
-    def __init__(self, env: gym.Env, max_actions: int = 128, featurizer: Featurizer | None = None,
-                 near_misses: bool = False) -> None:
+    def __init__(
+        self, env: gym.Env, max_actions: int = 128, featurizer: Featurizer | None = None, near_misses: bool = False
+    ) -> None:
         """Wrap ``env`` (a trace env, bare or made by ``gym.make``)."""
         AdmissibleActions([], near_misses=near_misses, max_actions=max_actions)  # checks both, now
-        gym.utils.RecordConstructorArgs.__init__(self, max_actions=max_actions, featurizer=featurizer,
-                                                 near_misses=near_misses)
+        gym.utils.RecordConstructorArgs.__init__(
+            self, max_actions=max_actions, featurizer=featurizer, near_misses=near_misses
+        )
         gym.Wrapper.__init__(self, env)
         self.max_actions = max_actions
         self.near_misses = near_misses
@@ -82,8 +84,7 @@ class DiscreteActions(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """Compute the candidates for the history in ``info`` and the observation."""
         messages = info["messages"]
         if self._lister is None:
-            self._lister = AdmissibleActions(info["tools"], near_misses=self.near_misses,
-                                             max_actions=self.max_actions)
+            self._lister = AdmissibleActions(info["tools"], near_misses=self.near_misses, max_actions=self.max_actions)
         self.actions = self._lister.update(messages)
         self._mask = np.zeros(self.max_actions, dtype=bool)
         self._mask[: len(self.actions)] = True
@@ -91,8 +92,9 @@ class DiscreteActions(gym.Wrapper, gym.utils.RecordConstructorArgs):
         info["action_mask"] = self._mask.copy()
         return self.featurizer.features(messages, self.actions, self.max_actions), info
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Reset the wrapped env; the observation is featurized and the candidates listed in ``info``."""
         _, info = self.env.reset(seed=seed, options=options)
         self._lister = None

@@ -40,8 +40,21 @@ GRPO-on-target 200 000.., GEPA 300 000.., router examples 400 000.. (accuracy 45
 calibration 500 000.., held-out evaluation 3 000 000...
 """
 
-from trace_agents.run.config import (METHODS, PRESETS, QUICK, QUICK_SCORER, SCORER, SEEDS, GRPOConfig, RunConfig,
-                                     agent_kind, check_flags, quick, resolve)
+from trace_agents.run.config import (
+    METHODS,
+    PRESETS,
+    QUICK,
+    QUICK_SCORER,
+    SCORER,
+    SEEDS,
+    GRPOConfig,
+    RunConfig,
+    agent_kind,
+    check_flags,
+    quick,
+    resolve,
+)
+
 # Private names too (noqa: F401): tests and older callers import them from trace_agents.run.
 from trace_agents.run.evaluation import (  # noqa: F401
     _evaluate_methods,
@@ -78,8 +91,38 @@ from trace_agents.run.stages import (  # noqa: F401
 from trace_agents.run.workdir import Run, _policy, _served_policy  # noqa: F401
 
 __all__ = [
-    "METHODS", "PRESETS", "QUICK", "QUICK_SCORER", "SCORER", "SEEDS", "GRPOConfig", "Run", "RunConfig",
-    "agent_kind", "baseline_steps", "budget_curve", "build_router", "check_flags", "checkpoint_choice", "findings", "format_report", "plot_confusion", "plot_curve", "plot_success",
-    "quick", "register_specs", "resolve", "run", "stage_analyze", "stage_base", "stage_baselines", "stage_collect",
-    "stage_evaluate", "stage_route", "stage_synthesize", "stage_train", "trace_budget", "write_report",
+    "METHODS",
+    "PRESETS",
+    "QUICK",
+    "QUICK_SCORER",
+    "SCORER",
+    "SEEDS",
+    "GRPOConfig",
+    "Run",
+    "RunConfig",
+    "agent_kind",
+    "baseline_steps",
+    "budget_curve",
+    "build_router",
+    "check_flags",
+    "checkpoint_choice",
+    "findings",
+    "format_report",
+    "plot_confusion",
+    "plot_curve",
+    "plot_success",
+    "quick",
+    "register_specs",
+    "resolve",
+    "run",
+    "stage_analyze",
+    "stage_base",
+    "stage_baselines",
+    "stage_collect",
+    "stage_evaluate",
+    "stage_route",
+    "stage_synthesize",
+    "stage_train",
+    "trace_budget",
+    "write_report",
 ]

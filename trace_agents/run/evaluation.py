@@ -14,8 +14,15 @@ from trace_agents.run.workdir import Run, _policy, load_agent
 from trace_agents.stats import paired_difference
 
 
-def stage_evaluate(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any], route: Mapping[str, Any],
-                   baselines: Mapping[str, Any], budget: int, model_path: str) -> dict[str, Any]:
+def stage_evaluate(
+    run: Run,
+    synth: Mapping[str, Any],
+    train: Mapping[str, Any],
+    route: Mapping[str, Any],
+    baselines: Mapping[str, Any],
+    budget: int,
+    model_path: str,
+) -> dict[str, Any]:
     c = run.config
 
     def own_model() -> tuple[Any, Any]:
@@ -25,19 +32,32 @@ def stage_evaluate(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any],
 
     policy = _policy(*own_model(), c)
     gepa_model, gepa_tok = own_model()
-    gepa_policy = (None if "skipped" in baselines["gepa"] else
-                   _policy(gepa_model, gepa_tok, c, system_prompt=baselines["gepa"]["best_prompt"]))
+    gepa_policy = (
+        None
+        if "skipped" in baselines["gepa"]
+        else _policy(gepa_model, gepa_tok, c, system_prompt=baselines["gepa"]["best_prompt"])
+    )
     try:
-        return _evaluate_methods(run, synth, train, route, baselines, budget, model_path, policy, gepa_policy,
-                                 plain=(gepa_model, gepa_tok))
+        return _evaluate_methods(
+            run, synth, train, route, baselines, budget, model_path, policy, gepa_policy, plain=(gepa_model, gepa_tok)
+        )
     finally:
         if c.vllm_url:
             policy.close()
 
 
-def _evaluate_methods(run: Run, synth: Mapping[str, Any], train: Mapping[str, Any], route: Mapping[str, Any],
-                      baselines: Mapping[str, Any], budget: int, model_path: str, policy: Any, gepa_policy: Any,
-                      plain: tuple[Any, Any]) -> dict[str, Any]:
+def _evaluate_methods(
+    run: Run,
+    synth: Mapping[str, Any],
+    train: Mapping[str, Any],
+    route: Mapping[str, Any],
+    baselines: Mapping[str, Any],
+    budget: int,
+    model_path: str,
+    policy: Any,
+    gepa_policy: Any,
+    plain: tuple[Any, Any],
+) -> dict[str, Any]:
     """``plain``: the base model without LoRA layers (GEPA's, in-process), or (None, None)."""
     from trace_agents import evaluate as ev
     from trace_agents.models import load
@@ -55,8 +75,17 @@ def _evaluate_methods(run: Run, synth: Mapping[str, Any], train: Mapping[str, An
     seed0, n = SEEDS["heldout"], c.eval_episodes
 
     def one(name: str, pol: Any, adapter: Any) -> dict[str, Any]:
-        summary = ev.evaluate(pol, c.target, n, seed0, adapter=adapter, batch_size=c.batch_size,
-                              store=evals / f"{name}.jsonl", resume=True, env_kwargs=turn_limit(c.max_turns))
+        summary = ev.evaluate(
+            pol,
+            c.target,
+            n,
+            seed0,
+            adapter=adapter,
+            batch_size=c.batch_size,
+            store=evals / f"{name}.jsonl",
+            resume=True,
+            env_kwargs=turn_limit(c.max_turns),
+        )
         run.log(f"evaluate {name}: success {summary['success']:.3f} {summary['ci95']}")
         return summary
 
@@ -68,19 +97,36 @@ def _evaluate_methods(run: Run, synth: Mapping[str, Any], train: Mapping[str, An
     }
     if gepa_policy is not None:
         summaries["gepa"] = one("gepa", gepa_policy, None)
-    rollouts = {"base": 0, "trace": budget, "grpo_target": baselines["grpo_target"]["rollouts"],
-                "single_adapter": baselines["single_adapter"]["rollouts"], "gepa": baselines["gepa"]["rollouts"]}
+    rollouts = {
+        "base": 0,
+        "trace": budget,
+        "grpo_target": baselines["grpo_target"]["rollouts"],
+        "single_adapter": baselines["single_adapter"]["rollouts"],
+        "gepa": baselines["gepa"]["rollouts"],
+    }
     rollouts = {m: n for m, n in rollouts.items() if m in summaries}
-    methods = {m: {"success": s["success"], "ci95": list(s["ci95"]), "episodes": s["episodes"],
-                   "rollouts_used": rollouts[m], "mean_return": s["mean_return"],
-                   "well_formed_rate": s["well_formed_rate"]} for m, s in summaries.items()}
+    methods = {
+        m: {
+            "success": s["success"],
+            "ci95": list(s["ci95"]),
+            "episodes": s["episodes"],
+            "rollouts_used": rollouts[m],
+            "mean_return": s["mean_return"],
+            "well_formed_rate": s["well_formed_rate"],
+        }
+        for m, s in summaries.items()
+    }
     for m, s in summaries.items():
         if m != "base":  # paired on the same held-out seeds
             methods[m]["return_vs_base"] = paired_difference(s["returns"], summaries["base"]["returns"])
     curve = budget_curve(run, policy, gepa_policy, train, baselines, routed, budget, methods)
     effects = adapter_effects(run, policy, synth, train, summaries["base"])
-    out: dict[str, Any] = {"methods": methods, "heldout_seeds": [seed0, seed0 + n - 1], "curve": curve,
-                           "adapters": effects}
+    out: dict[str, Any] = {
+        "methods": methods,
+        "heldout_seeds": [seed0, seed0 + n - 1],
+        "curve": curve,
+        "adapters": effects,
+    }
     if os.environ.get("TAU2_DATA_DIR"):  # the real benchmark's tasks, routed by the same router
         tau_id, tau_n = "trace/tau2-retail-v0", min(n, 2 if c.quick else 20)
         if plain[0] is None:  # on a server: the router still needs the base model here
@@ -88,8 +134,17 @@ def _evaluate_methods(run: Run, synth: Mapping[str, Any], train: Mapping[str, An
         table = dict(enumerate(build_router(run, synth, *plain).route(_openings(tau_id, 0, tau_n))))
         out["tau2"] = {}
         for name, adapter in (("base", None), ("trace", lambda env_id, seed: table.get(seed))):
-            s = ev.evaluate(policy, tau_id, tau_n, 0, adapter=adapter, batch_size=c.batch_size,
-                            store=evals / f"tau2-{name}.jsonl", resume=True, env_kwargs=turn_limit(c.max_turns))
+            s = ev.evaluate(
+                policy,
+                tau_id,
+                tau_n,
+                0,
+                adapter=adapter,
+                batch_size=c.batch_size,
+                store=evals / f"tau2-{name}.jsonl",
+                resume=True,
+                env_kwargs=turn_limit(c.max_turns),
+            )
             out["tau2"][name] = {"success": s["success"], "ci95": list(s["ci95"]), "episodes": s["episodes"]}
     return out
 
@@ -104,8 +159,9 @@ def _rate(summary: Mapping[str, Any], cap: str) -> dict[str, Any]:
     return {"mistake_rate": got["mistake_rate"], "episodes": n, "ci95": list(wilson(wrong, n)) if n else None}
 
 
-def adapter_effects(run: Run, policy: Any, synth: Mapping[str, Any], train: Mapping[str, Any],
-                    base_target: Mapping[str, Any]) -> dict[str, Any]:
+def adapter_effects(
+    run: Run, policy: Any, synth: Mapping[str, Any], train: Mapping[str, Any], base_target: Mapping[str, Any]
+) -> dict[str, Any]:
     """Whether each adapter does its job: its capability's mistake rate, base agent vs adapter, on
     ``curve_episodes`` held-out seeds of the capability's synthetic env and of the target (the
     first of the methods' seeds; the base agent's target rate is read on all of the methods' seeds)."""
@@ -119,15 +175,22 @@ def adapter_effects(run: Run, policy: Any, synth: Mapping[str, Any], train: Mapp
         kw = dict(batch_size=c.batch_size, resume=True, progress=False, env_kwargs=turn_limit(c.max_turns))
         base_env = ev.evaluate(policy, env_id, n, seed0, store=evals / f"adapter-{cap}-env-base.jsonl", **kw)
         tuned_env = ev.evaluate(policy, env_id, n, seed0, adapter=cap, store=evals / f"adapter-{cap}-env.jsonl", **kw)
-        tuned_target = ev.evaluate(policy, c.target, n, seed0, adapter=cap,
-                                   store=evals / f"adapter-{cap}-target.jsonl", **kw)
-        out[cap] = {"env": env_id,
-                    "env_base": _rate(base_env, cap), "env_adapter": _rate(tuned_env, cap),
-                    "target_base": _rate(base_target, cap), "target_adapter": _rate(tuned_target, cap),
-                    "env_success": [base_env["success"], tuned_env["success"]]}
-        run.log(f"adapter {cap}: mistake rate on {env_id} {out[cap]['env_base']['mistake_rate']:.3f} -> "
-                f"{out[cap]['env_adapter']['mistake_rate']:.3f}, on {c.target} "
-                f"{out[cap]['target_base']['mistake_rate']:.3f} -> {out[cap]['target_adapter']['mistake_rate']:.3f}")
+        tuned_target = ev.evaluate(
+            policy, c.target, n, seed0, adapter=cap, store=evals / f"adapter-{cap}-target.jsonl", **kw
+        )
+        out[cap] = {
+            "env": env_id,
+            "env_base": _rate(base_env, cap),
+            "env_adapter": _rate(tuned_env, cap),
+            "target_base": _rate(base_target, cap),
+            "target_adapter": _rate(tuned_target, cap),
+            "env_success": [base_env["success"], tuned_env["success"]],
+        }
+        run.log(
+            f"adapter {cap}: mistake rate on {env_id} {out[cap]['env_base']['mistake_rate']:.3f} -> "
+            f"{out[cap]['env_adapter']['mistake_rate']:.3f}, on {c.target} "
+            f"{out[cap]['target_base']['mistake_rate']:.3f} -> {out[cap]['target_adapter']['mistake_rate']:.3f}"
+        )
     return out
 
 
@@ -136,8 +199,10 @@ def _merged_choices(run: Run, policy: Any, route: Mapping[str, Any]) -> dict[int
 
     class Fixed:  # the stored probabilities of the route stage
         def probabilities(self, openings: Sequence[Mapping[str, Any]]) -> list[dict[str | None, float]]:
-            return [{(None if k == "None" else k): v for k, v in route["probabilities"][o["seed"]].items()}
-                    for o in openings]
+            return [
+                {(None if k == "None" else k): v for k, v in route["probabilities"][o["seed"]].items()}
+                for o in openings
+            ]
 
     merge = TopPMerge(Fixed(), policy.model, run.config.top_p)  # type: ignore[arg-type]
     seeds = sorted(route["probabilities"])
@@ -156,8 +221,16 @@ def checkpoint_choice(policy: Any, choice: str | None, names: Mapping[str, str],
     return add_merge(policy.model, [(names[a], w) for a, w in parts], f"{choice}-{tag}")
 
 
-def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, Any], baselines: Mapping[str, Any],
-                 routed: Mapping[int, Any], budget: int, methods: Mapping[str, Any]) -> dict[str, list[list[float]]]:
+def budget_curve(
+    run: Run,
+    policy: Any,
+    gepa_policy: Any,
+    train: Mapping[str, Any],
+    baselines: Mapping[str, Any],
+    routed: Mapping[int, Any],
+    budget: int,
+    methods: Mapping[str, Any],
+) -> dict[str, list[list[float]]]:
     """Success and mean return against rollouts used: intermediate checkpoints (and GEPA's best prompt so
     far) plus the ends."""
     from trace_agents import evaluate as ev
@@ -169,16 +242,20 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
     base = [methods["base"]["success"], methods["base"]["mean_return"]]
     pre_training = budget - int(train["rollouts"])
     # Points are [rollouts used, success, mean return].
-    curve: dict[str, list[list[float]]] = {"trace": [[float(pre_training), *base]], "grpo_target": [[0.0, *base]],
-                                           "single_adapter": [[0.0, *base]]}
+    curve: dict[str, list[list[float]]] = {
+        "trace": [[float(pre_training), *base]],
+        "grpo_target": [[0.0, *base]],
+        "single_adapter": [[0.0, *base]],
+    }
     if gepa_policy is not None:
         curve["gepa"] = [[0.0, *base]]
     evals = run.dir / "eval"
 
     def checkpoints(adapter_dir: str) -> list[tuple[int, Path]]:
         """The run's checkpoints holding an adapter, oldest first, without the last (the final adapter)."""
-        found = sorted((step, d) for step, d in saved(Path(adapter_dir).parent)
-                       if (d / "adapter_model.safetensors").exists())
+        found = sorted(
+            (step, d) for step, d in saved(Path(adapter_dir).parent) if (d / "adapter_model.safetensors").exists()
+        )
         return found[:-1]
 
     # GRPO on the target and the single adapter: their checkpoints.
@@ -187,9 +264,18 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
             name = f"{method}@{step}"
             if name not in policy.adapters:
                 policy.load_adapter(name, d)
-            s = ev.evaluate(policy, c.target, n, seed0, adapter=name, batch_size=c.batch_size,
-                            store=evals / "curve.jsonl", resume=True, progress=False,
-                            env_kwargs=turn_limit(c.max_turns))
+            s = ev.evaluate(
+                policy,
+                c.target,
+                n,
+                seed0,
+                adapter=name,
+                batch_size=c.batch_size,
+                store=evals / "curve.jsonl",
+                resume=True,
+                progress=False,
+                env_kwargs=turn_limit(c.max_turns),
+            )
             curve[method].append([float(step * c.rollouts_per_step), s["success"], s["mean_return"]])
     # TRACE: every capability adapter at the same fraction of its steps.
     per_cap = {cap: checkpoints(path) for cap, path in train["adapters"].items()}
@@ -203,9 +289,18 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
             if names[cap] not in policy.adapters:
                 policy.load_adapter(names[cap], d)
         at_step = {seed: checkpoint_choice(policy, choice, names, f"ckpt{i}") for seed, choice in routed.items()}
-        s = ev.evaluate(policy, c.target, n, seed0, adapter=lambda env_id, seed, at=at_step: at.get(seed),
-                        batch_size=c.batch_size, store=evals / "curve.jsonl", resume=True, progress=False,
-                        env_kwargs=turn_limit(c.max_turns))
+        s = ev.evaluate(
+            policy,
+            c.target,
+            n,
+            seed0,
+            adapter=lambda env_id, seed, at=at_step: at.get(seed),
+            batch_size=c.batch_size,
+            store=evals / "curve.jsonl",
+            resume=True,
+            progress=False,
+            env_kwargs=turn_limit(c.max_turns),
+        )
         curve["trace"].append([float(pre_training + used), s["success"], s["mean_return"]])
     for m in [m for m in curve if m != "gepa"]:
         curve[m].append([float(methods[m]["rollouts_used"]), methods[m]["success"], methods[m]["mean_return"]])
@@ -222,10 +317,20 @@ def budget_curve(run: Run, policy: Any, gepa_policy: Any, train: Mapping[str, An
         best = max(found, key=lambda i: scores[i])
         gepa_policy.system_prompt = prompts[best]
         gepa_policy.forget()
-        s = ev.evaluate(gepa_policy, c.target, n, seed0, batch_size=c.batch_size, store=evals / "curve-gepa.jsonl",
-                        resume=True, progress=False, env_kwargs=turn_limit(c.max_turns))
+        s = ev.evaluate(
+            gepa_policy,
+            c.target,
+            n,
+            seed0,
+            batch_size=c.batch_size,
+            store=evals / "curve-gepa.jsonl",
+            resume=True,
+            progress=False,
+            env_kwargs=turn_limit(c.max_turns),
+        )
         curve["gepa"].append([float(limit), s["success"], s["mean_return"]])
     gepa_policy.system_prompt = gepa["best_prompt"]
-    curve["gepa"].append([float(methods["gepa"]["rollouts_used"]), methods["gepa"]["success"],
-                          methods["gepa"]["mean_return"]])
+    curve["gepa"].append(
+        [float(methods["gepa"]["rollouts_used"]), methods["gepa"]["success"], methods["gepa"]["mean_return"]]
+    )
     return curve

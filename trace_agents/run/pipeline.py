@@ -40,13 +40,21 @@ def run(config: RunConfig) -> dict[str, Any]:
     stages["train"] = r.stage("train", lambda: stage_train(r, stages["synthesize"], model_path))
     stages["route"] = r.stage("route", lambda: stage_route(r, stages["synthesize"], model, tok))
     budget = trace_budget(stages["collect"], stages["synthesize"], stages["train"])
-    stages["budget"] = {"trace": budget, "collect": stages["collect"]["rollouts"],
-                        "calibration": stages["synthesize"]["rollouts"], "training": stages["train"]["rollouts"]}
-    stages["baselines"] = r.stage("baselines", lambda: stage_baselines(r, stages["synthesize"], budget, model_path,
-                                                                       model, tok))
-    stages["evaluate"] = r.stage("evaluate", lambda: stage_evaluate(r, stages["synthesize"], stages["train"],
-                                                                    stages["route"], stages["baselines"], budget,
-                                                                    model_path))
+    stages["budget"] = {
+        "trace": budget,
+        "collect": stages["collect"]["rollouts"],
+        "calibration": stages["synthesize"]["rollouts"],
+        "training": stages["train"]["rollouts"],
+    }
+    stages["baselines"] = r.stage(
+        "baselines", lambda: stage_baselines(r, stages["synthesize"], budget, model_path, model, tok)
+    )
+    stages["evaluate"] = r.stage(
+        "evaluate",
+        lambda: stage_evaluate(
+            r, stages["synthesize"], stages["train"], stages["route"], stages["baselines"], budget, model_path
+        ),
+    )
     results = write_report(r, stages)
     r.log(f"wrote {r.dir / 'report.md'} and results.json ({time.perf_counter() - t0:.0f} s this call)")
     return results

@@ -13,9 +13,15 @@ from trace_agents.run.workdir import Run
 def write_report(run: Run, stages: Mapping[str, Any]) -> dict[str, Any]:
     c = run.config
     evaluation = stages["evaluate"]
-    results = {"agent": c.agent, "methods": evaluation["methods"], "heldout_seeds": evaluation["heldout_seeds"],
-               "target": c.target, "budget": stages["budget"], "curve": evaluation["curve"],
-               "adapters": evaluation.get("adapters", {})}
+    results = {
+        "agent": c.agent,
+        "methods": evaluation["methods"],
+        "heldout_seeds": evaluation["heldout_seeds"],
+        "target": c.target,
+        "budget": stages["budget"],
+        "curve": evaluation["curve"],
+        "adapters": evaluation.get("adapters", {}),
+    }
     if "tau2" in evaluation:
         results["tau2"] = evaluation["tau2"]
     plots = {
@@ -40,9 +46,12 @@ def analysis_vs_deficits(run: Run, stages: Mapping[str, Any]) -> dict[str, Any] 
     injected = {cap for cap, rate in deficits.items() if rate > 0}
     selected = set(stages["analyze"]["by_analysis"])
     hits = selected & injected
-    return {"injected": sorted(injected), "selected": sorted(selected),
-            "precision": len(hits) / len(selected) if selected else None,
-            "recall": len(hits) / len(injected) if injected else None}
+    return {
+        "injected": sorted(injected),
+        "selected": sorted(selected),
+        "precision": len(hits) / len(selected) if selected else None,
+        "recall": len(hits) / len(injected) if injected else None,
+    }
 
 
 def _plt() -> Any:
@@ -65,7 +74,7 @@ def plot_success(methods: Mapping[str, Mapping[str, Any]], path: Path) -> str | 
     lo = [y[i] - methods[m]["ci95"][0] for i, m in enumerate(names)]
     hi = [methods[m]["ci95"][1] - y[i] for i, m in enumerate(names)]
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.bar(names, y, yerr=[lo, hi], capsize=4, color=["#888888", "#d62728", "#1f77b4", "#9467bd", "#2ca02c"][:len(y)])
+    ax.bar(names, y, yerr=[lo, hi], capsize=4, color=["#888888", "#d62728", "#1f77b4", "#9467bd", "#2ca02c"][: len(y)])
     ax.set_ylabel("held-out success (95% CI)")
     ax.set_ylim(0, 1)
     fig.tight_layout()
@@ -101,8 +110,9 @@ def plot_confusion(confusion: Mapping[str, Mapping[str, int]], path: Path) -> st
     if plt is None or not confusion:
         return None
     rows = list(confusion)
-    cols = sorted({k for r in confusion.values() for k in r}, key=lambda k: (k not in rows, rows.index(k) if k in rows
-                                                                             else 0, k))
+    cols = sorted(
+        {k for r in confusion.values() for k in r}, key=lambda k: (k not in rows, rows.index(k) if k in rows else 0, k)
+    )
     data = [[confusion[r].get(k, 0) for k in cols] for r in rows]
     fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(cols), 1.2 + 0.6 * len(rows)))
     ax.imshow(data, cmap="Blues")
@@ -133,9 +143,11 @@ def _copy_note(probe: Mapping[str, Any] | None) -> str:
     """What the bootstrap's copy probe says about a base agent that never succeeds ('' without one)."""
     if not probe or probe.get("continuation_accuracy") is None:
         return ""
-    return (f" Its copy probe (bootstrap report) gets {probe['continuation_accuracy']:.3f} of the digits after an "
-            "id's first right, where chance is about 0.1: an agent that cannot copy the ids its tool calls need "
-            "cannot succeed.")
+    return (
+        f" Its copy probe (bootstrap report) gets {probe['continuation_accuracy']:.3f} of the digits after an "
+        "id's first right, where chance is about 0.1: an agent that cannot copy the ids its tool calls need "
+        "cannot succeed."
+    )
 
 
 def findings(results: Mapping[str, Any], stages: Mapping[str, Any]) -> list[str]:
@@ -145,13 +157,17 @@ def findings(results: Mapping[str, Any], stages: Mapping[str, Any]) -> list[str]
     t, b = m["trace"], m["base"]
     verdict = "above" if t["success"] > b["success"] else ("equal to" if t["success"] == b["success"] else "below")
     sig = "the 95% CIs overlap" if _overlap(t["ci95"], b["ci95"]) else "the 95% CIs do not overlap"
-    out.append(f"TRACE is {verdict} the base agent on held-out seeds ({t['success']:.3f} vs {b['success']:.3f}; {sig}).")
+    out.append(
+        f"TRACE is {verdict} the base agent on held-out seeds ({t['success']:.3f} vs {b['success']:.3f}; {sig})."
+    )
     for other in [k for k in ("grpo_target", "single_adapter", "gepa") if k in m]:
         o = m[other]
         rel = "above" if t["success"] > o["success"] else ("equal to" if t["success"] == o["success"] else "below")
-        out.append(f"TRACE is {rel} {other} ({t['success']:.3f} vs {o['success']:.3f} at "
-                   f"{t['rollouts_used']} vs {o['rollouts_used']} rollouts; "
-                   f"{'CIs overlap' if _overlap(t['ci95'], o['ci95']) else 'CIs do not overlap'}).")
+        out.append(
+            f"TRACE is {rel} {other} ({t['success']:.3f} vs {o['success']:.3f} at "
+            f"{t['rollouts_used']} vs {o['rollouts_used']} rollouts; "
+            f"{'CIs overlap' if _overlap(t['ci95'], o['ci95']) else 'CIs do not overlap'})."
+        )
     returns = ", ".join(f"{k} {v['mean_return']:.3f}" for k, v in m.items())
     out.append(f"Mean return (the dense signal GRPO optimizes): {returns}.")
     paired = [f"{k} {_signed(v['return_vs_base'])}" for k, v in m.items() if v.get("return_vs_base")]
@@ -159,62 +175,93 @@ def findings(results: Mapping[str, Any], stages: Mapping[str, Any]) -> list[str]
         out.append("Mean return minus the base agent's, paired on the same seeds (95% CI): " + ", ".join(paired) + ".")
     analyze = stages["analyze"]
     if analyze.get("forced"):
-        out.append(f"No capability (or too few) passed selection; trained the next ranked by gap x coverage "
-                   f"instead: {', '.join(analyze['forced'])}.")
+        out.append(
+            f"No capability (or too few) passed selection; trained the next ranked by gap x coverage "
+            f"instead: {', '.join(analyze['forced'])}."
+        )
     if stages.get("collect", {}).get("success") == 0:
-        out.append("No collected episode succeeded, so analysis had no success to contrast with: capabilities "
-                   "were selected on ER- (their share of failures) alone.")
+        out.append(
+            "No collected episode succeeded, so analysis had no success to contrast with: capabilities "
+            "were selected on ER- (their share of failures) alone."
+        )
     for cap, cal in (stages["synthesize"].get("calibration") or {}).items():
         if cal and cal.get("status") != "in_band":
-            out.append(f"Calibration of {cap} ended {cal.get('status')}: its env is outside the reward band, so "
-                       f"GRPO groups there carry less signal.")
+            out.append(
+                f"Calibration of {cap} ended {cal.get('status')}: its env is outside the reward band, so "
+                f"GRPO groups there carry less signal."
+            )
     acc = stages["route"]["accuracy"]["accuracy"]
     out.append(f"Routing accuracy on held-out synthetic openings: {acc:.2f}.")
     for cap, e in (results.get("adapters") or {}).items():
         before, after = e["env_base"]["mistake_rate"], e["env_adapter"]["mistake_rate"]
         t0, t1 = e["target_base"]["mistake_rate"], e["target_adapter"]["mistake_rate"]
-        out.append(f"The {cap} adapter {'lowers' if after < before else 'does not lower'} its mistake rate on its "
-                   f"own env ({before:.3f} -> {after:.3f}) and {'lowers' if t1 < t0 else 'does not lower'} it on the "
-                   f"target ({t0:.3f} -> {t1:.3f}).")
+        out.append(
+            f"The {cap} adapter {'lowers' if after < before else 'does not lower'} its mistake rate on its "
+            f"own env ({before:.3f} -> {after:.3f}) and {'lowers' if t1 < t0 else 'does not lower'} it on the "
+            f"target ({t0:.3f} -> {t1:.3f})."
+        )
     if b["success"] == 0 and t["success"] == 0:
-        out.append("The base agent never succeeds on the target, so success cannot separate the methods; compare "
-                   "mean returns." + _copy_note(stages.get("base", {}).get("copy_probe")))
+        out.append(
+            "The base agent never succeeds on the target, so success cannot separate the methods; compare "
+            "mean returns." + _copy_note(stages.get("base", {}).get("copy_probe"))
+        )
     return out
 
 
-def format_report(run: Run, stages: Mapping[str, Any], results: Mapping[str, Any], plots: Mapping[str, Any],
-                  analysis_png: str | None) -> str:
+def format_report(
+    run: Run, stages: Mapping[str, Any], results: Mapping[str, Any], plots: Mapping[str, Any], analysis_png: str | None
+) -> str:
     c = run.config
     m = results["methods"]
-    lines = [f"# TRACE run `{c.name}`", "",
-             f"Target `{c.target}`; held-out seeds {results['heldout_seeds'][0]}–{results['heldout_seeds'][1]} "
-             f"({c.eval_episodes} episodes per method); base model `{stages['base']['model']}`"
-             + f"; agent kind `{c.agent}`" + (" (quick CI configuration)" if c.quick else "") + ".", "",
-             "## Success by method", "",
-             "| method | success | 95% CI | mean return | vs base (paired, 95% CI) | well-formed | episodes "
-             "| rollouts used |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# TRACE run `{c.name}`",
+        "",
+        f"Target `{c.target}`; held-out seeds {results['heldout_seeds'][0]}–{results['heldout_seeds'][1]} "
+        f"({c.eval_episodes} episodes per method); base model `{stages['base']['model']}`"
+        + f"; agent kind `{c.agent}`"
+        + (" (quick CI configuration)" if c.quick else "")
+        + ".",
+        "",
+        "## Success by method",
+        "",
+        "| method | success | 95% CI | mean return | vs base (paired, 95% CI) | well-formed | episodes "
+        "| rollouts used |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in m.items():
         vs = _signed(r["return_vs_base"]) if r.get("return_vs_base") else "–"
-        lines.append(f"| {name} | {r['success']:.3f} | [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
-                     f"{r['mean_return']:.3f} | {vs} | {r['well_formed_rate']:.3f} | {r['episodes']} | "
-                     f"{r['rollouts_used']} |")
+        lines.append(
+            f"| {name} | {r['success']:.3f} | [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
+            f"{r['mean_return']:.3f} | {vs} | {r['well_formed_rate']:.3f} | {r['episodes']} | "
+            f"{r['rollouts_used']} |"
+        )
     if plots.get("success"):
         lines += ["", f"![success by method]({plots['success']})"]
     lines += ["", "## Findings", ""] + [f"- {f}" for f in findings(results, stages)]
     budget = stages["budget"]
-    lines += ["", "## Rollout budget", "",
-              f"TRACE used {budget['trace']} episodes: {budget['collect']} for analysis, {budget['calibration']} for "
-              f"calibration and {budget['training']} for GRPO. Each baseline was given {budget['trace']}."]
+    lines += [
+        "",
+        "## Rollout budget",
+        "",
+        f"TRACE used {budget['trace']} episodes: {budget['collect']} for analysis, {budget['calibration']} for "
+        f"calibration and {budget['training']} for GRPO. Each baseline was given {budget['trace']}.",
+    ]
     if plots.get("curve"):
         lines += ["", f"![rollout-budget curve]({plots['curve']})"]
     an = stages["analyze"]
-    lines += ["", "## Analysis", "", f"Selected by analysis: {', '.join(an['by_analysis']) or 'none'}; trained: "
-              f"{', '.join(an['selected'])}."]
+    lines += [
+        "",
+        "## Analysis",
+        "",
+        f"Selected by analysis: {', '.join(an['by_analysis']) or 'none'}; trained: {', '.join(an['selected'])}.",
+    ]
     versus = results.get("analysis_vs_deficits")
     if versus:
-        lines += ["", f"Against the deficits the bootstrap injected ({', '.join(versus['injected']) or 'none'}): "
-                  f"precision {_fmt(versus['precision'])}, recall {_fmt(versus['recall'])}."]
+        lines += [
+            "",
+            f"Against the deficits the bootstrap injected ({', '.join(versus['injected']) or 'none'}): "
+            f"precision {_fmt(versus['precision'])}, recall {_fmt(versus['recall'])}.",
+        ]
     if analysis_png:
         lines += ["", f"![ER+ and ER- per capability]({Path(analysis_png).name})"]
     lines += ["", "## Synthetic envs", "", "| capability | env | calibration | mean reward |", "|---|---|---|---|"]
@@ -222,22 +269,35 @@ def format_report(run: Run, stages: Mapping[str, Any], results: Mapping[str, Any
         cal = stages["synthesize"]["calibration"].get(cap) or {}
         lines.append(f"| {cap} | `{env_id}` | {cal.get('status', '-')} | {_fmt(cal.get('mean_reward'))} |")
     route = stages["route"]
-    lines += ["", "## Routing", "", f"Router: {route['router']}"
-              + (f" ({route['embedder']})" if route.get("embedder") else "")
-              + f"; accuracy on held-out synthetic openings {route['accuracy']['accuracy']:.2f} "
-                f"(n = {route['accuracy']['n']})."]
+    lines += [
+        "",
+        "## Routing",
+        "",
+        f"Router: {route['router']}"
+        + (f" ({route['embedder']})" if route.get("embedder") else "")
+        + f"; accuracy on held-out synthetic openings {route['accuracy']['accuracy']:.2f} "
+        f"(n = {route['accuracy']['n']}).",
+    ]
     if c.agent == "scorer":
-        lines += ["", "Label scoring (`--router label`) asks a generative base model to name the capability; the "
-                  "scorer has none, so it routes by embedding only."]
+        lines += [
+            "",
+            "Label scoring (`--router label`) asks a generative base model to name the capability; the "
+            "scorer has none, so it routes by embedding only.",
+        ]
     if plots.get("routing"):
         lines += ["", f"![routing confusion]({plots['routing']})"]
     effects = results.get("adapters") or {}
     if effects:
-        lines += ["", "## Each adapter on its capability", "",
-                  "The capability's mistake rate (95% Wilson CI, episodes that needed it), base agent vs the "
-                  "capability's adapter, on held-out seeds of its synthetic env and of the target.", "",
-                  "| capability | env | base on env | adapter on env | base on target | adapter on target |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Each adapter on its capability",
+            "",
+            "The capability's mistake rate (95% Wilson CI, episodes that needed it), base agent vs the "
+            "capability's adapter, on held-out seeds of its synthetic env and of the target.",
+            "",
+            "| capability | env | base on env | adapter on env | base on target | adapter on target |",
+            "|---|---|---|---|---|---|",
+        ]
         for cap, e in effects.items():
             cells = [_rate_cell(e[k]) for k in ("env_base", "env_adapter", "target_base", "target_adapter")]
             lines.append(f"| {cap} | `{e['env']}` | " + " | ".join(cells) + " |")
@@ -245,15 +305,26 @@ def format_report(run: Run, stages: Mapping[str, Any], results: Mapping[str, Any
     if "skipped" in gepa:
         lines += ["", "## GEPA", "", f"Not run: {gepa['skipped']}."]
     else:
-        lines += ["", "## GEPA", "", f"{gepa['candidates']} candidate prompts, best validation score "
-                  f"{_fmt(gepa.get('best_val_score'))}. Reflection ran on the local model; a tiny model rarely "
-                  f"proposes a better prompt, so use an OpenAI-compatible endpoint for a real comparison.", "",
-                  "Best prompt:", "", "```", gepa["best_prompt"][:1500], "```"]
+        lines += [
+            "",
+            "## GEPA",
+            "",
+            f"{gepa['candidates']} candidate prompts, best validation score "
+            f"{_fmt(gepa.get('best_val_score'))}. Reflection ran on the local model; a tiny model rarely "
+            f"proposes a better prompt, so use an OpenAI-compatible endpoint for a real comparison.",
+            "",
+            "Best prompt:",
+            "",
+            "```",
+            gepa["best_prompt"][:1500],
+            "```",
+        ]
     if "tau2" in results:
         lines += ["", "## τ²-bench retail", "", "| method | success | 95% CI | episodes |", "|---|---|---|---|"]
         for name, r in results["tau2"].items():
-            lines.append(f"| {name} | {r['success']:.3f} | [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
-                         f"{r['episodes']} |")
+            lines.append(
+                f"| {name} | {r['success']:.3f} | [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | {r['episodes']} |"
+            )
     lines += ["", "## Time", "", "| stage | seconds |", "|---|---|"]
     for name, st in stages.items():
         if isinstance(st, Mapping) and "seconds" in st:
@@ -263,8 +334,7 @@ def format_report(run: Run, stages: Mapping[str, Any], results: Mapping[str, Any
 
 def _rate_cell(rate: Mapping[str, Any]) -> str:
     ci = rate.get("ci95")
-    return (f"{rate['mistake_rate']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] (n={rate['episodes']})" if ci
-            else "– (n=0)")
+    return f"{rate['mistake_rate']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] (n={rate['episodes']})" if ci else "– (n=0)"
 
 
 def _fmt(value: Any) -> str:

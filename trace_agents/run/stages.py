@@ -36,8 +36,12 @@ def stage_base(run: Run) -> dict[str, Any]:
     if c.quick:
         kw.update(demos=40, max_steps=12, eval_episodes=2, eval_envs=[c.target], max_new_tokens=c.max_new_tokens)
     report = bootstrap(BootstrapConfig(**kw))
-    return {"model": report["model_dir"], "bootstrapped": True, "bootstrap_checks": report["checks"],
-            "copy_probe": report.get("copy_probe")}
+    return {
+        "model": report["model_dir"],
+        "bootstrapped": True,
+        "bootstrap_checks": report["checks"],
+        "copy_probe": report.get("copy_probe"),
+    }
 
 
 def stage_collect(run: Run, model: Any, tok: Any) -> dict[str, Any]:
@@ -47,11 +51,23 @@ def stage_collect(run: Run, model: Any, tok: Any) -> dict[str, Any]:
     c = run.config
     path = run.dir / "collect.jsonl"
     seeds = range(SEEDS["collect"], SEEDS["collect"] + c.collect_episodes)
-    result = rollout(_policy(model, tok, c), c.target, seeds, batch_size=c.batch_size, store=path, resume=True,
-                     env_kwargs=turn_limit(c.max_turns))
+    result = rollout(
+        _policy(model, tok, c),
+        c.target,
+        seeds,
+        batch_size=c.batch_size,
+        store=path,
+        resume=True,
+        env_kwargs=turn_limit(c.max_turns),
+    )
     records = TrajectoryStore(path).select(c.target, seeds)
-    return {"trajectories": str(path), "episodes": len(records), "rollouts": len(records),
-            "success": sum(r["success"] for r in records) / len(records), "ran_now": result.n_episodes}
+    return {
+        "trajectories": str(path),
+        "episodes": len(records),
+        "rollouts": len(records),
+        "success": sum(r["success"] for r in records) / len(records),
+        "ran_now": result.n_episodes,
+    }
 
 
 def stage_analyze(run: Run, collect: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,19 +76,24 @@ def stage_analyze(run: Run, collect: Mapping[str, Any]) -> dict[str, Any]:
 
     c = run.config
     records = TrajectoryStore(collect["trajectories"]).select(
-        c.target, range(SEEDS["collect"], SEEDS["collect"] + c.collect_episodes))
+        c.target, range(SEEDS["collect"], SEEDS["collect"] + c.collect_episodes)
+    )
     report = analysis.analyze(records, thresholds=replace(c.thresholds, seed=c.seed))
-    selected = list(report["selected"])[:c.max_capabilities]
+    selected = list(report["selected"])[: c.max_capabilities]
     forced = []
     if len(selected) < c.min_capabilities:  # the report ranks the rest by gap x coverage
         rest = [cap for cap in report["capabilities"] if cap not in selected]
-        forced = rest[:c.min_capabilities - len(selected)]
+        forced = rest[: c.min_capabilities - len(selected)]
     report["selected_by_analysis"] = list(report["selected"])
     report["selected"] = selected + forced
     report["forced"] = forced
     paths = analysis.write_report(report, run.dir / "analysis.json")
-    return {"selected": report["selected"], "forced": forced, "by_analysis": report["selected_by_analysis"],
-            "paths": {k: str(v) for k, v in paths.items()}}
+    return {
+        "selected": report["selected"],
+        "forced": forced,
+        "by_analysis": report["selected_by_analysis"],
+        "paths": {k: str(v) for k, v in paths.items()},
+    }
 
 
 def stage_synthesize(run: Run, analyze: Mapping[str, Any], model: Any, tok: Any) -> dict[str, Any]:
@@ -80,12 +101,20 @@ def stage_synthesize(run: Run, analyze: Mapping[str, Any], model: Any, tok: Any)
 
     c = run.config
     report = {"selected": analyze["selected"]}
-    results = sy.synthesize(report, c.target, run.dir / "specs",
-                            probe=sy.rollout_probe(_policy(model, tok, c), batch_size=c.batch_size,
-                                                   env_kwargs=turn_limit(c.max_turns)), config=c.calibration)
+    results = sy.synthesize(
+        report,
+        c.target,
+        run.dir / "specs",
+        probe=sy.rollout_probe(_policy(model, tok, c), batch_size=c.batch_size, env_kwargs=turn_limit(c.max_turns)),
+        config=c.calibration,
+    )
     rollouts = sum((r["calibration"] or {}).get("rollouts_used", 0) for r in results)
-    return {"envs": {r["capability"]: r["id"] for r in results}, "paths": {r["capability"]: r["path"] for r in results},
-            "calibration": {r["capability"]: r["calibration"] for r in results}, "rollouts": rollouts}
+    return {
+        "envs": {r["capability"]: r["id"] for r in results},
+        "paths": {r["capability"]: r["path"] for r in results},
+        "calibration": {r["capability"]: r["calibration"] for r in results},
+        "rollouts": rollouts,
+    }
 
 
 def register_specs(synth: Mapping[str, Any]) -> None:
@@ -96,8 +125,7 @@ def register_specs(synth: Mapping[str, Any]) -> None:
         register_spec(path, override=True)
 
 
-def _grpo(run: Run, name: str, env_ids: Sequence[str], steps: int, seed_start: int, model_path: str
-          ) -> dict[str, Any]:
+def _grpo(run: Run, name: str, env_ids: Sequence[str], steps: int, seed_start: int, model_path: str) -> dict[str, Any]:
     from trace_agents.training import train_adapter
 
     c = run.config
@@ -107,20 +135,35 @@ def _grpo(run: Run, name: str, env_ids: Sequence[str], steps: int, seed_start: i
         return json.loads(summary_path.read_text(encoding="utf-8"))
     save_steps = max(1, steps // (c.curve_points + 1))
     # The run's GRPO template, for this adapter, sampling as every other stage does.
-    settings = replace(c.grpo, out=str(out), env_ids=list(env_ids), seed_start=seed_start, max_steps=steps,
-                       max_new_tokens=c.max_new_tokens, temperature=c.temperature, rollout_batch_size=c.batch_size,
-                       save_steps=save_steps, seed=c.seed, max_turns=c.max_turns, vllm_url=c.vllm_url)
+    settings = replace(
+        c.grpo,
+        out=str(out),
+        env_ids=list(env_ids),
+        seed_start=seed_start,
+        max_steps=steps,
+        max_new_tokens=c.max_new_tokens,
+        temperature=c.temperature,
+        rollout_batch_size=c.batch_size,
+        save_steps=save_steps,
+        seed=c.seed,
+        max_turns=c.max_turns,
+        vllm_url=c.vllm_url,
+    )
     run.log(f"train {name}: {steps} GRPO steps on {', '.join(env_ids)}")
     return train_adapter(settings, model_path, resume=(out / "log.jsonl").exists())
 
 
 def stage_train(run: Run, synth: Mapping[str, Any], model_path: str) -> dict[str, Any]:
     c = run.config
-    adapters = {cap: _grpo(run, cap, [env_id], c.grpo.max_steps, SEEDS["train"], model_path)
-                for cap, env_id in synth["envs"].items()}
-    return {"adapters": {cap: s["adapter"] for cap, s in adapters.items()},
-            "rollouts": sum(s["rollouts_used"] for s in adapters.values()),
-            "per_adapter": {cap: s["rollouts_used"] for cap, s in adapters.items()}}
+    adapters = {
+        cap: _grpo(run, cap, [env_id], c.grpo.max_steps, SEEDS["train"], model_path)
+        for cap, env_id in synth["envs"].items()
+    }
+    return {
+        "adapters": {cap: s["adapter"] for cap, s in adapters.items()},
+        "rollouts": sum(s["rollouts_used"] for s in adapters.values()),
+        "per_adapter": {cap: s["rollouts_used"] for cap, s in adapters.items()},
+    }
 
 
 def _openings(env_id: str, start: int, n: int) -> list[dict[str, Any]]:
@@ -154,10 +197,13 @@ def stage_route(run: Run, synth: Mapping[str, Any], model: Any, tok: Any) -> dic
     heldout = _openings(c.target, SEEDS["heldout"], c.eval_episodes)
     probs = router.probabilities(heldout)  # once: the choices are the most likely of these
     choices = most_likely(probs)
-    return {"router": c.router, "embedder": getattr(getattr(router, "embed", None), "name", None),
-            "accuracy": accuracy, "choices": {str(SEEDS["heldout"] + i): ch for i, ch in enumerate(choices)},
-            "probabilities": {str(SEEDS["heldout"] + i): {str(k): v for k, v in p.items()}
-                              for i, p in enumerate(probs)}}
+    return {
+        "router": c.router,
+        "embedder": getattr(getattr(router, "embed", None), "name", None),
+        "accuracy": accuracy,
+        "choices": {str(SEEDS["heldout"] + i): ch for i, ch in enumerate(choices)},
+        "probabilities": {str(SEEDS["heldout"] + i): {str(k): v for k, v in p.items()} for i, p in enumerate(probs)},
+    }
 
 
 def trace_budget(collect: Mapping[str, Any], synth: Mapping[str, Any], train: Mapping[str, Any]) -> int:
@@ -170,19 +216,28 @@ def baseline_steps(budget: int, rollouts_per_step: int) -> int:
     return max(1, budget // rollouts_per_step)
 
 
-def stage_baselines(run: Run, synth: Mapping[str, Any], budget: int, model_path: str, model: Any, tok: Any
-                    ) -> dict[str, Any]:
+def stage_baselines(
+    run: Run, synth: Mapping[str, Any], budget: int, model_path: str, model: Any, tok: Any
+) -> dict[str, Any]:
     c = run.config
     steps = baseline_steps(budget, c.rollouts_per_step)
     target = _grpo(run, "grpo_target", [c.target], steps, SEEDS["grpo_target"], model_path)
     single = _grpo(run, "single_adapter", list(synth["envs"].values()), steps, SEEDS["train"], model_path)
-    gepa = _gepa(run, budget, model_path) if c.agent != "scorer" else {
-        "skipped": "GEPA evolves the agent's prompt; a scorer has no prompt, so GEPA is an lm-only baseline",
-        "rollouts": 0}
-    return {"budget": budget, "steps": steps,
-            "grpo_target": {"adapter": target["adapter"], "rollouts": target["rollouts_used"]},
-            "single_adapter": {"adapter": single["adapter"], "rollouts": single["rollouts_used"]},
-            "gepa": gepa}
+    gepa = (
+        _gepa(run, budget, model_path)
+        if c.agent != "scorer"
+        else {
+            "skipped": "GEPA evolves the agent's prompt; a scorer has no prompt, so GEPA is an lm-only baseline",
+            "rollouts": 0,
+        }
+    )
+    return {
+        "budget": budget,
+        "steps": steps,
+        "grpo_target": {"adapter": target["adapter"], "rollouts": target["rollouts_used"]},
+        "single_adapter": {"adapter": single["adapter"], "rollouts": single["rollouts_used"]},
+        "gepa": gepa,
+    }
 
 
 def _gepa(run: Run, budget: int, model_path: str) -> dict[str, Any]:
@@ -196,9 +251,17 @@ def _gepa(run: Run, budget: int, model_path: str) -> dict[str, Any]:
     model, tok = load(model_path)  # a model of its own: the prompt is the only thing GEPA changes
     tasks = [(c.target, SEEDS["gepa"] + i) for i in range(c.gepa_tasks)]
     run.log(f"gepa: budget {budget} episodes on {len(tasks)} target tasks")
-    result = run_gepa(_policy(model, tok, c), tasks, budget, LocalReflection(model, tok), minibatch=c.gepa_minibatch,
-                      seed=c.seed, batch_size=c.batch_size, log_path=run.dir / "gepa.log",
-                      env_kwargs=turn_limit(c.max_turns))
+    result = run_gepa(
+        _policy(model, tok, c),
+        tasks,
+        budget,
+        LocalReflection(model, tok),
+        minibatch=c.gepa_minibatch,
+        seed=c.seed,
+        batch_size=c.batch_size,
+        log_path=run.dir / "gepa.log",
+        env_kwargs=turn_limit(c.max_turns),
+    )
     result["rollouts"] = result["rollouts_used"]
     save_json(result, path)
     return result

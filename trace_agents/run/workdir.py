@@ -27,8 +27,10 @@ class Run:
             before = json.loads(saved.read_text(encoding="utf-8"))
             changed = sorted(k for k in mine if k in before and before[k] != mine[k] and k not in _TRANSPORT)
             if changed:
-                raise ValueError(f"{self.dir} holds a run with other settings ({', '.join(changed)}); resume it "
-                                 f"with the same flags or choose another --name")
+                raise ValueError(
+                    f"{self.dir} holds a run with other settings ({', '.join(changed)}); resume it "
+                    f"with the same flags or choose another --name"
+                )
         saved.write_text(json.dumps(mine, indent=2) + "\n", encoding="utf-8")
 
     def done(self, stage: str) -> dict[str, Any] | None:
@@ -83,8 +85,14 @@ def _policy(model: Any, tokenizer: Any, config: RunConfig, *, system_prompt: str
         return _served_policy(config, system_prompt)
     from trace_agents.policy import HFPolicy
 
-    return HFPolicy(model, tokenizer, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
-                    seed=config.seed, system_prompt=system_prompt)
+    return HFPolicy(
+        model,
+        tokenizer,
+        temperature=config.temperature,
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed,
+        system_prompt=system_prompt,
+    )
 
 
 def _served_policy(config: RunConfig, system_prompt: str | None) -> Any:
@@ -100,12 +108,26 @@ def _served_policy(config: RunConfig, system_prompt: str | None) -> Any:
     served, ours = str(base.get("root") or base["id"]), str(config.model)
     local = Path(served).exists(), Path(ours).exists()
     if all(local) and Path(served).resolve() != Path(ours).resolve() or not any(local) and served != ours:
-        raise ValueError(f"the server at {config.vllm_url} serves {served}, but this run's base model is {ours}: "
-                         f"serve {ours} there (the adapters are trained on it)")
+        raise ValueError(
+            f"the server at {config.vllm_url} serves {served}, but this run's base model is {ours}: "
+            f"serve {ours} there (the adapters are trained on it)"
+        )
     if any(local) and not all(local):
-        warnings.warn(f"cannot tell whether {served}, served at {config.vllm_url}, is this run's base model {ours} "
-                      f"(one is a local path, the other is not)", stacklevel=2)
+        warnings.warn(
+            f"cannot tell whether {served}, served at {config.vllm_url}, is this run's base model {ours} "
+            f"(one is a local path, the other is not)",
+            stacklevel=2,
+        )
     run_id = hashlib.sha1(str(config.dir.resolve()).encode()).hexdigest()[:8]
-    return EndpointPolicy(config.vllm_url, str(base["id"]), obs_format="compact", temperature=config.temperature,
-                          max_tokens=config.max_new_tokens, seed=config.seed, system_prompt=system_prompt,
-                          adapter_prefix=f"trace-{run_id}:", name=ours, extra_body=VLLM_ROLLOUTS)
+    return EndpointPolicy(
+        config.vllm_url,
+        str(base["id"]),
+        obs_format="compact",
+        temperature=config.temperature,
+        max_tokens=config.max_new_tokens,
+        seed=config.seed,
+        system_prompt=system_prompt,
+        adapter_prefix=f"trace-{run_id}:",
+        name=ours,
+        extra_body=VLLM_ROLLOUTS,
+    )

@@ -73,9 +73,18 @@ def shared_cache(encoder: str = MINILM, max_items: int = 200_000) -> EmbeddingCa
 class ScorerPolicy:
     """Softmax over admissible actions scored by a :class:`ScorerNet` on cached embeddings."""
 
-    def __init__(self, net: ScorerNet, cache: EmbeddingCache | None = None, *, encoder: str = MINILM,
-                 temperature: float = 1.0, near_misses: bool = True, max_actions: int = 128, seed: int = 0,
-                 source: str = "") -> None:
+    def __init__(
+        self,
+        net: ScorerNet,
+        cache: EmbeddingCache | None = None,
+        *,
+        encoder: str = MINILM,
+        temperature: float = 1.0,
+        near_misses: bool = True,
+        max_actions: int = 128,
+        seed: int = 0,
+        source: str = "",
+    ) -> None:
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
         self.model: Any = net  # a ScorerNet, or a PeftModel around one once adapters are loaded
@@ -92,8 +101,9 @@ class ScorerPolicy:
 
     # ------------------------------------------------------------------ persistence
     @classmethod
-    def new(cls, config: ScorerNetConfig | None = None, seed: int = 0, encoder: str = MINILM,
-            **kwargs: Any) -> ScorerPolicy:
+    def new(
+        cls, config: ScorerNetConfig | None = None, seed: int = 0, encoder: str = MINILM, **kwargs: Any
+    ) -> ScorerPolicy:
         """A freshly initialized network (weights drawn from ``seed``) over ``encoder``."""
         config = config or ScorerNetConfig()
         if encoder.startswith("hashing-"):
@@ -102,15 +112,21 @@ class ScorerPolicy:
         return cls(ScorerNet(config), seed=seed, encoder=encoder, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], adapters: Mapping[str, str | os.PathLike[str]] | None = None,
-                        **overrides: Any) -> ScorerPolicy:
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        adapters: Mapping[str, str | os.PathLike[str]] | None = None,
+        **overrides: Any,
+    ) -> ScorerPolicy:
         """Load a saved scorer (and optionally LoRA adapters by name)."""
         from safetensors.torch import load_file
 
         path = Path(path)
         if not is_scorer(path):
-            raise ValueError(f"{path} is not a saved scorer agent: it needs an agent.json with "
-                             f"{{\"kind\": \"scorer\"}} (write one with ScorerPolicy.save_pretrained)")
+            raise ValueError(
+                f"{path} is not a saved scorer agent: it needs an agent.json with "
+                f'{{"kind": "scorer"}} (write one with ScorerPolicy.save_pretrained)'
+            )
         meta = json.loads((path / "agent.json").read_text(encoding="utf-8"))
         config = ScorerNetConfig(**json.loads((path / "config.json").read_text(encoding="utf-8")))
         net = ScorerNet(config)
@@ -131,12 +147,20 @@ class ScorerPolicy:
         path.mkdir(parents=True, exist_ok=True)
         net = self.base_net
         # With adapters in place, PEFT has wrapped each linear layer: keep only the base weights.
-        weights = {k.replace(".base_layer.", "."): v.detach().contiguous()
-                   for k, v in net.state_dict().items() if "lora_" not in k}
+        weights = {
+            k.replace(".base_layer.", "."): v.detach().contiguous()
+            for k, v in net.state_dict().items()
+            if "lora_" not in k
+        }
         save_file(weights, str(path / "model.safetensors"))
         (path / "config.json").write_text(json.dumps(net.config.to_dict(), indent=2) + "\n", encoding="utf-8")
-        meta = {"kind": KIND, "encoder": self.encoder, "temperature": self.temperature,
-                "near_misses": self.near_misses, "max_actions": self.max_actions}
+        meta = {
+            "kind": KIND,
+            "encoder": self.encoder,
+            "temperature": self.temperature,
+            "near_misses": self.near_misses,
+            "max_actions": self.max_actions,
+        }
         (path / "agent.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         return path
 
@@ -195,8 +219,9 @@ class ScorerPolicy:
         if candidates is None:
             from trace_envs.admissible import admissible_actions
 
-            candidates = admissible_actions(messages, info.get("tools") or [], near_misses=self.near_misses,
-                                            max_actions=self.max_actions)
+            candidates = admissible_actions(
+                messages, info.get("tools") or [], near_misses=self.near_misses, max_actions=self.max_actions
+            )
         conversation = self._conversations.get(key)
         if conversation is None or key is None:
             conversation = Conversation()
@@ -224,8 +249,9 @@ class ScorerPolicy:
                 bag(g)
                 bag(x)
         table = self.cache.lookup(list(texts))
-        pooled = torch.nn.functional.embedding_bag(torch.tensor(flat, dtype=torch.long), table,
-                                                   torch.tensor(offsets, dtype=torch.long), mode="mean")
+        pooled = torch.nn.functional.embedding_bag(
+            torch.tensor(flat, dtype=torch.long), table, torch.tensor(offsets, dtype=torch.long), mode="mean"
+        )
         b, e = len(decisions), table.shape[-1]
         per_state = len(decisions[0].state_texts) + 1
         n = max(1, max(len(d.candidates) for d in decisions))
@@ -238,11 +264,15 @@ class ScorerPolicy:
         numbers = torch.zeros(b, n, width)
         rows = [r for d in decisions for r in d.candidate_numbers]
         if rows:
-            candidates[mask] = pooled[b * per_state:].view(-1, 3, e)[:, :slots]
+            candidates[mask] = pooled[b * per_state :].view(-1, 3, e)[:, :slots]
             numbers[mask] = torch.tensor(rows)
-        return {"state": pooled[: b * per_state].view(b, per_state, e),
-                "state_numbers": torch.tensor([d.state_numbers for d in decisions]),
-                "candidates": candidates, "candidate_numbers": numbers, "mask": mask}
+        return {
+            "state": pooled[: b * per_state].view(b, per_state, e),
+            "state_numbers": torch.tensor([d.state_numbers for d in decisions]),
+            "candidates": candidates,
+            "candidate_numbers": numbers,
+            "mask": mask,
+        }
 
     def scores(self, batch: Mapping[str, torch.Tensor], adapters: Sequence[str | None] | None = None) -> torch.Tensor:
         """``(B, N)`` scores; ``adapters`` names each row's LoRA adapter (None: the base network)."""
@@ -283,6 +313,12 @@ class ScorerPolicy:
         return out
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": KIND, "model": self.source, "encoder": self.encoder, "temperature": self.temperature,
-                "near_misses": self.near_misses, "max_actions": self.max_actions,
-                "adapters": dict(self.adapter_paths)}
+        return {
+            "kind": KIND,
+            "model": self.source,
+            "encoder": self.encoder,
+            "temperature": self.temperature,
+            "near_misses": self.near_misses,
+            "max_actions": self.max_actions,
+            "adapters": dict(self.adapter_paths),
+        }

@@ -35,8 +35,15 @@ class Demos:
     mistakes: dict[str, int] = field(default_factory=dict)
 
 
-def demo_decisions(plan: Iterable[tuple[str, int]], deficits: Mapping[str, float] | None = None, *, seed: int = 0,
-                   near_misses: bool = True, max_actions: int = 128, progress: bool = False) -> Demos:
+def demo_decisions(
+    plan: Iterable[tuple[str, int]],
+    deficits: Mapping[str, float] | None = None,
+    *,
+    seed: int = 0,
+    near_misses: bool = True,
+    max_actions: int = 128,
+    progress: bool = False,
+) -> Demos:
     """Oracle episodes on each ``(env_id, seed)`` of ``plan``, turned into labelled decisions."""
     import gymnasium as gym
 
@@ -57,8 +64,9 @@ def demo_decisions(plan: Iterable[tuple[str, int]], deficits: Mapping[str, float
         for env_id, s in plan:
             env = envs.get(env_id)
             if env is None:
-                env = envs[env_id] = gym.make(env_id, admissible_actions=True, near_misses=near_misses,
-                                              max_actions=max_actions)
+                env = envs[env_id] = gym.make(
+                    env_id, admissible_actions=True, near_misses=near_misses, max_actions=max_actions
+                )
             obs, info = env.reset(seed=s)
             oracle.reset(env)
             conversation = Conversation()
@@ -88,9 +96,18 @@ def demo_decisions(plan: Iterable[tuple[str, int]], deficits: Mapping[str, float
     return demos
 
 
-def clone(policy: Any, decisions: Sequence[Decision], labels: Sequence[int], *, epochs: float = 3.0,
-          batch_size: int = 64, learning_rate: float = 1e-3, weight_decay: float = 0.01, seed: int = 0,
-          progress: bool = False) -> list[dict[str, float]]:
+def clone(
+    policy: Any,
+    decisions: Sequence[Decision],
+    labels: Sequence[int],
+    *,
+    epochs: float = 3.0,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[dict[str, float]]:
     """Fit ``policy``'s network to ``labels`` (cross-entropy); returns one log entry per epoch."""
     if len(decisions) != len(labels):
         raise ValueError(f"{len(decisions)} decisions but {len(labels)} labels")
@@ -119,7 +136,7 @@ def clone(policy: Any, decisions: Sequence[Decision], labels: Sequence[int], *, 
         for start in range(0, len(order), batch_size):
             if step >= steps:
                 break
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             batch = policy.tensors([decisions[i] for i in idx])
             target = torch.tensor([labels[i] for i in idx])
             scores = policy.scores(batch, adapters=None) if not _has_trainable_adapter(net) else net(**batch)

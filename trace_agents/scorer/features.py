@@ -48,18 +48,36 @@ from typing import Any
 from trace_agents.scorer.text import mask
 
 STATE_TEXTS = ("first customer message", "latest customer message", "latest tool result", "last agent action")
-STATE_FEATURES = ("turns / 30", "latest message is a tool result", "latest tool result is an error",
-                  "tool results / 20", "customer messages / 10",
-                  "ids in the customer's words the agent has not used / 5",
-                  "agent turns since the customer's latest message / 5")
+STATE_FEATURES = (
+    "turns / 30",
+    "latest message is a tool result",
+    "latest tool result is an error",
+    "tool results / 20",
+    "customer messages / 10",
+    "ids in the customer's words the agent has not used / 5",
+    "agent turns since the customer's latest message / 5",
+)
 CANDIDATE_FEATURES = (
-    "is a message", "is a tool call", "id-like tokens / 5", "has no id-like token",
-    "ids in the customer's words", "ids in the customer's latest message", "ids in the latest tool result",
-    "ids in any tool result", "ids in the agent's earlier actions", "ids seen anywhere before",
-    "repeats an earlier action", "earlier calls of its tool / 3",
-    "ids with a record", "mean numeric rank among sibling records", "lowest numeric rank", "highest numeric rank",
-    "mean share of record values in the customer's words", "highest share of record values in the customer's words",
-    "ids in the customer's words the agent has not used", "ids in the latest tool result the agent has not used",
+    "is a message",
+    "is a tool call",
+    "id-like tokens / 5",
+    "has no id-like token",
+    "ids in the customer's words",
+    "ids in the customer's latest message",
+    "ids in the latest tool result",
+    "ids in any tool result",
+    "ids in the agent's earlier actions",
+    "ids seen anywhere before",
+    "repeats an earlier action",
+    "earlier calls of its tool / 3",
+    "ids with a record",
+    "mean numeric rank among sibling records",
+    "lowest numeric rank",
+    "highest numeric rank",
+    "mean share of record values in the customer's words",
+    "highest share of record values in the customer's words",
+    "ids in the customer's words the agent has not used",
+    "ids in the latest tool result the agent has not used",
 )
 MAX_PIECES = 48
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\s+(?=\(\d+\)\s)")
@@ -86,7 +104,12 @@ def parse_candidate(action: str) -> tuple[str, str, str, tuple[str, ...]]:
     if parsed.kind == "tool" and isinstance(parsed.arguments, Mapping):
         args = parsed.arguments
         values = json.dumps(args, ensure_ascii=False)
-        return "tool", canonical_call(parsed.name, args), readable_call(parsed.name, args), tuple(sorted(id_tokens(values)))
+        return (
+            "tool",
+            canonical_call(parsed.name, args),
+            readable_call(parsed.name, args),
+            tuple(sorted(id_tokens(values))),
+        )
     text = parsed.text if parsed.kind == "message" else action
     return "message", text, text, tuple(sorted(id_tokens(text)))
 
@@ -195,7 +218,7 @@ def index_records(value: Any) -> dict[str, _Record]:
     def walk(node: Any, siblings: Sequence[Any], own_key: str) -> None:
         if isinstance(node, Mapping):
             rec = None
-            for key, v in node.items():
+            for v in node.values():
                 if isinstance(v, (str, int)) and not isinstance(v, bool):
                     for tok in id_tokens(str(v)):
                         rec = rec or _record(node, [s for s in siblings if isinstance(s, Mapping)], own_key)
@@ -243,7 +266,7 @@ class Conversation:
         """Read the messages added since the last call; a shorter list starts a new episode."""
         if len(messages) < self._seen:
             self.__init__()
-        for m in messages[self._seen:]:
+        for m in messages[self._seen :]:
             self._observe(m)
         self._seen = len(messages)
         return self
@@ -324,8 +347,9 @@ class Conversation:
 
             records = [self.records[t] for t in ids if t in self.records]
             ranks = [r for rec in records for r in rec.ranks]
-            matches = [sum(s in self.user_text for s in rec.strings) / len(rec.strings)
-                       for rec in records if rec.strings]
+            matches = [
+                sum(s in self.user_text for s in rec.strings) / len(rec.strings) for rec in records if rec.strings
+            ]
             first = next((self.records[t] for t in parse_order(c, ids) if t in self.records), None)
             glosses.append(first.gloss if first is not None else (_NONE,))
             said = tuple(dict.fromkeys(x for t in ids for x in self.sentences.get(t, ())))
@@ -335,24 +359,48 @@ class Conversation:
                 earlier = self.tool_calls.get(name, 0)
             else:
                 earlier = 0
-            rows.append((
-                float(kind == "message"), float(kind == "tool"), min(n, 5) / 5, float(n == 0),
-                share(self.user_tokens), share(self.last_user_tokens), share(self.last_tool_tokens),
-                share(self.tool_tokens), share(self.agent_tokens), share(seen_tokens),
-                float(canonical in self.actions), min(earlier, 3) / 3,
-                len(records) / n if n else 0.0,
-                sum(ranks) / len(ranks) if ranks else 0.5, min(ranks) if ranks else 0.5, max(ranks) if ranks else 0.5,
-                sum(matches) / len(matches) if matches else 0.0, max(matches) if matches else 0.0,
-                share(fresh_user), share(fresh_tool),
-            ))
-        state = (self.first_user or (_NONE,), (self.last_user or _NONE,), self.last_tool,
-                 (self.history[-1] if self.history else _NONE,))
-        numbers = (min(self.turns, 30) / 30, float(self.latest_is_tool), float(self.latest_is_error),
-                   min(self.tool_results, 20) / 20, min(self.user_messages, 10) / 10,
-                   min(len(fresh_user), 5) / 5, min(self.since_user, 5) / 5)
+            rows.append(
+                (
+                    float(kind == "message"),
+                    float(kind == "tool"),
+                    min(n, 5) / 5,
+                    float(n == 0),
+                    share(self.user_tokens),
+                    share(self.last_user_tokens),
+                    share(self.last_tool_tokens),
+                    share(self.tool_tokens),
+                    share(self.agent_tokens),
+                    share(seen_tokens),
+                    float(canonical in self.actions),
+                    min(earlier, 3) / 3,
+                    len(records) / n if n else 0.0,
+                    sum(ranks) / len(ranks) if ranks else 0.5,
+                    min(ranks) if ranks else 0.5,
+                    max(ranks) if ranks else 0.5,
+                    sum(matches) / len(matches) if matches else 0.0,
+                    max(matches) if matches else 0.0,
+                    share(fresh_user),
+                    share(fresh_tool),
+                )
+            )
+        state = (
+            self.first_user or (_NONE,),
+            (self.last_user or _NONE,),
+            self.last_tool,
+            (self.history[-1] if self.history else _NONE,),
+        )
+        numbers = (
+            min(self.turns, 30) / 30,
+            float(self.latest_is_tool),
+            float(self.latest_is_error),
+            min(self.tool_results, 20) / 20,
+            min(self.user_messages, 10) / 10,
+            min(len(fresh_user), 5) / 5,
+            min(self.since_user, 5) / 5,
+        )
         return Decision(state, tuple(self.history), numbers, list(candidates), texts, glosses, contexts, rows)
 
 
 def parse_order(action: str, ids: tuple[str, ...]) -> list[str]:
     """``ids`` in the order they appear in ``action`` (the first usually names the main record)."""
-    return sorted(ids, key=lambda t: (action.find(t) if t in action else len(action)))
+    return sorted(ids, key=lambda t: action.find(t) if t in action else len(action))

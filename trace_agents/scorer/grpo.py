@@ -53,8 +53,7 @@ from trace_agents.scorer.features import Conversation, Decision
 ADAPTER = "grpo"  # the adapter being trained (not "train": PEFT would shadow Module.train)
 
 
-def group_advantages(returns: Sequence[float], groups: Sequence[Hashable], eps: float = 1e-6
-                     ) -> list[float | None]:
+def group_advantages(returns: Sequence[float], groups: Sequence[Hashable], eps: float = 1e-6) -> list[float | None]:
     """Group-normalized advantages; None for every member of a group whose returns are all equal."""
     if len(returns) != len(groups):
         raise ValueError(f"{len(returns)} returns but {len(groups)} group labels")
@@ -78,8 +77,14 @@ def log_probs(scores: torch.Tensor, chosen: torch.Tensor, temperature: float = 1
     return torch.log_softmax(scores / temperature, dim=-1).gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
 
 
-def policy_loss(new: torch.Tensor, old: torch.Tensor, advantages: torch.Tensor, epsilon: float = 0.2,
-                ref: torch.Tensor | None = None, beta: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+def policy_loss(
+    new: torch.Tensor,
+    old: torch.Tensor,
+    advantages: torch.Tensor,
+    epsilon: float = 0.2,
+    ref: torch.Tensor | None = None,
+    beta: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped surrogate (and k3 KL to ``ref`` when ``beta > 0``), averaged over decisions."""
     ratio = torch.exp(new - old)
     unclipped = ratio * advantages
@@ -94,9 +99,14 @@ def policy_loss(new: torch.Tensor, old: torch.Tensor, advantages: torch.Tensor, 
     return loss, stats
 
 
-def episode_decisions(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]],
-                      actions: Sequence[str], *, near_misses: bool, max_actions: int
-                      ) -> list[tuple[Decision, int]]:
+def episode_decisions(
+    messages: Sequence[Mapping[str, Any]],
+    tools: Sequence[Mapping[str, Any]],
+    actions: Sequence[str],
+    *,
+    near_misses: bool,
+    max_actions: int,
+) -> list[tuple[Decision, int]]:
     """Every decision of a finished episode and the index of the action taken in its list."""
     from trace_envs.admissible import AdmissibleActions
 
@@ -107,9 +117,11 @@ def episode_decisions(messages: Sequence[Mapping[str, Any]], tools: Sequence[Map
         prefix = messages[: 2 + 2 * k]  # reset leaves two messages; every step adds two
         candidates = lister.update(prefix)
         if action not in candidates:
-            raise ValueError(f"step {k}: the action taken is not in the rebuilt admissible list; the episode was "
-                             f"not played from admissible lists with near_misses={near_misses}, "
-                             f"max_actions={max_actions}")
+            raise ValueError(
+                f"step {k}: the action taken is not in the rebuilt admissible list; the episode was "
+                f"not played from admissible lists with near_misses={near_misses}, "
+                f"max_actions={max_actions}"
+            )
         out.append((conversation.update(prefix).decision(candidates), candidates.index(action)))
     return out
 
@@ -125,8 +137,9 @@ def _save_adapter(policy: Any, path: Path) -> None:
         inner.rmdir()
 
 
-def _save_checkpoint(out: Path, step: int, policy: Any, optimizer: torch.optim.Optimizer,
-                     extra: Mapping[str, Any]) -> Path:
+def _save_checkpoint(
+    out: Path, step: int, policy: Any, optimizer: torch.optim.Optimizer, extra: Mapping[str, Any]
+) -> Path:
     from safetensors.torch import save_file
 
     final = out / f"checkpoint-{step}"
@@ -184,8 +197,9 @@ def train_scorer_adapter(settings: Any, model: Any, resume: bool = False, progre
     checkpoint = prepare_out(out, resume)
     for p in policy.model.parameters():
         p.requires_grad_(False)
-    policy.lora(ADAPTER, r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout,
-                seed=settings.seed)
+    policy.lora(
+        ADAPTER, r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout, seed=settings.seed
+    )
     params = [p for n, p in policy.model.named_parameters() if "lora_" in n and f".{ADAPTER}." in n]
     for p in params:
         p.requires_grad_(True)
@@ -205,11 +219,19 @@ def train_scorer_adapter(settings: Any, model: Any, resume: bool = False, progre
     loss_value = float("nan")
     for step in range(start, settings.max_steps):
         t_step = time.perf_counter()
-        step_tasks = tasks[step * settings.groups_per_step:(step + 1) * settings.groups_per_step]
+        step_tasks = tasks[step * settings.groups_per_step : (step + 1) * settings.groups_per_step]
         policy.model.eval()
-        result = rollout(policy, step_tasks, None, repeats=settings.num_generations, adapters=lambda e, s: ADAPTER,
-                         batch_size=settings.rollout_batch_size, progress=False, env_kwargs=env_kwargs,
-                         keep_infos=True)
+        result = rollout(
+            policy,
+            step_tasks,
+            None,
+            repeats=settings.num_generations,
+            adapters=lambda e, s: ADAPTER,
+            batch_size=settings.rollout_batch_size,
+            progress=False,
+            env_kwargs=env_kwargs,
+            keep_infos=True,
+        )
         returns = [r["return"] for r in result.records]
         groups = [i // settings.num_generations for i in range(len(returns))]
         advantages = group_advantages(returns, groups)
@@ -219,8 +241,13 @@ def train_scorer_adapter(settings: Any, model: Any, resume: bool = False, progre
         for record, info, adv in zip(result.records, result.final_infos, advantages, strict=True):
             if adv is None:
                 continue
-            pairs = episode_decisions(info["messages"], info["tools"], [s["action"] for s in record["steps"]],
-                                      near_misses=policy.near_misses, max_actions=policy.max_actions)
+            pairs = episode_decisions(
+                info["messages"],
+                info["tools"],
+                [s["action"] for s in record["steps"]],
+                near_misses=policy.near_misses,
+                max_actions=policy.max_actions,
+            )
             for d, c in pairs:
                 decisions.append(d)
                 chosen.append(c)
@@ -231,8 +258,7 @@ def train_scorer_adapter(settings: Any, model: Any, resume: bool = False, progre
             index = torch.tensor(chosen)
             with torch.no_grad():
                 old = log_probs(policy.scores(batch, [ADAPTER] * len(decisions)), index, settings.temperature)
-                ref = (log_probs(policy.scores(batch, None), index, settings.temperature)
-                       if settings.beta > 0 else None)
+                ref = log_probs(policy.scores(batch, None), index, settings.temperature) if settings.beta > 0 else None
             policy.model.train()
             new = log_probs(policy.scores(batch, [ADAPTER] * len(decisions)), index, settings.temperature)
             loss, stats = policy_loss(new, old, torch.tensor(credit), settings.epsilon, ref, settings.beta)
@@ -243,10 +269,15 @@ def train_scorer_adapter(settings: Any, model: Any, resume: bool = False, progre
             policy.model.eval()
         done = step + 1
         entry = {
-            "step": done, "rollouts_used": done * settings.rollouts_per_step, "loss": loss_value if decisions else 0.0,
-            "reward": sum(returns) / len(returns), "success": sum(r["success"] for r in result.records) / len(returns),
+            "step": done,
+            "rollouts_used": done * settings.rollouts_per_step,
+            "loss": loss_value if decisions else 0.0,
+            "reward": sum(returns) / len(returns),
+            "success": sum(r["success"] for r in result.records) / len(returns),
             "dropped_groups": sum(a is None for a in advantages[:: settings.num_generations]),
-            "decisions": len(decisions), "seconds": time.perf_counter() - t_step, **stats,
+            "decisions": len(decisions),
+            "seconds": time.perf_counter() - t_step,
+            **stats,
         }
         with open(out / "log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
@@ -264,10 +295,16 @@ def train_scorer_adapter(settings: Any, model: Any, resume: bool = False, progre
     shutil.rmtree(adapter_dir, ignore_errors=True)
     os.replace(tmp, adapter_dir)
     summary = {
-        "settings": asdict(settings), "agent": "scorer", "model": source, "adapter": str(adapter_dir),
-        "steps": settings.max_steps, "rollouts_used": settings.max_steps * settings.rollouts_per_step,
-        "rollouts_this_run": (settings.max_steps - start) * settings.rollouts_per_step, "processes": 1,
-        "resumed_from": str(checkpoint) if checkpoint else None, "train_loss": loss_value,
+        "settings": asdict(settings),
+        "agent": "scorer",
+        "model": source,
+        "adapter": str(adapter_dir),
+        "steps": settings.max_steps,
+        "rollouts_used": settings.max_steps * settings.rollouts_per_step,
+        "rollouts_this_run": (settings.max_steps - start) * settings.rollouts_per_step,
+        "processes": 1,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "train_loss": loss_value,
         "seconds": time.perf_counter() - t0,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

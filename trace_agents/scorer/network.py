@@ -70,8 +70,14 @@ class ScorerNet(nn.Module):
         self.norm2 = nn.LayerNorm(h)
         self.act = nn.GELU()
 
-    def forward(self, state: torch.Tensor, state_numbers: torch.Tensor, candidates: torch.Tensor,
-                candidate_numbers: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        state: torch.Tensor,
+        state_numbers: torch.Tensor,
+        candidates: torch.Tensor,
+        candidate_numbers: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
         b, n = mask.shape
         s = self.act(self.state_in(torch.cat([state.flatten(1), state_numbers], dim=-1)))  # (B, H)
         c = self.act(self.candidate_in(torch.cat([candidates.flatten(2), candidate_numbers], dim=-1)))  # (B, N, H)

@@ -72,8 +72,12 @@ class EmbeddingCache:
     only the texts it has not seen, in one call, and returns the rows of all of them.
     """
 
-    def __init__(self, embed: Callable[[Sequence[str]], Any], max_items: int = 200_000,
-                 path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        embed: Callable[[Sequence[str]], Any],
+        max_items: int = 200_000,
+        path: str | os.PathLike[str] | None = None,
+    ) -> None:
         if max_items < 1:
             raise ValueError(f"max_items must be >= 1, got {max_items}")
         self.embed = embed

@@ -168,8 +168,13 @@ class FamilyInfo:
                         problems.append((key, f"unknown item {item!r}", f"use items of {list(allowed)}.{hint}"))
         lo_key, hi_key = "min_requests", "max_requests"
         if lo_key in params and hi_key in params and params[lo_key] > params[hi_key]:
-            problems.append((lo_key, f"min_requests {params[lo_key]} > max_requests {params[hi_key]}",
-                             "make min_requests <= max_requests"))
+            problems.append(
+                (
+                    lo_key,
+                    f"min_requests {params[lo_key]} > max_requests {params[hi_key]}",
+                    "make min_requests <= max_requests",
+                )
+            )
         if self.check is not None and not problems:
             problems += self.check(params)
         return problems
@@ -178,15 +183,31 @@ class FamilyInfo:
 FAMILIES: dict[str, FamilyInfo] = {}
 
 
-def register_family(name: str, generate: Family, defaults: Mapping[str, Any],
-                    help: Mapping[str, str], capability: str | None, needs_tools: tuple[str, ...] = (),
-                    by_id: Callable[[str, Mapping[str, Any]], Task] | None = None,
-                    bounds: Mapping[str, tuple[float, float]] | None = None,
-                    choices: Mapping[str, tuple[str, ...]] | None = None,
-                    check: Callable[[Mapping[str, Any]], list[tuple[str, str, str]]] | None = None) -> None:
+def register_family(
+    name: str,
+    generate: Family,
+    defaults: Mapping[str, Any],
+    help: Mapping[str, str],
+    capability: str | None,
+    needs_tools: tuple[str, ...] = (),
+    by_id: Callable[[str, Mapping[str, Any]], Task] | None = None,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    choices: Mapping[str, tuple[str, ...]] | None = None,
+    check: Callable[[Mapping[str, Any]], list[tuple[str, str, str]]] | None = None,
+) -> None:
     """Register a task family; ``defaults`` documents every knob the family reads."""
-    FAMILIES[name] = FamilyInfo(name, generate, dict(defaults), dict(help), capability, tuple(needs_tools), by_id,
-                                dict(bounds or {}), dict(choices or {}), check)
+    FAMILIES[name] = FamilyInfo(
+        name,
+        generate,
+        dict(defaults),
+        dict(help),
+        capability,
+        tuple(needs_tools),
+        by_id,
+        dict(bounds or {}),
+        dict(choices or {}),
+        check,
+    )
 
 
 def get_family(name: str) -> FamilyInfo:

@@ -29,14 +29,19 @@ def add_distractors(c: Ctx, params: Mapping[str, Any]) -> None:
         c.b.order(other, c.rng.choice(STATUSES))
 
 
-def finish(c: Ctx, family: str, seed: int, requests: list[Request], params: Mapping[str, Any],
-           upfront: bool = False) -> Task:
+def finish(
+    c: Ctx, family: str, seed: int, requests: list[Request], params: Mapping[str, Any], upfront: bool = False
+) -> Task:
     """Shuffle the user's order list and wrap everything in a Task."""
     c.rng.shuffle(c.user["orders"])
     u = c.user
     profile = UserProfile(
-        user_id=u["user_id"], first_name=u["name"]["first_name"], last_name=u["name"]["last_name"],
-        zip=u["address"]["zip"], email=u["email"], auth=c.rng.choice(["email", "name_zip"]),
+        user_id=u["user_id"],
+        first_name=u["name"]["first_name"],
+        last_name=u["name"]["last_name"],
+        zip=u["address"]["zip"],
+        email=u["email"],
+        auth=c.rng.choice(["email", "name_zip"]),
     )
     hello = c.rng.choice(OPENERS)
     if upfront and len(requests) > 1:
@@ -45,8 +50,14 @@ def finish(c: Ctx, family: str, seed: int, requests: list[Request], params: Mapp
     else:
         opening = f"{hello} {requests[0].text}"
     return Task(
-        task_id=f"{family}-{seed}", family=family, tables=c.b.tables(), user=profile,
-        requests=requests, upfront=upfront, opening=opening, params=dict(params),
+        task_id=f"{family}-{seed}",
+        family=family,
+        tables=c.b.tables(),
+        user=profile,
+        requests=requests,
+        upfront=upfront,
+        opening=opening,
+        params=dict(params),
         source={"family": family, "seed": seed},
     )
 

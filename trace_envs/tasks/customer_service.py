@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from random import Random
 from typing import Any
 
+from trace_envs.tasks import requests as rq
 from trace_envs.tasks.base import Task, register_family
 from trace_envs.tasks.common import add_distractors, finish, start
-from trace_envs.tasks import requests as rq
 
 NAME = "customer_service"
 DEFAULTS = {
@@ -44,11 +44,13 @@ _LOOSE = ["cancel", "modify_address", "return"]
 def _one(c, rng: Random, params: Mapping[str, Any]):
     if rng.random() < params["pick_rate"]:
         c.precise = False
-        return rng.choice([
-            rq.question,
-            lambda c: rq.return_items(c, allowed=True, pick="priciest"),
-            lambda c: rq.swap_items(c, allowed=True, delivered=rng.random() < 0.5, pick="cheapest"),
-        ])(c)
+        return rng.choice(
+            [
+                rq.question,
+                lambda c: rq.return_items(c, allowed=True, pick="priciest"),
+                lambda c: rq.swap_items(c, allowed=True, delivered=rng.random() < 0.5, pick="cheapest"),
+            ]
+        )(c)
     c.precise = rng.random() < params["precise_rate"]
     allowed = rng.random() >= params["refuse_rate"]
     if c.precise:
@@ -65,9 +67,35 @@ def generate(rng: Random, params: Mapping[str, Any], seed: int = 0) -> Task:
     return finish(c, NAME, seed, requests, params, upfront=n > 1)
 
 
-NEEDS_TOOLS = ("find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details", "get_order_details", "get_product_details",
-               "cancel_pending_order", "modify_pending_order_address", "exchange_delivered_order_items", "modify_pending_order_items", "return_delivered_order_items")
+NEEDS_TOOLS = (
+    "find_user_id_by_email",
+    "find_user_id_by_name_zip",
+    "get_user_details",
+    "get_order_details",
+    "get_product_details",
+    "cancel_pending_order",
+    "modify_pending_order_address",
+    "exchange_delivered_order_items",
+    "modify_pending_order_items",
+    "return_delivered_order_items",
+)
 
-register_family(NAME, generate, DEFAULTS, HELP, capability=None, needs_tools=NEEDS_TOOLS,
-                bounds={"min_requests": (1, 5), "max_requests": (1, 5), "refuse_rate": (0, 1), "precise_rate": (0, 1), "pick_rate": (0, 1), "distractor_orders": (0, 10), "distractor_users": (0, 10), "noise": (0, 1)},
-                choices={})
+register_family(
+    NAME,
+    generate,
+    DEFAULTS,
+    HELP,
+    capability=None,
+    needs_tools=NEEDS_TOOLS,
+    bounds={
+        "min_requests": (1, 5),
+        "max_requests": (1, 5),
+        "refuse_rate": (0, 1),
+        "precise_rate": (0, 1),
+        "pick_rate": (0, 1),
+        "distractor_orders": (0, 10),
+        "distractor_users": (0, 10),
+        "noise": (0, 1),
+    },
+    choices={},
+)

@@ -48,18 +48,48 @@ def generate(rng: Random, params: Mapping[str, Any], seed: int = 0) -> Task:
     return finish(c, NAME, seed, requests, params, upfront=True)
 
 
-NEEDS_TOOLS = ("find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details", "get_order_details", "get_product_details",
-               "cancel_pending_order", "modify_pending_order_address", "modify_user_address", "exchange_delivered_order_items", "return_delivered_order_items")
+NEEDS_TOOLS = (
+    "find_user_id_by_email",
+    "find_user_id_by_name_zip",
+    "get_user_details",
+    "get_order_details",
+    "get_product_details",
+    "cancel_pending_order",
+    "modify_pending_order_address",
+    "modify_user_address",
+    "exchange_delivered_order_items",
+    "return_delivered_order_items",
+)
+
 
 def check(params: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """Every conversation has 2+ requests, and update_user_address fills at most one of them."""
     kinds = params.get("kinds", DEFAULTS["kinds"])
     if isinstance(kinds, list) and kinds and set(kinds) <= {"update_user_address"}:
-        return [("kinds", "update_user_address alone cannot fill 2 or more requests (it is used at most once)",
-                 f"add another kind, e.g. {[*kinds, 'cancel']}")]
+        return [
+            (
+                "kinds",
+                "update_user_address alone cannot fill 2 or more requests (it is used at most once)",
+                f"add another kind, e.g. {[*kinds, 'cancel']}",
+            )
+        ]
     return []
 
 
-register_family(NAME, generate, DEFAULTS, HELP, capability="multi_step_completion", needs_tools=NEEDS_TOOLS,
-                bounds={"min_requests": (2, 5), "max_requests": (2, 5), "distractor_orders": (0, 10), "distractor_users": (0, 10), "noise": (0, 1)},
-                choices={"kinds": tuple(KINDS)}, check=check)
+register_family(
+    NAME,
+    generate,
+    DEFAULTS,
+    HELP,
+    capability="multi_step_completion",
+    needs_tools=NEEDS_TOOLS,
+    bounds={
+        "min_requests": (2, 5),
+        "max_requests": (2, 5),
+        "distractor_orders": (0, 10),
+        "distractor_users": (0, 10),
+        "noise": (0, 1),
+    },
+    choices={"kinds": tuple(KINDS)},
+    check=check,
+)

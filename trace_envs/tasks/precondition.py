@@ -39,14 +39,39 @@ def generate(rng: Random, params: Mapping[str, Any], seed: int = 0) -> Task:
     """A task with ``n_requests`` writes, each forbidden with probability ``refuse_rate``."""
     c = start(rng, params)
     add_distractors(c, params)
-    requests = [KINDS[pick_kind(rng, params["kinds"])](c, allowed=rng.random() >= params["refuse_rate"])
-                for _ in range(int(params["n_requests"]))]
+    requests = [
+        KINDS[pick_kind(rng, params["kinds"])](c, allowed=rng.random() >= params["refuse_rate"])
+        for _ in range(int(params["n_requests"]))
+    ]
     return finish(c, NAME, seed, requests, params)
 
 
-NEEDS_TOOLS = ("find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details", "get_order_details", "get_product_details",
-               "cancel_pending_order", "modify_pending_order_address", "exchange_delivered_order_items", "modify_pending_order_items", "return_delivered_order_items")
+NEEDS_TOOLS = (
+    "find_user_id_by_email",
+    "find_user_id_by_name_zip",
+    "get_user_details",
+    "get_order_details",
+    "get_product_details",
+    "cancel_pending_order",
+    "modify_pending_order_address",
+    "exchange_delivered_order_items",
+    "modify_pending_order_items",
+    "return_delivered_order_items",
+)
 
-register_family(NAME, generate, DEFAULTS, HELP, capability="precondition_verification", needs_tools=NEEDS_TOOLS,
-                bounds={"refuse_rate": (0, 1), "n_requests": (1, 5), "distractor_orders": (0, 10), "distractor_users": (0, 10), "noise": (0, 1)},
-                choices={"kinds": tuple(KINDS)})
+register_family(
+    NAME,
+    generate,
+    DEFAULTS,
+    HELP,
+    capability="precondition_verification",
+    needs_tools=NEEDS_TOOLS,
+    bounds={
+        "refuse_rate": (0, 1),
+        "n_requests": (1, 5),
+        "distractor_orders": (0, 10),
+        "distractor_users": (0, 10),
+        "noise": (0, 1),
+    },
+    choices={"kinds": tuple(KINDS)},
+)

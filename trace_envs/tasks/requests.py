@@ -91,12 +91,17 @@ def cancel(c: Ctx, allowed: bool) -> Request:
     wrong = Call(desired.name, {"order_id": oid, "reason": phrase})
     return Request(
         kind="cancel",
-        text=c.say(f"I want to cancel my order {c.order_ref(oid)}; {phrase}.",
-                   f"Please cancel order {c.order_ref(oid)} for me, {phrase}.",
-                   f"Can you cancel {c.order_ref(oid)}? {phrase.capitalize()}."),
+        text=c.say(
+            f"I want to cancel my order {c.order_ref(oid)}; {phrase}.",
+            f"Please cancel order {c.order_ref(oid)} for me, {phrase}.",
+            f"Can you cancel {c.order_ref(oid)}? {phrase.capitalize()}.",
+        ),
         capabilities=(PRE, TOOLS) if c.precise and allowed else (PRE,),
-        desired=desired, refuse=not allowed, refusal_reason=why,
-        required_reads=(_order_read(oid),), target=oid,
+        desired=desired,
+        refuse=not allowed,
+        refusal_reason=why,
+        required_reads=(_order_read(oid),),
+        target=oid,
         facts={"order_id": oid, "reason": reason},
         wrong_format=_strip_hash(desired) if c.precise and rng.random() < 0.5 else wrong,
         describe=f"cancel order {oid} with reason '{reason}'",
@@ -111,18 +116,23 @@ def modify_address(c: Ctx, allowed: bool) -> Request:
     addr = c.b.address()
     args = {"order_id": oid, **addr}
     desired = Call("modify_pending_order_address", args)
-    line = ", ".join(v for v in (addr["address1"], addr["address2"], addr["city"], addr["state"], addr["zip"],
-                                 addr["country"]) if v)
+    line = ", ".join(
+        v for v in (addr["address1"], addr["address2"], addr["city"], addr["state"], addr["zip"], addr["country"]) if v
+    )
     bad = dict(args)
     bad["zip"] = int(addr["zip"])  # a number where the schema wants a string
     return Request(
         kind="modify_address",
-        text=c.say(f"Please ship my order {c.order_ref(oid)} to {line} instead.",
-                   f"I moved. Could order {c.order_ref(oid)} go to {line}?"),
+        text=c.say(
+            f"Please ship my order {c.order_ref(oid)} to {line} instead.",
+            f"I moved. Could order {c.order_ref(oid)} go to {line}?",
+        ),
         capabilities=(PRE, TOOLS) if c.precise and allowed else (PRE,),
-        desired=desired, refuse=not allowed,
+        desired=desired,
+        refuse=not allowed,
         refusal_reason=f"it is {status}, and only pending orders can change address",
-        required_reads=(_order_read(oid),), target=oid,
+        required_reads=(_order_read(oid),),
+        target=oid,
         facts={"order_id": oid, "address": line},
         wrong_format=Call(desired.name, bad),
         describe=f"change the shipping address of order {oid} to {line}",
@@ -134,23 +144,26 @@ def update_user_address(c: Ctx, allowed: bool = True) -> Request:
     addr = c.b.address()
     uid = c.user["user_id"]
     desired = Call("modify_user_address", {"user_id": uid, **addr})
-    line = ", ".join(v for v in (addr["address1"], addr["address2"], addr["city"], addr["state"], addr["zip"],
-                                 addr["country"]) if v)
+    line = ", ".join(
+        v for v in (addr["address1"], addr["address2"], addr["city"], addr["state"], addr["zip"], addr["country"]) if v
+    )
     bad = {"user_id": uid, **addr, "zip": int(addr["zip"])}
     return Request(
         kind="update_user_address",
-        text=c.say(f"Please update my default address to {line}.",
-                   f"My new home address is {line}; can you update my profile?"),
+        text=c.say(
+            f"Please update my default address to {line}.", f"My new home address is {line}; can you update my profile?"
+        ),
         capabilities=(TOOLS,) if c.precise else (),
-        desired=desired, target=uid, facts={"address": line},
+        desired=desired,
+        target=uid,
+        facts={"address": line},
         required_reads=(Call("get_user_details", {"user_id": uid}),),
         wrong_format=Call(desired.name, bad),
         describe=f"update your default address to {line}",
     )
 
 
-def _variant_choice(c: Ctx, pid: str, current: str, pick: str, allowed: bool
-                    ) -> tuple[dict, str, dict | None]:
+def _variant_choice(c: Ctx, pid: str, current: str, pick: str, allowed: bool) -> tuple[dict, str, dict | None]:
     """Choose the new variant: (variant, how the user describes it, plausible wrong one)."""
     variants = [v for v in c.b.products[pid]["variants"].values() if v["item_id"] != current]
     mine = next((v for v in c.b.products[pid]["variants"].values() if v["item_id"] == current), None)
@@ -163,12 +176,19 @@ def _variant_choice(c: Ctx, pid: str, current: str, pick: str, allowed: bool
             ok = [v for v in variants if v["options"][opt] == val and v["available"]]
             if ok:
                 best = min(ok, key=lambda v: (v["price"], v["item_id"]))
-                if (mine is not None and mine["available"] and mine["options"].get(opt) == val
-                        and (mine["price"], mine["item_id"]) <= (best["price"], best["item_id"])):
+                if (
+                    mine is not None
+                    and mine["available"]
+                    and mine["options"].get(opt) == val
+                    and (mine["price"], mine["item_id"]) <= (best["price"], best["item_id"])
+                ):
                     continue  # the item the user has is itself the cheapest such one: ambiguous
                 traps = [v for v in variants if v["price"] < best["price"]]
-                wrong = min(traps, key=lambda v: v["price"]) if traps else (
-                    sorted(ok, key=lambda v: v["price"])[1] if len(ok) > 1 else None)
+                wrong = (
+                    min(traps, key=lambda v: v["price"])
+                    if traps
+                    else (sorted(ok, key=lambda v: v["price"])[1] if len(ok) > 1 else None)
+                )
                 if wrong is not None:
                     return best, f"the cheapest available {name} with {opt} {val}", wrong
         pick = "options"  # no informative constraint in this catalog: name it exactly
@@ -187,8 +207,11 @@ def swap_items(c: Ctx, allowed: bool, delivered: bool, pick: str = "options") ->
     rng = c.rng
     want_status = "delivered" if delivered else "pending"
     unavailable = not allowed and pick == "options" and rng.random() < 0.5
-    status = want_status if (allowed or unavailable) else (
-        rng.choice(["pending", "processed"]) if delivered else rng.choice(["processed", "delivered"]))
+    status = (
+        want_status
+        if (allowed or unavailable)
+        else (rng.choice(["pending", "processed"]) if delivered else rng.choice(["processed", "delivered"]))
+    )
     order = c.b.order(c.user, status, n_items=rng.randint(2, 3))
     item = rng.choice(order["items"])
     pid = item["product_id"]
@@ -199,31 +222,44 @@ def swap_items(c: Ctx, allowed: bool, delivered: bool, pick: str = "options") ->
         order["status"] = status
     pm = order["payment_history"][0]["payment_method_id"]
     tool = "exchange_delivered_order_items" if delivered else "modify_pending_order_items"
-    args = {"order_id": order["order_id"], "item_ids": [item["item_id"]], "new_item_ids": [new["item_id"]],
-            "payment_method_id": pm}
+    args = {
+        "order_id": order["order_id"],
+        "item_ids": [item["item_id"]],
+        "new_item_ids": [new["item_id"]],
+        "payment_method_id": pm,
+    }
     desired = Call(tool, args)
     oid = order["order_id"]
     verb = "exchange" if delivered else "change"
-    why = (f"the variant {new['item_id']} is not available" if unavailable else
-           f"the order is {status}; only {want_status} orders can be {'exchanged' if delivered else 'modified'}")
+    why = (
+        f"the variant {new['item_id']} is not available"
+        if unavailable
+        else f"the order is {status}; only {want_status} orders can be {'exchanged' if delivered else 'modified'}"
+    )
     wrong_call = Call(tool, {**args, "new_item_ids": [wrong["item_id"]]}) if wrong else None
     return Request(
         kind="exchange" if delivered else "modify_items",
-        text=c.say(f"I'd like to {verb} the {item['name']} in order {c.order_ref(oid)} for {phrase}. "
-                   f"Use the original payment method for any difference.",
-                   f"In order {c.order_ref(oid)}, can I {verb} my {item['name']} for {phrase}? "
-                   f"Any price difference can go on the original payment method."),
+        text=c.say(
+            f"I'd like to {verb} the {item['name']} in order {c.order_ref(oid)} for {phrase}. "
+            f"Use the original payment method for any difference.",
+            f"In order {c.order_ref(oid)}, can I {verb} my {item['name']} for {phrase}? "
+            f"Any price difference can go on the original payment method.",
+        ),
         capabilities=(PRE, DATA) if pick == "cheapest" else (PRE,),
-        desired=desired, refuse=not allowed, refusal_reason=why,
+        desired=desired,
+        refuse=not allowed,
+        refusal_reason=why,
         # Per outcome: a wrong status alone decides a refusal; a swap needs the variant's record.
         required_reads=(_order_read(oid),) + (() if status != want_status else (_product_read(pid),)),
         target=oid,
         facts={"order_id": oid, "payment_method_id": pm},
         wrong_record=wrong_call,
         wrong_format=Call(tool, {**args, "item_ids": item["item_id"]}),  # a string, not a list
-        describe=(f"{verb} item {item['item_id']} ({item['name']}) in order {oid} for item {new['item_id']} "
-                  f"({', '.join(f'{k} {v}' for k, v in new['options'].items())}), settling any difference "
-                  f"with {pm}"),
+        describe=(
+            f"{verb} item {item['item_id']} ({item['name']}) in order {oid} for item {new['item_id']} "
+            f"({', '.join(f'{k} {v}' for k, v in new['options'].items())}), settling any difference "
+            f"with {pm}"
+        ),
     )
 
 
@@ -246,8 +282,7 @@ def return_items(c: Ctx, allowed: bool, pick: str = "named") -> Request:
         chosen = [ranked[0]]
         what = "the most expensive item"
         wrong_ids = [ranked[1]["item_id"]]
-        wrong = Call("return_delivered_order_items", {"order_id": oid, "item_ids": wrong_ids,
-                                                      "payment_method_id": pm})
+        wrong = Call("return_delivered_order_items", {"order_id": oid, "item_ids": wrong_ids, "payment_method_id": pm})
     else:
         k = rng.randint(2, len(items)) if c.precise else 1
         chosen = rng.sample(items, k)
@@ -258,15 +293,20 @@ def return_items(c: Ctx, allowed: bool, pick: str = "named") -> Request:
     caps = (PRE,) + ((DATA,) if pick == "priciest" else ()) + ((TOOLS,) if c.precise and allowed else ())
     return Request(
         kind="return",
-        text=c.say(f"I want to return {what} from order {c.order_ref(oid)}, refunded to {where}.",
-                   f"Could I send back {what} of order {c.order_ref(oid)}? Please refund {where}."),
-        capabilities=caps, desired=desired, refuse=not allowed,
+        text=c.say(
+            f"I want to return {what} from order {c.order_ref(oid)}, refunded to {where}.",
+            f"Could I send back {what} of order {c.order_ref(oid)}? Please refund {where}.",
+        ),
+        capabilities=caps,
+        desired=desired,
+        refuse=not allowed,
         refusal_reason=f"the order is {status}; only delivered orders can be returned",
         # The reads that decide this outcome: a refusal rests on the order's status alone; a
         # refund to the gift card also needs the card's id, which only the user's record shows.
-        required_reads=(_order_read(oid),) + ((Call("get_user_details", {"user_id": c.user["user_id"]}),)
-                                              if to_gift and allowed else ()),
-        target=oid, facts={"order_id": oid, "payment_method_id": pm},
+        required_reads=(_order_read(oid),)
+        + ((Call("get_user_details", {"user_id": c.user["user_id"]}),) if to_gift and allowed else ()),
+        target=oid,
+        facts={"order_id": oid, "payment_method_id": pm},
         wrong_record=wrong,
         wrong_format=Call(desired.name, {**desired.arguments, "item_ids": ",".join(ids)}),
         describe=f"return items {', '.join(ids)} from order {oid}, refunding to {pm}",
@@ -284,11 +324,14 @@ def question(c: Ctx, allowed: bool = True) -> Request:
         # The plausible mistake: leave out the last line.
         wrong = round(total - order["items"][-1]["price"], 2)
         return Request(
-            kind="question", capabilities=(DATA,),
-            text=c.say(f"How much did I pay in total for order {oid}?",
-                       f"What was the total of my order {oid}?"),
-            answer=f"{total:.2f}", wrong_record=f"{wrong:.2f}", target=oid,
-            required_reads=(_order_read(oid),), facts={"order_id": oid},
+            kind="question",
+            capabilities=(DATA,),
+            text=c.say(f"How much did I pay in total for order {oid}?", f"What was the total of my order {oid}?"),
+            answer=f"{total:.2f}",
+            wrong_record=f"{wrong:.2f}",
+            target=oid,
+            required_reads=(_order_read(oid),),
+            facts={"order_id": oid},
             describe=f"The total of order {oid} is ${total:.2f}.",
         )
     pid = rng.choice(c.b.product_ids)
@@ -298,11 +341,17 @@ def question(c: Ctx, allowed: bool = True) -> Request:
     cheaper = [v for v in product["variants"].values() if v["price"] < best["price"]]
     wrong = min(cheaper, key=lambda v: v["price"]) if cheaper else max(avail, key=lambda v: v["price"])
     return Request(
-        kind="question", capabilities=(DATA,),
-        text=c.say(f"What is the price of the cheapest {product['name']} you have in stock?",
-                   f"How much is your cheapest available {product['name']}?"),
-        answer=f"{best['price']:.2f}", wrong_record=f"{wrong['price']:.2f}", target=pid,
-        required_reads=(_product_read(pid),), facts={},
+        kind="question",
+        capabilities=(DATA,),
+        text=c.say(
+            f"What is the price of the cheapest {product['name']} you have in stock?",
+            f"How much is your cheapest available {product['name']}?",
+        ),
+        answer=f"{best['price']:.2f}",
+        wrong_record=f"{wrong['price']:.2f}",
+        target=pid,
+        required_reads=(_product_read(pid),),
+        facts={},
         describe=f"The cheapest available {product['name']} costs ${best['price']:.2f}.",
     )
 

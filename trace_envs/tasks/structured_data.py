@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from random import Random
 from typing import Any
 
+from trace_envs.tasks import requests as rq
 from trace_envs.tasks.base import Task, register_family
 from trace_envs.tasks.common import add_distractors, finish, start
-from trace_envs.tasks import requests as rq
 
 NAME = "structured_data"
 DEFAULTS = {
@@ -46,9 +46,30 @@ def generate(rng: Random, params: Mapping[str, Any], seed: int = 0) -> Task:
     return finish(c, NAME, seed, [req], params)
 
 
-NEEDS_TOOLS = ("find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details", "get_order_details", "get_product_details",
-               "exchange_delivered_order_items", "modify_pending_order_items", "return_delivered_order_items")
+NEEDS_TOOLS = (
+    "find_user_id_by_email",
+    "find_user_id_by_name_zip",
+    "get_user_details",
+    "get_order_details",
+    "get_product_details",
+    "exchange_delivered_order_items",
+    "modify_pending_order_items",
+    "return_delivered_order_items",
+)
 
-register_family(NAME, generate, DEFAULTS, HELP, capability="structured_data_reasoning", needs_tools=NEEDS_TOOLS,
-                bounds={"question_rate": (0, 1), "distractor_orders": (0, 10), "distractor_users": (0, 10), "variants_per_product": (4, 12), "noise": (0, 1)},
-                choices={})
+register_family(
+    NAME,
+    generate,
+    DEFAULTS,
+    HELP,
+    capability="structured_data_reasoning",
+    needs_tools=NEEDS_TOOLS,
+    bounds={
+        "question_rate": (0, 1),
+        "distractor_orders": (0, 10),
+        "distractor_users": (0, 10),
+        "variants_per_product": (4, 12),
+        "noise": (0, 1),
+    },
+    choices={},
+)

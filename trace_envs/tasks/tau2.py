@@ -39,13 +39,20 @@ DEFAULTS = {"data_dir": ""}
 HELP = {"data_dir": "τ²-bench data directory (holding domains/retail); empty: use $TAU2_DATA_DIR"}
 ENV_VAR = "TAU2_DATA_DIR"
 
-WRITE_TOOLS = frozenset({
-    "cancel_pending_order", "modify_pending_order_address", "modify_pending_order_items",
-    "modify_pending_order_payment", "modify_user_address", "return_delivered_order_items",
-    "exchange_delivered_order_items",
-})
-_SKIP_AS_READ = frozenset({"find_user_id_by_email", "find_user_id_by_name_zip", "calculate",
-                           "transfer_to_human_agents"})
+WRITE_TOOLS = frozenset(
+    {
+        "cancel_pending_order",
+        "modify_pending_order_address",
+        "modify_pending_order_items",
+        "modify_pending_order_payment",
+        "modify_user_address",
+        "return_delivered_order_items",
+        "exchange_delivered_order_items",
+    }
+)
+_SKIP_AS_READ = frozenset(
+    {"find_user_id_by_email", "find_user_id_by_name_zip", "calculate", "transfer_to_human_agents"}
+)
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,10 @@ class Tau2Data:
 
 
 NEEDED = ("db.json", "tasks.json")  # policy.md is read too when present
-SOURCE = ("the data/tau2 directory of a tau2-bench checkout (https://github.com/sierra-research/tau2-bench), "
-          "which holds domains/retail/db.json and domains/retail/tasks.json (and policy.md)")
+SOURCE = (
+    "the data/tau2 directory of a tau2-bench checkout (https://github.com/sierra-research/tau2-bench), "
+    "which holds domains/retail/db.json and domains/retail/tasks.json (and policy.md)"
+)
 
 
 class DataError(SpecError):
@@ -116,11 +125,16 @@ def _read_json(path: Path) -> Any:
 def load(retail_dir: Path) -> Tau2Data:
     """Parse a retail data directory once per process; malformed files are a DataError naming them."""
     tables = _read_json(retail_dir / "db.json")
-    missing = [k for k in ("users", "orders", "products") if not isinstance(tables, dict)
-               or not isinstance(tables.get(k), dict)]
+    missing = [
+        k
+        for k in ("users", "orders", "products")
+        if not isinstance(tables, dict) or not isinstance(tables.get(k), dict)
+    ]
     if missing:
-        raise DataError(f"{retail_dir / 'db.json'}: expected an object with the tables users, orders and products; "
-                        f"missing or not objects: {', '.join(missing)}")
+        raise DataError(
+            f"{retail_dir / 'db.json'}: expected an object with the tables users, orders and products; "
+            f"missing or not objects: {', '.join(missing)}"
+        )
     tasks = _read_json(retail_dir / "tasks.json")
     expected = f"{retail_dir / 'tasks.json'}: expected a list of task objects, each with an id"
     if not isinstance(tasks, list):
@@ -139,10 +153,18 @@ def data_for(params: Mapping[str, Any]) -> Tau2Data:
 
 
 # -- turning a task into requests -----------------------------------------------------
-_PRONOUNS = [(r"\byou are\b", "I am"), (r"\byou were\b", "I was"), (r"\byou have\b", "I have"),
-             (r"\byou've\b", "I've"), (r"\byou're\b", "I'm"), (r"\byourself\b", "myself"),
-             (r"\byours\b", "mine"), (r"\byour\b", "my"),
-             (r"\b(to|for|with|at|from|about|tell|give|ask|asks|let) you\b", r"\1 me"), (r"\byou\b", "I")]
+_PRONOUNS = [
+    (r"\byou are\b", "I am"),
+    (r"\byou were\b", "I was"),
+    (r"\byou have\b", "I have"),
+    (r"\byou've\b", "I've"),
+    (r"\byou're\b", "I'm"),
+    (r"\byourself\b", "myself"),
+    (r"\byours\b", "mine"),
+    (r"\byour\b", "my"),
+    (r"\b(to|for|with|at|from|about|tell|give|ask|asks|let) you\b", r"\1 me"),
+    (r"\byou\b", "I"),
+]
 
 
 def first_person(text: str) -> str:
@@ -152,6 +174,7 @@ def first_person(text: str) -> str:
         def sub(m: re.Match) -> str:
             out = m.expand(repl)
             return out[:1].upper() + out[1:] if m.group(0)[:1].isupper() else out
+
         return sub
 
     for pattern, repl in _PRONOUNS:
@@ -172,7 +195,9 @@ def describe_call(call: Call) -> str:
     return f"{verb} ({call.name.replace('_', ' ')}) with " + "; ".join(parts)
 
 
-_NAME = re.compile(r"\b(?:you are|you're|your name is|you name is|i am|i'm)\s+(?:user\s+)?([A-Z][a-z]+)\s+([A-Z][a-z]+)", re.I)
+_NAME = re.compile(
+    r"\b(?:you are|you're|your name is|you name is|i am|i'm)\s+(?:user\s+)?([A-Z][a-z]+)\s+([A-Z][a-z]+)", re.I
+)
 _ZIP = re.compile(r"\b(\d{5})\b")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 _USER_ID = re.compile(r"\b[a-z]+_[a-z]+_\d{4}\b")
@@ -204,7 +229,10 @@ def _user_of(tables: Mapping[str, dict], known: str, gold: list[Call]) -> dict |
         if call.name == "find_user_id_by_name_zip":
             for u in users.values():
                 if (u["name"]["first_name"], u["name"]["last_name"], u["address"]["zip"]) == (
-                        args.get("first_name"), args.get("last_name"), args.get("zip")):
+                    args.get("first_name"),
+                    args.get("last_name"),
+                    args.get("zip"),
+                ):
                     return u
     return None
 
@@ -216,9 +244,12 @@ def _profile(user: dict | None, known: str) -> UserProfile:
     email = _EMAIL.search(known)
     zip_match = _ZIP.search(known)
     profile = UserProfile(
-        user_id=user["user_id"], first_name=user["name"]["first_name"], last_name=user["name"]["last_name"],
+        user_id=user["user_id"],
+        first_name=user["name"]["first_name"],
+        last_name=user["name"]["last_name"],
         zip=zip_match.group(1) if zip_match else user["address"]["zip"],
-        email=email.group(0) if email else user["email"], auth="email" if email else "name_zip",
+        email=email.group(0) if email else user["email"],
+        auth="email" if email else "name_zip",
         # With an email and a zip known, a customer whose email is not found falls back to name + zip.
         fallback=bool(email and zip_match),
     )
@@ -255,9 +286,17 @@ def _convert(retail_dir: Path, index: int) -> Task:
         if call.name in WRITE_TOOLS:
             if ok:
                 target = call.arguments.get("order_id") or call.arguments.get("user_id") or ""
-                requests.append(Request(
-                    kind=call.name, text="", capabilities=("precondition_verification",), desired=call,
-                    required_reads=tuple(reads), target=target, describe=describe_call(call)))
+                requests.append(
+                    Request(
+                        kind=call.name,
+                        text="",
+                        capabilities=("precondition_verification",),
+                        desired=call,
+                        required_reads=tuple(reads),
+                        target=target,
+                        describe=describe_call(call),
+                    )
+                )
             reads = []
         elif ok and call.name not in _SKIP_AS_READ:
             reads.append(call)
@@ -270,15 +309,26 @@ def _convert(retail_dir: Path, index: int) -> Task:
         requests.append(Request(kind="chat", text="", capabilities=()))
     reason = str(instr.get("reason_for_call") or "I need help with my account.")
     return Task(
-        task_id=tid, family=NAME, tables=tables, user=profile, requests=requests, upfront=True,
-        opening=f"Hi! {first_person(reason)}", params={},
+        task_id=tid,
+        family=NAME,
+        tables=tables,
+        user=profile,
+        requests=requests,
+        upfront=True,
+        opening=f"Hi! {first_person(reason)}",
+        params={},
         source={"family": NAME, "task_id": tid, "index": index, "data_dir": str(retail_dir)},
-        communicate=communicate, benchmark="tau2",
+        communicate=communicate,
+        benchmark="tau2",
         reward_basis=tuple(crit.get("reward_basis") or ("DB",)),
-        gold_actions=tuple(actions), policy=data.policy,
-        notes={"known_info": known, "unknown_info": str(instr.get("unknown_info") or ""),
-               "task_instructions": str(instr.get("task_instructions") or ""),
-               "nl_assertions": list(crit.get("nl_assertions") or [])},
+        gold_actions=tuple(actions),
+        policy=data.policy,
+        notes={
+            "known_info": known,
+            "unknown_info": str(instr.get("unknown_info") or ""),
+            "task_instructions": str(instr.get("task_instructions") or ""),
+            "nl_assertions": list(crit.get("nl_assertions") or []),
+        },
     )
 
 
@@ -302,8 +352,10 @@ def _initial_tables(base: dict[str, dict], initial_state: Any, tools: Mapping[st
             except ToolError:
                 pass
     # Layer the touched records over the shared base: a shallow dict copy per table.
-    return {name: {**t._base, **{k: v for k, v in t._over.items() if v is not None}} if t.touched() else t._base
-            for name, t in db.tables.items()}
+    return {
+        name: {**t._base, **{k: v for k, v in t._over.items() if v is not None}} if t.touched() else t._base
+        for name, t in db.tables.items()
+    }
 
 
 def _deep_update(target: dict, patch: Mapping[str, Any]) -> None:
@@ -330,8 +382,10 @@ def by_id(task_id: str, params: Mapping[str, Any]) -> Task:
         import difflib
 
         close = difflib.get_close_matches(str(task_id), data.by_id, n=3)
-        raise ValueError(f"task_id {task_id!r} is not a τ²-bench task id in {data.root}/tasks.json"
-                         + (f"; close ids: {close}" if close else f"; {len(data.by_id)} ids, e.g. {list(data.by_id)[:5]}"))
+        raise ValueError(
+            f"task_id {task_id!r} is not a τ²-bench task id in {data.root}/tasks.json"
+            + (f"; close ids: {close}" if close else f"; {len(data.by_id)} ids, e.g. {list(data.by_id)[:5]}")
+        )
     return _convert(data.root, index)
 
 

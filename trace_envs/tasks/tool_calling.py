@@ -38,9 +38,25 @@ def generate(rng: Random, params: Mapping[str, Any], seed: int = 0) -> Task:
     return finish(c, NAME, seed, [req], params)
 
 
-NEEDS_TOOLS = ("find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details", "get_order_details", "get_product_details",
-               "cancel_pending_order", "modify_pending_order_address", "modify_user_address", "return_delivered_order_items")
+NEEDS_TOOLS = (
+    "find_user_id_by_email",
+    "find_user_id_by_name_zip",
+    "get_user_details",
+    "get_order_details",
+    "get_product_details",
+    "cancel_pending_order",
+    "modify_pending_order_address",
+    "modify_user_address",
+    "return_delivered_order_items",
+)
 
-register_family(NAME, generate, DEFAULTS, HELP, capability="tool_calling_precision", needs_tools=NEEDS_TOOLS,
-                bounds={"distractor_orders": (0, 10), "distractor_users": (0, 10), "noise": (0, 1)},
-                choices={"kinds": tuple(KINDS)})
+register_family(
+    NAME,
+    generate,
+    DEFAULTS,
+    HELP,
+    capability="tool_calling_precision",
+    needs_tools=NEEDS_TOOLS,
+    bounds={"distractor_orders": (0, 10), "distractor_users": (0, 10), "noise": (0, 1)},
+    choices={"kinds": tuple(KINDS)},
+)

@@ -16,51 +16,173 @@ from typing import Any
 
 # Product types with their option dimensions. Variants are drawn from the option grid.
 PRODUCT_TYPES: dict[str, dict[str, list[str]]] = {
-    "T-Shirt": {"color": ["blue", "black", "red", "white"], "size": ["S", "M", "L", "XL"],
-                "material": ["cotton", "polyester"]},
-    "Water Bottle": {"capacity": ["500ml", "750ml", "1000ml"], "material": ["glass", "steel", "plastic"],
-                     "color": ["blue", "green", "black"]},
-    "Office Chair": {"material": ["fabric", "leather", "mesh"], "color": ["black", "gray", "blue"],
-                     "armrest": ["fixed", "adjustable"]},
-    "Mechanical Keyboard": {"switch type": ["linear", "tactile", "clicky"],
-                            "backlight": ["none", "white", "RGB"], "size": ["full size", "TKL", "60%"]},
-    "Headphones": {"type": ["over-ear", "on-ear", "in-ear"], "connectivity": ["wired", "wireless"],
-                   "color": ["black", "white", "red"]},
-    "Running Shoes": {"size": ["8", "9", "10", "11"], "color": ["black", "white", "yellow"],
-                      "material": ["mesh", "synthetic"]},
-    "Backpack": {"color": ["black", "green", "navy"], "size": ["small", "medium", "large"],
-                 "compartment": ["laptop", "hydration", "camera"]},
-    "Desk Lamp": {"color": ["black", "silver", "white"], "brightness": ["low", "medium", "high"],
-                  "power source": ["USB", "AC adapter", "battery"]},
-    "Smart Watch": {"color": ["black", "silver", "gold"], "band material": ["silicone", "leather", "metal"],
-                    "display": ["LCD", "AMOLED"]},
-    "Coffee Maker": {"color": ["black", "stainless steel"], "capacity": ["1 cup", "4 cups", "8 cups"],
-                     "type": ["drip", "espresso", "french press"]},
-    "Yoga Mat": {"thickness": ["4mm", "6mm", "8mm"], "material": ["PVC", "TPE", "natural rubber"],
-                 "color": ["green", "pink", "blue"]},
-    "Bluetooth Speaker": {"color": ["black", "blue", "red"], "battery life": ["10 hours", "20 hours"],
-                          "water resistance": ["yes", "no"]},
+    "T-Shirt": {
+        "color": ["blue", "black", "red", "white"],
+        "size": ["S", "M", "L", "XL"],
+        "material": ["cotton", "polyester"],
+    },
+    "Water Bottle": {
+        "capacity": ["500ml", "750ml", "1000ml"],
+        "material": ["glass", "steel", "plastic"],
+        "color": ["blue", "green", "black"],
+    },
+    "Office Chair": {
+        "material": ["fabric", "leather", "mesh"],
+        "color": ["black", "gray", "blue"],
+        "armrest": ["fixed", "adjustable"],
+    },
+    "Mechanical Keyboard": {
+        "switch type": ["linear", "tactile", "clicky"],
+        "backlight": ["none", "white", "RGB"],
+        "size": ["full size", "TKL", "60%"],
+    },
+    "Headphones": {
+        "type": ["over-ear", "on-ear", "in-ear"],
+        "connectivity": ["wired", "wireless"],
+        "color": ["black", "white", "red"],
+    },
+    "Running Shoes": {
+        "size": ["8", "9", "10", "11"],
+        "color": ["black", "white", "yellow"],
+        "material": ["mesh", "synthetic"],
+    },
+    "Backpack": {
+        "color": ["black", "green", "navy"],
+        "size": ["small", "medium", "large"],
+        "compartment": ["laptop", "hydration", "camera"],
+    },
+    "Desk Lamp": {
+        "color": ["black", "silver", "white"],
+        "brightness": ["low", "medium", "high"],
+        "power source": ["USB", "AC adapter", "battery"],
+    },
+    "Smart Watch": {
+        "color": ["black", "silver", "gold"],
+        "band material": ["silicone", "leather", "metal"],
+        "display": ["LCD", "AMOLED"],
+    },
+    "Coffee Maker": {
+        "color": ["black", "stainless steel"],
+        "capacity": ["1 cup", "4 cups", "8 cups"],
+        "type": ["drip", "espresso", "french press"],
+    },
+    "Yoga Mat": {
+        "thickness": ["4mm", "6mm", "8mm"],
+        "material": ["PVC", "TPE", "natural rubber"],
+        "color": ["green", "pink", "blue"],
+    },
+    "Bluetooth Speaker": {
+        "color": ["black", "blue", "red"],
+        "battery life": ["10 hours", "20 hours"],
+        "water resistance": ["yes", "no"],
+    },
 }
 PRICE_RANGE: dict[str, tuple[float, float]] = {
-    "T-Shirt": (40, 60), "Water Bottle": (15, 60), "Office Chair": (300, 550),
-    "Mechanical Keyboard": (120, 280), "Headphones": (60, 380), "Running Shoes": (90, 190),
-    "Backpack": (60, 220), "Desk Lamp": (30, 160), "Smart Watch": (180, 420),
-    "Coffee Maker": (40, 300), "Yoga Mat": (20, 120), "Bluetooth Speaker": (40, 300),
+    "T-Shirt": (40, 60),
+    "Water Bottle": (15, 60),
+    "Office Chair": (300, 550),
+    "Mechanical Keyboard": (120, 280),
+    "Headphones": (60, 380),
+    "Running Shoes": (90, 190),
+    "Backpack": (60, 220),
+    "Desk Lamp": (30, 160),
+    "Smart Watch": (180, 420),
+    "Coffee Maker": (40, 300),
+    "Yoga Mat": (20, 120),
+    "Bluetooth Speaker": (40, 300),
 }
 
-FIRST_NAMES = ["Ava", "Noah", "Mia", "Liam", "Sofia", "Omar", "Yusuf", "Lucas", "Emma", "Ivan",
-               "Chen", "Aarav", "Fatima", "Mei", "Lena", "Raj", "Sara", "Ethan", "Olivia", "Mason",
-               "Amara", "Harper", "Daiki", "Isabella", "Mohamed", "Anya", "Juan", "Zoe", "Kai", "Nora"]
-LAST_NAMES = ["Brown", "Garcia", "Khan", "Rossi", "Kim", "Silva", "Nguyen", "Muller", "Lopez",
-              "Smith", "Patel", "Ito", "Moreau", "Novak", "Cohen", "Hughes", "Santos", "Ali",
-              "Wilson", "Lee", "Anderson", "Martin", "Sato", "Jensen", "Costa", "Ahmed"]
-STREETS = ["Oak Street", "Maple Avenue", "Sunset Drive", "River Road", "Hillcrest Lane",
-           "Elm Street", "Lakeview Drive", "Park Avenue", "Cedar Lane", "Main Street",
-           "Highland Avenue", "Willow Lane", "Pine Street", "Broadway", "Chestnut Street"]
-CITIES = [("Austin", "TX", "787"), ("Denver", "CO", "802"), ("Seattle", "WA", "981"),
-          ("Boston", "MA", "021"), ("Chicago", "IL", "606"), ("Phoenix", "AZ", "850"),
-          ("Portland", "OR", "972"), ("Columbus", "OH", "432"), ("Charlotte", "NC", "282"),
-          ("San Diego", "CA", "921"), ("New York", "NY", "100"), ("Philadelphia", "PA", "191")]
+FIRST_NAMES = [
+    "Ava",
+    "Noah",
+    "Mia",
+    "Liam",
+    "Sofia",
+    "Omar",
+    "Yusuf",
+    "Lucas",
+    "Emma",
+    "Ivan",
+    "Chen",
+    "Aarav",
+    "Fatima",
+    "Mei",
+    "Lena",
+    "Raj",
+    "Sara",
+    "Ethan",
+    "Olivia",
+    "Mason",
+    "Amara",
+    "Harper",
+    "Daiki",
+    "Isabella",
+    "Mohamed",
+    "Anya",
+    "Juan",
+    "Zoe",
+    "Kai",
+    "Nora",
+]
+LAST_NAMES = [
+    "Brown",
+    "Garcia",
+    "Khan",
+    "Rossi",
+    "Kim",
+    "Silva",
+    "Nguyen",
+    "Muller",
+    "Lopez",
+    "Smith",
+    "Patel",
+    "Ito",
+    "Moreau",
+    "Novak",
+    "Cohen",
+    "Hughes",
+    "Santos",
+    "Ali",
+    "Wilson",
+    "Lee",
+    "Anderson",
+    "Martin",
+    "Sato",
+    "Jensen",
+    "Costa",
+    "Ahmed",
+]
+STREETS = [
+    "Oak Street",
+    "Maple Avenue",
+    "Sunset Drive",
+    "River Road",
+    "Hillcrest Lane",
+    "Elm Street",
+    "Lakeview Drive",
+    "Park Avenue",
+    "Cedar Lane",
+    "Main Street",
+    "Highland Avenue",
+    "Willow Lane",
+    "Pine Street",
+    "Broadway",
+    "Chestnut Street",
+]
+CITIES = [
+    ("Austin", "TX", "787"),
+    ("Denver", "CO", "802"),
+    ("Seattle", "WA", "981"),
+    ("Boston", "MA", "021"),
+    ("Chicago", "IL", "606"),
+    ("Phoenix", "AZ", "850"),
+    ("Portland", "OR", "972"),
+    ("Columbus", "OH", "432"),
+    ("Charlotte", "NC", "282"),
+    ("San Diego", "CA", "921"),
+    ("New York", "NY", "100"),
+    ("Philadelphia", "PA", "191"),
+]
 CARD_BRANDS = ["visa", "mastercard", "amex"]
 
 # The order statuses of the τ²-bench retail world.
@@ -121,8 +243,12 @@ class RetailBuilder:
             "zip": zip3 + _digits(self.rng, 2),
         }
 
-    def user(self, first_name: str | None = None, last_name: str | None = None,
-             sources: tuple[str, ...] = ("credit_card", "gift_card")) -> dict[str, Any]:
+    def user(
+        self,
+        first_name: str | None = None,
+        last_name: str | None = None,
+        sources: tuple[str, ...] = ("credit_card", "gift_card"),
+    ) -> dict[str, Any]:
         """Add a user with one payment method per source; gift cards carry a balance."""
         rng = self.rng
         first = first_name or rng.choice(FIRST_NAMES)
@@ -173,8 +299,14 @@ class RetailBuilder:
             "options": dict(variant["options"]),
         }
 
-    def order(self, user: dict[str, Any], status: str, items: list[dict[str, Any]] | None = None,
-              n_items: int = 2, payment_method_id: str | None = None) -> dict[str, Any]:
+    def order(
+        self,
+        user: dict[str, Any],
+        status: str,
+        items: list[dict[str, Any]] | None = None,
+        n_items: int = 2,
+        payment_method_id: str | None = None,
+    ) -> dict[str, Any]:
         """Add an order of ``user`` with the given status (random distinct products when no items)."""
         rng = self.rng
         if items is None:

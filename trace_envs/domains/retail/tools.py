@@ -120,7 +120,9 @@ def _check_items_in_order(order: dict, item_ids: list[str]) -> None:
             raise ToolError(f"Error: item {item_id} not found in the order (or listed more often than ordered)")
 
 
-def _price_difference(db: Database, order: dict, item_ids: list[str], new_item_ids: list[str]) -> tuple[float, list[dict]]:
+def _price_difference(
+    db: Database, order: dict, item_ids: list[str], new_item_ids: list[str]
+) -> tuple[float, list[dict]]:
     """Check old/new item pairs; return (new total - old total, the new variants in order)."""
     if len(item_ids) != len(new_item_ids):
         raise ToolError("Error: the number of items to be exchanged should match")
@@ -256,8 +258,15 @@ def modify_pending_order_address(
     return order
 
 
-def _check_swap(db: Database, order_id: str, item_ids: list[str], new_item_ids: list[str],
-                payment_method_id: str, status: str, verb: str) -> tuple[dict, float, list[dict]]:
+def _check_swap(
+    db: Database,
+    order_id: str,
+    item_ids: list[str],
+    new_item_ids: list[str],
+    payment_method_id: str,
+    status: str,
+    verb: str,
+) -> tuple[dict, float, list[dict]]:
     """Every precondition of swapping items for other variants: (order, price difference, new variants)."""
     order = _order(db, order_id)
     if order["status"] != status:
@@ -272,15 +281,18 @@ def modify_pending_order_items(
     db: Database, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str
 ) -> dict:
     """Swap items of a pending order for other variants, settling the price difference."""
-    order, diff, variants = _check_swap(db, order_id, item_ids, new_item_ids, payment_method_id,
-                                        status="pending", verb="modified")
+    order, diff, variants = _check_swap(
+        db, order_id, item_ids, new_item_ids, payment_method_id, status="pending", verb="modified"
+    )
     _adjust_gift_card(db, order["user_id"], payment_method_id, -diff)
     order = db.orders.mut(order_id)
-    order["payment_history"].append({
-        "transaction_type": "payment" if diff > 0 else "refund",
-        "amount": abs(diff),
-        "payment_method_id": payment_method_id,
-    })
+    order["payment_history"].append(
+        {
+            "transaction_type": "payment" if diff > 0 else "refund",
+            "amount": abs(diff),
+            "payment_method_id": payment_method_id,
+        }
+    )
     # Replace the first not-yet-replaced line holding each old id, so duplicates work.
     done: set[int] = set()
     items = order["items"]
@@ -308,10 +320,12 @@ def modify_pending_order_payment(db: Database, order_id: str, payment_method_id:
     _adjust_gift_card(db, order["user_id"], payment_method_id, -amount)
     _adjust_gift_card(db, order["user_id"], old_id, amount)
     order = db.orders.mut(order_id)
-    order["payment_history"].extend([
-        {"transaction_type": "payment", "amount": amount, "payment_method_id": payment_method_id},
-        {"transaction_type": "refund", "amount": amount, "payment_method_id": old_id},
-    ])
+    order["payment_history"].extend(
+        [
+            {"transaction_type": "payment", "amount": amount, "payment_method_id": payment_method_id},
+            {"transaction_type": "refund", "amount": amount, "payment_method_id": old_id},
+        ]
+    )
     return order
 
 
@@ -346,8 +360,9 @@ def exchange_delivered_order_items(
     db: Database, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str
 ) -> dict:
     """Request an exchange of items of a delivered order for other variants."""
-    order, diff, _ = _check_swap(db, order_id, item_ids, new_item_ids, payment_method_id,
-                                 status="delivered", verb="exchanged")
+    order, diff, _ = _check_swap(
+        db, order_id, item_ids, new_item_ids, payment_method_id, status="delivered", verb="exchanged"
+    )
     order = db.orders.mut(order_id)
     order["status"] = "exchange requested"
     order["exchange_items"] = sorted(item_ids)
@@ -376,11 +391,15 @@ _PAYMENT_ID = _s("A payment method id of the order's user, e.g. 'credit_card_000
 _ADDRESS = {
     "address1": _s("First address line, e.g. '123 Main Street'."),
     "address2": _s("Second address line, e.g. 'Apt 1'; an empty string if none."),
-    "city": _s("City."), "state": _s("State, e.g. 'CA'."), "country": _s("Country, e.g. 'USA'."),
+    "city": _s("City."),
+    "state": _s("State, e.g. 'CA'."),
+    "country": _s("Country, e.g. 'USA'."),
     "zip": _s("Zip code, e.g. '12345'."),
 }
-_NEW_ITEMS = _ids("New item ids, one per old item in the same position; each must be an available variant of "
-                  "the same product as its old item, and differ from it.")
+_NEW_ITEMS = _ids(
+    "New item ids, one per old item in the same position; each must be an available variant of "
+    "the same product as its old item, and differ from it."
+)
 
 
 def _old_items(verb: str) -> dict[str, Any]:
@@ -389,73 +408,146 @@ def _old_items(verb: str) -> dict[str, Any]:
 
 _CONFIRM = "Requires the user's explicit confirmation first."
 _SPECS: list[tuple[str, str, str, dict[str, Any], Callable[..., Any]]] = [
-    ("find_user_id_by_email", "read",
-     "Find a user's id by their email address. Returns the user id, or an error if no user has that email.",
-     _params(email=_s("The user's email, e.g. 'jane.doe1234@example.com'.")), find_user_id_by_email),
-    ("find_user_id_by_name_zip", "read",
-     "Find a user's id by first name, last name and the zip code of their address, when the user does not "
-     "know their email. Returns the user id, or an error if no user matches.",
-     _params(first_name=_s("First name, e.g. 'Jane'."), last_name=_s("Last name, e.g. 'Doe'."),
-             zip=_s("Zip code, e.g. '12345'.")), find_user_id_by_name_zip),
-    ("get_user_details", "read",
-     "Get a user's profile: name, default address, email, payment methods (gift cards show their balance) "
-     "and the ids of their orders.", _params(user_id=_USER_ID), get_user_details),
-    ("get_order_details", "read",
-     "Get an order: its user id, shipping address, items (item id, product id, price, options), status, "
-     "fulfillments and payment history. Order ids start with '#'.", _params(order_id=_ORDER_ID), get_order_details),
-    ("get_product_details", "read",
-     "Get a product and all its variants (item id, options, availability, price). Takes a product id, not "
-     "an item id; the two are unrelated.",
-     _params(product_id=_s("The 10-digit product id, e.g. '1234567890'.")), get_product_details),
-    ("get_item_details", "read", "Get one variant by its item id: its options, availability and price.",
-     _params(item_id=_s("The 10-digit item id, e.g. '1234567890'.")), get_item_details),
-    ("list_all_product_types", "read",
-     "List every product type in the store as a mapping from product name to product id, sorted by name.",
-     _params(), list_all_product_types),
-    ("calculate", "generic",
-     "Evaluate an arithmetic expression and return the result rounded to 2 decimals. Only digits, '+', '-', "
-     "'*', '/', parentheses, '.' and spaces are allowed (no '**', no names).",
-     _params(expression=_s("The expression, e.g. '(25.5 + 12) * 2 / 3'.")), calculate),
-    ("transfer_to_human_agents", "terminal",
-     "Transfer the user to a human agent, ending this conversation. Use it only when the request cannot be "
-     "handled within the policy and the available tools.",
-     _params(summary=_s("A short summary of the user's issue for the human agent.")), transfer_to_human_agents),
-    ("cancel_pending_order", "write",
-     "Cancel an order whose status is exactly 'pending'. The reason must be exactly 'no longer needed' or "
-     "'ordered by mistake'. Every payment is refunded; gift card refunds are credited at once, others within "
-     f"5-7 business days. {_CONFIRM}",
-     _params(order_id=_ORDER_ID, reason=_s("Exactly 'no longer needed' or 'ordered by mistake'.")),
-     cancel_pending_order),
-    ("modify_pending_order_address", "write",
-     f"Change the shipping address of an order whose status contains 'pending'. {_CONFIRM}",
-     _params(order_id=_ORDER_ID, **_ADDRESS), modify_pending_order_address),
-    ("modify_pending_order_items", "write",
-     "Replace items of an order whose status is exactly 'pending' with other available variants of the same "
-     "products. This can be done only once per order, so collect all changes first. The price difference is "
-     "charged or refunded to the given payment method of the user; a gift card must have enough balance to "
-     f"cover a charge. {_CONFIRM}",
-     _params(order_id=_ORDER_ID, item_ids=_old_items("replace"), new_item_ids=_NEW_ITEMS,
-             payment_method_id=_PAYMENT_ID), modify_pending_order_items),
-    ("modify_pending_order_payment", "write",
-     "Pay a pending order (status contains 'pending') with another payment method of the user. The order "
-     "must have exactly one payment so far; the new method must differ from it, and a gift card must have "
-     f"enough balance for the full amount. {_CONFIRM}",
-     _params(order_id=_ORDER_ID, payment_method_id=_PAYMENT_ID), modify_pending_order_payment),
-    ("modify_user_address", "write",
-     f"Change a user's default address (existing orders keep theirs). {_CONFIRM}",
-     _params(user_id=_USER_ID, **_ADDRESS), modify_user_address),
-    ("return_delivered_order_items", "write",
-     "Request a return of items of an order whose status is 'delivered'. The refund goes to the order's "
-     f"original payment method or to a gift card of the user. {_CONFIRM}",
-     _params(order_id=_ORDER_ID, item_ids=_old_items("return"),
-             payment_method_id=_s("The order's original payment method id, or a gift card id of the user.")),
-     return_delivered_order_items),
-    ("exchange_delivered_order_items", "write",
-     "Request an exchange of items of an order whose status is 'delivered' for other available variants of "
-     "the same products; collect all items to exchange first. The price difference is settled with the "
-     f"given payment method of the user; a gift card must cover a positive difference. {_CONFIRM}",
-     _params(order_id=_ORDER_ID, item_ids=_old_items("exchange"), new_item_ids=_NEW_ITEMS,
-             payment_method_id=_PAYMENT_ID), exchange_delivered_order_items),
+    (
+        "find_user_id_by_email",
+        "read",
+        "Find a user's id by their email address. Returns the user id, or an error if no user has that email.",
+        _params(email=_s("The user's email, e.g. 'jane.doe1234@example.com'.")),
+        find_user_id_by_email,
+    ),
+    (
+        "find_user_id_by_name_zip",
+        "read",
+        "Find a user's id by first name, last name and the zip code of their address, when the user does not "
+        "know their email. Returns the user id, or an error if no user matches.",
+        _params(
+            first_name=_s("First name, e.g. 'Jane'."),
+            last_name=_s("Last name, e.g. 'Doe'."),
+            zip=_s("Zip code, e.g. '12345'."),
+        ),
+        find_user_id_by_name_zip,
+    ),
+    (
+        "get_user_details",
+        "read",
+        "Get a user's profile: name, default address, email, payment methods (gift cards show their balance) "
+        "and the ids of their orders.",
+        _params(user_id=_USER_ID),
+        get_user_details,
+    ),
+    (
+        "get_order_details",
+        "read",
+        "Get an order: its user id, shipping address, items (item id, product id, price, options), status, "
+        "fulfillments and payment history. Order ids start with '#'.",
+        _params(order_id=_ORDER_ID),
+        get_order_details,
+    ),
+    (
+        "get_product_details",
+        "read",
+        "Get a product and all its variants (item id, options, availability, price). Takes a product id, not "
+        "an item id; the two are unrelated.",
+        _params(product_id=_s("The 10-digit product id, e.g. '1234567890'.")),
+        get_product_details,
+    ),
+    (
+        "get_item_details",
+        "read",
+        "Get one variant by its item id: its options, availability and price.",
+        _params(item_id=_s("The 10-digit item id, e.g. '1234567890'.")),
+        get_item_details,
+    ),
+    (
+        "list_all_product_types",
+        "read",
+        "List every product type in the store as a mapping from product name to product id, sorted by name.",
+        _params(),
+        list_all_product_types,
+    ),
+    (
+        "calculate",
+        "generic",
+        "Evaluate an arithmetic expression and return the result rounded to 2 decimals. Only digits, '+', '-', "
+        "'*', '/', parentheses, '.' and spaces are allowed (no '**', no names).",
+        _params(expression=_s("The expression, e.g. '(25.5 + 12) * 2 / 3'.")),
+        calculate,
+    ),
+    (
+        "transfer_to_human_agents",
+        "terminal",
+        "Transfer the user to a human agent, ending this conversation. Use it only when the request cannot be "
+        "handled within the policy and the available tools.",
+        _params(summary=_s("A short summary of the user's issue for the human agent.")),
+        transfer_to_human_agents,
+    ),
+    (
+        "cancel_pending_order",
+        "write",
+        "Cancel an order whose status is exactly 'pending'. The reason must be exactly 'no longer needed' or "
+        "'ordered by mistake'. Every payment is refunded; gift card refunds are credited at once, others within "
+        f"5-7 business days. {_CONFIRM}",
+        _params(order_id=_ORDER_ID, reason=_s("Exactly 'no longer needed' or 'ordered by mistake'.")),
+        cancel_pending_order,
+    ),
+    (
+        "modify_pending_order_address",
+        "write",
+        f"Change the shipping address of an order whose status contains 'pending'. {_CONFIRM}",
+        _params(order_id=_ORDER_ID, **_ADDRESS),
+        modify_pending_order_address,
+    ),
+    (
+        "modify_pending_order_items",
+        "write",
+        "Replace items of an order whose status is exactly 'pending' with other available variants of the same "
+        "products. This can be done only once per order, so collect all changes first. The price difference is "
+        "charged or refunded to the given payment method of the user; a gift card must have enough balance to "
+        f"cover a charge. {_CONFIRM}",
+        _params(
+            order_id=_ORDER_ID, item_ids=_old_items("replace"), new_item_ids=_NEW_ITEMS, payment_method_id=_PAYMENT_ID
+        ),
+        modify_pending_order_items,
+    ),
+    (
+        "modify_pending_order_payment",
+        "write",
+        "Pay a pending order (status contains 'pending') with another payment method of the user. The order "
+        "must have exactly one payment so far; the new method must differ from it, and a gift card must have "
+        f"enough balance for the full amount. {_CONFIRM}",
+        _params(order_id=_ORDER_ID, payment_method_id=_PAYMENT_ID),
+        modify_pending_order_payment,
+    ),
+    (
+        "modify_user_address",
+        "write",
+        f"Change a user's default address (existing orders keep theirs). {_CONFIRM}",
+        _params(user_id=_USER_ID, **_ADDRESS),
+        modify_user_address,
+    ),
+    (
+        "return_delivered_order_items",
+        "write",
+        "Request a return of items of an order whose status is 'delivered'. The refund goes to the order's "
+        f"original payment method or to a gift card of the user. {_CONFIRM}",
+        _params(
+            order_id=_ORDER_ID,
+            item_ids=_old_items("return"),
+            payment_method_id=_s("The order's original payment method id, or a gift card id of the user."),
+        ),
+        return_delivered_order_items,
+    ),
+    (
+        "exchange_delivered_order_items",
+        "write",
+        "Request an exchange of items of an order whose status is 'delivered' for other available variants of "
+        "the same products; collect all items to exchange first. The price difference is settled with the "
+        f"given payment method of the user; a gift card must cover a positive difference. {_CONFIRM}",
+        _params(
+            order_id=_ORDER_ID, item_ids=_old_items("exchange"), new_item_ids=_NEW_ITEMS, payment_method_id=_PAYMENT_ID
+        ),
+        exchange_delivered_order_items,
+    ),
 ]
 
 RETAIL_TOOLS: dict[str, Tool] = {
