@@ -13,7 +13,8 @@ from helpers import TINY, quiet_peft
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from trace_agents import models
-from trace_agents.policy import HFPolicy, Policy, _merged_cache, _prefill_groups
+from trace_agents.kv_cache import merged_cache, prefill_groups
+from trace_agents.policy import HFPolicy, Policy
 from trace_agents.rollout import rollout
 from trace_envs import parse_action
 
@@ -248,10 +249,10 @@ def test_reused_kv_caches_play_the_same_episodes(base, tok):
 
 
 def test_prefill_groups_split_off_long_rows_only_when_it_saves_work():
-    assert _prefill_groups([300, 12, 20, 9]) == [[1, 2, 3], [0]]
-    assert _prefill_groups([30, 32, 28, 31]) == [[0, 1, 2, 3]]  # even rows: one pass
-    assert _prefill_groups([40, 60], overhead=64) == [[0, 1]]  # too small to pay for a second pass
-    assert _prefill_groups([5]) == [[0]]
+    assert prefill_groups([300, 12, 20, 9]) == [[1, 2, 3], [0]]
+    assert prefill_groups([30, 32, 28, 31]) == [[0, 1, 2, 3]]  # even rows: one pass
+    assert prefill_groups([40, 60], overhead=64) == [[0, 1]]  # too small to pay for a second pass
+    assert prefill_groups([5]) == [[0]]
 
 
 def test_rows_prefilled_apart_decode_as_when_alone(base, tok, infos):
@@ -263,7 +264,7 @@ def test_rows_prefilled_apart_decode_as_when_alone(base, tok, infos):
     )
     batch = [dict(infos[0], slot=0), dict(long_info, slot=1), dict(infos[1], slot=2)]
     lengths = [len(tok.encode(policy.prompt(i))) for i in batch]
-    assert len(_prefill_groups(lengths)) == 2
+    assert len(prefill_groups(lengths)) == 2
     alone = [HFPolicy(base, tok, max_new_tokens=12).act_batch([info])[0] for info in batch]
     assert policy.act_batch(batch) == alone
     # Next turn: reused caches of different lengths, merged again.
@@ -281,7 +282,7 @@ def test_merged_cache_right_aligns_groups_and_grows_in_place():
         c.update(torch.full((rows, 2, length, 4), fill), torch.full((rows, 2, length, 4), -fill), 0)
         return c, torch.ones((rows, length), dtype=torch.long)
 
-    merged, mask = _merged_cache([cache(1, 3, 1.0), cache(2, 5, 2.0)], room=2)
+    merged, mask = merged_cache([cache(1, 3, 1.0), cache(2, 5, 2.0)], room=2)
     layer = merged.layers[0]
     assert layer.keys.shape == (3, 2, 5, 4) and mask.tolist()[0] == [0, 0, 1, 1, 1]
     assert layer.keys[0, :, :2].abs().sum() == 0 and (layer.keys[0, :, 2:] == 1).all()

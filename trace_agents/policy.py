@@ -16,7 +16,6 @@ rows still decoding cost (see ``benchmarks/bench_rollout.py``).
 from __future__ import annotations
 
 import difflib
-import functools
 import inspect
 import time
 import warnings
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from trace_agents import eval_mode, require_train_extra
+from trace_agents import eval_mode, kv_cache, require_train_extra
 from trace_agents.chat import TOOL_CLOSE, one_action, template_tools, to_chat, with_system_prompt
 
 BASE = "__base__"  # PEFT's adapter name for "no adapter" in a mixed batch
@@ -42,19 +41,6 @@ class Policy(Protocol):
     def identity(self) -> dict[str, Any]:
         """A JSON-able description (model, adapters, sampling) that names the agent in records."""
         ...
-
-
-BatchPolicy = Policy
-
-
-@dataclass
-class _SlotCache:
-    """One slot's KV cache between turns: per-layer (kv_heads, length, head_dim) tensors."""
-
-    ids: list[int]
-    adapter: str | None
-    keys: list[Any]
-    values: list[Any]
 
 
 @dataclass
@@ -78,152 +64,10 @@ def _common_text_prefix(a: str, b: str) -> int:
     return lo
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common prefix of two token lists."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 def _single_token(tokenizer: Any, text: str) -> tuple[str, int] | None:
     """``(text, id)`` when ``text`` is one token of ``tokenizer`` (a chat template's turn start), else None."""
     ids = tokenizer.encode(text, add_special_tokens=False)
     return (text, ids[0]) if len(ids) == 1 else None
-
-
-@functools.cache
-def _roomy_layer() -> type:
-    """``RoomyLayer(keys, values, length, room)``: a ``DynamicLayer`` whose buffers hold ``length``
-    entries and spare room after them (they grow by ``room`` when full).
-
-    ``DynamicLayer.update`` concatenates, copying the whole cache at every decoded token;
-    a layer with room writes each new entry into place instead. (Built on first use:
-    transformers is an optional extra.)
-    """
-    from transformers.cache_utils import DynamicLayer
-
-    class RoomyLayer(DynamicLayer):
-        def __init__(self, keys: Any, values: Any, length: int, room: int) -> None:
-            super().__init__()
-            self.device, self.is_initialized, self.room = keys.device, True, room
-            self._keys, self._values, self._length = keys, values, length
-            self._view()
-
-        def _grow(self, extra: int) -> None:
-            def bigger(t: Any) -> Any:
-                out = t.new_empty((*t.shape[:-2], t.shape[-2] + extra, t.shape[-1]))
-                out[..., : self._length, :] = t[..., : self._length, :]
-                return out
-
-            self._keys, self._values = bigger(self._keys), bigger(self._values)
-            self._view()
-
-        def _view(self) -> None:
-            self.keys = self._keys[..., : self._length, :]
-            self.values = self._values[..., : self._length, :]
-
-        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-            n = key_states.shape[-2]
-            if self._length + n > self._keys.shape[-2]:
-                self._grow(max(n, self.room))
-            self._keys[..., self._length : self._length + n, :] = key_states
-            self._values[..., self._length : self._length + n, :] = value_states
-            self._length += n
-            self._view()
-            return self.keys, self.values
-
-        def batch_select_indices(self, indices: Any) -> None:
-            indices = indices.to(self._keys.device)  # layers of a sharded model sit on several devices
-            self._keys, self._values = self._keys[indices], self._values[indices]
-            self._view()
-
-    return RoomyLayer
-
-
-def _right_aligned(keys: list[Any], values: list[Any], width: int, room: int) -> Any:
-    """A :func:`_roomy_layer` layer from row blocks (``[rows, ..., length, dim]`` each, stacked in order).
-
-    Each block is right-aligned at ``width``: positions before its start are zeros, masked
-    out. ``room`` more positions follow, so decoding writes in place.
-    """
-
-    def stacked(blocks: list[Any]) -> Any:
-        head = blocks[0]
-        # Only the padding before each block is zeroed: the room after ``width`` is outside
-        # the layer's view until decoding writes it.
-        out = head.new_empty((sum(b.shape[0] for b in blocks), *head.shape[1:-2], width + room, head.shape[-1]))
-        row = 0
-        for b in blocks:
-            start = width - b.shape[-2]
-            out[row : row + b.shape[0], ..., :start, :] = 0
-            out[row : row + b.shape[0], ..., start:width, :] = b
-            row += b.shape[0]
-        return out
-
-    return _roomy_layer()(stacked(keys), stacked(values), width, room)
-
-
-def _cache_of(layers: list[Any]) -> Any:
-    """A ``DynamicCache`` holding ``layers``."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    cache.layers = layers
-    return cache
-
-
-def _merged_cache(parts: list[tuple[Any, Any]], room: int) -> tuple[Any, Any]:
-    """One cache and mask from the ``(cache, mask)`` of row groups prefilled apart, with room to grow.
-
-    Each group's rows are right-aligned in the merged layout (positions before a row's
-    own start are masked out), and every layer gets room for ``room`` more tokens, so
-    decoding writes in place (one copy per call, not one per token).
-    """
-    import torch
-    from transformers.cache_utils import DynamicLayer
-
-    roomy = _roomy_layer()
-    if len(parts) == 1 and all(isinstance(layer, roomy) for layer in parts[0][0].layers):
-        return parts[0]  # built with room by _batched_past
-    width = max(mask.shape[1] for _, mask in parts)
-    mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for _, m in parts])
-    layers = []
-    for depth in range(len(parts[0][0].layers)):
-        group = [cache.layers[depth] for cache, _ in parts]
-        if any(type(layer) not in (DynamicLayer, roomy) for layer in group):  # sliding windows, ...: as built
-            if len(parts) > 1:
-                raise ValueError("row groups can only be merged for full-attention caches")
-            layers.append(group[0])
-        else:
-            layers.append(_right_aligned([la.keys for la in group], [la.values for la in group], width, room))
-    return _cache_of(layers), mask
-
-
-def _row_order(live: list[int], device: Any) -> Any:
-    """Batch positions sorted by row index, as a tensor; None when the batch is already in row order."""
-    import torch
-
-    order = sorted(range(len(live)), key=live.__getitem__)
-    return None if order == list(range(len(live))) else torch.tensor(order, device=device)
-
-
-def _prefill_groups(lengths: list[int], overhead: int = 64) -> list[list[int]]:
-    """Rows split in at most two groups by how many new tokens they prefill, when that saves work.
-
-    A batch prefills as wide as its longest row: one tool result of 300 tokens would pad
-    every other row to 300. Splitting off the long rows costs one more forward pass,
-    counted as ``overhead`` token positions.
-    """
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    n, longest = len(order), lengths[order[-1]] if order else 0
-    best, cut = n * longest, n
-    for k in range(1, n):
-        cost = k * lengths[order[k - 1]] + (n - k) * longest + overhead
-        if cost < best:
-            best, cut = cost, k
-    return [sorted(order[:cut]), sorted(order[cut:])] if cut < n else [list(range(n))]
 
 
 class HFPolicy:
@@ -296,7 +140,7 @@ class HFPolicy:
         self.adapter_weights: dict[str, str | None] = {}
         # Per-slot KV caches kept across turns (see _batched_past); rows without a "slot" skip it.
         self.reuse_cache = reuse_cache
-        self._kv: dict[Any, _SlotCache] = {}
+        self._kv: dict[Any, kv_cache.SlotCache] = {}
         # Per-slot prompt tokens: a new turn only tokenizes the text after the last turn
         # start it shares with the previous prompt (turn-start tokens split the tokenizer's input).
         self._text: dict[Any, _SlotText] = {}
@@ -465,7 +309,7 @@ class HFPolicy:
         row_adapters = adapter_names or [self._adapter_state()] * len(rows)
         prefix = self._reusable(rows, slots, row_adapters) if keyed else [0] * len(rows)
         groups = (
-            _prefill_groups([len(r) - p for r, p in zip(rows, prefix, strict=True)])
+            kv_cache.prefill_groups([len(r) - p for r, p in zip(rows, prefix, strict=True)])
             if full_attention
             else [list(range(len(rows)))]
         )
@@ -538,7 +382,7 @@ class HFPolicy:
         prefix = []
         for r, slot, adapter in zip(rows, slots, adapters, strict=True):
             entry = self._kv.get(slot)
-            prefix.append(0 if entry is None or entry.adapter != adapter else _common_prefix(entry.ids, r[:-1]))
+            prefix.append(0 if entry is None or entry.adapter != adapter else kv_cache.common_prefix(entry.ids, r[:-1]))
         return prefix
 
     def _batched_past(self, slots: list[Any], prefix: list[int], room: int) -> Any:
@@ -552,9 +396,9 @@ class HFPolicy:
         donor = next(self._kv[s] for s, p in zip(slots, prefix, strict=True) if p)  # shape of an empty row
         entries = [self._kv[s] if p else donor for s, p in zip(slots, prefix, strict=True)]
         pairs = list(zip(entries, prefix, strict=True))
-        return _cache_of(
+        return kv_cache.cache_of(
             [
-                _right_aligned(
+                kv_cache.right_aligned(
                     [e.keys[layer][None, ..., :p, :] for e, p in pairs],
                     [e.values[layer][None, ..., :p, :] for e, p in pairs],
                     longest,
@@ -704,7 +548,7 @@ class HFPolicy:
             prefilled.append((filled, attention_mask))
             logits.append(last_logits)
             lasts.append(positions[:, -1])
-        cache, mask = _merged_cache(prefilled, self.max_new_tokens)
+        cache, mask = kv_cache.merged_cache(prefilled, self.max_new_tokens)
         logits, last = torch.cat(logits), torch.cat(lasts)
         live = [i for group in groups for i in group]  # the batch's rows, as indices into ``rows``
         adapters = None if adapter_names is None else [adapter_names[i] for i in live]
@@ -717,7 +561,7 @@ class HFPolicy:
         decode_mask = self._decode_mask(next(self.model.parameters()).dtype)
         # Rows draw their samples in row order, whatever group they were prefilled in, so a
         # row's sample does not depend on the grouping (which cache reuse changes).
-        order = _row_order(live, logits.device)
+        order = kv_cache.row_order(live, logits.device)
         generator = None if warpers is None else torch.Generator(device=logits.device).manual_seed(seed)
         while True:
             if warpers is None:
@@ -744,7 +588,7 @@ class HFPolicy:
                 attend, last = attend[index], last[index]
                 tokens = tokens[index.to(tokens.device)]  # logits sit on the last device of a sharded model
                 live = [live[j] for j in keep]
-                order = _row_order(live, tokens.device)
+                order = kv_cache.row_order(live, tokens.device)
                 if adapters is not None:
                     adapters = [adapters[j] for j in keep]
             attend[:, length] = True
@@ -760,7 +604,7 @@ class HFPolicy:
             return
         index = mask.nonzero().flatten()
         # Each layer's own device: a sharded model spreads its layers over several.
-        self._kv[slot] = _SlotCache(
+        self._kv[slot] = kv_cache.SlotCache(
             ids=ids,
             adapter=adapter,
             keys=[layer.keys[j].index_select(1, index.to(layer.keys.device)) for layer in cache.layers],

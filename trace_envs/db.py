@@ -175,10 +175,3 @@ def diff_keys(a: Database, b: Database) -> dict[str, list[str]]:
         if bad:
             out[name] = bad
     return out
-
-
-def same_content(a: Database, b: Database) -> bool:
-    """True when two databases hold equal records in every table."""
-    if a.tables.keys() != b.tables.keys():
-        return False
-    return not diff_keys(a, b)

@@ -237,10 +237,6 @@ def adversarial_actions():
     )
 
 
-def _tool_names(tool_schemas: Sequence[Mapping[str, Any]] | None) -> list[str]:
-    return [s["function"]["name"] for s in tool_schemas or ()]
-
-
 def tool_calls(tool_schemas: Sequence[Mapping[str, Any]]):
     """Well-formed calls of the given tools with wrong values and types.
 

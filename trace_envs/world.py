@@ -13,8 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from trace_envs.db import Database
-
 ToolKind = Literal["read", "write", "generic", "terminal"]
 TOOL_KINDS: tuple[str, ...] = ("read", "write", "generic", "terminal")
 
@@ -116,8 +114,3 @@ def get_domain(name: str) -> Domain:
 def domain_names() -> list[str]:
     """Names of every registered domain."""
     return sorted(_DOMAINS)
-
-
-def new_db(tables: Mapping[str, dict]) -> Database:
-    """A database over freshly generated tables (they become the shared base)."""
-    return Database.from_json(tables)
