@@ -68,6 +68,21 @@ def test_each_agent_kind_has_its_defaults_and_the_model_says_its_kind(tmp_path):
         RunConfig(agent="policy")
 
 
+def test_the_tau2_evaluation_is_a_flag_that_config_json_records(tmp_path, monkeypatch):
+    from trace_agents.run.workdir import Run
+
+    monkeypatch.delenv("TAU2_DATA_DIR", raising=False)
+    assert resolve(RunConfig()).tau2_data == "none"  # no data, no flag: skipped, and said so
+    monkeypatch.setenv("TAU2_DATA_DIR", str(tmp_path))
+    assert resolve(RunConfig()).tau2_data == str(tmp_path)  # read once, here
+    assert resolve(RunConfig(tau2_data="none")).tau2_data == "none"  # the flag wins
+    config = resolve(RunConfig(runs_dir=str(tmp_path), name="r"))
+    Run(config)
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["tau2_data"] == str(tmp_path)
+    with pytest.raises(ValueError, match="tau2_data .* is not a directory"):
+        RunConfig(tau2_data=str(tmp_path / "missing"))
+
+
 def test_training_stages_pass_the_vllm_server_on(tmp_path, monkeypatch):
     import trace_agents.training as training
     from trace_agents.run import _grpo

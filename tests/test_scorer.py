@@ -39,7 +39,7 @@ from trace_agents.scorer.grpo import (
 )
 from trace_agents.scorer.network import ScorerNet, ScorerNetConfig  # noqa: E402
 from trace_agents.scorer.text import EmbeddingCache, HashingEmbedder, mask  # noqa: E402
-from trace_agents.training import GRPOSettings, read_log  # noqa: E402
+from trace_agents.training import GRPOConfig, read_log  # noqa: E402
 
 ENCODER = "hashing-32"  # no model download, deterministic
 
@@ -317,7 +317,7 @@ def _settings(out, **kw):
         seed=0,
     )
     base.update(kw)
-    return GRPOSettings(**base)
+    return GRPOConfig(**base)
 
 
 @pytest.fixture(scope="module")
@@ -356,8 +356,8 @@ def test_training_changes_the_adapter_and_not_the_base(tmp_path, saved_scorer):
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     from trace_agents.scorer.grpo import train_scorer_adapter
-    from trace_agents.training import GRPOSettings
-    settings = GRPOSettings(out=sys.argv[1], env_ids=["trace/precondition-v0"], max_steps=int(sys.argv[3]),
+    from trace_agents.training import GRPOConfig
+    settings = GRPOConfig(out=sys.argv[1], env_ids=["trace/precondition-v0"], max_steps=int(sys.argv[3]),
                             num_generations=4, groups_per_step=2, save_steps=1, learning_rate=5e-3,
                             rollout_batch_size=8, seed=0)
     train_scorer_adapter(settings, sys.argv[2], resume=True, progress=False)

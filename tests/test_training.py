@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from trace_agents import models
 from trace_agents.rollout import OracleBatch, rollout
 from trace_agents.training import (
-    GRPOSettings,
+    GRPOConfig,
     episode_sample,
     group_samples,
     last_checkpoint,
@@ -85,7 +85,7 @@ def settings(tmp_path, **kw):
         save_steps=1,
         rollout_batch_size=4,
     )
-    return GRPOSettings(**{**base, **kw})
+    return GRPOConfig(**{**base, **kw})
 
 
 # ---------------------------------------------------------------- samples and masks
@@ -366,7 +366,7 @@ def test_rollouts_can_be_generated_on_a_served_model(tmp_path, model_dir, monkey
 
     monkeypatch.delenv("RANK", raising=False)
     s = settings(tmp_path)
-    run_id = ServedRollouts(GRPOSettings(out=s.out, vllm_url="x"), Path(s.out) / "served").run_id
+    run_id = ServedRollouts(GRPOConfig(out=s.out, vllm_url="x"), Path(s.out) / "served").run_id
     names = [f"grpo-{run_id}-step-{k}-rank0" for k in range(2)]
     server = StandInVLLM(training_chat)
     server.loaded[names[0]] = "left by a killed run"

@@ -181,9 +181,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trace_agents.training import GRPOSettings, train_adapter
+    from trace_agents.training import GRPOConfig, train_adapter
 
-    summary = train_adapter(_config(GRPOSettings, args), args.model, resume=args.resume)
+    summary = train_adapter(_config(GRPOConfig, args), args.model, resume=args.resume)
     print(f"[train] {summary['steps']} steps, {summary['rollouts_used']} rollouts; adapter: {summary['adapter']}")
     return 0
 
@@ -576,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-probes", type=int, default=6, help="bisection steps at most (default: 6)")
     p.set_defaults(func=cmd_synthesize)
 
-    from trace_agents.training import GRPOSettings
+    from trace_agents.training import GRPOConfig
 
     p = sub.add_parser(
         "train",
@@ -587,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, help="the base model: HF directory or id")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    add_dataclass_args(p, GRPOSettings)
+    add_dataclass_args(p, GRPOConfig)
     p.set_defaults(func=cmd_train)
 
     from trace_agents.run import RunConfig

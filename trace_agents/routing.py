@@ -51,11 +51,11 @@ def opening_text(opening: Mapping[str, Any]) -> str:
     return f"{user}\nTools: {tools}" if tools else user
 
 
-def example_openings(env_id: str, seeds: Iterable[int]) -> list[dict[str, Any]]:
+def example_openings(env_id: str, seeds: Iterable[int], **env_kwargs: Any) -> list[dict[str, Any]]:
     """The openings (first infos) of ``env_id`` at ``seeds``: one ``reset`` each, no agent needed."""
     import trace_envs
 
-    env = trace_envs.make(env_id)
+    env = trace_envs.make(env_id, **env_kwargs)
     try:
         return [env.reset(seed=int(s))[1] for s in seeds]
     finally:

@@ -1,7 +1,7 @@
 """GRPO LoRA adapters on the project's multi-turn envs, with TRL's ``GRPOTrainer``.
 
->>> from trace_agents.training import GRPOSettings, train_adapter
->>> summary = train_adapter(GRPOSettings(out="runs/x/adapters/precondition",
+>>> from trace_agents.training import GRPOConfig, train_adapter
+>>> summary = train_adapter(GRPOConfig(out="runs/x/adapters/precondition",
 ...                                      env_ids=["trace/precondition-v0"]), model="runs/bootstrap/model")
 
 ## Why ``rollout_func`` and not ``environment_factory``
@@ -65,12 +65,9 @@ from typing import Any
 
 from trace_agents import no_activation_checkpointing, require_train_extra
 
-# rollout_func is marked experimental in TRL; the warning would repeat on every run.
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-
 
 @dataclass
-class GRPOSettings:
+class GRPOConfig:
     """One GRPO LoRA training run; every field is a ``trace train`` flag."""
 
     out: str = field(default="runs/train", metadata={"help": "output directory (adapter, checkpoints, log)"})
@@ -266,13 +263,13 @@ def group_samples(
 PlayFunc = Callable[[list[tuple[str, int]], int, Any, int], list[tuple[dict[str, Any], dict[str, Any]]]]
 
 
-def step_seed(settings: GRPOSettings, step: int) -> int:
+def step_seed(settings: GRPOConfig, step: int) -> int:
     """The sampling seed of a step's rollouts: it follows the step, so a resumed run samples what it would have."""
     return settings.seed * 1_000_003 + step * 7919
 
 
 def play_episodes(
-    policy: Any, tasks: list[tuple[str, int]], repeats: int, settings: GRPOSettings, adapter: str | None = None
+    policy: Any, tasks: list[tuple[str, int]], repeats: int, settings: GRPOConfig, adapter: str | None = None
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """``repeats`` episodes of every task with ``policy``: (record, last info) pairs."""
     from trace_agents.rollout import rollout, turn_limit
@@ -305,7 +302,7 @@ class ServedRollouts:
     """
 
     def __init__(
-        self, settings: GRPOSettings, root: str | os.PathLike[str], api_key: str | None = None, concurrency: int = 64
+        self, settings: GRPOConfig, root: str | os.PathLike[str], api_key: str | None = None, concurrency: int = 64
     ) -> None:
         import hashlib
 
@@ -354,7 +351,7 @@ class EpisodeRollouts:
     is what the budget charges.
     """
 
-    def __init__(self, settings: GRPOSettings, tokenizer: Any, play: PlayFunc | None = None) -> None:
+    def __init__(self, settings: GRPOConfig, tokenizer: Any, play: PlayFunc | None = None) -> None:
         self.settings = settings
         self.tokenizer = tokenizer
         self.play = play or self.play_on_policy
@@ -489,7 +486,7 @@ def trim_log(path: Path, step: int) -> None:
     path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
 
 
-def _log_callback(path: Path, settings: GRPOSettings) -> Any:
+def _log_callback(path: Path, settings: GRPOConfig) -> Any:
     from transformers import TrainerCallback
 
     class JSONLLog(TrainerCallback):
@@ -541,7 +538,7 @@ def read_log(out: str | Path) -> list[dict[str, Any]]:
 
 
 def train_adapter(
-    settings: GRPOSettings,
+    settings: GRPOConfig,
     model: Any,
     tokenizer: Any = None,
     resume: bool = False,
@@ -643,6 +640,8 @@ def train_adapter(
     with warnings.catch_warnings():
         # PEFT reads transformers' deprecated `is_gradient_checkpointing`; nothing a caller can fix.
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        # TRL marks rollout_func experimental and says so on every run; we pin TRL's range and test it.
+        warnings.filterwarnings("ignore", message="You are using 'rollout_func'", category=UserWarning)
         trainer = GRPOTrainer(
             model=model,
             reward_funcs=[episode_return],

@@ -11,6 +11,7 @@ between the two. ``config.json`` in a run directory holds the flat flags.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -18,10 +19,7 @@ from typing import Any
 
 from trace_agents.analysis import ThresholdsConfig
 from trace_agents.synthesis import CalibrationConfig
-from trace_agents.training import GRPOSettings
-
-# training.py still calls it GRPOSettings; the run's modules use the *Config name.
-GRPOConfig = GRPOSettings
+from trace_agents.training import GRPOConfig
 
 SEEDS = {
     "collect": 10_000,
@@ -124,6 +122,13 @@ class RunConfig:
             "in-process); a run may resume with another"
         },
     )
+    tau2_data: str = field(
+        default="",
+        metadata={
+            "help": "τ²-bench data directory: also evaluate base and TRACE on trace/tau2-retail-v0 tasks "
+            "(default: $TAU2_DATA_DIR when set; 'none': skip). config.json records the directory used"
+        },
+    )
     quick: bool = field(default=False, metadata={"help": "the CI-sized run (a few minutes on 2 CPU cores)"})
 
     def __post_init__(self) -> None:
@@ -222,6 +227,10 @@ def check_flags(flags: Mapping[str, Any]) -> None:
             "--vllm-url needs --model, the base model the server already serves (a run cannot "
             "serve the model it bootstraps: run trace bootstrap first)"
         )
+    if flags["tau2_data"] not in ("", "none") and not Path(flags["tau2_data"]).is_dir():
+        raise ValueError(
+            f"tau2_data {flags['tau2_data']!r} is not a directory: pass a τ²-bench data/tau2 directory, or 'none'"
+        )
     if flags["agent"] not in ("", "scorer", "lm"):
         raise ValueError(f"agent must be 'scorer' or 'lm', got {flags['agent']!r}")
     if flags["agent"] == "scorer" and flags["router"] == "label":
@@ -315,12 +324,15 @@ def agent_kind(config: RunConfig) -> str:
 
 
 def resolve(config: RunConfig) -> RunConfig:
-    """``config`` with its agent kind fixed and that kind's defaults (and ``--quick``'s) for the flags left unset."""
+    """``config`` with every input explicit: its agent kind, that kind's defaults (and ``--quick``'s)
+    for the flags left unset, and the τ²-bench directory (``$TAU2_DATA_DIR`` read here, once, so
+    that ``config.json`` records it)."""
     kind = agent_kind(config)
     defaults, mine = RunConfig().flags(), config.flags()
     preset = {**PRESETS[kind]["full"], **(PRESETS[kind]["quick"] if config.quick else {})}
     changes = {k: v for k, v in preset.items() if mine[k] == defaults[k]}
-    return config.with_flags(agent=kind, **changes)
+    tau2 = config.tau2_data or os.environ.get("TAU2_DATA_DIR") or "none"
+    return config.with_flags(agent=kind, tau2_data=tau2, **changes)
 
 
 def quick(config: RunConfig) -> RunConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,7 +59,6 @@ def _evaluate_methods(
 ) -> dict[str, Any]:
     """``plain``: the base model without LoRA layers (GEPA's, in-process), or (None, None)."""
     from trace_agents import evaluate as ev
-    from trace_agents.models import load
 
     c = run.config
     for cap, path in train["adapters"].items():
@@ -127,11 +125,11 @@ def _evaluate_methods(
         "curve": curve,
         "adapters": effects,
     }
-    if os.environ.get("TAU2_DATA_DIR"):  # the real benchmark's tasks, routed by the same router
-        tau_id, tau_n = "trace/tau2-retail-v0", min(n, 2 if c.quick else 20)
+    if c.tau2_data not in ("", "none"):  # the real benchmark's tasks, routed by the same router
+        tau_id, tau_n, data = "trace/tau2-retail-v0", min(n, 2 if c.quick else 20), {"data_dir": c.tau2_data}
         if plain[0] is None:  # on a server: the router still needs the base model here
             plain = load_agent(model_path, c)
-        table = dict(enumerate(build_router(run, synth, *plain).route(_openings(tau_id, 0, tau_n))))
+        table = dict(enumerate(build_router(run, synth, *plain).route(_openings(tau_id, 0, tau_n, **data))))
         out["tau2"] = {}
         for name, adapter in (("base", None), ("trace", lambda env_id, seed: table.get(seed))):
             s = ev.evaluate(
@@ -143,7 +141,7 @@ def _evaluate_methods(
                 batch_size=c.batch_size,
                 store=evals / f"tau2-{name}.jsonl",
                 resume=True,
-                env_kwargs=turn_limit(c.max_turns),
+                env_kwargs={**turn_limit(c.max_turns), **data},
             )
             out["tau2"][name] = {"success": s["success"], "ci95": list(s["ci95"]), "episodes": s["episodes"]}
     return out

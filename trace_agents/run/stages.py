@@ -166,10 +166,10 @@ def stage_train(run: Run, synth: Mapping[str, Any], model_path: str) -> dict[str
     }
 
 
-def _openings(env_id: str, start: int, n: int) -> list[dict[str, Any]]:
+def _openings(env_id: str, start: int, n: int, **env_kwargs: Any) -> list[dict[str, Any]]:
     from trace_agents.routing import example_openings
 
-    return example_openings(env_id, range(start, start + n))
+    return example_openings(env_id, range(start, start + n), **env_kwargs)
 
 
 def build_router(run: Run, synth: Mapping[str, Any], model: Any, tok: Any) -> Any:

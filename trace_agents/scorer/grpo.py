@@ -1,7 +1,7 @@
 """GRPO for the scorer: a LoRA adapter trained on episode returns, for a categorical policy over candidates.
 
->>> from trace_agents.training import GRPOSettings
->>> train_scorer_adapter(GRPOSettings(out="runs/x/adapters/precondition", env_ids=["trace/precondition-v0"],
+>>> from trace_agents.training import GRPOConfig
+>>> train_scorer_adapter(GRPOConfig(out="runs/x/adapters/precondition", env_ids=["trace/precondition-v0"],
 ...                                   max_steps=40), model="runs/bootstrap/model")
 
 ## Why not TRL
@@ -177,7 +177,7 @@ def _load_checkpoint(checkpoint: Path, policy: Any, optimizer: torch.optim.Optim
 def train_scorer_adapter(settings: Any, model: Any, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train one LoRA adapter on a scorer with GRPO; returns the summary (also ``out/summary.json``).
 
-    ``settings`` is a :class:`~trace_agents.training.GRPOSettings` (its generation fields,
+    ``settings`` is a :class:`~trace_agents.training.GRPOConfig` (its generation fields,
     such as ``max_new_tokens``, do not apply); ``model`` a saved scorer directory or a
     :class:`~trace_agents.scorer.agent.ScorerPolicy`. The base network is never changed.
     """
