@@ -1,6 +1,7 @@
 """Tasks and the task-family registry.
 
-A *task family* is a seeded generator ``(rng, params, world) -> Task``. A :class:`Task`
+A *task family* is a seeded generator, ``generate(rng, params, seed) -> Task`` (the
+:class:`Family` protocol), registered by name with :func:`register_family`. A :class:`Task`
 is pure data: the initial tables, who the user is, and an ordered list of
 :class:`Request` objects. Each request carries everything the scripted user, the reward
 and the oracle need: the write the user wants, the write that should happen (none when
@@ -13,7 +14,7 @@ import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from random import Random
-from typing import Any
+from typing import Any, Protocol
 
 from trace_envs._json import canonical
 from trace_envs.capabilities import CAPABILITIES  # the canonical order (re-exported)
@@ -130,7 +131,22 @@ class Task:
         return [r.gold for r in self.requests if r.gold is not None]
 
 
-Family = Callable[[Random, Mapping[str, Any]], Task]
+class Family(Protocol):
+    """A task family's generator: the one signature every family module's ``generate`` has.
+
+    Args:
+        rng: The only source of randomness, seeded by the env from the episode's task seed;
+            the same seed must give the same task.
+        params: The spec's ``tasks.params`` over the family's registered defaults (every
+            key the family reads is in its ``defaults``, already checked against ``bounds``
+            and ``choices``).
+        seed: The task seed itself, for the task id (``f"{family}-{seed}"``); draw nothing from it.
+
+    Returns:
+        The task: initial tables, the user, and the requests in order.
+    """
+
+    def __call__(self, rng: Random, params: Mapping[str, Any], seed: int = 0) -> Task: ...
 
 
 @dataclass(frozen=True)
@@ -195,7 +211,25 @@ def register_family(
     choices: Mapping[str, tuple[str, ...]] | None = None,
     check: Callable[[Mapping[str, Any]], list[tuple[str, str, str]]] | None = None,
 ) -> None:
-    """Register a task family; ``defaults`` documents every knob the family reads."""
+    """Register a task family, so that a spec's ``tasks.family`` can name it.
+
+    Args:
+        name: The name specs use (``"precondition"``); registering it again replaces it.
+        generate: The generator (:class:`Family`): ``generate(rng, params, seed) -> Task``.
+        defaults: Every param the family reads, with its default; a spec's ``tasks.params``
+            may set only these keys (an unknown key is a spec error with a did-you-mean).
+        help: One line per param (its meaning and range), quoted by spec errors about it.
+        capability: The capability its requests exercise (a name in
+            :data:`trace_envs.capabilities.CAPABILITIES`), or None for a mixed target family.
+        needs_tools: The tools its gold solutions call; a spec whose tool subset leaves one
+            out is refused.
+        by_id: Builds a task from a task id that is not ``"<family>-<seed>"`` (benchmark
+            tasks named by their own ids); None: ids are seeds.
+        bounds: ``[lo, hi]`` of numeric params, checked when a spec is loaded.
+        choices: The allowed items of list params, checked likewise.
+        check: Rules between params, after ``bounds`` and ``choices`` pass: returns
+            ``(key, what is wrong, how to fix it)`` per problem.
+    """
     FAMILIES[name] = FamilyInfo(
         name,
         generate,
