@@ -200,6 +200,22 @@ def run_gepa(
     """Evolve the system prompt on ``tasks`` with at most ``budget`` episodes; returns the result as JSON data.
 
     GEPA's progress lines go to ``log_path`` when given (else they are dropped).
+
+    Args:
+        policy: The agent whose ``system_prompt`` is evolved (:class:`~trace_agents.policy.HFPolicy`
+            or :class:`~trace_agents.endpoint.EndpointPolicy`); it is left carrying the last
+            prompt GEPA evaluated, not the best.
+        tasks: ``(env_id, seed)`` pairs, GEPA's training and validation set alike.
+        budget: The most episodes the run may play; at least ``len(tasks)`` (scoring the seed
+            prompt takes that many).
+        reflection_lm: ``messages -> text``: the model that reads failures and proposes
+            prompts (:class:`LocalReflection`, :class:`~trace_agents.judge.OpenAIChat`).
+        seed_prompt: The prompt GEPA starts from.
+        minibatch: Tasks per reflection minibatch; a larger one leaves GEPA less of the budget.
+        seed: GEPA's random seed (its sampling of minibatches and of candidates).
+        batch_size: Envs stepping together when a candidate is scored.
+        log_path: A file GEPA's progress lines are appended to; None: dropped.
+        env_kwargs: ``gym.make`` keyword arguments for every episode (e.g. a turn limit).
     """
     gepa = _require_gepa()
     if budget < len(tasks):

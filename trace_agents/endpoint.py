@@ -198,6 +198,28 @@ class EndpointPolicy:
     adapter into the server (vLLM's runtime LoRA loading) under ``adapter_prefix`` + its
     name, and rows then ask for it by the local name, as with :class:`HFPolicy`;
     :meth:`close` unloads what it loaded.
+
+    Args:
+        base_url: The server's OpenAI-compatible base URL, ending in ``/v1``
+            (``http://localhost:8000/v1``).
+        model: The served name of the base model: what rows without an adapter ask for.
+        api_key: The bearer key; None reads ``$OPENAI_API_KEY``, and ``""`` sends no key.
+        obs_format: ``"chat"`` (the env's system message, and the full tool schemas sent as
+            ``tools``) or ``"compact"`` (one signature line per tool, no ``tools`` field).
+        temperature: Sampling temperature, sent as is (0: the server decodes greedily).
+        top_p: Nucleus sampling mass, sent as is (1.0: off).
+        max_tokens: The most tokens the server generates per turn (>= 1).
+        seed: Base of the per-request seeds: row ``i`` of call ``n`` sends
+            ``seed + 100_003 * n + i``, so a rerun repeats its samples where the server honours seeds.
+        concurrency: Requests of one batch in flight at once (>= 1); the server batches them.
+        timeout: Seconds to wait for one response.
+        system_prompt: Instructions put before the env's system message (the text GEPA evolves);
+            None: none.
+        adapter_prefix: Put before a local adapter's name to make its served name, so runs
+            sharing a server do not collide (see :meth:`load_adapter`).
+        name: The model as :meth:`identity` names it, which keys stored episodes; None: ``model``.
+        extra_body: More request fields, sent with every request and recorded in
+            :meth:`identity` (e.g. :data:`VLLM_ROLLOUTS`); they override the fields above.
     """
 
     def __init__(

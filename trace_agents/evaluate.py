@@ -75,6 +75,20 @@ def evaluate(
     ``adapter`` is one adapter name for every episode, or a function ``(env_id, seed) ->
     name or None`` (a router's decisions). With ``store`` and ``resume=True``, episodes
     already stored are not run again, and the summary covers stored and new ones.
+
+    Args:
+        policy: What acts (:func:`trace_agents.rollout.rollout`'s policy protocol).
+        env_id: The env to evaluate on.
+        episodes: How many episodes: one per seed.
+        seed_start: The first seed; the seeds are ``seed_start .. seed_start + episodes - 1``.
+        adapter: One adapter name for every episode, a function ``(env_id, seed) -> name or
+            None``, or None (or ``""``) for the model as given.
+        batch_size: Envs stepping together.
+        store: A JSONL file the episodes are appended to; None: nowhere.
+        resume: With ``store``, run only the seeds not stored yet and summarize all of them.
+        progress: Show a progress bar.
+        env_kwargs: ``gym.make`` keyword arguments (e.g. a turn limit), over the policy's own
+            ``env_kwargs``; part of each record's key.
     """
     from trace_agents.rollout import rollout
     from trace_agents.trajectories import TrajectoryStore, policy_key

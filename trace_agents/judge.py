@@ -172,7 +172,16 @@ class HFChat:
 
 
 class OpenAIChat:
-    """An OpenAI-compatible endpoint: ``POST {base_url}/chat/completions``; the key from ``$OPENAI_API_KEY``."""
+    """An OpenAI-compatible endpoint: ``POST {base_url}/chat/completions``; the key from ``$OPENAI_API_KEY``.
+
+    Args:
+        base_url: The server's OpenAI-compatible base URL, ending in ``/v1``.
+        model: The served model's name.
+        api_key: The bearer key; None reads ``$OPENAI_API_KEY``, and ``""`` sends no key.
+        temperature: Sampling temperature, sent as is (0: greedy).
+        max_tokens: The most tokens of one answer.
+        timeout: Seconds to wait for one response.
+    """
 
     def __init__(
         self,

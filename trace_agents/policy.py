@@ -82,6 +82,29 @@ class HFPolicy:
     Decoding uses exactly these settings (all in :meth:`identity`): a model's own
     ``generation_config`` extras, such as Qwen2.5-Instruct's ``repetition_penalty``, are
     not applied.
+
+    Args:
+        model: A loaded causal LM, or a PeftModel (run with its active adapter when a batch
+            names no adapters); :meth:`load_adapter` adds more.
+        tokenizer: Its tokenizer; it must have a chat template and a pad or eos token.
+        obs_format: ``"compact"`` (one signature line per tool instead of the env's system
+            message, no tool schemas: for tiny models) or ``"chat"`` (the system message and
+            the full schemas through the template's ``tools``).
+        max_new_tokens: The most tokens generated per turn (>= 1).
+        temperature: Sampling temperature (>= 0); 0 decodes greedily.
+        top_p: Nucleus sampling mass, in (0, 1]; 1.0: off.
+        seed: Base of the sampling seeds (call ``n`` uses ``seed + n``).
+        max_prompt_tokens: The most prompt tokens kept (the latest); None: the model's
+            ``max_position_embeddings`` minus ``max_new_tokens``, or no limit if it has none.
+        top_k: Sample only among the k likeliest tokens; 0: off.
+        chat_template_kwargs: Extra keyword arguments for ``apply_chat_template`` (e.g.
+            ``{"enable_thinking": False}``).
+        name: The model as :meth:`identity` names it, which keys stored episodes; None: its
+            ``name_or_path`` (a local directory resolved, with a digest of its weights).
+        reuse_cache: Keep each env slot's KV cache and prompt tokens across turns, so a turn
+            only encodes what is new (full-attention models, rows with a distinct ``slot``).
+        system_prompt: Instructions put before the env's system message (the text GEPA
+            evolves); None: none.
     """
 
     def __init__(

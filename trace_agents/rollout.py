@@ -202,6 +202,24 @@ def rollout(
     ``keep_infos=True`` also returns each episode's last info (the whole conversation in
     ``"messages"``) in :attr:`RolloutResult.final_infos`. A policy with an ``env_kwargs``
     attribute (the scorer's admissible lists) has it passed to every env, under ``env_kwargs``.
+
+    Args:
+        policy: What acts (the module's policy protocol).
+        env_ids: One env id, several (each played on every seed), or, with ``seeds=None``,
+            the ``(env_id, seed)`` pairs themselves.
+        seeds: Reset seeds: an iterable, an int ``n`` for ``0..n-1``, or None (pairs in ``env_ids``).
+        batch_size: Envs stepping together, each a slot of one ``act_batch`` call (>= 1).
+        store: Where finished episodes are appended (a path or store); None: nowhere. Without
+            ``resume``, a store that already holds one of these episodes is refused.
+        resume: Skip the episodes ``store`` already holds (same policy, adapter and env kwargs).
+        adapters: ``(env_id, seed) -> adapter name or None`` per episode; None: ``act_batch``
+            gets no ``adapters`` argument.
+        progress: Show a tqdm bar (when stderr is a terminal).
+        env_kwargs: ``gym.make`` keyword arguments for every env (e.g. :func:`turn_limit`);
+            part of each record's key.
+        sequential: One env at a time (``batch_size`` is then 1).
+        repeats: Episodes per pair, in a row (>= 1; above 1, no store).
+        keep_infos: Also return each episode's last info in ``final_infos``.
     """
     t_start = time.perf_counter()
     # A policy that needs env features (the scorer's admissible lists) names them; the caller's win.

@@ -92,6 +92,15 @@ class LabelScoringRouter:
     ``descriptions`` maps adapter names to what their capability means. Labels are
     ``A``, ``B``, ... in that order, plus ``none``; a label's score is the summed
     log-probability of its tokens as the assistant's answer.
+
+    Args:
+        model: The base causal LM that reads the question (it must understand it; the tiny preset does not).
+        tokenizer: Its tokenizer, with a chat template.
+        descriptions: Adapter name -> what its capability means, in label order (at most 26).
+        allow_none: Offer ``none`` too, so a task may get no adapter (a choice of None).
+        calibrate: Subtract each label's score on a content-free task (computed once), which
+            removes the model's prior for a letter.
+        batch_size: Rows per forward pass; a task has one row per label.
     """
 
     def __init__(

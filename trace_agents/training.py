@@ -222,6 +222,15 @@ def group_samples(
     group whose returns are all equal gets an all-zero ``env_mask``: it is dropped. Only
     whole groups (at least ``group_size`` episodes) are judged: a part of a group that
     another process holds the rest of may look constant when the group is not.
+
+    Args:
+        tasks: TRL's rows, one ``(env_id, seed)`` per completion; a task appears once per
+            member of its group.
+        episodes: Finished ``(record, last info)`` pairs, at least as many of each task as it has rows.
+        tokenizer: The trained model's tokenizer; its chat template renders the episodes.
+        obs_format: The format the episodes were played in: ``"compact"`` or ``"chat"``.
+        max_length: The most tokens of an episode kept (its first agent turn must fit).
+        group_size: The size of a whole group (GRPO's ``num_generations``); 0: every group is judged.
     """
     by_task: dict[tuple[str, int], list[tuple[Mapping[str, Any], Mapping[str, Any]]]] = {}
     for record, info in episodes:
@@ -412,7 +421,18 @@ def episode_return(
     log_metric: Any = None,
     **_: Any,
 ) -> list[float]:
-    """The reward TRL normalizes per group: the episode's return (logs success and components too)."""
+    """The reward TRL normalizes per group: the episode's return (logs success and components too).
+
+    Args:
+        prompts: TRL's prompts (unused).
+        completions: TRL's completions (unused).
+        episode_return: Per row, its episode's return: the reward.
+        success: Per row, whether its episode succeeded (logged as a rate).
+        components: Per row, its episode's return components (each logged as a mean).
+        group_dropped: Per row, whether its group was dropped (logged as the share of rows).
+        log_metric: TRL's ``log_metric(name, value)``; None: nothing is logged.
+        **_: The other columns and callbacks TRL passes (ignored).
+    """
     if log_metric is not None and episode_return:
         n = len(episode_return)
         log_metric("success", sum(success) / n if success else 0.0)
@@ -552,6 +572,17 @@ def train_adapter(
     :class:`EpisodeRollouts`. A saved scorer agent (or a loaded
     :class:`~trace_agents.scorer.agent.ScorerPolicy`) trains with the scorer's own GRPO
     (:func:`trace_agents.scorer.grpo.train_scorer_adapter`): same settings, same artefacts.
+
+    Args:
+        settings: The run: env ids, steps, sampling, LoRA and GRPO settings, and ``out``.
+        model: A model directory or hub id, a loaded causal LM, a saved scorer's directory, or
+            a loaded :class:`~trace_agents.scorer.agent.ScorerPolicy`.
+        tokenizer: The loaded LM's tokenizer (required with one; ignored otherwise).
+        resume: Continue from the newest complete checkpoint under ``settings.out``; without it,
+            an ``out`` that already holds a run is refused.
+        progress: Show the trainer's progress bar.
+        play: Who plays each step's episodes (:data:`PlayFunc`); None: the model being trained,
+            in-process or on ``settings.vllm_url``. A scorer ignores it.
     """
     from trace_agents.scorer.agent import ScorerPolicy, is_scorer
 

@@ -208,7 +208,21 @@ def from_episode(
     created: str | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
 ) -> Trajectory:
-    """Build the record of a finished episode of ``env`` (a TraceEnv, wrapped or not)."""
+    """Build the record of a finished episode of ``env`` (a TraceEnv, wrapped or not).
+
+    Args:
+        env: The env the episode ran in, still holding it (its spec and task are read).
+        seed: The seed the episode was reset with (part of the key).
+        policy: The policy's :meth:`identity`, stored as the record's ``policy``.
+        adapter: The adapter the episode ran with; None: the base model.
+        steps: The episode's steps, in order.
+        final_info: The last step's info: the return (``episode_return``; else the sum of the
+            step rewards), ``success`` and ``return_components``; its keys outside
+            :data:`NOT_ANNOTATIONS` are the annotations.
+        truncated: Whether the turn limit ended the episode (rather than the conversation).
+        created: An ISO-8601 timestamp; None: now (UTC, seconds).
+        env_kwargs: The ``gym.make`` keyword arguments the env was made with (part of the key).
+    """
     base = getattr(env, "unwrapped", env)
     spec, task = base.trace_spec, base.task
     identity = dict(policy)

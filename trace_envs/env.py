@@ -70,6 +70,23 @@ class TraceEnv(gym.Env[str, str]):
 
     ## Version History
     * v0: initial release.
+
+    Args:
+        spec: The spec: a :class:`~trace_envs.spec.TraceSpec`, its JSON as a dict, or a spec file's path.
+        render_mode: ``"ansi"`` (:meth:`render` returns the transcript), ``"human"`` (reset and
+            every step print the new lines), or None.
+        obs_format: How observations are written: ``"chat"`` or ``"compact"`` (see
+            :mod:`trace_envs.render`); None: the spec's.
+        max_chars: The longest observation, in characters (>= 256); None: the spec's.
+        user_model: A chat model that plays the customer (see :data:`trace_envs.user.UserModel`);
+            None: the scripted customer.
+        max_turns: Overrides the spec's turn limit (>= 1; None: the spec's); the outcome is still
+            scored on the last step, unlike Gymnasium's ``max_episode_steps``.
+        admissible_actions: Add ``info["admissible_actions"]`` on reset and every step: the action
+            strings that make sense now, from what the agent has observed (see :mod:`trace_envs.admissible`).
+        near_misses: With ``admissible_actions``, add typical mistakes as choices.
+        max_actions: With ``admissible_actions``, cap the list at this many actions (>= 8).
+        **params: Override the task family's params (checked as a spec's own are).
     """
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}  # render_fps: gymnasium warns without it
@@ -87,18 +104,7 @@ class TraceEnv(gym.Env[str, str]):
         max_actions: int = 128,
         **params: Any,
     ) -> None:
-        """Build the env from a spec.
-
-        ``admissible_actions=True`` adds ``info["admissible_actions"]`` on reset and every step:
-        the action strings that make sense now, from what the agent has observed (see
-        :mod:`trace_envs.admissible`; ``near_misses`` adds typical mistakes as choices,
-        ``max_actions`` caps the list).
-
-        ``user_model`` lets a chat model play the customer (see :data:`trace_envs.user.UserModel`);
-        ``max_turns`` overrides the spec's turn limit (the outcome is still scored on the last
-        step, unlike Gymnasium's ``max_episode_steps``); extra keyword arguments override the
-        task family's params.
-        """
+        """Build the env from a spec (the arguments are described in the class docstring)."""
         if max_turns is not None and (not isinstance(max_turns, int) or isinstance(max_turns, bool) or max_turns < 1):
             raise ValueError(f"max_turns must be a positive integer, got {max_turns!r}")
         self.user_model = user_model

@@ -22,6 +22,20 @@ def stage_evaluate(
     budget: int,
     model_path: str,
 ) -> dict[str, Any]:
+    """Every method on the same held-out target seeds, the rollout-budget curve, each adapter's
+    effect on its capability, and, when the run names τ²-bench data, the real benchmark's tasks.
+
+    Args:
+        run: The run: its config, and its directory (evaluations are stored under ``eval/``).
+        synth: The synthesize stage's result (the synthetic env of each capability).
+        train: The train stage's result (each capability's adapter, the rollouts spent).
+        route: The route stage's result (the router's choice and probabilities per held-out seed).
+        baselines: The baselines stage's result (the GRPO adapters; GEPA's prompt, or why it was skipped).
+        budget: Every rollout TRACE spent (:func:`~trace_agents.run.stages.trace_budget`): the
+            ``trace`` method's cost.
+        model_path: The base agent (an ``lm`` model or a saved scorer); loaded here once per
+            policy, or, when a server plays, only if the τ²-bench router needs it.
+    """
     c = run.config
 
     def own_model() -> tuple[Any, Any]:
@@ -230,7 +244,21 @@ def budget_curve(
     methods: Mapping[str, Any],
 ) -> dict[str, list[list[float]]]:
     """Success and mean return against rollouts used: intermediate checkpoints (and GEPA's best prompt so
-    far) plus the ends."""
+    far) plus the ends.
+
+    Args:
+        run: The run: its config, and its directory (points are stored under ``eval/``).
+        policy: The evaluated policy; each checkpoint's adapter is loaded into it as ``<name>@<step>``.
+        gepa_policy: The policy GEPA's prompts are set on (left with the best one); None: no GEPA curve.
+        train: The train stage's result (the adapters, whose runs' checkpoints give the points).
+        baselines: The baselines stage's result (the GRPO adapters; GEPA's discovery counts,
+            scores and prompts).
+        routed: The router's choice per held-out seed (a capability, a top-p merge, or None).
+        budget: Every rollout TRACE spent (GEPA's budget too): TRACE's curve starts at the part
+            spent before training, and GEPA's points sit at even fractions of it.
+        methods: The evaluation's table of methods: every curve's end point, and its start
+            (the base agent's).
+    """
     from trace_agents import evaluate as ev
     from trace_agents.training import checkpoints as saved
 

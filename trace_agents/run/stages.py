@@ -219,6 +219,17 @@ def baseline_steps(budget: int, rollouts_per_step: int) -> int:
 def stage_baselines(
     run: Run, synth: Mapping[str, Any], budget: int, model_path: str, model: Any, tok: Any
 ) -> dict[str, Any]:
+    """The baselines on TRACE's budget: GRPO on the target, one adapter on every synthetic env,
+    and GEPA (``lm`` agents only).
+
+    Args:
+        run: The run: its config, and its directory (each baseline's artefacts go in it).
+        synth: The synthesize stage's result (the synthetic envs the single adapter trains on).
+        budget: Every rollout TRACE spent (:func:`trace_budget`): what each baseline may spend.
+        model_path: The base agent (a model directory or id, or a saved scorer); each baseline loads it afresh.
+        model: Unused (GEPA loads a model of its own).
+        tok: Unused, likewise.
+    """
     c = run.config
     steps = baseline_steps(budget, c.rollouts_per_step)
     target = _grpo(run, "grpo_target", [c.target], steps, SEEDS["grpo_target"], model_path)

@@ -71,7 +71,20 @@ def shared_cache(encoder: str = MINILM, max_items: int = 200_000) -> EmbeddingCa
 
 
 class ScorerPolicy:
-    """Softmax over admissible actions scored by a :class:`ScorerNet` on cached embeddings."""
+    """Softmax over admissible actions scored by a :class:`ScorerNet` on cached embeddings.
+
+    Args:
+        net: The scoring network; its ``embed_dim`` must match the encoder's.
+        cache: The embedding cache the texts are looked up in; None: the process's shared
+            cache for ``encoder`` (:func:`shared_cache`).
+        encoder: The sentence encoder: ``"all-MiniLM-L6-v2"`` or ``"hashing-D"`` (tests).
+        temperature: Softmax temperature of the sampling (>= 0); 0 picks the top score.
+        near_misses: Have the admissible lists (the envs', or one built from the conversation)
+            include typical mistakes as choices.
+        max_actions: The longest admissible list, likewise.
+        seed: Seeds the sampling generator once; its draws continue across calls.
+        source: Where the network was loaded from; the model in :meth:`identity` (``""``: a fresh one).
+    """
 
     def __init__(
         self,

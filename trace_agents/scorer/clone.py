@@ -44,7 +44,17 @@ def demo_decisions(
     max_actions: int = 128,
     progress: bool = False,
 ) -> Demos:
-    """Oracle episodes on each ``(env_id, seed)`` of ``plan``, turned into labelled decisions."""
+    """Oracle episodes on each ``(env_id, seed)`` of ``plan``, turned into labelled decisions.
+
+    Args:
+        plan: The episodes to play, as ``(env_id, seed)`` pairs.
+        deficits: The oracle's mistake probability per capability (in [0, 1]); None: a perfect oracle.
+        seed: The oracle's seed, for when its deficits strike (not the envs' seeds).
+        near_misses: List typical mistakes as admissible actions too, so the deficient oracle's
+            mistakes can be labelled.
+        max_actions: The longest admissible list (as the scorer's ``max_actions``, to clone what it will see).
+        progress: Show a progress bar.
+    """
     import gymnasium as gym
 
     import trace_envs  # noqa: F401  (registers the ids)
@@ -108,7 +118,20 @@ def clone(
     seed: int = 0,
     progress: bool = False,
 ) -> list[dict[str, float]]:
-    """Fit ``policy``'s network to ``labels`` (cross-entropy); returns one log entry per epoch."""
+    """Fit ``policy``'s network to ``labels`` (cross-entropy); returns one log entry per epoch.
+
+    Args:
+        policy: The :class:`~trace_agents.scorer.agent.ScorerPolicy` to train: its base network,
+            or its active LoRA adapter when it is wrapped in one.
+        decisions: The decisions to learn, e.g. :attr:`Demos.decisions`.
+        labels: Per decision, the index of the right action in its candidates.
+        epochs: Passes over the decisions; fractions allowed (the step count is rounded).
+        batch_size: Decisions per optimizer step.
+        learning_rate: AdamW's initial learning rate, annealed to 0 along a cosine.
+        weight_decay: AdamW's decoupled weight decay.
+        seed: The seed of the minibatch shuffling.
+        progress: Show a progress bar.
+    """
     if len(decisions) != len(labels):
         raise ValueError(f"{len(decisions)} decisions but {len(labels)} labels")
     if not decisions:

@@ -85,7 +85,18 @@ def policy_loss(
     ref: torch.Tensor | None = None,
     beta: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The clipped surrogate (and k3 KL to ``ref`` when ``beta > 0``), averaged over decisions."""
+    """The clipped surrogate (and k3 KL to ``ref`` when ``beta > 0``), averaged over decisions.
+
+    Args:
+        new: Per decision, the log-probability of the action taken under the weights being trained.
+        old: The same under the weights that played the episodes (no gradient).
+        advantages: Per decision, its episode's group-normalized advantage.
+        epsilon: The clip range: moving the ratio past ``1 ± epsilon`` in the advantage's favour
+            earns nothing more.
+        ref: The same log-probabilities under the base network (adapter off), for the KL term;
+            None: no KL term.
+        beta: The KL term's weight; 0: none.
+    """
     ratio = torch.exp(new - old)
     unclipped = ratio * advantages
     clipped = ratio.clamp(1 - epsilon, 1 + epsilon) * advantages

@@ -32,7 +32,18 @@ def add_distractors(c: Ctx, params: Mapping[str, Any]) -> None:
 def finish(
     c: Ctx, family: str, seed: int, requests: list[Request], params: Mapping[str, Any], upfront: bool = False
 ) -> Task:
-    """Shuffle the user's order list and wrap everything in a Task."""
+    """Shuffle the user's order list and wrap everything in a Task.
+
+    Args:
+        c: The episode's context from :func:`start`; its rng also draws the user's way of
+            authenticating and the opening's greeting.
+        family: The family's name, in the task id (``f"{family}-{seed}"``) and ``source``.
+        seed: The task seed, for the task id only.
+        requests: The user's requests, in order; the first is stated in the opening.
+        params: The family's params, stored on the task.
+        upfront: State every request in the opening (when there are several); otherwise the
+            user brings up the others one at a time.
+    """
     c.rng.shuffle(c.user["orders"])
     u = c.user
     profile = UserProfile(
