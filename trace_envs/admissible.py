@@ -473,9 +473,6 @@ class AdmissibleActions:
             self._listed = (reads, messages, proposals, answers, self.accepted, self._writes)
         return self._list[:]
 
-    def _has(self, name: str) -> bool:
-        return name in self.schemas
-
     def _messages(self) -> list[str]:
         key = (not self.authenticated, len(self.orders))  # orders only grow
         if key == self._messages_key:
@@ -633,10 +630,6 @@ class AdmissibleActions:
                 if isinstance(v, dict) and v.get("source") == "gift_card"
             ]
         return _unique(out)
-
-    def _status(self, oid: str) -> str | None:
-        order = self.orders.get(oid)
-        return None if order is None else order.get("status")
 
     def _open_orders(self) -> list[str]:
         """Orders a pending-only write may target: named by the customer and not read as
