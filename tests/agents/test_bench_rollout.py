@@ -6,20 +6,18 @@ import importlib.util
 import json
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_rollout.py"
 
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_rollout", BENCH)
+def _load_bench(repo_root: Path):
+    spec = importlib.util.spec_from_file_location("bench_rollout", repo_root / "benchmarks" / "bench_rollout.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_rollout_benchmark_reports_medians_of_pairs(tmp_path, base, tok):
+def test_rollout_benchmark_reports_medians_of_pairs(tmp_path, base, tok, repo_root):
     base.save_pretrained(tmp_path / "model")
     tok.save_pretrained(tmp_path / "model")
-    bench = _load_bench()
+    bench = _load_bench(repo_root)
     result = bench.run_benchmark(
         str(tmp_path / "model"),
         "trace/precondition-v0",
@@ -43,7 +41,7 @@ def test_rollout_benchmark_reports_medians_of_pairs(tmp_path, base, tok):
     assert f"{data['batched_tokens_per_forward']:.1f} tokens per forward pass" in table
 
 
-def test_scorer_benchmark_replays_the_same_episodes_from_a_warm_cache(tmp_path):
+def test_scorer_benchmark_replays_the_same_episodes_from_a_warm_cache(tmp_path, repo_root):
     import pytest
 
     pytest.importorskip("peft")
@@ -51,7 +49,7 @@ def test_scorer_benchmark_replays_the_same_episodes_from_a_warm_cache(tmp_path):
     from trace_agents.scorer.network import ScorerNetConfig
 
     ScorerPolicy.new(ScorerNetConfig(hidden=16, heads=2), encoder="hashing-16").save_pretrained(tmp_path / "scorer")
-    bench = _load_bench()
+    bench = _load_bench(repo_root)
     result = bench.run_scorer_benchmark(
         str(tmp_path / "scorer"),
         "trace/precondition-v0",

@@ -9,7 +9,6 @@ import json
 import gymnasium as gym
 import pytest
 import torch
-from helpers import TINY, quiet_peft
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from trace_agents import models
@@ -18,14 +17,18 @@ from trace_agents.policy import HFPolicy, Policy
 from trace_agents.rollout import rollout
 from trace_envs import parse_action
 
-# A wide init (0.2, not 0.02) so greedy outputs depend on the prompt instead of repeating one token.
 CALL = '<tool_call>\n{"name": "get_order_details", "arguments": {"order_id": "#W0000001"}}\n</tool_call>'
 
 
-def peft_model(base, path, **kw):
-    """A deep copy of ``base`` with the adapter at ``path``, as a PeftModel."""
-    with quiet_peft():
-        return PeftModel.from_pretrained(copy.deepcopy(base), path, **kw)
+@pytest.fixture(scope="module")
+def peft_model(quiet_peft):
+    """``peft_model(base, path, **kw)``: a deep copy of ``base`` with the adapter at ``path``, as a PeftModel."""
+
+    def load(base, path, **kw):
+        with quiet_peft():
+            return PeftModel.from_pretrained(copy.deepcopy(base), path, **kw)
+
+    return load
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def infos():
 
 
 @pytest.fixture(scope="module")
-def adapter_dirs(tmp_path_factory, base):
+def adapter_dirs(tmp_path_factory, base, quiet_peft):
     root = tmp_path_factory.mktemp("adapters")
     with quiet_peft():
         for i, name in enumerate(("A", "B")):
@@ -85,8 +88,8 @@ def test_sampling_is_reproducible_by_seed(base, tok, infos):
     assert greedy.act_batch(infos) == greedy.act_batch(infos)
 
 
-def test_acting_leaves_the_global_rng_and_training_mode_alone(tok, infos):
-    model = models.build_model(tok, **TINY).train()
+def test_acting_leaves_the_global_rng_and_training_mode_alone(tok, infos, tiny_config):
+    model = models.build_model(tok, **tiny_config).train()
     policy = HFPolicy(model, tok, max_new_tokens=4, temperature=1.0)
     state = torch.get_rng_state()
     policy.act_batch(infos[:2])
@@ -108,9 +111,9 @@ def test_prompt_ends_with_the_assistant_header(base, tok, infos):
 
 
 @pytest.fixture(scope="module")
-def tool_caller(tok, infos):
+def tool_caller(tok, infos, tiny_config):
     """A tiny model overfit to answer infos[0] with CALL and then keep talking."""
-    model = models.build_model(tok, **TINY)
+    model = models.build_model(tok, **tiny_config)
     prompt = tok.encode(HFPolicy(model, tok).prompt(infos[0]))
     target = tok.encode(CALL + " and then words that must not appear<|im_end|>")
     ids = torch.tensor([prompt + target])
@@ -171,7 +174,7 @@ def test_bad_settings_are_rejected(base, tok):
         HFPolicy(base, tok, max_new_tokens=0)
 
 
-def test_adapters_per_row_match_each_adapter_alone(base, tok, infos, adapter_dirs):
+def test_adapters_per_row_match_each_adapter_alone(base, tok, infos, adapter_dirs, peft_model):
     policy = HFPolicy(copy.deepcopy(base), tok, max_new_tokens=16)
     for name, path in adapter_dirs.items():
         policy.load_adapter(name, path)
@@ -193,7 +196,7 @@ def test_adapters_per_row_match_each_adapter_alone(base, tok, infos, adapter_dir
     assert policy.act_batch(rows, ["B", "B", "A"])[:2] == [only_b.act_batch([r])[0] for r in rows[:2]]
 
 
-def test_a_peft_model_handed_in_runs_as_given(base, tok, infos, adapter_dirs):
+def test_a_peft_model_handed_in_runs_as_given(base, tok, infos, adapter_dirs, peft_model):
     model = peft_model(base, adapter_dirs["A"], adapter_name="A")
     policy = HFPolicy(model, tok, max_new_tokens=16)
     with_a = policy.act_batch(infos[:2])
@@ -309,8 +312,8 @@ def test_cache_is_not_reused_across_adapters_or_without_slots(base, tok, infos, 
     assert not policy._kv
 
 
-def test_prompts_stay_inside_the_models_context_by_default(base, tok):
-    assert HFPolicy(base, tok, max_new_tokens=8).max_prompt_tokens == TINY["max_position_embeddings"] - 8
+def test_prompts_stay_inside_the_models_context_by_default(base, tok, tiny_config):
+    assert HFPolicy(base, tok, max_new_tokens=8).max_prompt_tokens == tiny_config["max_position_embeddings"] - 8
     assert HFPolicy(base, tok, max_prompt_tokens=100).max_prompt_tokens == 100
 
 
@@ -348,10 +351,10 @@ def test_eager_attention_batches_padded_rows_like_single_rows(base, tok, infos):
     assert HFPolicy(model, tok, max_new_tokens=12).act_batch(infos) == alone
 
 
-def test_sliding_window_models_decode_and_keep_no_slot_cache(tok, infos):
+def test_sliding_window_models_decode_and_keep_no_slot_cache(tok, infos, tiny_config):
     torch.manual_seed(0)
     model = models.build_model(
-        tok, **{**TINY, "use_sliding_window": True, "sliding_window": 32, "max_window_layers": 0}
+        tok, **{**tiny_config, "use_sliding_window": True, "sliding_window": 32, "max_window_layers": 0}
     )
     assert set(model.config.layer_types) == {"sliding_attention"}
     policy = HFPolicy(model, tok, max_new_tokens=8)
@@ -384,10 +387,10 @@ def test_prompt_tokens_are_not_reused_across_a_turn_start_that_changed(base, tok
     assert policy._encode(new, 0) == tok.encode(new, add_special_tokens=False)
 
 
-def test_a_switched_active_adapter_does_not_reuse_the_old_cache(tok, infos, adapter_dirs):
+def test_a_switched_active_adapter_does_not_reuse_the_old_cache(tok, infos, adapter_dirs, quiet_peft, tiny_config):
     torch.manual_seed(0)  # a fresh base: earlier tests may have added adapters to the shared one
     with quiet_peft():
-        model = PeftModel.from_pretrained(models.build_model(tok, **TINY), adapter_dirs["A"], adapter_name="A")
+        model = PeftModel.from_pretrained(models.build_model(tok, **tiny_config), adapter_dirs["A"], adapter_name="A")
         model.load_adapter(str(adapter_dirs["B"]), adapter_name="B")
     policy = HFPolicy(model, tok, max_new_tokens=12)
     slotted = [dict(info, slot=k) for k, info in enumerate(infos[:2])]

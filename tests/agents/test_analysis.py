@@ -6,7 +6,6 @@ import json
 import random
 
 import pytest
-from helpers import SHORT
 
 from trace_agents import analysis as an
 from trace_agents.cli import main
@@ -124,9 +123,9 @@ def _profiles(n: int, seed: int) -> list[dict[str, float]]:
 
 
 @pytest.mark.slow
-def test_ground_truth_deficits_are_recovered() -> None:
+def test_ground_truth_deficits_are_recovered(short: bool) -> None:
     """OraclePolicy with random deficit profiles on retail-v0: exactly the deficient set is selected."""
-    n_profiles = 3 if SHORT else 10
+    n_profiles = 3 if short else 10
     tp = fp = fn = 0
     for k, profile in enumerate(_profiles(n_profiles, seed=11)):
         result = rollout(
@@ -167,12 +166,9 @@ def test_collect_then_analyze_cli(tmp_path, capsys) -> None:
     assert main(["collect", "--episodes", "1"]) == 2, "neither --model nor --policy oracle"
 
 
+@pytest.mark.usefixtures("tau2_dir")
 def test_rule_labels_on_tau2_tasks() -> None:
     """τ²-bench tasks carry capabilities derived from their gold actions, so the rule labeler works there too."""
-    from helpers import HAVE_TAU2, TAU2_MISSING
-
-    if not HAVE_TAU2:
-        pytest.skip(TAU2_MISSING)
     records = rollout(OracleBatch(), "trace/tau2-retail-v0", range(20), progress=False).records
     labels = an.label_all(records)
     assert any(row["precondition_verification"] is P for row in labels)

@@ -18,7 +18,6 @@ from trace_envs.actions import MAX_ACTION_CHARS
 from trace_envs.testing import INFO_KEYS, actions, adversarial_actions, specs, tool_calls
 
 ALL_IDS = trace_envs.registered_ids()
-from helpers import ID_PARAMS  # noqa: E402  (skips ids whose data is absent)
 
 TOL = 1e-6
 _ENVS: dict[str, gym.Env] = {}
@@ -70,20 +69,18 @@ def _run(env, seed: int, moves: list[str]) -> None:
     assert abs(weighted - total) <= TOL, f"{spec.id}: return {total} != weighted sum of return_components {weighted}"
 
 
-@pytest.mark.parametrize("env_id", ID_PARAMS, ids=str)
 @given(data=st.data())
-def test_action_sequences_never_raise(env_id: str, data) -> None:
-    env = _env(env_id)
+def test_action_sequences_never_raise(registered_id: str, data) -> None:
+    env = _env(registered_id)
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
-    moves = data.draw(st.lists(actions(_tool_schemas(env_id)), min_size=1, max_size=12), label="actions")
+    moves = data.draw(st.lists(actions(_tool_schemas(registered_id)), min_size=1, max_size=12), label="actions")
     _run(env, seed, moves)
 
 
-@pytest.mark.parametrize("env_id", ID_PARAMS, ids=str)
 @given(data=st.data())
-def test_adversarial_actions_after_oracle_steps(env_id: str, data) -> None:
+def test_adversarial_actions_after_oracle_steps(registered_id: str, data) -> None:
     # Hostile turns in the middle of a good conversation, not only at its start.
-    env = _env(env_id)
+    env = _env(registered_id)
     seed = data.draw(st.integers(0, 10_000), label="seed")
     env.reset(seed=seed)
     oracle = OraclePolicy()
@@ -93,11 +90,10 @@ def test_adversarial_actions_after_oracle_steps(env_id: str, data) -> None:
     _run(env, seed, [*prefix, *hostile])
 
 
-@pytest.mark.parametrize("env_id", ID_PARAMS, ids=str)
 @given(data=st.data())
-def test_tool_calls_with_wrong_values(env_id: str, data) -> None:
-    env = _env(env_id)
-    call = data.draw(tool_calls(_tool_schemas(env_id)), label="call")
+def test_tool_calls_with_wrong_values(registered_id: str, data) -> None:
+    env = _env(registered_id)
+    call = data.draw(tool_calls(_tool_schemas(registered_id)), label="call")
     parsed = parse_action(call)
     assert parsed.kind == "tool", f"tool_calls() drew {call[:100]!r}, which parses as {parsed}"
     env.reset(seed=data.draw(st.integers(0, 1000), label="seed"))
@@ -106,9 +102,8 @@ def test_tool_calls_with_wrong_values(env_id: str, data) -> None:
     assert obs.startswith("tool ") or obs.startswith("T: "), obs[:100]
 
 
-@pytest.mark.parametrize("env_id", ID_PARAMS, ids=str)
-def test_non_string_actions_are_format_errors(env_id: str) -> None:
-    env = _env(env_id)
+def test_non_string_actions_are_format_errors(registered_id: str) -> None:
+    env = _env(registered_id)
     moves = [None, b"bytes", 123, 1.5, ["a"], {"name": "get_order_details", "arguments": {}}, object()]
     env.reset(seed=0)
     for action in moves:

@@ -1,42 +1,23 @@
-"""Helpers shared by the test modules (imported by name: pytest puts tests/ on sys.path)."""
+"""Fixtures of the trace_agents tests: a tiny model, stand-in servers and adapters.
+
+Fixtures that are tools (``fake_endpoint``, ``stand_in_vllm``, ``fake_adapter``,
+``two_adapter_model``, ``quiet_peft``) return the factory, class or context manager, so a
+test calls them as it needs: ``with fake_endpoint(reply) as (url, seen): ...``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import hashlib
 import json
-import os
 import threading
 import warnings
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
-from trace_envs import registered_ids
-
-# τ²-bench data: the project's CI has ../shared/tau2 beside the checkout. Tests that need
-# it skip with this reason when it is absent (and an explicit TAU2_DATA_DIR wins).
-TAU2_DIR = Path(__file__).resolve().parents[2] / "shared" / "tau2"
-TAU2_MISSING = (
-    f"τ²-bench data not found: set TAU2_DATA_DIR to a tau2-bench checkout's data/tau2 directory "
-    f"(CI has it at {TAU2_DIR})"
-)
-if TAU2_DIR.is_dir():
-    os.environ.setdefault("TAU2_DATA_DIR", str(TAU2_DIR))
-HAVE_TAU2 = bool(os.environ.get("TAU2_DATA_DIR"))
-NEEDS_DATA = {"trace/tau2-retail-v0"}
-
-
-def _param(env_id: str):
-    if env_id in NEEDS_DATA and not HAVE_TAU2:
-        return pytest.param(env_id, marks=pytest.mark.skip(reason=TAU2_MISSING))
-    return env_id
-
-
-# Every registered id as pytest params; ids needing absent data are skipped, with the reason.
-ID_PARAMS = [_param(i) for i in registered_ids()]
-# The registered ids that can be made here (e.g. what a subprocess may be asked to play).
-RUNNABLE_IDS = [i for i in registered_ids() if HAVE_TAU2 or i not in NEEDS_DATA]
 
 # A tiny random Qwen2 for agent tests. A wide init (0.2, not 0.02) so greedy outputs
 # depend on the prompt instead of repeating one token.
@@ -52,21 +33,19 @@ TINY = {
 
 
 @contextlib.contextmanager
-def quiet_peft():
+def _quiet_peft():
     """PEFT's constructor reads transformers' deprecated `is_gradient_checkpointing`: ignore exactly that."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         yield
 
 
-def two_adapter_model(base, seed=1):
+def _two_adapter_model(base, seed=1):
     """A PeftModel over a copy of ``base`` with two random LoRA adapters on q_proj, "pre" and "data"."""
-    import copy
-
     import torch
     from peft import LoraConfig, get_peft_model
 
-    with quiet_peft():
+    with _quiet_peft():
         torch.manual_seed(seed)
         config = dict(r=4, target_modules=["q_proj"], init_lora_weights=False)
         model = get_peft_model(copy.deepcopy(base), LoraConfig(**config), adapter_name="pre")
@@ -74,12 +53,8 @@ def two_adapter_model(base, seed=1):
     return model
 
 
-# Slow end-to-end tests run in a short configuration unless TRACE_SHORT=0 (scripts/test.sh sets 1).
-SHORT = os.environ.get("TRACE_SHORT", "1") != "0"
-
-
 @contextlib.contextmanager
-def fake_endpoint(reply, get=None):
+def _fake_endpoint(reply, get=None):
     """A local OpenAI-compatible server; yields (url, seen).
 
     ``reply(request_json)`` gives the answer to a POST: a string is the message's content,
@@ -122,7 +97,7 @@ def fake_endpoint(reply, get=None):
         server.server_close()
 
 
-class StandInVLLM:
+class _StandInVLLM:
     """Answers like a vLLM server with runtime LoRA loading: a name loads once, only loaded
     names unload, and ``GET /v1/models`` lists the base model (``root`` its path) and the
     loaded adapters (``parent`` the base). Use it as ``fake_endpoint(server, server.get)``.
@@ -145,8 +120,6 @@ class StandInVLLM:
         return 404, {"detail": "Not Found"}
 
     def __call__(self, request):
-        import hashlib
-
         if "lora_path" in request:
             name, path = request["lora_name"], Path(request["lora_path"])
             if name in self.loaded:
@@ -168,10 +141,67 @@ class StandInVLLM:
         return self.chat(request)
 
 
-def fake_adapter(path, content=b"weights"):
-    """A directory that looks like a saved PEFT adapter to :class:`StandInVLLM`."""
+def _fake_adapter(path, content=b"weights"):
+    """A directory that looks like a saved PEFT adapter to the stand-in vLLM server."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / "adapter_config.json").write_text("{}", encoding="utf-8")
     (path / "adapter_model.safetensors").write_bytes(content)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> dict:
+    """The tiny random Qwen2's size and init, for ``models.build_model(tok, **tiny_config)``."""
+    return dict(TINY)
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """A small tokenizer trained on env text (agent tests; needs the train extra)."""
+    from trace_agents import models
+
+    return models.build_tokenizer(models.corpus(30), vocab_size=1024)
+
+
+@pytest.fixture(scope="module")
+def base(tok):
+    """A tiny random Qwen2 (seeded) on ``tok``, a fresh one per test module."""
+    # Per module: loading an adapter into it (HFPolicy.load_adapter) changes it in place,
+    # and that must not leak into other modules.
+    import torch
+
+    from trace_agents import models
+
+    torch.manual_seed(0)
+    return models.build_model(tok, **TINY)
+
+
+@pytest.fixture(scope="session")
+def quiet_peft() -> Callable[[], contextlib.AbstractContextManager]:
+    """A context manager that silences exactly PEFT's `is_gradient_checkpointing` deprecation warning."""
+    return _quiet_peft
+
+
+@pytest.fixture(scope="session")
+def two_adapter_model() -> Callable:
+    """``two_adapter_model(base, seed=1)``: a PeftModel over a copy of base with LoRA adapters "pre" and "data"."""
+    return _two_adapter_model
+
+
+@pytest.fixture(scope="session")
+def fake_endpoint() -> Callable:
+    """``fake_endpoint(reply, get=None)``: a context manager serving an OpenAI-compatible API; yields (url, seen)."""
+    return _fake_endpoint
+
+
+@pytest.fixture(scope="session")
+def stand_in_vllm() -> type:
+    """The class of a stand-in vLLM server with runtime LoRA loading: ``fake_endpoint(server, server.get)``."""
+    return _StandInVLLM
+
+
+@pytest.fixture(scope="session")
+def fake_adapter() -> Callable:
+    """``fake_adapter(path, content=b"weights")``: a directory that looks like a saved PEFT adapter."""
+    return _fake_adapter

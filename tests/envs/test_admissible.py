@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gymnasium as gym
 import pytest
-from helpers import ID_PARAMS
 from hypothesis import given, settings
 
 from trace_envs import OraclePolicy, TraceEnv, say, tool_call
@@ -27,9 +26,8 @@ def test_the_oracle_acts_within_the_list_on_100_seeds(env_id: str) -> None:
     assert cover["size_p90"] <= 64 and cover["size_max"] <= 128, cover
 
 
-@pytest.mark.parametrize("env_id", ID_PARAMS)
-def test_listed_actions_are_accepted_deterministic_bounded_and_observed(env_id: str) -> None:
-    assert check_admissible_actions(gym.make(env_id), episodes=8)["steps"] > 8
+def test_listed_actions_are_accepted_deterministic_bounded_and_observed(registered_id: str) -> None:
+    assert check_admissible_actions(gym.make(registered_id), episodes=8)["steps"] > 8
 
 
 @settings(max_examples=10, deadline=None)

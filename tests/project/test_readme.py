@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
 _FENCE = re.compile(r"^```(\w*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 _PROSE_BETWEEN = 200  # at most a short sentence between a snippet and its output block
 
 
-def _snippets() -> list:
-    """One pytest param per ``python`` block: (code, expected stdout or None)."""
-    text = README.read_text(encoding="utf-8")
+def _snippets(readme: Path) -> list:
+    """One pytest param per ``python`` block of ``readme``: (code, expected stdout or None)."""
+    text = readme.read_text(encoding="utf-8")
     blocks = list(_FENCE.finditer(text))
     params = []
     for i, block in enumerate(blocks):
@@ -36,14 +35,16 @@ def _snippets() -> list:
     return params
 
 
-SNIPPETS = _snippets()
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``code`` and ``expected`` with the README's snippets (pytest's rootdir is the repository root)."""
+    if "code" in metafunc.fixturenames:
+        metafunc.parametrize(("code", "expected"), _snippets(metafunc.config.rootpath / "README.md"))
 
 
-def test_readme_has_a_python_snippet() -> None:
-    assert SNIPPETS, f"no ```python block found in {README}"
+def test_readme_has_a_python_snippet(repo_root: Path) -> None:
+    assert _snippets(repo_root / "README.md"), f"no ```python block found in {repo_root / 'README.md'}"
 
 
-@pytest.mark.parametrize(("code", "expected"), SNIPPETS)
 def test_readme_snippet_runs(code: str, expected: str | None, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-W", "error", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300

@@ -6,7 +6,6 @@ import warnings
 
 import gymnasium as gym
 import pytest
-from helpers import ID_PARAMS
 from pettingzoo.test import api_test, seed_test
 
 from trace_envs import OraclePolicy, multiagent
@@ -24,9 +23,8 @@ def _quiet(fn, *args, **kwargs):
 
 
 @pytest.mark.parametrize("scripted", [True, False], ids=["scripted-user", "learner-user"])
-@pytest.mark.parametrize("env_id", ID_PARAMS, ids=str)
-def test_api(env_id: str, scripted: bool) -> None:
-    _quiet(api_test, multiagent.make(env_id, scripted_user=scripted), num_cycles=200)
+def test_api(registered_id: str, scripted: bool) -> None:
+    _quiet(api_test, multiagent.make(registered_id, scripted_user=scripted), num_cycles=200)
 
 
 @pytest.mark.parametrize("scripted", [True, False], ids=["scripted-user", "learner-user"])

@@ -12,21 +12,29 @@ import pytest
 
 pytest.importorskip("sb3_contrib", reason='needs the classic extra: pip install -e ".[classic]"')
 
-ROOT = Path(__file__).resolve().parents[1]
 ENV = "trace/precondition-v0"
 
 
-def load(path: str):
+def load(root: Path, path: str):
     """A script of the repository as a module (examples/ and benchmarks/ are not packages)."""
-    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
+    spec = importlib.util.spec_from_file_location(Path(path).stem, root / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+@pytest.fixture(autouse=True)
+def sb3_logdir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A pytest temporary folder for stable-baselines3's logger (without SB3_LOGDIR it makes /tmp/SB3-<date>)."""
+    logdir = tmp_path_factory.mktemp("sb3-log")  # not in tmp_path: a test lists what its benchmark wrote there
+    monkeypatch.setenv("SB3_LOGDIR", str(logdir))
+    return logdir
+
+
 @pytest.fixture(scope="module")
-def example():
-    return load("examples/sb3_maskable_ppo.py")
+def example(repo_root: Path):
+    """examples/sb3_maskable_ppo.py, loaded as a module."""
+    return load(repo_root, "examples/sb3_maskable_ppo.py")
 
 
 def test_maskable_ppo_trains_and_acts_within_the_mask(example) -> None:
@@ -64,8 +72,8 @@ def test_example_main_prints_both_policies(example, capsys) -> None:
     assert "MaskablePPO: return" in out and "random admissible: return" in out
 
 
-def test_benchmark_writes_its_files(tmp_path) -> None:
-    bench = load("benchmarks/bench_classic_rl.py")
+def test_benchmark_writes_its_files(tmp_path, repo_root) -> None:
+    bench = load(repo_root, "benchmarks/bench_classic_rl.py")
     result = bench.run_benchmark(
         [ENV], steps=512, seeds=1, eval_episodes=2, points=2, dim=32, out_dir=tmp_path, command="test"
     )

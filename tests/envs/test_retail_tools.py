@@ -13,9 +13,8 @@ from trace_envs.db import Database
 from trace_envs.domains.retail.calculator import calculate
 from trace_envs.domains.retail.tools import RETAIL_POLICY, RETAIL_TOOLS, make_retail_domain
 from trace_envs.errors import ToolError
+from trace_envs.tasks import tau2
 from trace_envs.world import check_arguments
-
-TAU2_DIR = Path(__file__).resolve().parents[2] / "shared" / "tau2"
 
 # -- fixture world ------------------------------------------------------------------------
 SHIRT, BAG = "1000000001", "1000000002"
@@ -727,10 +726,8 @@ def test_writes_never_touch_the_shared_base():
 
 
 # -- the real τ²-bench data ----------------------------------------------------------------
-def _load_tau2() -> tuple[dict, list]:
-    retail = TAU2_DIR / "domains" / "retail"
-    if not (retail / "db.json").is_file() or not (retail / "tasks.json").is_file():
-        pytest.skip(f"τ²-bench data not found at {TAU2_DIR} (a tau2-bench checkout's data/tau2)")
+def _load_tau2(tau2_dir: Path) -> tuple[dict, list]:
+    retail = tau2.resolve_data_dir(tau2_dir)  # data/tau2 or its domains/retail
     with open(retail / "db.json", encoding="utf-8") as f:
         data = json.load(f)
     with open(retail / "tasks.json", encoding="utf-8") as f:
@@ -749,8 +746,8 @@ def _gift_card_short(db: Database, args: dict) -> bool:
     return method.get("source") == "gift_card" and method["balance"] < round(diff, 2)
 
 
-def test_tau2_gold_actions_apply_cleanly():
-    data, tasks = _load_tau2()
+def test_tau2_gold_actions_apply_cleanly(tau2_dir: Path):
+    data, tasks = _load_tau2(tau2_dir)
     base = Database.from_json(data)
     writes, refused_writes = 0, 0
     for task in tasks:

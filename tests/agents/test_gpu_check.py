@@ -12,17 +12,14 @@ import os
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("trl", reason="the train extra is not installed (pip install -e '.[train]')")
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.mark.slow
-def test_gpu_check_dry_run_bootstraps_and_time_boxes_the_run(tmp_path) -> None:
+def test_gpu_check_dry_run_bootstraps_and_time_boxes_the_run(tmp_path, repo_root) -> None:
     out = tmp_path / "out"
     env = {
         **os.environ,
@@ -34,7 +31,7 @@ def test_gpu_check_dry_run_bootstraps_and_time_boxes_the_run(tmp_path) -> None:
         "RUN_S": "2",
     }  # the run stage is cut short on purpose: a stage past its box must not sink the rest
     done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=600
+        ["bash", str(repo_root / "scripts" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 124  # the first failed stage's status: the run, cut by its time box
     device = (out / "device.txt").read_text()
@@ -50,13 +47,13 @@ def test_gpu_check_dry_run_bootstraps_and_time_boxes_the_run(tmp_path) -> None:
     assert len(list(out.iterdir())) <= 8  # what a device call brings back
 
 
-def test_gpu_check_refuses_to_empty_a_folder_it_does_not_own(tmp_path) -> None:
+def test_gpu_check_refuses_to_empty_a_folder_it_does_not_own(tmp_path, repo_root) -> None:
     keep = tmp_path / "precious"
     keep.mkdir()
     (keep / "file").write_text("x")
     env = {**os.environ, "GPU_CHECK_DRY": "1", "OUT": str(tmp_path / "out"), "GPU_CHECK_WORK": str(keep)}
     done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=60
+        ["bash", str(repo_root / "scripts" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2 and "gpu-check" in done.stderr
     assert (keep / "file").read_text() == "x"

@@ -1,4 +1,6 @@
-"""Registry-wide checks: every registered id keeps the API contract of DESIGN.md section 1."""
+"""Registry-wide checks: every registered id keeps the API contract of docs/envs.md
+("The API every env keeps"). Tests taking ``registered_id`` run once per registered id
+(tests/conftest.py parametrizes them; an id whose data is absent is skipped, with the reason)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ from trace_envs.registration import BUILTIN_SPEC_DIRS
 from trace_envs.testing import check_text_env
 
 ALL_IDS = trace_envs.registered_ids()
-from helpers import ID_PARAMS, RUNNABLE_IDS  # noqa: E402  (skips ids whose data is absent)
 
 BUILTIN_DIR = next(d for d in BUILTIN_SPEC_DIRS if d.is_dir())
 BUILTIN_FILES = sorted(BUILTIN_DIR.glob("*.json"))
@@ -42,7 +43,6 @@ def _spec(env_id: str) -> trace_envs.TraceSpec:
 
 
 CAPABILITY_IDS = [i for i in ALL_IDS if _spec(i).capability in CAPABILITIES]
-id_params = pytest.mark.parametrize("env_id", ID_PARAMS, ids=str)
 
 
 def _play(env, seed: int, policy: OraclePolicy) -> tuple[list[str], list[float], dict, float]:
@@ -81,17 +81,15 @@ def _continue(env, actions: list[str]) -> list[tuple]:
 
 
 # ---------------------------------------------------------------------------- gymnasium compatibility
-@id_params
-def test_check_env_passes_without_warnings(env_id: str) -> None:
-    env = gym.make(env_id)
+def test_check_env_passes_without_warnings(registered_id: str) -> None:
+    env = gym.make(registered_id)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(env.unwrapped, skip_render_check=True)
-    assert not caught, f"check_env warned on {env_id}: {[str(w.message) for w in caught]}"
+    assert not caught, f"check_env warned on {registered_id}: {[str(w.message) for w in caught]}"
 
 
-@id_params
-def test_make_works_after_importing_only_gymnasium(env_id: str, tmp_path: Path) -> None:
+def test_make_works_after_importing_only_gymnasium(registered_id: str, tmp_path: Path) -> None:
     # The .pth start-up hook must register ids when gymnasium is imported; trace_envs is never imported here.
     code = (
         "import sys, gymnasium as gym\n"
@@ -102,24 +100,27 @@ def test_make_works_after_importing_only_gymnasium(env_id: str, tmp_path: Path) 
         "print('made', info['env_id'])\n"
     )
     done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code, env_id], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-W", "error", "-c", code, registered_id],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert done.returncode == 0, f"gym.make({env_id!r}) after `import gymnasium` failed:\n{done.stderr[-3000:]}"
-    assert f"made {env_id}" in done.stdout
+    assert done.returncode == 0, f"gym.make({registered_id!r}) after `import gymnasium` failed:\n{done.stderr[-3000:]}"
+    assert f"made {registered_id}" in done.stdout
 
 
-@id_params
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_make_vec(env_id: str, mode: str) -> None:
-    single = [gym.make(env_id) for _ in range(2)]
+def test_make_vec(registered_id: str, mode: str) -> None:
+    single = [gym.make(registered_id) for _ in range(2)]
     expected_reset = [e.reset(seed=i)[0] for i, e in enumerate(single)]
     acts = (say("hello"), tool_call("get_order_details", order_id="#W0000000"))
     expected_step = [e.step(a) for e, a in zip(single, acts, strict=True)]
-    vec = gym.make_vec(env_id, num_envs=2, vectorization_mode=mode)
+    vec = gym.make_vec(registered_id, num_envs=2, vectorization_mode=mode)
     try:
         obs, infos = vec.reset(seed=0)
         assert len(obs) == 2 and all(isinstance(o, str) for o in obs), f"{mode} reset gave {type(obs)}"
-        assert list(infos["env_id"]) == [env_id, env_id]
+        assert list(infos["env_id"]) == [registered_id, registered_id]
         for i in range(2):
             assert obs[i] == expected_reset[i], (
                 f"make_vec({mode}) reset observation {i} differs from a single env's: got {len(obs[i])} chars "
@@ -139,11 +140,10 @@ def test_make_vec(env_id: str, mode: str) -> None:
         vec.close()
 
 
-@id_params
-def test_make_vec_async_without_shared_memory(env_id: str) -> None:
+def test_make_vec_async_without_shared_memory(registered_id: str) -> None:
     # The workaround for the shared-memory snapshot above; it must give the single env's observations.
-    expected = gym.make(env_id).reset(seed=0)[0]
-    vec = gym.make_vec(env_id, num_envs=2, vectorization_mode="async", vector_kwargs={"shared_memory": False})
+    expected = gym.make(registered_id).reset(seed=0)[0]
+    vec = gym.make_vec(registered_id, num_envs=2, vectorization_mode="async", vector_kwargs={"shared_memory": False})
     try:
         obs, _ = vec.reset(seed=0)
         assert obs[0] == expected
@@ -155,20 +155,18 @@ def test_make_vec_async_without_shared_memory(env_id: str) -> None:
 
 
 # ---------------------------------------------------------------------------- copies
-@id_params
-def test_pickle_and_deepcopy_fresh(env_id: str) -> None:
-    env = gym.make(env_id)
+def test_pickle_and_deepcopy_fresh(registered_id: str) -> None:
+    env = gym.make(registered_id)
     copies = [pickle.loads(pickle.dumps(env)), copy.deepcopy(env)]
     base = _play(env, 7, OraclePolicy())
     for other in copies:
         got = _play(other, 7, OraclePolicy())
-        assert got[0] == base[0] and got[1] == base[1], f"a fresh copy of {env_id} plays seed 7 differently"
+        assert got[0] == base[0] and got[1] == base[1], f"a fresh copy of {registered_id} plays seed 7 differently"
 
 
-@id_params
 @pytest.mark.parametrize("how", ["pickle", "deepcopy"])
-def test_copy_mid_episode_continues_identically(env_id: str, how: str) -> None:
-    env = gym.make(env_id)
+def test_copy_mid_episode_continues_identically(registered_id: str, how: str) -> None:
+    env = gym.make(registered_id)
     env.reset(seed=3)
     oracle = OraclePolicy()
     oracle.reset(env)
@@ -179,7 +177,7 @@ def test_copy_mid_episode_continues_identically(env_id: str, how: str) -> None:
     other = pickle.loads(pickle.dumps(env)) if how == "pickle" else copy.deepcopy(env)
     rest = plan[cut:] + [say("goodbye")]
     original, copied = _continue(env, rest), _continue(other, rest)
-    assert original == copied, f"{how} copy of {env_id} taken at step {cut} continued differently"
+    assert original == copied, f"{how} copy of {registered_id} taken at step {cut} continued differently"
     assert original[-1][2] or original[-1][3], "the continued episode should end"
 
 
@@ -214,13 +212,13 @@ def _hash_in_process(env_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def subprocess_hashes() -> list[dict[str, str]]:
+def subprocess_hashes(runnable_ids: list[str]) -> list[dict[str, str]]:
     """Oracle-run hashes of every id, from two processes with different hash seeds."""
     code = _HASH_CODE + "import sys\nprint(json.dumps({i: oracle_hash(i) for i in sys.argv[1:]}))\n"
     out = []
     for hash_seed in ("1", "987654"):
         done = subprocess.run(
-            [sys.executable, "-c", code, *RUNNABLE_IDS],
+            [sys.executable, "-c", code, *runnable_ids],
             capture_output=True,
             text=True,
             timeout=300,
@@ -231,31 +229,30 @@ def subprocess_hashes() -> list[dict[str, str]]:
     return out
 
 
-@id_params
-def test_determinism_across_processes(env_id: str, subprocess_hashes: list[dict[str, str]]) -> None:
-    here = _hash_in_process(env_id)
-    assert here == _hash_in_process(env_id), f"{env_id} is not deterministic within one process"
+def test_determinism_across_processes(registered_id: str, subprocess_hashes: list[dict[str, str]]) -> None:
+    here = _hash_in_process(registered_id)
+    assert here == _hash_in_process(registered_id), f"{registered_id} is not deterministic within one process"
     for i, hashes in enumerate(subprocess_hashes):
-        assert hashes[env_id] == here, f"{env_id}: subprocess {i} (other PYTHONHASHSEED) saw other obs/rewards"
+        assert hashes[registered_id] == here, (
+            f"{registered_id}: subprocess {i} (other PYTHONHASHSEED) saw other obs/rewards"
+        )
 
 
-@id_params
-def test_reset_with_task_id_reproduces_the_task(env_id: str) -> None:
-    env = gym.make(env_id)
+def test_reset_with_task_id_reproduces_the_task(registered_id: str) -> None:
+    env = gym.make(registered_id)
     for seed in (0, 11, 12345):
         obs, info = env.reset(seed=seed)
         gold = env.unwrapped.task.gold_calls
         again, info2 = env.reset(seed=seed + 1, options={"task_id": info["task_id"]})
         assert info2["task_id"] == info["task_id"]
         assert again == obs and info2["messages"] == info["messages"], (
-            f"{env_id}: reset(options={{'task_id': {info['task_id']!r}}}) gave another task than seed {seed}"
+            f"{registered_id}: reset(options={{'task_id': {info['task_id']!r}}}) gave another task than seed {seed}"
         )
         assert env.unwrapped.task.gold_calls == gold
 
 
-@id_params
-def test_reset_with_a_bad_task_id_raises(env_id: str) -> None:
-    env = gym.make(env_id)
+def test_reset_with_a_bad_task_id_raises(registered_id: str) -> None:
+    env = gym.make(registered_id)
     with pytest.raises(ValueError, match="task_id"):
         env.reset(options={"task_id": "no-such-task"})
 
@@ -271,11 +268,10 @@ def _restore_in_place(live: dict, saved: dict) -> None:
             live[key] = copy.deepcopy(value)
 
 
-@id_params
-def test_info_tools_do_not_alias_shared_state(env_id: str) -> None:
+def test_info_tools_do_not_alias_shared_state(registered_id: str) -> None:
     # info["tools"] goes to chat templates and schema rewriters; editing it must not change how this or
     # any other env in the process validates calls (today it hands out the domain's cached Tool.parameters).
-    env, other = gym.make(env_id), gym.make(env_id)
+    env, other = gym.make(registered_id), gym.make(registered_id)
     _, info = env.reset(seed=0)
     shared = {name: tool.parameters for name, tool in env.unwrapped.domain.tools.items()}
     saved = copy.deepcopy(shared)
@@ -286,21 +282,20 @@ def test_info_tools_do_not_alias_shared_state(env_id: str) -> None:
             for prop in params.get("properties", {}).values():
                 prop["type"] = "integer"
             params["required"] = ["__nothing__"]
-        after = json.dumps(gym.make(env_id).unwrapped.tool_schemas, sort_keys=True)
+        after = json.dumps(gym.make(registered_id).unwrapped.tool_schemas, sort_keys=True)
     finally:  # put the shared dicts back in place, so that later tests see the real schemas
         for name, params in shared.items():
             _restore_in_place(params, saved[name])
     assert json.dumps(other.unwrapped.tool_schemas, sort_keys=True) == before, "the restore failed"
     assert after == before, (
-        f"{env_id}: editing info['tools'] changed the tool schemas of every env in the process "
+        f"{registered_id}: editing info['tools'] changed the tool schemas of every env in the process "
         f"(Tool.schema returns the domain's shared parameters dict; copy it)"
     )
 
 
 # ---------------------------------------------------------------------------- oracle
-@id_params
-def test_oracle_succeeds_with_the_declared_max(env_id: str) -> None:
-    env = gym.make(env_id)
+def test_oracle_succeeds_with_the_declared_max(registered_id: str) -> None:
+    env = gym.make(registered_id)
     spec = env.unwrapped.trace_spec
     oracle = OraclePolicy()
     failures, off_max = [], []
@@ -310,8 +305,8 @@ def test_oracle_succeeds_with_the_declared_max(env_id: str) -> None:
             failures.append((seed, info["return_components"]))
         if abs(total - spec.range[1]) > TOL:
             off_max.append((seed, total))
-    assert not failures, f"{env_id}: the oracle failed on {len(failures)} seeds, e.g. {failures[:3]}"
-    assert not off_max, f"{env_id}: oracle returns differ from the declared max {spec.range[1]}: {off_max[:5]}"
+    assert not failures, f"{registered_id}: the oracle failed on {len(failures)} seeds, e.g. {failures[:3]}"
+    assert not off_max, f"{registered_id}: oracle returns differ from the declared max {spec.range[1]}: {off_max[:5]}"
 
 
 @pytest.mark.parametrize("env_id", ["trace/retail-v0", "trace/structured-data-v0"], ids=str)
@@ -363,11 +358,10 @@ def test_full_deficit_fails_the_capability(env_id: str) -> None:
     assert not false_alarms, f"{env_id}: the {cap} annotation flags the clean oracle on seeds {false_alarms[:10]}"
 
 
-@id_params
 @pytest.mark.parametrize("cap", CAPABILITIES)
-def test_recorded_oracle_mistakes_are_flagged(env_id: str, cap: str) -> None:
+def test_recorded_oracle_mistakes_are_flagged(registered_id: str, cap: str) -> None:
     # OraclePolicy.mistakes says which slips an episode contains; the annotation must show each one.
-    env = gym.make(env_id)
+    env = gym.make(registered_id)
     weak = OraclePolicy(deficits={cap: 1.0})
     missed = []
     for seed in range(100):
@@ -385,23 +379,21 @@ def test_recorded_oracle_mistakes_are_flagged(env_id: str, cap: str) -> None:
                 )
             )
     assert not missed, (
-        f"{env_id}: OraclePolicy recorded a {cap} mistake that the annotations do not show on "
+        f"{registered_id}: OraclePolicy recorded a {cap} mistake that the annotations do not show on "
         f"{len(missed)}/100 seeds (the oracle counts a slip it never makes, or the task tags a "
         f"request with {cap} that cannot exercise it); e.g. {missed[:2]}"
     )
 
 
 # ---------------------------------------------------------------------------- caller bugs
-@id_params
-def test_step_before_reset_raises(env_id: str) -> None:
-    env = gym.make(env_id)
+def test_step_before_reset_raises(registered_id: str) -> None:
+    env = gym.make(registered_id)
     with pytest.raises(ResetNeeded, match="reset"):
         env.unwrapped.step(say("hello"))
 
 
-@id_params
-def test_step_after_the_end_raises(env_id: str) -> None:
-    env = gym.make(env_id)
+def test_step_after_the_end_raises(registered_id: str) -> None:
+    env = gym.make(registered_id)
     _play(env, 0, OraclePolicy())
     with pytest.raises(ResetNeeded, match="over"):
         env.unwrapped.step(say("hello"))
@@ -433,12 +425,11 @@ def test_builtin_files_are_registered() -> None:
 
 
 # ---------------------------------------------------------------------------- the public test kit
-@id_params
-def test_check_text_env_passes(env_id: str) -> None:
-    summary = check_text_env(gym.make(env_id), episodes=3, seed=0)
-    assert summary["env_id"] == env_id and summary["oracle_success"] == 3
+def test_check_text_env_passes(registered_id: str) -> None:
+    summary = check_text_env(gym.make(registered_id), episodes=3, seed=0)
+    assert summary["env_id"] == registered_id and summary["oracle_success"] == 3
     assert summary["adversarial_steps"] > 0
-    raw = check_text_env(TraceEnv(gym.spec(env_id).kwargs["spec"]), episodes=1, seed=17)
+    raw = check_text_env(TraceEnv(gym.spec(registered_id).kwargs["spec"]), episodes=1, seed=17)
     assert raw["seeds"] == [17]
 
 

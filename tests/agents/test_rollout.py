@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +22,6 @@ IDS = [
     "trace/tool-calling-v0",
     "trace/retail-v0",
 ]
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _strip(record: dict) -> dict:
@@ -272,12 +270,12 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def test_kill_9_then_resume_completes_the_set(tmp_path):
+def test_kill_9_then_resume_completes_the_set(tmp_path, repo_root):
     ids, n = IDS[:2], 60
     path = tmp_path / "killed.jsonl"
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, ",".join(ids), str(n), str(path)],
-        cwd=ROOT,
+        cwd=repo_root,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

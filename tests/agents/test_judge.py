@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import fake_endpoint
 
 from trace_agents import analysis as an
 from trace_agents import judge as jd
@@ -79,7 +78,7 @@ def test_judge_drives_the_analysis(records):
     assert report["labeler"] == "JudgeLabeler" and report["capabilities"]["c"]["er_plus"] == 1.0
 
 
-def test_openai_compatible_endpoint():
+def test_openai_compatible_endpoint(fake_endpoint):
     with fake_endpoint(lambda request: "LABEL: NA\nEVIDENCE: none") as (url, seen):
         chat = jd.OpenAIChat(url, model="m", api_key="k")
         assert chat([{"role": "user", "content": "hi"}]).startswith("LABEL: NA")
@@ -103,7 +102,7 @@ def test_hf_chat_runs_a_local_model(records):
     assert label in (N, P, L) and isinstance(evidence, str)
 
 
-def test_analyze_cli_with_a_judge_endpoint(tmp_path, capsys):
+def test_analyze_cli_with_a_judge_endpoint(tmp_path, capsys, fake_endpoint):
     from trace_agents.cli import main
 
     def reply(request):

@@ -9,13 +9,10 @@ Pickling, deepcopy and check_env are covered registry-wide (test_registry.py).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import pytest
-from helpers import HAVE_TAU2, TAU2_DIR, TAU2_MISSING
 
 from trace_envs import OraclePolicy, SpecError, parse_action, say, tool_call
 from trace_envs.db import Database, Table, diff_keys
@@ -25,43 +22,46 @@ from trace_envs.tasks import tau2
 from trace_envs.tasks.base import Call, Task
 from trace_envs.user import ScriptedUser
 
-pytestmark = pytest.mark.skipif(not HAVE_TAU2, reason=TAU2_MISSING)
+# Every test here needs the data: without it they skip, saying how to get it. Tests taking
+# ``tau2_task_id`` (every train task) or ``tau2_write_task_id`` (those with a gold write) are
+# parametrized by tests/conftest.py.
+pytestmark = pytest.mark.usefixtures("tau2_dir")
 
 ENV_ID = "trace/tau2-retail-v0"
-# An explicit TAU2_DATA_DIR wins (helpers sets it to TAU2_DIR when that exists).
-DATA = Path(os.environ.get("TAU2_DATA_DIR") or TAU2_DIR)
 GOODBYE = "Thank you for contacting us. Have a great day, goodbye!"
 ASK_ID = "Before I can help, please tell me your email address, or your name and zip code, to verify your identity."
 
 
-def _raw_tasks() -> list[dict[str, Any]]:
-    if not HAVE_TAU2:
-        return []
-    try:
-        retail = tau2.resolve_data_dir(DATA)
-    except SpecError:
-        return []
-    return json.loads((retail / "tasks.json").read_text(encoding="utf-8"))
+class Data:
+    """The τ²-bench retail train tasks in ``root``: raw JSON by id, the ids, and tasks built from them."""
 
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        raw = json.loads((tau2.resolve_data_dir(root) / "tasks.json").read_text(encoding="utf-8"))
+        self.raw = {str(t["id"]): t for t in raw}
+        self.ids = list(self.raw)
+        self.write_ids = [
+            tid
+            for tid, t in self.raw.items()
+            if any(a["name"] in tau2.WRITE_TOOLS for a in t["evaluation_criteria"]["actions"])
+        ]
 
-RAW = _raw_tasks()
-RAW_BY_ID = {str(t["id"]): t for t in RAW}
-TASK_IDS = list(RAW_BY_ID)
-WRITE_TASK_IDS = [
-    tid
-    for tid, t in RAW_BY_ID.items()
-    if any(a["name"] in tau2.WRITE_TOOLS for a in t["evaluation_criteria"]["actions"])
-]
+    def task(self, task_id: str, data_dir: Path | str | None = None) -> Task:
+        """Task ``task_id`` as the family builds it, from ``data_dir`` (default: this data)."""
+        return tau2.by_id(task_id, {"data_dir": str(data_dir or self.root)})
 
 
 # -- helpers ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def env():
-    return gym.make(ENV_ID, data_dir=str(DATA))
+def data(tau2_dir: Path) -> Data:
+    """The train tasks of the τ²-bench data this session uses."""
+    return Data(tau2_dir)
 
 
-def _task(task_id: str, data_dir: Path | str = DATA) -> Task:
-    return tau2.by_id(task_id, {"data_dir": str(data_dir)})
+@pytest.fixture(scope="module")
+def env(tau2_dir: Path):
+    """trace/tau2-retail-v0 on that data, shared by the module's tests."""
+    return gym.make(ENV_ID, data_dir=str(tau2_dir))
 
 
 def _play(env, task_id: str, actions: list[str]) -> tuple[float, dict, list[tuple[str, str]]]:
@@ -199,15 +199,14 @@ def _mutated_plan(task: Task, index: int, mutated: Call | None) -> tuple[list[st
 
 
 # -- the oracle ---------------------------------------------------------------------------
-def test_tasks_json_has_the_train_split():
-    assert len(TASK_IDS) == 74, f"expected the 74 train tasks, found {len(TASK_IDS)}"
+def test_tasks_json_has_the_train_split(data):
+    assert len(data.ids) == 74, f"expected the 74 train tasks, found {len(data.ids)}"
 
 
-@pytest.mark.parametrize("task_id", TASK_IDS)
-def test_oracle_solves_every_train_task(env, task_id):
+def test_oracle_solves_every_train_task(env, tau2_task_id):
     oracle = OraclePolicy()
-    obs, info = env.reset(options={"task_id": task_id})
-    assert info["task_id"] == task_id
+    obs, info = env.reset(options={"task_id": tau2_task_id})
+    assert info["task_id"] == tau2_task_id
     oracle.reset(env)
     total = 0.0
     for _ in range(env.unwrapped.trace_spec.max_turns):
@@ -215,31 +214,32 @@ def test_oracle_solves_every_train_task(env, task_id):
         total += reward
         if terminated or truncated:
             break
-    assert terminated, f"task {task_id}: the oracle's episode ended by {info.get('ended_by')!r}"
+    assert terminated, f"task {tau2_task_id}: the oracle's episode ended by {info.get('ended_by')!r}"
     assert total == 1.0 and info["success"] is True, (
-        f"task {task_id}: oracle return {total}, db_diff {info['db_diff']}, components {info['return_components']}"
+        f"task {tau2_task_id}: oracle return {total}, db_diff {info['db_diff']}, components {info['return_components']}"
     )
     assert info["db_diff"] == {}
 
 
-def test_reset_seed_plays_task_seed_mod_74(env):
+def test_reset_seed_plays_task_seed_mod_74(env, data):
     for seed in (0, 5, 74, 75 + 73):
         _, info = env.reset(seed=seed)
-        assert info["task_id"] == TASK_IDS[seed % len(TASK_IDS)]
+        assert info["task_id"] == data.ids[seed % len(data.ids)]
 
 
 # -- mutated gold writes score 0 ----------------------------------------------------------
-@pytest.mark.parametrize("task_id", WRITE_TASK_IDS)
-def test_mutated_gold_write_scores_zero(env, task_id):
-    task = _task(task_id)
+def test_mutated_gold_write_scores_zero(env, data, tau2_write_task_id):
+    task = data.task(tau2_write_task_id)
     if not task.gold_calls:
-        pytest.skip(f"task {task_id}: its only gold write is refused by the tools, so the DB rule ignores it")
+        pytest.skip(
+            f"task {tau2_write_task_id}: its only gold write is refused by the tools, so the DB rule ignores it"
+        )
     muts = _mutations(task)
-    assert muts, f"task {task_id}: no mutation applies to gold writes {task.gold_calls}"
+    assert muts, f"task {tau2_write_task_id}: no mutation applies to gold writes {task.gold_calls}"
     for kind, index, mutated in muts:
         plan, proposal = _mutated_plan(task, index, mutated)
-        total, info, dialog = _play(env, task_id, plan)
-        where = f"task {task_id}, {kind} on gold write {index} ({task.gold_calls[index].name}) -> {mutated}"
+        total, info, dialog = _play(env, tau2_write_task_id, plan)
+        where = f"task {tau2_write_task_id}, {kind} on gold write {index} ({task.gold_calls[index].name}) -> {mutated}"
         assert total == 0.0 and info["success"] is False, (
             f"{where}: expected return 0, got {total}; db_diff {info['db_diff']}"
         )
@@ -249,11 +249,11 @@ def test_mutated_gold_write_scores_zero(env, task_id):
             assert reply.startswith("No"), f"{where}: the user confirmed a proposal of a non-gold write: {reply!r}"
 
 
-def test_each_mutation_kind_applies_to_several_tasks():
+def test_each_mutation_kind_applies_to_several_tasks(data):
     applied: dict[str, set[str]] = {"item_id": set(), "cancel_reason": set(), "omit": set()}
     succeeded_items = 0  # mutated item writes the tools accept: the DB comparison, not an error, must catch them
-    for tid in WRITE_TASK_IDS:
-        task = _task(tid)
+    for tid in data.write_ids:
+        task = data.task(tid)
         for kind, index, mutated in _mutations(task):
             applied[kind].add(tid)
             if kind == "item_id":
@@ -274,8 +274,8 @@ def _pending_order_of_someone_else(task: Task) -> str:
     raise AssertionError("no pending order of another user in db.json")
 
 
-def test_cancelling_another_users_order_is_a_violation(env):
-    task = _task("0")
+def test_cancelling_another_users_order_is_a_violation(env, data):
+    task = data.task("0")
     other = _pending_order_of_someone_else(task)
     plan = _oracle_plan(task)
     proposal = say(f"To confirm, I will cancel order {other} with reason: no longer needed. Shall I proceed?")
@@ -290,8 +290,8 @@ def test_cancelling_another_users_order_is_a_violation(env):
     assert other in info["db_diff"].get("orders", []), f"db_diff {info['db_diff']} does not name {other}"
 
 
-def test_gold_write_without_proposal_is_unconfirmed(env):
-    task = _task("0")
+def test_gold_write_without_proposal_is_unconfirmed(env, data):
+    task = data.task("0")
     plan = _oracle_plan(task)
     j = _write_index(plan, task.gold_calls[0])
     del plan[j - 1]  # no proposal, no "yes"
@@ -302,8 +302,8 @@ def test_gold_write_without_proposal_is_unconfirmed(env):
     assert total == 1.0 and info["db_diff"] == {}
 
 
-def test_user_says_no_to_a_proposal_that_is_not_a_gold_write(env):
-    task = _task("3")
+def test_user_says_no_to_a_proposal_that_is_not_a_gold_write(env, data):
+    task = data.task("3")
     gold = task.gold_calls[0]
     wrong = _mutate_item(task, gold)
     assert wrong is not None
@@ -321,17 +321,16 @@ def test_first_person():
     assert tau2.first_person("your order was late, you are upset") == "my order was late, I am upset"
 
 
-@pytest.mark.parametrize("task_id", TASK_IDS)
-def test_opening_starts_with_hi(env, task_id):
-    _, info = env.reset(options={"task_id": task_id})
+def test_opening_starts_with_hi(env, data, tau2_task_id):
+    _, info = env.reset(options={"task_id": tau2_task_id})
     opening = info["messages"][1]["content"]
     assert opening.startswith("Hi!"), opening
-    reason = RAW_BY_ID[task_id]["user_scenario"]["instructions"]["reason_for_call"]
+    reason = data.raw[tau2_task_id]["user_scenario"]["instructions"]["reason_for_call"]
     assert opening == "Hi! " + tau2.first_person(reason)
 
 
-def _identity_problem(task_id: str, reply: str, task: Task) -> str | None:
-    known = RAW_BY_ID[task_id]["user_scenario"]["instructions"]["known_info"].lower()
+def _identity_problem(data: Data, task_id: str, reply: str, task: Task) -> str | None:
+    known = data.raw[task_id]["user_scenario"]["instructions"]["known_info"].lower()
     u = task.user
     if "@" in known:
         if not u.email or u.email.lower() not in reply.lower() or u.email.lower() not in known:
@@ -344,55 +343,54 @@ def _identity_problem(task_id: str, reply: str, task: Task) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("task_id", [t for t in TASK_IDS if t in WRITE_TASK_IDS])
-def test_user_gives_identity_per_known_info(env, task_id):
-    task = env.unwrapped.family.by_id(task_id, env.unwrapped.trace_spec.params)
+def test_user_gives_identity_per_known_info(env, data, tau2_write_task_id):
+    task = env.unwrapped.family.by_id(tau2_write_task_id, env.unwrapped.trace_spec.params)
     if not task.requests:
         pytest.skip("no gold write: the conversation ends at the first agent message")
-    env.reset(options={"task_id": task_id})
+    env.reset(options={"task_id": tau2_write_task_id})
     _, _, terminated, _, info = env.step(say(ASK_ID))
     assert not terminated
-    problem = _identity_problem(task_id, info["messages"][-1]["content"], task)
-    assert problem is None, f"task {task_id}: {problem}"
+    problem = _identity_problem(data, tau2_write_task_id, info["messages"][-1]["content"], task)
+    assert problem is None, f"task {tau2_write_task_id}: {problem}"
 
 
-def test_user_profile_known_for_every_task():
+def test_user_profile_known_for_every_task(data):
     # Tasks without gold writes still have a user: known_info names them. A profile the
     # family cannot resolve makes the user say "My email is ." when asked.
     bad = {}
-    for tid in TASK_IDS:
-        task = _task(tid)
-        problem = _identity_problem(tid, ScriptedUser(task).identity(), task)
+    for tid in data.ids:
+        task = data.task(tid)
+        problem = _identity_problem(data, tid, ScriptedUser(task).identity(), task)
         if problem:
-            bad[tid] = (RAW_BY_ID[tid]["user_scenario"]["instructions"]["known_info"], problem)
+            bad[tid] = (data.raw[tid]["user_scenario"]["instructions"]["known_info"], problem)
     assert not bad, (
         "the scripted user's identity does not follow known_info (trace_envs/tasks/tau2.py "
         f"_user_of / the UserProfile built in _convert) for tasks {sorted(bad)}: {bad}"
     )
 
 
-def test_both_identity_kinds_occur():
-    kinds = {_task(t).user.auth for t in WRITE_TASK_IDS}
+def test_both_identity_kinds_occur(data):
+    kinds = {data.task(t).user.auth for t in data.write_ids}
     assert kinds == {"email", "name_zip"}
 
 
 # -- NL_ASSERTION and COMMUNICATE ---------------------------------------------------------------
-def test_nl_assertion_reported_not_evaluated(env):
-    tid = next(t for t in WRITE_TASK_IDS if "NL_ASSERTION" in RAW_BY_ID[t]["evaluation_criteria"]["reward_basis"])
-    total, info, _ = _play(env, tid, _oracle_plan(_task(tid)))
+def test_nl_assertion_reported_not_evaluated(env, data):
+    tid = next(t for t in data.write_ids if "NL_ASSERTION" in data.raw[t]["evaluation_criteria"]["reward_basis"])
+    total, info, _ = _play(env, tid, _oracle_plan(data.task(tid)))
     assert total == 1.0
     assert "NL_ASSERTION" in info["reward_basis"]
     assert info["nl_assertions"]["evaluated"] is False
     assert not any("nl" in k.lower() for k in info["return_components"]), info["return_components"]
 
 
-def test_nl_assertion_reported_for_every_task(env):
+def test_nl_assertion_reported_for_every_task(env, data):
     # Every task whose reward basis lists NL_ASSERTION must say so in the final info,
     # including tasks whose gold has no actions at all.
     missing = []
-    for tid in TASK_IDS:
-        basis = RAW_BY_ID[tid]["evaluation_criteria"]["reward_basis"]
-        _, info, _ = _play(env, tid, _oracle_plan(_task(tid)))
+    for tid in data.ids:
+        basis = data.raw[tid]["evaluation_criteria"]["reward_basis"]
+        _, info, _ = _play(env, tid, _oracle_plan(data.task(tid)))
         if "NL_ASSERTION" in basis and (
             info.get("nl_assertions", {}).get("evaluated") is not False or info.get("reward_basis") != basis
         ):
@@ -403,10 +401,12 @@ def test_nl_assertion_reported_for_every_task(env):
     )
 
 
-def _communicate_tasks() -> list[str]:
+def _communicate_tasks(data: Data) -> list[str]:
     """Tasks with communicate_info and gold writes (see the no-write test below for the others)."""
     return [
-        t for t in WRITE_TASK_IDS if RAW_BY_ID[t]["evaluation_criteria"].get("communicate_info") and _task(t).gold_calls
+        t
+        for t in data.write_ids
+        if data.raw[t]["evaluation_criteria"].get("communicate_info") and data.task(t).gold_calls
     ]
 
 
@@ -414,11 +414,11 @@ def _without_communication(task: Task) -> list[str]:
     return [a for a in _oracle_plan(task) if not a.startswith("Here is the information")]
 
 
-def test_oracle_communicates_info(env):
-    tids = _communicate_tasks()
+def test_oracle_communicates_info(env, data):
+    tids = _communicate_tasks(data)
     assert len(tids) >= 3
     for tid in tids:
-        task = _task(tid)
+        task = data.task(tid)
         total, info, _ = _play(env, tid, _oracle_plan(task))
         assert total == 1.0, tid
         assert info["communicate_info"] == {s: True for s in task.communicate}, (tid, info["communicate_info"])
@@ -430,10 +430,10 @@ def _said_by_chance(task: Task, plan: list[str]) -> bool:
     return any(s.lower().replace(",", "") in said for s in task.communicate)
 
 
-def test_silent_agent_keeps_db_reward_without_communicate_basis(env):
+def test_silent_agent_keeps_db_reward_without_communicate_basis(env, data):
     checked = 0
-    for tid in _communicate_tasks():
-        task = _task(tid)
+    for tid in _communicate_tasks(data):
+        task = data.task(tid)
         assert "COMMUNICATE" not in task.reward_basis
         plan = _without_communication(task)
         if _said_by_chance(task, plan):
@@ -445,26 +445,28 @@ def test_silent_agent_keeps_db_reward_without_communicate_basis(env):
     assert checked >= 3, f"only {checked} tasks checked"
 
 
-def test_agent_can_communicate_in_a_task_without_writes(env):
+def test_agent_can_communicate_in_a_task_without_writes(env, data):
     # Task 67 (train) has communicate_info ["829.43"] and no gold write. The scripted user
     # must let the agent speak: today it ends the conversation at the first agent message
     # (no request left), so no agent can ever communicate anything in such a task, and a
     # COMMUNICATE-basis task without writes would score 0 for every agent.
     tids = [
-        t for t in TASK_IDS if RAW_BY_ID[t]["evaluation_criteria"].get("communicate_info") and not _task(t).gold_calls
+        t
+        for t in data.ids
+        if data.raw[t]["evaluation_criteria"].get("communicate_info") and not data.task(t).gold_calls
     ]
     assert tids, "no train task with communicate_info and no gold write"
     bad = {}
     for tid in tids:
-        task = _task(tid)
+        task = data.task(tid)
         _, info, dialog = _play(env, tid, _oracle_plan(task))
         if info.get("communicate_info") != {s: True for s in task.communicate}:
             bad[tid] = {"communicate_info": info.get("communicate_info"), "turns": info["step"], "dialog": dialog[:2]}
     assert not bad, f"the oracle could not communicate the required strings: {bad}"
 
 
-def _data_dir_with(tmp_path: Path, tasks: list[dict]) -> Path:
-    retail = tau2.resolve_data_dir(DATA)
+def _data_dir_with(data: Data, tmp_path: Path, tasks: list[dict]) -> Path:
+    retail = tau2.resolve_data_dir(data.root)
     out = tmp_path / "tau2" / "domains" / "retail"
     out.mkdir(parents=True)
     (out / "db.json").symlink_to(retail / "db.json")
@@ -472,13 +474,15 @@ def _data_dir_with(tmp_path: Path, tasks: list[dict]) -> Path:
     return tmp_path / "tau2"
 
 
-def test_communicate_basis_scores_zero_when_unsaid(tmp_path):
-    tid = next(t for t in _communicate_tasks() if not _said_by_chance(_task(t), _without_communication(_task(t))))
-    raw = json.loads(json.dumps(RAW_BY_ID[tid]))
+def test_communicate_basis_scores_zero_when_unsaid(data, tmp_path):
+    tid = next(
+        t for t in _communicate_tasks(data) if not _said_by_chance(data.task(t), _without_communication(data.task(t)))
+    )
+    raw = json.loads(json.dumps(data.raw[tid]))
     raw["evaluation_criteria"]["reward_basis"] = ["DB", "COMMUNICATE"]
-    root = _data_dir_with(tmp_path, [raw])
+    root = _data_dir_with(data, tmp_path, [raw])
     env = gym.make(ENV_ID, data_dir=str(root))
-    task = _task(tid, root)
+    task = data.task(tid, root)
     assert task.reward_basis == ("DB", "COMMUNICATE")
 
     total, info, _ = _play(env, tid, _oracle_plan(task))
@@ -507,15 +511,15 @@ def test_bad_data_dir_is_named(tmp_path):
     assert "TAU2_DATA_DIR" in str(err.value) or "data_dir" in str(err.value)
 
 
-def test_data_dir_may_be_the_retail_dir_itself(monkeypatch):
-    retail = tau2.resolve_data_dir(DATA)
+def test_data_dir_may_be_the_retail_dir_itself(data, monkeypatch):
+    retail = tau2.resolve_data_dir(data.root)
     monkeypatch.delenv("TAU2_DATA_DIR", raising=False)
     for where in (retail, retail.parent.parent):
         env = gym.make(ENV_ID, data_dir=str(where))
-        _, info = env.reset(options={"task_id": TASK_IDS[1]})
-        assert info["task_id"] == TASK_IDS[1]
+        _, info = env.reset(options={"task_id": data.ids[1]})
+        assert info["task_id"] == data.ids[1]
         _, info = env.reset(seed=0)
-        assert info["task_id"] == TASK_IDS[0]
+        assert info["task_id"] == data.ids[0]
 
 
 def test_unknown_task_id_lists_close_ids(env):
@@ -526,8 +530,8 @@ def test_unknown_task_id_lists_close_ids(env):
 
 
 # -- initial_state --------------------------------------------------------------------------
-def test_initial_state_patch_applies_and_does_not_leak(tmp_path):
-    base = RAW_BY_ID["0"]
+def test_initial_state_patch_applies_and_does_not_leak(data, tmp_path):
+    base = data.raw["0"]
     order_id = next(
         a["arguments"]["order_id"] for a in base["evaluation_criteria"]["actions"] if a["name"] == "get_order_details"
     )
@@ -543,7 +547,7 @@ def test_initial_state_patch_applies_and_does_not_leak(tmp_path):
     }
     plain = json.loads(json.dumps(base))
     plain["id"] = "plain"
-    root = _data_dir_with(tmp_path, [patched, plain])
+    root = _data_dir_with(data, tmp_path, [patched, plain])
     env = gym.make(ENV_ID, data_dir=str(root))
     shared = tau2.load(tau2.resolve_data_dir(root)).tables["orders"][order_id]
     original = json.loads(json.dumps(shared))
@@ -560,7 +564,7 @@ def test_initial_state_patch_applies_and_does_not_leak(tmp_path):
     assert order_seen("plain")["address"] == original["address"], "the patch leaked into another task"
     assert shared == original, "the patch mutated the shared base tables"
     # Gold scoring starts from the patched state: the oracle still scores 1.
-    total, info, _ = _play(env, "patched", _oracle_plan(_task("patched", root)))
+    total, info, _ = _play(env, "patched", _oracle_plan(data.task("patched", root)))
     assert total == 1.0, info["db_diff"]
     assert order_seen("plain")["address"] == original["address"]
 
@@ -582,7 +586,6 @@ def test_malformed_data_is_a_spec_error_naming_the_file(tmp_path, db, tasks, fil
     assert str(tmp_path.resolve() / file) in str(info.value)
 
 
-@pytest.mark.skipif(not HAVE_TAU2, reason=TAU2_MISSING)
-def test_data_dir_may_be_a_path():
-    obs, _ = gym.make("trace/tau2-retail-v0", data_dir=TAU2_DIR).reset(seed=0)
+def test_data_dir_may_be_a_path(tau2_dir: Path):
+    obs, _ = gym.make("trace/tau2-retail-v0", data_dir=tau2_dir).reset(seed=0)
     assert obs

@@ -9,12 +9,12 @@ import pickle
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
-from helpers import ID_PARAMS
 
 from trace_envs import tool_call
 from trace_envs.featurize import ACTION_EXTRAS, PROGRESS, HashingFeaturizer
@@ -41,20 +41,18 @@ def digest(obs: dict[str, np.ndarray]) -> str:
     return hashlib.sha256(b"".join(obs[k].tobytes() for k in sorted(obs))).hexdigest()
 
 
-@pytest.mark.parametrize("env_id", ID_PARAMS)
-def test_check_env(env_id: str) -> None:
-    env = DiscreteActions(gym.make(env_id))
+def test_check_env(registered_id: str) -> None:
+    env = DiscreteActions(gym.make(registered_id))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(env)  # render modes too: env.spec re-creates the wrapper through gym.make
     unexpected = [str(w.message) for w in caught if WRAPPED_NOTE not in str(w.message)]
-    assert not unexpected, f"check_env warned on DiscreteActions({env_id}): {unexpected}"
+    assert not unexpected, f"check_env warned on DiscreteActions({registered_id}): {unexpected}"
     assert env.action_space == gym.spaces.Discrete(128)
 
 
-@pytest.mark.parametrize("env_id", ID_PARAMS)
-def test_mask_matches_the_list_and_the_rows(env_id: str) -> None:
-    env = DiscreteActions(gym.make(env_id))
+def test_mask_matches_the_list_and_the_rows(registered_id: str) -> None:
+    env = DiscreteActions(gym.make(registered_id))
     dim = env.featurizer.dim
     for seed in range(3):
         for obs, info in random_episode(env, seed):
@@ -183,7 +181,7 @@ ACTIONS = [
 ]
 SCRIPT = """
 import hashlib, json, sys
-sys.path.insert(0, "tests")
+sys.path.insert(0, sys.argv[1])  # this test module's directory
 from test_wrappers import ACTIONS, MESSAGES, digest
 from trace_envs.featurize import HashingFeaturizer
 print(digest(HashingFeaturizer(dim=64).features(MESSAGES, ACTIONS, 8)))
@@ -194,13 +192,12 @@ def extras(obs: dict[str, np.ndarray], row: int, dim: int) -> dict[str, float]:
     return dict(zip(ACTION_EXTRAS, obs["actions"][row, dim:].tolist(), strict=True))
 
 
-def test_features_are_deterministic_across_processes() -> None:
+def test_features_are_deterministic_across_processes(repo_root: Path) -> None:
     here = digest(HashingFeaturizer(dim=64).features(MESSAGES, ACTIONS, 8))
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for hash_seed in ("1", "2"):  # str hashes differ between these processes; the features must not
         out = subprocess.run(
-            [sys.executable, "-c", SCRIPT],
-            cwd=root,
+            [sys.executable, "-c", SCRIPT, str(Path(__file__).resolve().parent)],
+            cwd=repo_root,
             capture_output=True,
             text=True,
             check=True,

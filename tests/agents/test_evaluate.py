@@ -145,11 +145,7 @@ def test_cli_reruns_do_not_duplicate_stored_episodes(tmp_path, capsys) -> None:
     assert main([*collect, "--resume"]) == 0 and len(list(TrajectoryStore(traj))) == 4
 
 
-def test_cli_passes_a_data_dir_to_the_tau2_env_only(tmp_path, capsys, monkeypatch) -> None:
-    from helpers import HAVE_TAU2, TAU2_DIR, TAU2_MISSING
-
-    if not HAVE_TAU2:
-        pytest.skip(TAU2_MISSING)
+def test_cli_passes_a_data_dir_to_the_tau2_env_only(tmp_path, capsys, monkeypatch, tau2_dir) -> None:
     monkeypatch.delenv("TAU2_DATA_DIR", raising=False)  # the flag alone must find the data
     out = tmp_path / "e.json"
     assert (
@@ -164,7 +160,7 @@ def test_cli_passes_a_data_dir_to_the_tau2_env_only(tmp_path, capsys, monkeypatc
                 "--episodes",
                 "2",
                 "--data-dir",
-                str(TAU2_DIR),
+                str(tau2_dir),
                 "--out",
                 str(out),
             ]
@@ -183,7 +179,7 @@ def test_cli_passes_a_data_dir_to_the_tau2_env_only(tmp_path, capsys, monkeypatc
                 "--episodes",
                 "1",
                 "--data-dir",
-                str(TAU2_DIR),
+                str(tau2_dir),
                 "--out",
                 str(out),
             ]

@@ -6,10 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def test_vllm_extra_is_refused_without_a_gpu_before_anything_is_made(tmp_path: Path) -> None:
+def test_vllm_extra_is_refused_without_a_gpu_before_anything_is_made(tmp_path: Path, repo_root: Path) -> None:
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "nvidia-smi").write_text("#!/bin/sh\nexit 9\n")  # as on a machine whose driver finds no GPU
@@ -22,14 +20,14 @@ def test_vllm_extra_is_refused_without_a_gpu_before_anything_is_made(tmp_path: P
         "TRACE_VENV": str(venv),
     }
     done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "setup.sh")], env=env, capture_output=True, text=True, timeout=60
+        ["bash", str(repo_root / "scripts" / "setup.sh")], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2
     assert "vllm extra needs an NVIDIA GPU" in done.stderr and "--vllm-url" in done.stderr
     assert not venv.exists()  # it fails before creating the venv or installing a CUDA torch
 
 
-def test_vllm_extra_is_refused_on_python_older_than_3_11(tmp_path: Path) -> None:
+def test_vllm_extra_is_refused_on_python_older_than_3_11(tmp_path: Path, repo_root: Path) -> None:
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")  # a GPU, so the Python check is the one that speaks
@@ -46,7 +44,7 @@ def test_vllm_extra_is_refused_on_python_older_than_3_11(tmp_path: Path) -> None
         "PYTHON": str(old),
     }
     done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "setup.sh")], env=env, capture_output=True, text=True, timeout=60
+        ["bash", str(repo_root / "scripts" / "setup.sh")], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2
     assert "needs Python >= 3.11" in done.stderr and "3.10.14" in done.stderr

@@ -174,9 +174,7 @@ def test_a_lone_surrogate_or_nan_is_stored_and_read_back(store):
     assert back[5]["annotations"] == {"score": None, "big": 2**70} and 6 in back
 
 
-def test_an_endpoint_reply_with_a_lone_surrogate_is_stored(tmp_path):
-    from helpers import fake_endpoint
-
+def test_an_endpoint_reply_with_a_lone_surrogate_is_stored(tmp_path, fake_endpoint):
     from trace_agents.endpoint import EndpointPolicy
 
     path = tmp_path / "s.jsonl"

@@ -218,10 +218,7 @@ def test_python_dash_m() -> None:
 
 
 # ---------------------------------------------------------------------- tau2-check and params
-from helpers import HAVE_TAU2, TAU2_MISSING  # noqa: E402
-
-
-@pytest.mark.skipif(not HAVE_TAU2, reason=TAU2_MISSING)
+@pytest.mark.usefixtures("tau2_dir")
 def test_tau2_check_counts_passes(capsys) -> None:
     assert main(["tau2-check", "--limit", "5"]) == 0
     out = capsys.readouterr().out
@@ -234,7 +231,7 @@ def test_tau2_check_without_data_says_how_to_set_it(capsys, monkeypatch) -> None
     assert "TAU2_DATA_DIR" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not HAVE_TAU2, reason=TAU2_MISSING)
+@pytest.mark.usefixtures("tau2_dir")
 def test_play_a_tau2_task_by_id(capsys, monkeypatch) -> None:
     import io
 

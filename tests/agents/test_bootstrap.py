@@ -14,8 +14,6 @@ import pytest
 
 pytest.importorskip("trl", reason="the train extra is not installed (pip install -e '.[train]')")
 
-from helpers import SHORT  # noqa: E402
-
 from trace_agents import bootstrap as bs  # noqa: E402
 from trace_agents import evaluate as ev  # noqa: E402
 from trace_agents.cli import main  # noqa: E402
@@ -183,11 +181,11 @@ def test_copy_probe_scores_exactly_the_copied_digits_of_assistant_turns(tok) -> 
 
 
 @pytest.mark.slow
-def test_bootstrap_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys) -> None:
+def test_bootstrap_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys, short) -> None:
     monkeypatch.setenv("TRACE_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "run"
     argv = ["bootstrap", "--agent", "lm", "--out", str(out)]
-    if SHORT:  # CI-sized: the same path, minutes of compute shrunk to seconds
+    if short:  # CI-sized: the same path, minutes of compute shrunk to seconds
         argv += [
             "--demos",
             "12",
@@ -211,7 +209,7 @@ def test_bootstrap_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys) -> 
     elapsed = time.perf_counter() - t0
     report = json.loads((out / "report.json").read_text())
     assert (out / "report.md").read_text().startswith("# Bootstrap")
-    assert report["steps"] == (3 if SHORT else report["steps"]) and report["train_loss"] > 0
+    assert report["steps"] == (3 if short else report["steps"]) and report["train_loss"] > 0
     assert [s["env_id"] for s in report["evaluation"]] == report["config"]["eval_envs"]
     assert set(report["checks"]) >= {"target_success_in_band", "well_formed"}
     probe = report["copy_probe"]
@@ -224,7 +222,7 @@ def test_bootstrap_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys) -> 
     assert isinstance(policy.act_batch([_opening()])[0], str)
     # Reported, never asserted: CI machines are noisy (benchmarks/ holds the timings).
     print(f"[bootstrap e2e] {elapsed:.0f} s")
-    if not SHORT:  # the defaults: the agent later stages need
+    if not short:  # the defaults: the agent later stages need
         failed = {k: v for k, v in report["checks"].items() if not v["passed"]}
         assert not failed, failed
 

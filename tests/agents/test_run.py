@@ -98,17 +98,17 @@ def test_training_stages_pass_the_vllm_server_on(tmp_path, monkeypatch):
         Run(RunConfig(runs_dir=str(tmp_path), name="v", seed=1))  # what it computes may not
 
 
-def test_collection_and_evaluation_generate_on_the_server_and_load_no_model_here(tmp_path, monkeypatch):
+def test_collection_and_evaluation_generate_on_the_server_and_load_no_model_here(
+    tmp_path, monkeypatch, fake_endpoint, stand_in_vllm, fake_adapter
+):
     """With vllm_url, every method's episodes go to the server; adapters (curve checkpoints too) are
     loaded there under the run's prefix and unloaded at the end."""
-    from helpers import StandInVLLM, fake_adapter, fake_endpoint
-
     import trace_agents.models as models
     from trace_agents.run import stage_collect, stage_evaluate
 
     monkeypatch.delenv("TAU2_DATA_DIR", raising=False)
     monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("a model was loaded in-process"))
-    server = StandInVLLM(lambda request: "Thank you, goodbye!")
+    server = stand_in_vllm(lambda request: "Thank you, goodbye!")
     ad = tmp_path / "adapters"
     for step in (1, 2):  # the curve evaluates every checkpoint but the last
         fake_adapter(ad / "grpo_target" / f"checkpoint-{step}", bytes([step]))
@@ -154,9 +154,9 @@ def test_collection_and_evaluation_generate_on_the_server_and_load_no_model_here
     assert all(r["stop"] == ["</tool_call>"] and r["include_stop_str_in_output"] is True for r in chats)
 
 
-def test_a_failed_served_evaluation_still_unloads_the_runs_adapters(tmp_path, monkeypatch):
-    from helpers import StandInVLLM, fake_adapter, fake_endpoint
-
+def test_a_failed_served_evaluation_still_unloads_the_runs_adapters(
+    tmp_path, monkeypatch, fake_endpoint, stand_in_vllm, fake_adapter
+):
     from trace_agents.endpoint import EndpointError
     from trace_agents.run import stage_evaluate
 
@@ -165,7 +165,7 @@ def test_a_failed_served_evaluation_still_unloads_the_runs_adapters(tmp_path, mo
     def chat(request):
         return (500, {"message": "engine died"}) if ":" in request["model"] else "Thank you, goodbye!"
 
-    server = StandInVLLM(chat)
+    server = stand_in_vllm(chat)
     adapter = str(fake_adapter(tmp_path / "a"))
     baselines = {
         "grpo_target": {"adapter": adapter, "rollouts": 1},
@@ -197,12 +197,10 @@ def test_a_failed_served_evaluation_still_unloads_the_runs_adapters(tmp_path, mo
     assert len([kind for kind, _ in server.log if kind == "load"]) == 3 and not server.loaded
 
 
-def test_a_server_serving_another_base_model_is_refused(tmp_path):
-    from helpers import StandInVLLM, fake_endpoint
-
+def test_a_server_serving_another_base_model_is_refused(tmp_path, fake_endpoint, stand_in_vllm):
     from trace_agents.run import stage_collect
 
-    server = StandInVLLM(lambda request: "Goodbye.", base="other", root="/models/other")
+    server = stand_in_vllm(lambda request: "Goodbye.", base="other", root="/models/other")
     with fake_endpoint(server, server.get) as (url, _):
         run = Run(RunConfig(runs_dir=str(tmp_path), name="w", model="/models/base", vllm_url=url))
         with pytest.raises(ValueError, match="serves /models/other, but this run's base model is /models/base"):
@@ -407,10 +405,8 @@ def test_quick_scorer_run_survives_a_kill_and_reports_every_scorer_method(tmp_pa
     assert json.loads((root / "bootstrap" / "model" / "agent.json").read_text())["kind"] == "scorer"
 
 
-def test_top_p_routing_merges_from_the_stored_probabilities(tmp_path, base):
+def test_top_p_routing_merges_from_the_stored_probabilities(tmp_path, base, two_adapter_model):
     from types import SimpleNamespace
-
-    from helpers import two_adapter_model
 
     from trace_agents.run import _merged_choices
 
@@ -428,13 +424,12 @@ def test_top_p_routing_merges_from_the_stored_probabilities(tmp_path, base):
     assert "merge:data@47+pre@53" in model.peft_config
 
 
-def test_curve_points_merge_each_checkpoint_as_the_route_merged_the_final_adapters(base):
+def test_curve_points_merge_each_checkpoint_as_the_route_merged_the_final_adapters(base, two_adapter_model):
     """With top-p merging, a curve point's merge-routed seeds get the same merge of that
     checkpoint's adapters (they ran on the base model before)."""
     from types import SimpleNamespace
 
     import torch
-    from helpers import two_adapter_model
 
     from trace_agents.run import checkpoint_choice
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import pytest
@@ -364,10 +363,10 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_resume_after_kill_9_plays_the_same_episodes(tmp_path, saved_scorer):
+def test_resume_after_kill_9_plays_the_same_episodes(tmp_path, saved_scorer, repo_root):
     script = tmp_path / "train.py"
     script.write_text(KILL_SCRIPT)
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(repo_root))
     whole = tmp_path / "whole"
     subprocess.run([sys.executable, str(script), str(whole), str(saved_scorer), "5"], check=True, env=env, timeout=600)
     cut = tmp_path / "cut"
@@ -462,7 +461,7 @@ def test_cloning_reproduces_the_demonstrators_deficit_rate():
     assert 0.25 <= want <= 0.75 and abs(got - want) <= 0.2, (want, got)
 
 
-def test_the_docs_list_every_feature():
-    page = (Path(__file__).resolve().parents[1] / "docs" / "pipeline.md").read_text(encoding="utf-8")
+def test_the_docs_list_every_feature(repo_root):
+    page = (repo_root / "docs" / "pipeline.md").read_text(encoding="utf-8")
     for name in (*CANDIDATE_FEATURES, *STATE_FEATURES):
         assert f"| {name} |" in page, f"docs/pipeline.md does not list the feature {name!r}"

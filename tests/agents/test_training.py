@@ -13,7 +13,6 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 import torch
-from helpers import StandInVLLM, fake_endpoint
 from safetensors.torch import load_file
 
 from trace_agents import models
@@ -360,7 +359,7 @@ def training_chat(request):
     return '<tool_call>\n{"name": oops\n</tool_call>'  # a format error costs return
 
 
-def test_rollouts_can_be_generated_on_a_served_model(tmp_path, model_dir, monkeypatch):
+def test_rollouts_can_be_generated_on_a_served_model(tmp_path, model_dir, monkeypatch, fake_endpoint, stand_in_vllm):
     """With vllm_url, every step's adapter is loaded into the server, played with, and unloaded."""
     from trace_agents.training import ServedRollouts
 
@@ -368,7 +367,7 @@ def test_rollouts_can_be_generated_on_a_served_model(tmp_path, model_dir, monkey
     s = settings(tmp_path)
     run_id = ServedRollouts(GRPOConfig(out=s.out, vllm_url="x"), Path(s.out) / "served").run_id
     names = [f"grpo-{run_id}-step-{k}-rank0" for k in range(2)]
-    server = StandInVLLM(training_chat)
+    server = stand_in_vllm(training_chat)
     server.loaded[names[0]] = "left by a killed run"
     with fake_endpoint(server) as (url, seen):
         summary = train_adapter(settings(tmp_path, vllm_url=url), model_dir, progress=False)
@@ -391,11 +390,11 @@ def test_rollouts_can_be_generated_on_a_served_model(tmp_path, model_dir, monkey
     assert not server.loaded and not any((Path(s.out) / "served").iterdir())
 
 
-def test_the_served_adapter_is_the_one_being_trained(tmp_path, model_dir, monkeypatch):
+def test_the_served_adapter_is_the_one_being_trained(tmp_path, model_dir, monkeypatch, fake_endpoint, stand_in_vllm):
     monkeypatch.delenv("RANK", raising=False)
     hashes = []
 
-    class Recording(StandInVLLM):
+    class Recording(stand_in_vllm):
         def __call__(self, request):
             answer = super().__call__(request)
             if "lora_path" in request:
@@ -407,10 +406,9 @@ def test_the_served_adapter_is_the_one_being_trained(tmp_path, model_dir, monkey
     assert len(hashes) == 2 and hashes[0] != hashes[1]  # step 1 serves the weights step 0 updated
 
 
-def test_a_failed_step_still_unloads_its_adapter(tmp_path, base, monkeypatch):
+def test_a_failed_step_still_unloads_its_adapter(tmp_path, base, monkeypatch, fake_endpoint, stand_in_vllm, quiet_peft):
     import copy
 
-    from helpers import quiet_peft
     from peft import LoraConfig, get_peft_model
 
     from trace_agents.endpoint import EndpointError
@@ -419,7 +417,7 @@ def test_a_failed_step_still_unloads_its_adapter(tmp_path, base, monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     with quiet_peft():
         model = get_peft_model(copy.deepcopy(base), LoraConfig(r=2, target_modules=["q_proj"]))
-    server = StandInVLLM(chat=lambda request: (500, {"message": "out of memory"}))
+    server = stand_in_vllm(chat=lambda request: (500, {"message": "out of memory"}))
     with fake_endpoint(server) as (url, _):
         play = ServedRollouts(settings(tmp_path, vllm_url=url), tmp_path / "served")
         with pytest.raises(EndpointError, match="out of memory"):
@@ -428,7 +426,7 @@ def test_a_failed_step_still_unloads_its_adapter(tmp_path, base, monkeypatch):
     assert not any((tmp_path / "served").iterdir())
 
 
-def test_a_server_without_runtime_lora_loading_gets_a_hint(tmp_path):
+def test_a_server_without_runtime_lora_loading_gets_a_hint(tmp_path, fake_endpoint):
     from trace_agents.endpoint import EndpointError, load_lora_adapter
 
     with fake_endpoint(lambda request: (404, {"detail": "Not Found"})) as (url, _):

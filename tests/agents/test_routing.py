@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import two_adapter_model
 
 from trace_agents.routing import (
     CAPABILITY_DESCRIPTIONS,
@@ -140,7 +139,7 @@ class FixedRouter:
         return [max(self.probs, key=self.probs.get) for _ in openings]
 
 
-def test_top_p_merges_the_adapters_that_carry_the_mass(base):
+def test_top_p_merges_the_adapters_that_carry_the_mass(base, two_adapter_model):
     model = two_adapter_model(base)
     merge = TopPMerge(FixedRouter({"pre": 0.6, "data": 0.35, None: 0.05}), model, top_p=0.9)
     assert merge.choose({"pre": 0.6, "data": 0.35, None: 0.05}) == [("pre", 0.6), ("data", 0.35)]

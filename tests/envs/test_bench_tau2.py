@@ -7,22 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import HAVE_TAU2, TAU2_MISSING
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_tau2.py"
-
-pytestmark = pytest.mark.skipif(not HAVE_TAU2, reason=TAU2_MISSING)
+pytestmark = pytest.mark.usefixtures("tau2_dir")  # skips, saying how to get the data, without it
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_tau2", BENCH)
+def _load_bench(repo_root: Path):
+    spec = importlib.util.spec_from_file_location("bench_tau2", repo_root / "benchmarks" / "bench_tau2.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_run_benchmark_writes_json_and_markdown(tmp_path):
-    bench = _load_bench()
+def test_run_benchmark_writes_json_and_markdown(tmp_path, repo_root):
+    bench = _load_bench(repo_root)
     result = bench.run_benchmark(seconds=0.05, out_dir=tmp_path)
 
     data = json.loads((tmp_path / "tau2.json").read_text(encoding="utf-8"))

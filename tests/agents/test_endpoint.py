@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import StandInVLLM, fake_adapter, fake_endpoint
 
 from trace_agents.endpoint import (
     EndpointError,
@@ -50,7 +49,7 @@ def test_tool_calls_become_env_actions():
     assert "{not json" in bad  # the env reports the format error; nothing crashes here
 
 
-def test_rollout_through_an_endpoint_with_adapters_per_row():
+def test_rollout_through_an_endpoint_with_adapters_per_row(fake_endpoint):
     with fake_endpoint(reply) as (url, seen):
         policy = EndpointPolicy(url, model="base", temperature=0.7, max_tokens=64, concurrency=4)
         result = rollout(
@@ -84,8 +83,10 @@ def test_a_dead_endpoint_is_a_clear_error():
         EndpointPolicy("http://x", model="m", obs_format="xml")
 
 
-def test_local_adapters_are_loaded_into_the_server_and_rows_ask_for_them_by_name(tmp_path):
-    server = StandInVLLM(lambda request: f"Goodbye from {request['model']}.")
+def test_local_adapters_are_loaded_into_the_server_and_rows_ask_for_them_by_name(
+    tmp_path, fake_endpoint, stand_in_vllm, fake_adapter
+):
+    server = stand_in_vllm(lambda request: f"Goodbye from {request['model']}.")
     server.loaded["run1:pre"] = "left by a killed run"  # vLLM refuses to load a name twice
     with fake_endpoint(server, server.get) as (url, _):
         policy = EndpointPolicy(url, "base", adapter_prefix="run1:", max_tokens=8)
@@ -111,8 +112,10 @@ def test_local_adapters_are_loaded_into_the_server_and_rows_ask_for_them_by_name
     assert not server.loaded and not policy.adapters
 
 
-def test_closing_warns_about_an_adapter_that_would_not_unload_and_unloads_the_rest(tmp_path):
-    server = StandInVLLM(lambda request: "Goodbye.")
+def test_closing_warns_about_an_adapter_that_would_not_unload_and_unloads_the_rest(
+    tmp_path, fake_endpoint, stand_in_vllm, fake_adapter
+):
+    server = stand_in_vllm(lambda request: "Goodbye.")
     with fake_endpoint(server, server.get) as (url, _):
         policy = EndpointPolicy(url, "base", adapter_prefix="r:")
         for name in ("a", "b"):
@@ -123,8 +126,8 @@ def test_closing_warns_about_an_adapter_that_would_not_unload_and_unloads_the_re
     assert not server.loaded and not policy.adapters
 
 
-def test_the_served_base_model_is_the_one_listed_without_a_parent(tmp_path):
-    server = StandInVLLM(lambda request: "", base="Qwen/Qwen3-8B", root="/models/qwen3")
+def test_the_served_base_model_is_the_one_listed_without_a_parent(tmp_path, fake_endpoint, stand_in_vllm):
+    server = stand_in_vllm(lambda request: "", base="Qwen/Qwen3-8B", root="/models/qwen3")
     server.loaded["some-adapter"] = "..."
     with fake_endpoint(server, server.get) as (url, _):
         assert served_base_model(url) == {
@@ -148,11 +151,13 @@ def test_the_served_base_model_is_the_one_listed_without_a_parent(tmp_path):
             served_base_model(url)
 
 
-def test_trace_evaluate_and_collect_can_generate_on_a_server(tmp_path, capsys):
+def test_trace_evaluate_and_collect_can_generate_on_a_server(
+    tmp_path, capsys, fake_endpoint, stand_in_vllm, fake_adapter
+):
     from trace_agents.cli import main
     from trace_agents.trajectories import TrajectoryStore
 
-    server = StandInVLLM(lambda request: f"Goodbye from {request['model']}.")
+    server = stand_in_vllm(lambda request: f"Goodbye from {request['model']}.")
     adapter = fake_adapter(tmp_path / "adapter")
     with fake_endpoint(server, server.get) as (url, seen):
         code = main(
@@ -244,7 +249,7 @@ def test_older_turns_go_first_and_the_opening_and_tool_pairs_stay():
     assert without_older_turns(messages[:2]) is None
 
 
-def test_a_prompt_past_the_context_is_resent_without_older_turns():
+def test_a_prompt_past_the_context_is_resent_without_older_turns(fake_endpoint):
     def reply(request):
         if len(request["messages"]) > 8:
             return 400, {"object": "error", "message": CONTEXT, "type": "BadRequestError", "code": 400}
@@ -261,7 +266,7 @@ def test_a_prompt_past_the_context_is_resent_without_older_turns():
             )
 
 
-def test_other_refusals_are_not_retried():
+def test_other_refusals_are_not_retried(fake_endpoint):
     with fake_endpoint(lambda request: (400, {"message": "temperature must be >= 0"})) as (url, seen):
         with pytest.raises(EndpointError, match="temperature must be"):
             EndpointPolicy(url, "base").act_batch([{"messages": conversation(3), "tools": []}])
