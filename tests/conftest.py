@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_TAU2 = Path(__file__).resolve().parents[2] / "shared" / "tau2"
 TAU2_MISSING = (
     "τ²-bench data not found: set TAU2_DATA_DIR to a tau2-bench checkout's data/tau2 directory, "
-    f"or put one at ../shared/tau2 beside the checkout (CI has it there: {SHARED_TAU2})"
+    f"or put that directory at ../shared/tau2 beside the checkout ({SHARED_TAU2}), as CI has it"
 )
 NEEDS_TAU2 = {"trace/tau2-retail-v0"}  # registered ids that cannot be made without the data
 
