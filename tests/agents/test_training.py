@@ -313,6 +313,8 @@ def test_training_runs_distributed_over_two_processes(tmp_path, model_dir):
     """The scale-out path as far as CPU goes: torchrun (what `accelerate launch --multi_gpu` runs), DDP over
     gloo, each process playing its share of the groups."""
     out = tmp_path / "ddp"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     cmd = [
         sys.executable,
         "-m",
@@ -342,7 +344,8 @@ def test_training_runs_distributed_over_two_processes(tmp_path, model_dir):
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"},
+        # TMPDIR: torchrun makes a torchelastic_* log folder there (else in /tmp, left behind).
+        env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
