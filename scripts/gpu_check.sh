@@ -14,7 +14,7 @@
 # Each call starts from an empty work folder ($GPU_CHECK_WORK, named *gpu-check*), so a warm
 # machine never reports or resumes the last call's files.
 # Stage sizes can be changed without editing: BOOT_ARGS, RUN_ARGS, BOOT_S, RUN_S.
-# GPU_CHECK_DRY=1 runs the same path CI-sized on CPU (what tests/test_gpu_check.py does).
+# GPU_CHECK_DRY=1 runs the same path CI-sized on CPU (what tests/agents/test_gpu_check.py does).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

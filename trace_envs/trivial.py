@@ -3,7 +3,7 @@
 Each has the :class:`~trace_envs.OraclePolicy` interface (``reset(env)`` per episode, then
 ``act(obs, info) -> str``). A reward that pays any of them more than a little pays for
 something other than doing the task, which an RL algorithm will find. On every built-in
-synthetic env each scores at most 0.05 mean return (``tests/test_reward.py``, and the
+synthetic env each scores at most 0.05 mean return (``tests/envs/test_reward.py``, and the
 trivial rows of ``benchmarks/results/envs.md``); :func:`trace_envs.testing.check_text_env`
 checks the same bound on users' own specs.
 
