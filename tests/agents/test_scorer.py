@@ -186,6 +186,12 @@ def test_policy_plays_only_admissible_actions():
         done = terminated or truncated
 
 
+def test_the_identity_names_the_sampling_seed():
+    # Stored episodes are keyed by identity(): a resumed evaluation with another seed must not reuse them.
+    assert small_policy(seed=0).identity() != small_policy(seed=1).identity()
+    assert small_policy(seed=1).identity()["seed"] == 1
+
+
 def test_policy_builds_the_list_when_the_info_has_none():
     policy = small_policy(temperature=0)
     env = gym.make("trace/precondition-v0")

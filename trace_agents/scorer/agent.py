@@ -108,6 +108,7 @@ class ScorerPolicy:
         self.max_actions = max_actions
         self.source = source
         self.adapter_paths: dict[str, str] = {}
+        self.seed = seed
         self._generator = torch.Generator().manual_seed(seed)
         self._conversations: dict[Any, Conversation] = {}
         self._tools: dict[Any, Any] = {}
@@ -331,6 +332,7 @@ class ScorerPolicy:
             "model": self.source,
             "encoder": self.encoder,
             "temperature": self.temperature,
+            "seed": self.seed,  # sampled runs with other seeds are other episodes: never reuse them
             "near_misses": self.near_misses,
             "max_actions": self.max_actions,
             "adapters": dict(self.adapter_paths),
