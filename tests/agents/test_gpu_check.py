@@ -29,9 +29,12 @@ def test_gpu_check_dry_run_bootstraps_and_time_boxes_the_run(tmp_path, repo_root
         "GPU_CHECK_WORK": str(tmp_path / "gpu-check-work"),
         "TRACE_CACHE_DIR": str(tmp_path / "cache"),
         "RUN_S": "2",
+        # The bootstrap must finish: give it far more than its 240 s default box, which a
+        # loaded 2-core machine can overrun (only the run stage is cut short on purpose).
+        "BOOT_S": "1200",
     }  # the run stage is cut short on purpose: a stage past its box must not sink the rest
     done = subprocess.run(
-        ["bash", str(repo_root / "scripts" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=600
+        ["bash", str(repo_root / "scripts" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=1500
     )
     assert done.returncode == 124  # the first failed stage's status: the run, cut by its time box
     device = (out / "device.txt").read_text()
