@@ -105,9 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="trace-run-scorer", help="output file stem (default: trace-run-scorer)")
     p.add_argument("--command", default="trace run", help="the command that made the runs, for the record")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory")
+    p.add_argument(
+        "--commit",
+        default="",
+        help="the commit(s) the runs were made at, when not this checkout's (e.g. runs from a worktree)",
+    )
     a = p.parse_args(argv)
     runs = [load_run(d) for d in a.runs]
-    commit, machine = git_commit(), machine_info()
+    commit, machine = a.commit or git_commit(), machine_info()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{a.name}.json").write_text(
