@@ -67,18 +67,7 @@ def generate(rng: Random, params: Mapping[str, Any], seed: int = 0) -> Task:
     return finish(c, NAME, seed, requests, params, upfront=n > 1)
 
 
-NEEDS_TOOLS = (
-    "find_user_id_by_email",
-    "find_user_id_by_name_zip",
-    "get_user_details",
-    "get_order_details",
-    "get_product_details",
-    "cancel_pending_order",
-    "modify_pending_order_address",
-    "exchange_delivered_order_items",
-    "modify_pending_order_items",
-    "return_delivered_order_items",
-)
+NEEDS_TOOLS = rq.needs_tools(("cancel", "modify_address", "exchange", "modify_items", "return"))
 
 register_family(
     NAME,

@@ -12,7 +12,7 @@ from typing import Any
 
 from trace_envs.tasks.base import Task, register_family
 from trace_envs.tasks.common import add_distractors, finish, pick_kind, start
-from trace_envs.tasks.requests import KINDS
+from trace_envs.tasks.requests import KINDS, needs_tools
 
 NAME = "multi_step"
 DEFAULTS = {
@@ -48,18 +48,7 @@ def generate(rng: Random, params: Mapping[str, Any], seed: int = 0) -> Task:
     return finish(c, NAME, seed, requests, params, upfront=True)
 
 
-NEEDS_TOOLS = (
-    "find_user_id_by_email",
-    "find_user_id_by_name_zip",
-    "get_user_details",
-    "get_order_details",
-    "get_product_details",
-    "cancel_pending_order",
-    "modify_pending_order_address",
-    "modify_user_address",
-    "exchange_delivered_order_items",
-    "return_delivered_order_items",
-)
+NEEDS_TOOLS = needs_tools(("cancel", "modify_address", "update_user_address", "exchange", "return"))
 
 
 def check(params: Mapping[str, Any]) -> list[tuple[str, str, str]]:

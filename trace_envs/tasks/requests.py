@@ -365,3 +365,26 @@ KINDS = {
     "return": return_items,
     "question": question,
 }
+
+
+# What a family's gold solutions call: authentication and the reads, then each drawn kind's write.
+READ_TOOLS = (
+    "find_user_id_by_email",
+    "find_user_id_by_name_zip",
+    "get_user_details",
+    "get_order_details",
+    "get_product_details",
+)
+WRITE_TOOLS = {
+    "cancel": "cancel_pending_order",
+    "modify_address": "modify_pending_order_address",
+    "update_user_address": "modify_user_address",
+    "exchange": "exchange_delivered_order_items",
+    "modify_items": "modify_pending_order_items",
+    "return": "return_delivered_order_items",
+}
+
+
+def needs_tools(kinds: tuple[str, ...]) -> tuple[str, ...]:
+    """The tools a family drawing requests of ``kinds`` needs (``register_family``'s ``needs_tools``)."""
+    return READ_TOOLS + tuple(WRITE_TOOLS[k] for k in kinds if k in WRITE_TOOLS)
