@@ -203,8 +203,8 @@ def run_gepa(
 
     Args:
         policy: The agent whose ``system_prompt`` is evolved (:class:`~trace_agents.policy.HFPolicy`
-            or :class:`~trace_agents.endpoint.EndpointPolicy`); it is left carrying the last
-            prompt GEPA evaluated, not the best.
+            or :class:`~trace_agents.endpoint.EndpointPolicy`); it is left carrying the best
+            prompt (GEPA's scoring sets each candidate's on it in turn).
         tasks: ``(env_id, seed)`` pairs, GEPA's training and validation set alike.
         budget: The most episodes the run may play; at least ``len(tasks)`` (scoring the seed
             prompt takes that many).
@@ -242,6 +242,7 @@ def run_gepa(
         logger=_FileLogger(log_path),
     )
     best = result.best_candidate[COMPONENT] if isinstance(result.best_candidate, dict) else str(result.best_candidate)
+    policy.system_prompt = best
     scores = [float(s) for s in result.val_aggregate_scores]
     return {
         "best_prompt": best,

@@ -67,6 +67,32 @@ def test_gepa_optimizes_within_the_episode_budget(base, tok):
     assert isinstance(result["best_prompt"], str) and result["best_prompt"]
 
 
+class PromptSensitiveOracle(OracleBatch):
+    """An imperfect oracle (it skips precondition checks) while its prompt is the one it was
+    made with, and a goodbye under any other prompt: every proposal scores worse."""
+
+    def __init__(self, prompt: str) -> None:
+        super().__init__(deficits={"precondition_verification": 1.0})
+        self.good = self.system_prompt = prompt
+
+    def forget(self) -> None:
+        pass
+
+    def act_batch(self, infos, adapters=None):
+        planned = super().act_batch(infos, adapters)
+        return planned if self.system_prompt == self.good else ["Goodbye!"] * len(infos)
+
+
+def test_gepa_leaves_the_policy_with_the_best_prompt_not_the_last():
+    policy = PromptSensitiveOracle("Verify, then act.")
+    reflect = Scripted()
+    tasks = [(ENV, s) for s in range(4)]
+    result = run_gepa(policy, tasks, budget=16, reflection_lm=reflect, seed_prompt=policy.good, minibatch=2)
+    assert reflect.calls >= 1, "GEPA scored no proposal besides the seed prompt"
+    assert result["best_prompt"] == policy.good  # every proposal scores 0
+    assert policy.system_prompt == policy.good
+
+
 def test_the_adapter_keeps_the_batch_order_and_repeats(base, tok):
     adapter = EnvPromptAdapter(HFPolicy(base, tok, max_new_tokens=4))
     batch = [(ENV, 2), (ENV, 0), (ENV, 2)]
