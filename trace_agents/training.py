@@ -582,7 +582,7 @@ def train_adapter(
             an ``out`` that already holds a run is refused.
         progress: Show the trainer's progress bar.
         play: Who plays each step's episodes (:data:`PlayFunc`); None: the model being trained,
-            in-process or on ``settings.vllm_url``. A scorer ignores it.
+            in-process or on ``settings.vllm_url``. A scorer takes none.
     """
     from trace_agents.scorer.agent import ScorerPolicy, is_scorer
 
@@ -591,6 +591,8 @@ def train_adapter(
             raise ValueError(
                 "--vllm-url generates text; a scorer chooses among admissible actions in-process (drop --vllm-url)"
             )
+        if play is not None:
+            raise ValueError("a scorer plays its own episodes (it chooses among admissible actions); drop play=")
         from trace_agents.scorer.grpo import train_scorer_adapter
 
         return train_scorer_adapter(settings, model, resume=resume, progress=progress)

@@ -407,6 +407,8 @@ def test_train_adapter_trains_a_saved_scorer_with_the_scorers_grpo(tmp_path, sav
     assert summary["agent"] == "scorer" and summary["rollouts_used"] == 8
     with pytest.raises(ValueError, match="drop --vllm-url"):
         train_adapter(_settings(tmp_path / "u", vllm_url="http://gpu:8000/v1"), str(saved_scorer))
+    with pytest.raises(ValueError, match="drop play="):
+        train_adapter(_settings(tmp_path / "v"), str(saved_scorer), play=lambda *a, **k: [])
 
 
 def test_cli_evaluates_a_saved_scorer_and_bootstrap_picks_the_kind_from_the_flags(tmp_path, saved_scorer, capsys):

@@ -46,9 +46,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         "calibration": stages["synthesize"]["rollouts"],
         "training": stages["train"]["rollouts"],
     }
-    stages["baselines"] = r.stage(
-        "baselines", lambda: stage_baselines(r, stages["synthesize"], budget, model_path, model, tok)
-    )
+    stages["baselines"] = r.stage("baselines", lambda: stage_baselines(r, stages["synthesize"], budget, model_path))
     stages["evaluate"] = r.stage(
         "evaluate",
         lambda: stage_evaluate(

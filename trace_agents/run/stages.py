@@ -216,9 +216,7 @@ def baseline_steps(budget: int, rollouts_per_step: int) -> int:
     return max(1, budget // rollouts_per_step)
 
 
-def stage_baselines(
-    run: Run, synth: Mapping[str, Any], budget: int, model_path: str, model: Any, tok: Any
-) -> dict[str, Any]:
+def stage_baselines(run: Run, synth: Mapping[str, Any], budget: int, model_path: str) -> dict[str, Any]:
     """The baselines on TRACE's budget: GRPO on the target, one adapter on every synthetic env,
     and GEPA (``lm`` agents only).
 
@@ -226,9 +224,8 @@ def stage_baselines(
         run: The run: its config, and its directory (each baseline's artefacts go in it).
         synth: The synthesize stage's result (the synthetic envs the single adapter trains on).
         budget: Every rollout TRACE spent (:func:`trace_budget`): what each baseline may spend.
-        model_path: The base agent (a model directory or id, or a saved scorer); each baseline loads it afresh.
-        model: Unused (GEPA loads a model of its own).
-        tok: Unused, likewise.
+        model_path: The base agent (a model directory or id, or a saved scorer); each baseline
+            loads it afresh (GEPA too: the prompt is the only thing it may change).
     """
     c = run.config
     steps = baseline_steps(budget, c.rollouts_per_step)
