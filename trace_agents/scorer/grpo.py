@@ -21,6 +21,12 @@ episode's advantage. The loss is PPO's clipped surrogate per decision,
 ``ratio = p_new(a) / p_old(a)``, averaged over decisions, plus ``beta`` times the k3
 estimate of the KL to the base network (adapter off) when ``beta > 0``.
 
+Each step makes one optimizer update, on the episodes it has just played, so at that update
+``ratio`` is 1 and the clip never acts (TRL's GRPO with its default ``num_iterations=1`` is
+the same): the gradient is the policy gradient ``A * grad log p(a)``. The surrogate is kept
+in PPO's form so that ``clip_fraction`` in the log would show it if several updates per
+batch (or LoRA dropout, which makes the two passes differ) were used.
+
 The decisions are rebuilt from each episode's messages: the admissible list is a pure
 function of the conversation (:class:`trace_envs.admissible.AdmissibleActions`), every
 env step adds two messages, and the action taken is in that list by construction.
