@@ -17,10 +17,7 @@ goal is a base-policy mean reward over B seeds x K rollouts in [0.2, 0.6], with 
 ``d`` in [0, 1] that moves the families' documented knobs together:
 
 - ``noise`` = d;
-- ``distractor_orders`` and ``distractor_users`` = round(d x upper bound);
-- the requests per conversation (``n_requests``, or ``min_requests`` and ``max_requests``)
-  from the family's fewest at d = 0 to its most at d = 1: a target's conversations often
-  hold several requests, and a capability is lost most easily among them.
+- ``distractor_orders`` and ``distractor_users`` = round(d x upper bound).
 
 Mean reward falls as ``d`` rises, so ``d`` is found by bisection under a rollout budget.
 When even ``d = 0`` is too hard, or ``d = 1`` too easy, the calibration says so and keeps
@@ -43,7 +40,7 @@ from trace_envs.registration import register_spec
 from trace_envs.spec import TraceSpec, load_spec
 from trace_envs.tasks.base import FAMILIES
 
-DIFFICULTY_KNOBS = ("noise", "distractor_orders", "distractor_users", "n_requests", "min_requests", "max_requests")
+DIFFICULTY_KNOBS = ("noise", "distractor_orders", "distractor_users")
 
 
 class SynthesisError(ValueError):
@@ -109,7 +106,6 @@ def difficulty_params(family: str, d: float) -> dict[str, Any]:
         if knob in bounds:
             lo, hi = bounds[knob]
             value = lo + d * (hi - lo)
-            # Every knob moves with the same d from the same end, so min_requests <= max_requests holds.
             out[knob] = round(value) if isinstance(FAMILIES[family].defaults.get(knob), int) else round(value, 4)
     return out
 

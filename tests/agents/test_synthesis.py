@@ -95,19 +95,8 @@ def test_calibration_reports_when_the_band_is_out_of_reach():
 def test_probe_stats_and_difficulty_knobs():
     s = sy.probe_stats([[(1.0, True), (1.0, True)], [(0.0, False), (0.5, True)], [(0.0, False)] * 2])
     assert s["mean_reward"] == pytest.approx(2.5 / 6) and s["all_success"] == s["all_failure"] == pytest.approx(1 / 3)
-    assert sy.difficulty_params("precondition", 0.0) == {
-        "noise": 0.0,
-        "distractor_orders": 0,
-        "distractor_users": 0,
-        "n_requests": 1,
-    }
+    assert sy.difficulty_params("precondition", 0.0) == {"noise": 0.0, "distractor_orders": 0, "distractor_users": 0}
     assert sy.difficulty_params("precondition", 1.0)["distractor_orders"] == 10
-    # The requests per conversation go from the family's fewest to its most, min never above max.
-    assert sy.difficulty_params("precondition", 1.0)["n_requests"] == 5
-    for d in (0.0, 0.3, 0.5, 1.0):
-        knobs = sy.difficulty_params("multi_step", d)
-        assert knobs["min_requests"] == knobs["max_requests"] == round(2 + 3 * d)
-    assert "n_requests" not in sy.difficulty_params("structured_data", 1.0)
     with pytest.raises(ValueError):
         sy.difficulty_params("precondition", 1.5)
 
