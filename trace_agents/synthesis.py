@@ -5,7 +5,9 @@ For each selected capability, :func:`synthesize` derives a spec from the target'
 - the same domain and tool subset;
 - the capability's task family;
 - the reward components and weights of that capability's built-in env, which was
-  designed to reward exactly that capability.
+  designed to reward exactly that capability;
+- the target's rate of each outcome the family draws at a rate (:data:`TARGET_RATES`: how
+  often a request must be refused), when the target's family draws it too.
 
 It fails with a clear error when the target's tools cannot run the family's tasks. The
 spec is validated, registered as ``trace/synth-<capability>-<target>-v0`` and saved where
@@ -90,10 +92,34 @@ def derive_spec(capability: str, target: TraceSpec, params: Mapping[str, Any] | 
         max_turns=max(reference.max_turns, target.max_turns),
     )
     spec["domain"] = {"name": target.domain} | ({"tools": list(target.tools)} if target.tools is not None else {})
-    spec["tasks"] = {"family": family, "params": {**dict(reference.params), **dict(params or {})}}
+    spec["tasks"] = {"family": family, "params": {**dict(reference.params), **target_rates(family, target)}}
+    spec["tasks"]["params"].update(params or {})
     spec["observation"] = {"format": target.obs_format, "max_chars": target.max_chars}
     spec["metadata"] = {"synthesized": {"capability": capability, "target": target.id, "reward_from": reference_id}}
     return spec
+
+
+# Task-family parameters that set how often an outcome is right, rather than how hard a task
+# is: a synthesized env takes the target's value, so that what its adapter learns to expect
+# (here, how often a request must be refused) is what the target asks of it.
+TARGET_RATES = ("refuse_rate",)
+
+
+def target_rates(family: str, target: TraceSpec) -> dict[str, Any]:
+    """The :data:`TARGET_RATES` that ``family`` shares with the target's family, at the target's
+    values (within ``family``'s bounds). Trained at the precondition env's own refuse_rate (0.5),
+    the precondition adapter refused allowed requests of ``trace/retail-v0`` (0.25) more often
+    than the base agent did (docs/results.md, "Why TRACE does not beat GRPO on the target")."""
+    mine, theirs = FAMILIES[family], FAMILIES.get(target.family)
+    if theirs is None:
+        return {}
+    values = {**theirs.defaults, **dict(target.params)}
+    out = {}
+    for name in TARGET_RATES:
+        if name in mine.defaults and name in values:
+            lo, hi = mine.bounds.get(name, (values[name], values[name]))
+            out[name] = min(max(values[name], lo), hi)
+    return out
 
 
 def difficulty_params(family: str, d: float) -> dict[str, Any]:
@@ -271,6 +297,7 @@ __all__ = [
     "calibrate",
     "derive_spec",
     "difficulty_params",
+    "target_rates",
     "probe_stats",
     "rollout_probe",
     "spec_of",

@@ -46,6 +46,25 @@ def test_a_target_with_another_tool_subset(tmp_path):
         sy.derive_spec("charm", target)
 
 
+def test_the_synthesized_env_refuses_as_often_as_the_target():
+    """A capability env draws its outcomes at the target's rates (TARGET_RATES), within its bounds."""
+    target = sy.spec_of(TARGET)  # customer_service: a quarter of the requests must be refused
+    assert sy.derive_spec("precondition_verification", target)["tasks"]["params"]["refuse_rate"] == 0.25
+    assert sy.spec_of("trace/precondition-v0").params.get("refuse_rate", 0.5) == 0.5  # the built-in env is unchanged
+    stricter = load_spec({**target.to_json(), "tasks": {"family": "customer_service", "params": {"refuse_rate": 0.6}}})
+    assert sy.derive_spec("precondition_verification", stricter)["tasks"]["params"]["refuse_rate"] == 0.6
+    assert sy.derive_spec("precondition_verification", stricter, {"refuse_rate": 0.1})["tasks"]["params"] == {
+        **sy.derive_spec("precondition_verification", stricter)["tasks"]["params"],
+        "refuse_rate": 0.1,
+    }  # explicit params still win
+    # A family without the rate takes nothing; a target family without it gives nothing.
+    assert "refuse_rate" not in sy.derive_spec("multi_step_completion", target)["tasks"]["params"]
+    narrow = load_spec(
+        {**target.to_json(), "id": "trace/tc-target-v0", "tasks": {"family": "tool_calling", "params": {}}}
+    )
+    assert sy.target_rates("precondition", narrow) == {}
+
+
 def _scripted_probe(capability):
     """A fast scripted agent that gets worse as the env gets harder: every deficit rate is the env's noise."""
 
@@ -66,7 +85,11 @@ def _scripted_probe(capability):
 def test_calibration_bisects_into_the_band(cap):
     # Under spec version 2, precondition's reward paid ~0.54 to an agent that always failed,
     # above the band's middle, so it never calibrated; version 3 pays only for competence.
-    spec = sy.derive_spec(cap, sy.spec_of(TARGET))
+    # At the target's refuse rate (0.25) this scripted agent leaves the precondition env
+    # outside the band's group limits at every difficulty (the budget runs out at d = 1);
+    # the mechanism is what this tests, so precondition keeps its family's own rate here.
+    params = {"refuse_rate": 0.5} if cap == "precondition_verification" else None
+    spec = sy.derive_spec(cap, sy.spec_of(TARGET), params)
     config = sy.CalibrationConfig(seeds=12, rollouts=4, max_probes=8)
     done = sy.calibrate(spec, _scripted_probe(cap), config)
     rec = done["calibration"]
