@@ -41,9 +41,8 @@ MERGED = "merged"
 def diagnose_run(run_dir: Path, seed_start: int, episodes: int, work: Path) -> dict[str, Any]:
     """Every variant of one run on the same development seeds (see the module docstring)."""
     from trace_agents import evaluate as ev
-    from trace_agents.routing import EmbeddingRouter, TopPMerge, add_merge, default_embedder, most_likely
-    from trace_agents.run.config import SEEDS
-    from trace_agents.run.stages import _openings, register_specs
+    from trace_agents.routing import TopPMerge, add_merge, most_likely
+    from trace_agents.run.stages import _openings, build_router, register_specs
     from trace_agents.run.workdir import load_agent
 
     flags = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
@@ -53,7 +52,12 @@ def diagnose_run(run_dir: Path, seed_start: int, episodes: int, work: Path) -> d
         raise SystemExit(f"{run_dir}: stage(s) {sorted(missing)} not finished; finish the run first")
     if flags.get("router", "embedding") != "embedding":
         raise SystemExit(f"{run_dir}: this diagnosis rebuilds an embedding router; the run used {flags['router']!r}")
-    config = SimpleNamespace(temperature=flags["temperature"], seed=flags["seed"])
+    config = SimpleNamespace(
+        temperature=flags["temperature"],
+        seed=flags["seed"],
+        router="embedding",
+        router_examples=flags["router_examples"],
+    )
     model, tok = load_agent(stages["base"]["model"], config)
     if tok is not None:
         raise SystemExit(f"{run_dir}: an lm run; this diagnosis is for the scorer (a PEFT merge per episode)")
@@ -66,10 +70,7 @@ def diagnose_run(run_dir: Path, seed_start: int, episodes: int, work: Path) -> d
         policy.load_adapter(name, stages["baselines"][name]["adapter"])
     add_merge(policy.model, [(cap, 1 / len(caps)) for cap in caps], MERGED)
 
-    # The run's router, as build_router makes it for a scorer (its own encoder, k=5).
-    router = EmbeddingRouter(model.cache.embed if hasattr(model, "cache") else default_embedder(model, tok), k=5)
-    for cap, env_id in stages["synthesize"]["envs"].items():
-        router.fit(_openings(env_id, SEEDS["router_fit"], flags["router_examples"]), cap)
+    router = build_router(SimpleNamespace(config=config), stages["synthesize"], model, tok)  # the run's own
     target = flags["target"]
     openings = _openings(target, seed_start, episodes)
     routed = {seed_start + i: c for i, c in enumerate(most_likely(router.probabilities(openings)))}

@@ -92,8 +92,10 @@ def derive_spec(capability: str, target: TraceSpec, params: Mapping[str, Any] | 
         max_turns=max(reference.max_turns, target.max_turns),
     )
     spec["domain"] = {"name": target.domain} | ({"tools": list(target.tools)} if target.tools is not None else {})
-    spec["tasks"] = {"family": family, "params": {**dict(reference.params), **target_rates(family, target)}}
-    spec["tasks"]["params"].update(params or {})
+    spec["tasks"] = {
+        "family": family,
+        "params": {**dict(reference.params), **target_rates(family, target), **dict(params or {})},
+    }
     spec["observation"] = {"format": target.obs_format, "max_chars": target.max_chars}
     spec["metadata"] = {"synthesized": {"capability": capability, "target": target.id, "reward_from": reference_id}}
     return spec

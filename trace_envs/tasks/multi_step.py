@@ -48,7 +48,7 @@ def generate(rng: Random, params: Mapping[str, Any], seed: int = 0) -> Task:
     return finish(c, NAME, seed, requests, params, upfront=True)
 
 
-NEEDS_TOOLS = needs_tools(("cancel", "modify_address", "update_user_address", "exchange", "return"))
+NEEDS_TOOLS = needs_tools(DEFAULTS["kinds"])  # the kinds it draws unless a spec narrows them
 
 
 def check(params: Mapping[str, Any]) -> list[tuple[str, str, str]]:

@@ -46,7 +46,7 @@ def generate(rng: Random, params: Mapping[str, Any], seed: int = 0) -> Task:
     return finish(c, NAME, seed, requests, params)
 
 
-NEEDS_TOOLS = needs_tools(("cancel", "modify_address", "exchange", "modify_items", "return"))
+NEEDS_TOOLS = needs_tools(DEFAULTS["kinds"])  # the kinds it draws unless a spec narrows them
 
 register_family(
     NAME,

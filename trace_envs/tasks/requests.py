@@ -10,6 +10,7 @@ a record under constraints from JSON tool results.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from random import Random
 from typing import Any
@@ -385,6 +386,6 @@ WRITE_TOOLS = {
 }
 
 
-def needs_tools(kinds: tuple[str, ...]) -> tuple[str, ...]:
+def needs_tools(kinds: Iterable[str]) -> tuple[str, ...]:
     """The tools a family drawing requests of ``kinds`` needs (``register_family``'s ``needs_tools``)."""
     return READ_TOOLS + tuple(WRITE_TOOLS[k] for k in kinds if k in WRITE_TOOLS)
